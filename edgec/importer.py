@@ -1,0 +1,247 @@
+"""ONNX -> IR.
+
+Accepts every IR version from 3 and every opset from 7 that the installed onnx
+loads. Models below opset 7 are converted up with onnx's version converter.
+External-data weights are loaded from beside the model. Initializers that old
+models (IR < 4) also list as graph inputs are treated as constants, as
+onnxruntime does. Shape inference fills in every intermediate type.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from .errors import ModelError, UsageError
+from .ir.core import DTYPE_NAMES, Attr, Dim, Graph, Model, Value
+
+logger = logging.getLogger(__name__)
+
+MIN_OPSET = 7
+KNOWN_DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "ai.onnx.preview.training"}
+
+
+def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``name=1x3x224x224`` (the ``--input-shape`` flag)."""
+    name, sep, dims = spec.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.split("x")) if dims else ()
+    except ValueError:
+        shape = None
+    if not sep or not name or shape is None or any(d <= 0 for d in shape):
+        raise UsageError(f"--input-shape {spec!r}: expected NAME=DxDx..., e.g. input=1x3x224x224")
+    return name, shape
+
+
+def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Model:
+    """Read, check and import an ONNX file, binding symbolic input dims if asked."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such file")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory, not an ONNX file")
+    proto = read_proto(path)
+    load_weights(proto, path)
+    return import_proto(proto, str(path), input_shapes or {})
+
+
+def read_proto(path: Path) -> onnx.ModelProto:
+    data = path.read_bytes()
+    if not data:
+        raise ModelError(f"{path}: empty file, not an ONNX model")
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except DecodeError as exc:
+        hint = "it looks truncated" if data[:1] == b"\x08" else "it is not an ONNX protobuf"
+        raise ModelError(f"{path}: cannot parse the ONNX model ({hint}: {exc})") from None
+    if proto.ir_version <= 0 or not proto.HasField("graph"):
+        raise ModelError(f"{path}: not an ONNX model (no IR version or graph)")
+    return proto
+
+
+def load_weights(proto: onnx.ModelProto, path: Path) -> None:
+    """Load external-data initializers from beside the model, naming what is missing."""
+    base = path.parent
+    for tensor in proto.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        if not (base / location).is_file():
+            raise ModelError(f"{path}: external data file '{location}' for initializer '{tensor.name}' not found in {base}")
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, str(base))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot load external data: {exc}") from None
+
+
+def check_opsets(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    latest = onnx.defs.onnx_opset_version()
+    local_domains = {f.domain for f in proto.functions}
+    for opset in proto.opset_import:
+        if opset.domain in ("", "ai.onnx"):
+            if opset.version > latest:
+                raise ModelError(
+                    f"{source}: opset {opset.version} is newer than this onnx supports "
+                    f"(onnx {onnx.__version__} knows opsets up to {latest})"
+                )
+            if opset.version < 1:
+                raise ModelError(f"{source}: invalid opset version {opset.version}")
+    for node in proto.graph.node:
+        if node.domain in local_domains:
+            continue
+        label = node.name or (node.output[0] if node.output else "?")
+        if node.domain not in KNOWN_DOMAINS:
+            raise ModelError(
+                f"{source}: node '{label}' ({node.op_type}) uses unknown op domain '{node.domain}'; "
+                f"edgec knows {', '.join(repr(d) for d in sorted(KNOWN_DOMAINS) if d)} and the default domain"
+            )
+        version = next((o.version for o in proto.opset_import if o.domain == node.domain), None)
+        if version is None or not onnx.defs.has(node.op_type, version, node.domain):
+            raise ModelError(f"{source}: node '{label}': op '{node.op_type}' does not exist in opset {version} of domain '{node.domain or 'ai.onnx'}'")
+    default = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if default is not None and default < MIN_OPSET:
+        try:
+            proto = onnx.version_converter.convert_version(proto, MIN_OPSET)
+        except Exception as exc:  # the converter raises bare RuntimeErrors
+            raise ModelError(f"{source}: opset {default} cannot be converted to opset {MIN_OPSET}: {exc}") from None
+        logger.info("%s: converted from opset %d to %d", source, default, MIN_OPSET)
+    return proto
+
+
+def bind_input_shapes(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+    initializer_names = {t.name for t in proto.graph.initializer}
+    inputs = {i.name: i for i in proto.graph.input if i.name not in initializer_names}
+    for name, shape in shapes.items():
+        if name not in inputs:
+            raise UsageError(f"--input-shape {name}: the model has no input '{name}' (inputs: {', '.join(inputs)})")
+        dims = inputs[name].type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            raise UsageError(f"--input-shape {name}: the input has rank {len(dims)}, got {len(shape)} dims")
+        for axis, (dim, size) in enumerate(zip(dims, shape)):
+            if dim.HasField("dim_value") and dim.dim_value != size:
+                raise UsageError(f"--input-shape {name}: dim {axis} is fixed at {dim.dim_value}, got {size}")
+            dim.Clear()
+            dim.dim_value = size
+
+
+def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: dict | None = None) -> Model:
+    """Check an in-memory ModelProto (weights loaded) and convert it to the IR."""
+    proto = check_opsets(proto, source)
+    if input_shapes:
+        bind_input_shapes(proto, input_shapes, source)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as exc:
+        raise ModelError(f"{source}: shape inference failed: {exc}") from None
+    except ValueError:  # protos over 2 GiB cannot be inferred in memory
+        inferred = proto
+    return convert_model(inferred)
+
+
+def dims_of(type_proto: onnx.TypeProto) -> tuple[str | None, tuple[Dim, ...] | None]:
+    if not type_proto.HasField("tensor_type"):
+        return None, None
+    tensor = type_proto.tensor_type
+    dtype = DTYPE_NAMES.get(tensor.elem_type) if tensor.elem_type else None
+    if not tensor.HasField("shape"):
+        return dtype, None
+    dims: list[Dim] = []
+    for dim in tensor.shape.dim:
+        dims.append(dim.dim_value if dim.HasField("dim_value") else dim.dim_param if dim.HasField("dim_param") else None)
+    return dtype, tuple(dims)
+
+
+def attr_from_proto(proto: onnx.AttributeProto) -> Attr:
+    A = onnx.AttributeProto
+    if proto.type == A.STRING:
+        return Attr(A.STRING, proto.s.decode("utf-8", "surrogateescape"))
+    if proto.type == A.STRINGS:
+        return Attr(A.STRINGS, [s.decode("utf-8", "surrogateescape") for s in proto.strings])
+    if proto.type == A.TENSOR:
+        return Attr(A.TENSOR, numpy_helper.to_array(proto.t))
+    if proto.type in (A.INT, A.FLOAT, A.INTS, A.FLOATS):
+        return Attr(proto.type, onnx.helper.get_attribute_value(proto))
+    kept = onnx.AttributeProto()
+    kept.CopyFrom(proto)
+    # The exporter copies these verbatim; the printer shows a GRAPH's name and size.
+    return Attr(proto.type, kept.g if proto.type == A.GRAPH else kept)
+
+
+def convert_model(proto: onnx.ModelProto) -> Model:
+    onnx_graph = proto.graph
+    graph = Graph(onnx_graph.name or "main")
+    values: dict[str, Value] = {}
+    types = {vi.name: vi.type for vi in list(onnx_graph.value_info) + list(onnx_graph.output) + list(onnx_graph.input)}
+
+    for tensor in onnx_graph.initializer:
+        values[tensor.name] = graph.add_initializer(tensor.name, numpy_helper.to_array(tensor))
+    listed_as_input = False
+    for value_info in onnx_graph.input:
+        if value_info.name in values:
+            listed_as_input = True
+            continue
+        dtype, shape = dims_of(value_info.type)
+        values[value_info.name] = graph.add_input(Value(value_info.name, dtype, shape))
+
+    for node_proto in onnx_graph.node:
+        inputs = []
+        for name in node_proto.input:
+            if not name:
+                inputs.append(None)
+            elif name in values:
+                inputs.append(values[name])
+            else:
+                raise ModelError(f"node '{node_proto.name or node_proto.output[0]}' uses '{name}', which nothing defines")
+        outputs = []
+        for name in node_proto.output:
+            dtype, shape = dims_of(types[name]) if name in types else (None, None)
+            value = Value(name, dtype, shape)
+            values[name] = value
+            outputs.append(value)
+        attrs = {a.name: attr_from_proto(a) for a in node_proto.attribute}
+        graph.make_node(node_proto.op_type, inputs, outputs, attrs, node_proto.domain, node_proto.name)
+
+    for value_info in onnx_graph.output:
+        if value_info.name not in values:
+            raise ModelError(f"graph output '{value_info.name}' is not produced by any node")
+        value = values[value_info.name]
+        if value.dtype is None:
+            value.dtype, value.shape = dims_of(value_info.type)
+        graph.outputs.append(value)
+
+    model = Model(
+        graph,
+        ir_version=proto.ir_version,
+        opset_imports={o.domain: o.version for o in proto.opset_import},
+        producer_name=proto.producer_name,
+        producer_version=proto.producer_version,
+        metadata={p.key: p.value for p in proto.metadata_props},
+        functions=list(proto.functions),
+        initializers_as_inputs=listed_as_input,
+    )
+    return model
+
+
+def symbolic_inputs(model: Model) -> list[tuple[Value, int, Dim]]:
+    """Every graph-input dim that is not a fixed size: (input, axis, dim)."""
+    found = []
+    for value in model.graph.inputs:
+        if value.shape is None:
+            found.append((value, -1, None))
+            continue
+        found.extend((value, axis, dim) for axis, dim in enumerate(value.shape) if not isinstance(dim, int))
+    return found
+
+
+def ensure_static(model: Model, source: str) -> None:
+    """Compiling needs fixed input shapes: name the first free dim and the flag that binds it."""
+    for value, axis, dim in symbolic_inputs(model):
+        example = "x".join(str(d) if isinstance(d, int) else "N" for d in (value.shape or ()))
+        what = "has an unknown shape" if axis < 0 else f"dim {axis} is symbolic ({dim!r})" if dim else f"dim {axis} is unknown"
+        raise ModelError(f"{source}: input '{value.name}' {what}; bind it with --input-shape {value.name}={example or 'DxD'}")

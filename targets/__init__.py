@@ -1,0 +1,1 @@
+"""Target families: each module holds one family's capabilities and TVM lowering."""
