@@ -1,0 +1,326 @@
+"""The ``edgec`` command line.
+
+Exit codes: 0 success; 1 the model could not be compiled or run; 2 usage error
+(bad flag, missing file, unknown target, unwritable output); 3 the model cannot
+meet its profile. Every error is one line on stderr: ``edgec: error: ...``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import EdgecError, UsageError
+
+logger = logging.getLogger("edgec")
+
+EXIT_CODES = """\b
+Exit codes:
+  0  success
+  1  the model could not be imported, compiled or run
+  2  usage error: bad flag, missing file, unknown target, unwritable output
+  3  the model cannot meet its profile"""
+
+
+def stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+@contextmanager
+def progress_display(enabled: bool):
+    """A transient spinner on stderr naming the current step (only on a terminal)."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda step: logger.info("%s", step)
+        return
+    with stderr_console().status("starting") as status:
+        yield lambda step: status.update(f"[bold]{step}[/bold]")
+
+
+def pipeline_options(command):
+    """The MLIR-style pass-pipeline flags shared by ``compile`` and ``opt``."""
+    from .driver import DEFAULT_PIPELINE
+
+    decorators = [
+        click.option("--passes", "pipeline", default=DEFAULT_PIPELINE, show_default=True, metavar="PIPELINE",
+                     help="Textual pass pipeline, e.g. 'fold-constants{size-limit=64MiB},eliminate-dead'."),
+        click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxD...",
+                     help="Bind an input's symbolic dims, e.g. input=1x3x224x224. Repeatable."),
+        click.option("--timing", is_flag=True, help="Report wall time per pass."),
+        click.option("--pass-statistics", is_flag=True, help="Report each pass's counters."),
+        click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass."),
+        click.option("--print-ir-after", multiple=True, metavar="PASS", help="Print the IR after this pass. Repeatable."),
+        click.option("--print-ir-before", multiple=True, metavar="PASS", help="Print the IR before this pass. Repeatable."),
+        click.option("--print-ir-after-change", is_flag=True, help="Print the IR after passes that changed it."),
+        click.option("--print-ir-after-failure", is_flag=True, help="Print the IR when a pass fails."),
+        click.option("--dump-ir-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Write the IR before the pipeline and after each pass to numbered files here."),
+        click.option("--verify-each/--no-verify-each", default=True, show_default=True,
+                     help="Run the IR verifier after every pass."),
+        click.option("--crash-reproducer", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
+                     help="On a pass failure, write the input model and pipeline here for 'edgec opt'."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def build_instruments(options: dict) -> list:
+    from .instruments import CrashReproducer, DumpIRInstrument, PrintIRInstrument, StatisticsInstrument, TimingInstrument
+
+    stream = sys.stderr
+    instruments = []
+    if any(options[k] for k in ("print_ir_after_all", "print_ir_after", "print_ir_before", "print_ir_after_change", "print_ir_after_failure")):
+        instruments.append(
+            PrintIRInstrument(
+                stream,
+                after_all=options["print_ir_after_all"],
+                after=frozenset(options["print_ir_after"]),
+                before=frozenset(options["print_ir_before"]),
+                after_change=options["print_ir_after_change"],
+                after_failure=options["print_ir_after_failure"],
+            )
+        )
+    if options["dump_ir_dir"]:
+        instruments.append(DumpIRInstrument(options["dump_ir_dir"]))
+    if options["crash_reproducer"]:
+        instruments.append(CrashReproducer(options["crash_reproducer"]))
+    if options["timing"]:
+        instruments.append(TimingInstrument(stream))
+    if options["pass_statistics"]:
+        instruments.append(StatisticsInstrument(stream))
+    return instruments
+
+
+def check_pass_names(options: dict) -> None:
+    from .pass_manager import registered_passes
+
+    known = registered_passes()
+    for name in (*options["print_ir_after"], *options["print_ir_before"]):
+        if name not in known:
+            raise UsageError(f"--print-ir-after/--print-ir-before {name}: unknown pass (known: {', '.join(sorted(known))})")
+
+
+def parse_shapes(specs) -> dict[str, tuple[int, ...]]:
+    from .importer import parse_input_shape
+
+    return dict(parse_input_shape(spec) for spec in specs)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXIT_CODES)
+@click.version_option(__version__, prog_name="edgec")
+@click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+def main_group(verbose: int) -> None:
+    """edgec compiles ONNX models for edge devices through Apache TVM.
+
+    \b
+    Typical use:
+      edgec compile model.onnx --target x86-64 -o model.edgec
+      edgec run model.edgec --random-inputs
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="edgec: %(levelname)s: %(message)s", stream=sys.stderr)
+
+
+@main_group.command("compile", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", required=True, help="Target name (see 'edgec targets').")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Artifact path [default: MODEL's stem + .edgec].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display and no summary.")
+@pipeline_options
+def compile_command(model: Path, target: str, output: Path | None, quiet: bool, **options) -> None:
+    """Compile an ONNX MODEL into one deployable .edgec artifact."""
+    from .driver import CompileRequest, compile_model
+
+    check_pass_names(options)
+    request = CompileRequest(
+        model=model,
+        target=target,
+        output=output or Path(model.stem + ".edgec"),
+        input_shapes=parse_shapes(options["input_shapes"]),
+        pipeline=options["pipeline"],
+        verify_each=options["verify_each"],
+    )
+    with progress_display(not quiet) as progress:
+        result = compile_model(request, build_instruments(options), progress)
+    if not quiet:
+        size = result.output.stat().st_size
+        click.echo(f"wrote {result.output} ({size / 1e6:.1f} MB) for {result.manifest['target']['name']}", err=True)
+
+
+@main_group.command("opt", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the result: .onnx for ONNX, anything else for IR text. Default: IR text on stdout.")
+@pipeline_options
+def opt_command(model: Path, output: Path | None, **options) -> None:
+    """Run a pass pipeline on MODEL without lowering (like mlir-opt)."""
+    from .exporter import export_model
+    from .importer import load_model
+    from .ir import print_model
+    from .pass_manager import PassManager, Pipeline
+
+    check_pass_names(options)
+    pipeline = Pipeline.parse(options["pipeline"])
+    ir_model = load_model(model, parse_shapes(options["input_shapes"]))
+    ir_model = PassManager(pipeline, build_instruments(options), options["verify_each"]).run(ir_model)
+    if output is None:
+        click.echo(print_model(ir_model), nl=False)
+    elif output.suffix == ".onnx":
+        import onnx
+
+        onnx.save(export_model(ir_model), output)
+    else:
+        output.write_text(print_model(ir_model))
+
+
+def read_inputs(compiled, inputs_file: Path | None, input_specs, random_inputs: bool, seed: int) -> dict:
+    chosen = sum(bool(x) for x in (inputs_file, input_specs, random_inputs))
+    if chosen != 1:
+        raise UsageError("give exactly one of --inputs FILE.npz, --input NAME=FILE.npy (repeatable) or --random-inputs")
+    if random_inputs:
+        return compiled.random_inputs(seed)
+    if inputs_file:
+        if not inputs_file.is_file():
+            raise UsageError(f"--inputs {inputs_file}: no such file")
+        with np.load(inputs_file) as data:
+            return {name: data[name] for name in data.files}
+    feeds = {}
+    for spec in input_specs:
+        name, sep, file = spec.partition("=")
+        if not sep or not Path(file).is_file():
+            raise UsageError(f"--input {spec}: expected NAME=FILE.npy with an existing file")
+        feeds[name] = np.load(file)
+    return feeds
+
+
+@main_group.command("run", epilog=EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="An .npz with one array per input name.")
+@click.option("--input", "input_specs", multiple=True, metavar="NAME=FILE.npy", help="One input from an .npy. Repeatable.")
+@click.option("--random-inputs", is_flag=True, help="Seeded random inputs matching the signature.")
+@click.option("--seed", default=0, show_default=True, help="Seed for --random-inputs.")
+@click.option("--output", "output_file", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
+def run_command(artifact: Path, inputs_file, input_specs, random_inputs: bool, seed: int, output_file) -> None:
+    """Run a compiled ARTIFACT on this machine and print or save its outputs."""
+    from .runtime import load
+
+    if not artifact.exists():
+        raise UsageError(f"{artifact}: no such file")
+    compiled = load(artifact)
+    feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
+    outputs = compiled.run(feeds)
+    if output_file:
+        np.savez(output_file, **outputs)
+        click.echo(f"wrote {len(outputs)} output(s) to {output_file}", err=True)
+        return
+    for name, value in outputs.items():
+        flat = value.reshape(-1)
+        preview = np.array2string(flat[:6], precision=5, separator=", ")
+        click.echo(f"{name}: {value.dtype}{list(value.shape)} {preview}{' ...' if flat.size > 6 else ''}")
+
+
+@main_group.command("inspect", epilog=EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
+def inspect_command(artifact: Path, as_json: bool) -> None:
+    """Show what an ARTIFACT holds: signature, target, pipeline, members."""
+    from .artifact import open_artifact
+
+    if not artifact.exists():
+        raise UsageError(f"{artifact}: no such file")
+    opened = open_artifact(artifact)
+    manifest = opened.manifest
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2, sort_keys=True))
+        return
+    target = manifest["target"]
+    lines = [
+        f"artifact   {artifact} (format {manifest['format_version']})",
+        f"source     {manifest['source']['file']} sha256:{manifest['source']['sha256'][:16]}",
+        f"target     {target['name']} ({target['triple']}, {json.dumps(target['tvm_target'])})",
+        f"pipeline   {manifest['pipeline']}",
+        f"versions   edgec {manifest['edgec_version']}, tvm {manifest['tvm_version']}, onnx {manifest['onnx_version']}",
+    ]
+    for kind in ("inputs", "outputs"):
+        for spec in manifest["signature"][kind]:
+            lines.append(f"{kind[:-1]:<10} {spec['name']}: {spec['dtype']}{spec['shape']}")
+    weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
+    lines.append(f"weights    {len(manifest['weights'])} tensors, {weight_bytes / 1e6:.2f} MB")
+    for name, member in manifest["members"].items():
+        lines.append(f"member     {name}: {member['size']} bytes sha256:{member['sha256'][:16]}")
+    click.echo("\n".join(lines))
+
+
+@main_group.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print the target table as JSON.")
+def targets_command(as_json: bool) -> None:
+    """List the targets edgec can compile for, with their features."""
+    from edgec.targets import all_targets
+
+    targets = all_targets()
+    if as_json:
+        click.echo(json.dumps([{**t.manifest(), "description": t.description, "runs_here": t.runs_here() is None}
+                               for t in targets.values()], indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("target", "triple", "cores", "features", "runs here", "description", box=None)
+    for spec in targets.values():
+        reason = spec.runs_here()
+        table.add_row(spec.name, spec.triple, str(spec.cores), " ".join(spec.features) or "-",
+                      "yes" if reason is None else "no", spec.description)
+    Console(width=160).print(table)
+
+
+@main_group.command("passes")
+def passes_command() -> None:
+    """List the registered passes and their options."""
+    import dataclasses
+
+    from .pass_manager import format_option, registered_passes
+
+    for name, cls in sorted(registered_passes().items()):
+        options = ", ".join(
+            f"{f.name.replace('_', '-')}={format_option(f, f.default)}" for f in dataclasses.fields(cls.Options)
+        )
+        summary = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"{name}: ")
+        click.echo(f"{name:<18} {summary}" + (f"\n{'':<18} options: {options}" if options else ""))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command and turn every failure into one line and an exit code."""
+    try:
+        main_group.main(args=argv, prog_name="edgec", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        click.echo("edgec: aborted", err=True)
+        return 130
+    except click.UsageError as exc:
+        command = f" {exc.ctx.command_path.split(' ', 1)[1]}" if exc.ctx and " " in exc.ctx.command_path else ""
+        click.echo(f"edgec{command}: error: {exc.format_message()}", err=True)
+        return 2
+    except click.ClickException as exc:
+        click.echo(f"edgec: error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    except EdgecError as exc:
+        click.echo(f"edgec: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("edgec: interrupted", err=True)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

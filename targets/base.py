@@ -1,0 +1,77 @@
+"""What every target family declares, and the registry ``--target`` looks names up in."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass, field
+from typing import Callable
+
+from edgec.errors import UsageError
+from edgec.host import physical_cores
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """A named compilation target.
+
+    ``tvm_target`` is the JSON form TVM 0.27 takes (CLI strings are refused).
+    ``host_machine`` is the ``platform.machine()`` that can run the result directly;
+    anything else needs a lab device (RPC) or an emulator.
+    """
+
+    name: str
+    family: str
+    description: str
+    triple: str
+    tvm_target: dict
+    host_machine: str
+    cores: int
+    features: tuple[str, ...] = ()
+    vector_bits: int = 128
+    cross_compiler: str | None = None
+    dtypes: tuple[str, ...] = ("float32", "int8", "int32", "int64", "bool")
+    notes: str = ""
+
+    def runs_here(self) -> str | None:
+        """None if this machine can run the target's code, else why not."""
+        if platform.machine() != self.host_machine:
+            return f"target {self.name} runs on {self.host_machine}, this machine is {platform.machine()}"
+        return None
+
+    def manifest(self) -> dict:
+        return {
+            "name": self.name,
+            "family": self.family,
+            "triple": self.triple,
+            "tvm_target": self.tvm_target,
+            "cores": self.cores,
+            "features": list(self.features),
+        }
+
+
+FAMILIES: dict[str, Callable[[], list[TargetSpec]]] = {}
+
+
+def register_family(name: str) -> Callable:
+    def add(factory: Callable[[], list[TargetSpec]]):
+        FAMILIES[name] = factory
+        return factory
+
+    return add
+
+
+def all_targets() -> dict[str, TargetSpec]:
+    from . import x86  # noqa: F401  each family module registers itself on import
+
+    targets: dict[str, TargetSpec] = {}
+    for factory in FAMILIES.values():
+        for spec in factory():
+            targets[spec.name] = spec
+    return targets
+
+
+def get_target(name: str) -> TargetSpec:
+    targets = all_targets()
+    if name not in targets:
+        raise UsageError(f"--target {name}: unknown target (known: {', '.join(targets)}; see 'edgec targets')")
+    return targets[name]

@@ -1,0 +1,114 @@
+"""Lowering an edgec model through TVM Relax to a shared library.
+
+How the graph reaches TVM: edgec exports it (exactly) to ONNX and uses TVM's own
+ONNX frontend. That frontend covers ~190 ONNX ops with their opset-specific
+semantics and is maintained upstream; re-implementing that mapping in edgec
+would duplicate it and drift. Passes that need TVM-level control (schedules,
+integer kernels) act on the Relax module after import instead.
+
+Weights stay out of the library: they are imported as function parameters
+(``keep_params_in_input``) and detached, so the artifact stores them once, as
+their own member, and the runtime maps them instead of loading a ``.so`` that
+embeds them. Small and integer initializers (shapes, axes, scalars) are exported
+as ``Constant`` nodes instead, because TVM's importer needs their values to
+derive static shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from edgec.errors import CompileError
+from edgec.exporter import export_model, tensor_proto
+from edgec.ir import Model
+
+from .base import TargetSpec
+
+logger = logging.getLogger(__name__)
+
+EMBED_BELOW_BYTES = 256
+"""Float initializers at most this big are compiled in as constants, not passed as weights."""
+
+
+@dataclass
+class Lowered:
+    library: bytes
+    params: list[tuple[str, np.ndarray]]
+    target_manifest: dict
+    tvm_version: str
+
+
+def is_weight(data: np.ndarray) -> bool:
+    return data.dtype.kind == "f" and data.nbytes > EMBED_BELOW_BYTES
+
+
+def onnx_for_tvm(model: Model) -> onnx.ModelProto:
+    """The model as ONNX, with non-weight initializers turned into Constant nodes."""
+    proto = export_model(model)
+    graph = proto.graph
+    constants = [t for t in graph.initializer if not is_weight(model.graph.initializers[t.name].const)]
+    nodes = [
+        onnx.helper.make_node("Constant", [], [t.name], value=tensor_proto("", model.graph.initializers[t.name].const))
+        for t in constants
+    ]
+    keep = [t for t in graph.initializer if is_weight(model.graph.initializers[t.name].const)]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    initializer_names = set(model.graph.initializers)
+    inputs = [i for i in graph.input if i.name not in initializer_names]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    for position, node in enumerate(nodes):
+        graph.node.insert(position, node)
+    proto.ir_version = max(proto.ir_version, 4)  # initializers need not be listed as inputs
+    return proto
+
+
+def lower(model: Model, target: TargetSpec) -> Lowered:
+    import tvm
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    proto = onnx_for_tvm(model)
+    try:
+        mod = from_onnx(proto, keep_params_in_input=True)
+    except Exception as exc:  # TVM raises a variety of types; the op name is in the text
+        raise CompileError(f"TVM's ONNX frontend rejected the model: {first_line(exc)}") from exc
+    main = mod["main"]
+    num_inputs = int(main.attrs["num_input"])
+    names = [param.name for param in main.params[num_inputs:]]
+    mod, detached = detach_params(mod)
+    arrays = [param.numpy() for param in detached.get("main", [])]
+    if len(arrays) != len(names):
+        raise CompileError(f"TVM detached {len(arrays)} weights but the function takes {len(names)}")
+
+    try:
+        executable = tvm.compile(mod, target=tvm.target.Target(target.tvm_target))
+    except Exception as exc:
+        raise CompileError(f"TVM failed to compile for {target.name}: {first_line(exc)}") from exc
+
+    with tempfile.TemporaryDirectory(prefix="edgec-") as workdir:
+        library_path = Path(workdir) / "model.so"
+        executable.export_library(str(library_path), **export_options(target))
+        library = library_path.read_bytes()
+    return Lowered(library, list(zip(names, arrays)), target.manifest(), tvm.__version__)
+
+
+def export_options(target: TargetSpec) -> dict:
+    if target.cross_compiler is None:
+        return {}
+    from tvm.support import cc
+
+    return {"fcompile": cc.cross_compiler(target.cross_compiler)}
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
