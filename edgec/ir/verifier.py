@@ -17,7 +17,6 @@ import networkx as nx
 import onnx
 
 from ..errors import CompileError
-from ..exporter import export_model
 from .core import DTYPE_NAMES, Model, Node, dtype_of_array
 
 
@@ -85,6 +84,8 @@ def cycle_note(model: Model) -> str:
 
 
 def verify_types(model: Model) -> None:
+    from ..exporter import export_model  # deferred: the exporter itself imports this package
+
     proto = export_model(model, with_weights=False)
     del proto.graph.value_info[:]  # infer from scratch, then compare with what the IR records
     try:

@@ -1,0 +1,26 @@
+"""Shared fixtures. Tests import helpers as ``tests.models``; run pytest from the repo root."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgec.ir import parse_model, print_model
+
+
+@pytest.fixture
+def roundtrip_text():
+    """Assert a model's text survives print -> parse -> print unchanged."""
+
+    def check(model):
+        text = print_model(model, elide=False)
+        assert print_model(parse_model(text), elide=False) == text
+        return text
+
+    return check
+
+
+def assert_close(actual: dict, expected: dict, rtol: float = 1e-3, atol: float = 1e-4) -> None:
+    assert list(actual) == list(expected)
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=rtol, atol=atol, err_msg=f"output {name}")

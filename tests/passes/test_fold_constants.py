@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from edgec.exporter import export_model
+from edgec.importer import import_proto
+from edgec.ir import parse_model
+from tests.models import ZOO_DIR, ort_run, random_feeds, zoo_model
+from tests.passes.helpers import assert_golden, assert_idempotent, assert_same_numbers, run_pass
+
+BEFORE = """\
+model ir_version=8 opset_import={"": 17} {
+  input %x: float32[2,2]
+  init %shape: int64[2] = [2, 2]
+  init %two: float32[] = [2.0]
+  %c = ConstantOfShape(%shape) {value=tensor<float32[1]> [0.5]} : float32[2,2]
+  %d = Mul(%c, %two) : float32[2,2]
+  %k = Constant() {value=tensor<float32[2]> [1.0, -1.0]} : float32[2]
+  %y = Add(%x, %d) : float32[2,2]
+  %z = Mul(%y, %k) : float32[2,2]
+  output %z
+}
+"""
+
+# Inputs left unused (%shape, %two, %c) are eliminate-dead's job.
+AFTER = """\
+model ir_version=8 opset_import={"": 17} {
+  input %x: float32[2,2]
+  init %shape: int64[2] = [2, 2]
+  init %two: float32[] = [2.0]
+  init %c: float32[2,2] = [0.5, 0.5, 0.5, 0.5]
+  init %d: float32[2,2] = [1.0, 1.0, 1.0, 1.0]
+  init %k: float32[2] = [1.0, -1.0]
+  %y = Add(%x, %d) : float32[2,2]
+  %z = Mul(%y, %k) : float32[2,2]
+  output %z
+}
+"""
+
+
+def test_golden_and_idempotent():
+    result = assert_idempotent("fold-constants", parse_model(BEFORE))
+    assert_golden(result.model, AFTER)
+    assert result.stats == {"folded-nodes": 3, "skipped-too-large": 0}
+
+
+def test_size_limit_keeps_big_results_and_says_why():
+    result = run_pass("fold-constants{size-limit=8}", parse_model(BEFORE))
+    ops = [n.op_type for n in result.model.graph.nodes]
+    # The 16-byte ConstantOfShape stays (so the Mul reading it cannot fold); the 8-byte Constant folds.
+    assert ops == ["ConstantOfShape", "Mul", "Add", "Mul"]
+    assert result.stats == {"folded-nodes": 1, "skipped-too-large": 1}
+    assert any("over size-limit 8 B" in d.message for d in result.diagnostics)
+
+
+def test_zoo_weights_stored_as_constant_of_shape_fold_and_match_onnxruntime(tmp_path):
+    original = onnx.load(ZOO_DIR / "light_squeezenet.onnx")
+    model = import_proto(original)
+    result = run_pass("fold-constants", model)
+    assert "ConstantOfShape" not in {n.op_type for n in result.model.graph.nodes}
+    feeds = random_feeds(original)
+    assert_same_numbers(original, result.model, feeds, rtol=0, atol=0)
+
+
+def test_random_weight_model_folds_nothing_and_keeps_numbers():
+    onnx_model = zoo_model("resnet50")
+    result = run_pass("fold-constants", import_proto(onnx_model))
+    assert not result.modified
+    feeds = random_feeds(onnx_model)
+    np.testing.assert_array_equal(ort_run(export_model(result.model), feeds)["gpu_0/softmax_1"],
+                                  ort_run(onnx_model, feeds)["gpu_0/softmax_1"])

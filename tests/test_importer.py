@@ -1,0 +1,151 @@
+"""Import and export: exactness on the model zoo, old IR and opsets, external data,
+shape binding, and one clear error per kind of bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.errors import ModelError, UsageError
+from edgec.exporter import export_model
+from edgec.importer import ensure_static, load_model, parse_input_shape
+from tests.models import ZOO, make_model, ort_run, random_feeds, zoo_model
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_import_export_is_exact_on_the_zoo(name, tmp_path):
+    original = zoo_model(name)
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(original, path)
+    exported = export_model(load_model(path))
+    assert exported.ir_version == original.ir_version == 3
+    feeds = random_feeds(original)
+    expected, actual = ort_run(original, feeds), ort_run(exported, feeds)
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key])
+    assert np.ptp(expected[next(iter(expected))]) > 0  # random weights: outputs really vary
+
+
+def add_model(opset: int, ir_version: int, shape=(2, 3)) -> onnx.ModelProto:
+    return make_model(
+        [helper.make_node("Add", ["x", "b"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(np.arange(3, dtype=np.float32), "b")],
+        opset=opset,
+        ir_version=ir_version,
+    )
+
+
+def test_old_opset_is_converted_up(tmp_path):
+    bias = np.arange(6, dtype=np.float32).reshape(2, 3)
+    old = make_model(
+        [helper.make_node("Add", ["x", "b"], ["y"])],
+        # IR 3 lists initializers as graph inputs too.
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, [2, 3]) for n in ("x", "b")],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(bias, "b")],
+        opset=6,
+        ir_version=3,
+    )
+    path = tmp_path / "old.onnx"
+    onnx.save(old, path)
+    model = load_model(path)
+    assert model.opset == 7 and model.initializers_as_inputs
+    assert [v.name for v in model.graph.inputs] == ["x"]
+    feeds = {"x": np.ones((2, 3), np.float32)}
+    np.testing.assert_array_equal(ort_run(export_model(model), feeds)["y"], feeds["x"] + bias)
+
+
+def test_shape_inference_fills_intermediate_types(tmp_path):
+    path = tmp_path / "add.onnx"
+    onnx.save(add_model(opset=13, ir_version=7), path)
+    model = load_model(path)
+    assert (model.graph.outputs[0].dtype, model.graph.outputs[0].shape) == ("float32", (2, 3))
+
+
+def test_external_data_weights_load(tmp_path):
+    model = add_model(opset=13, ir_version=8)
+    onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
+              location="ext.weights", size_threshold=0)
+    imported = load_model(tmp_path / "ext.onnx")
+    np.testing.assert_array_equal(imported.graph.initializers["b"].const, np.arange(3, dtype=np.float32))
+
+
+def test_input_shape_binds_symbolic_dims(tmp_path):
+    path = tmp_path / "sym.onnx"
+    onnx.save(add_model(opset=13, ir_version=8, shape=("batch", 3)), path)
+    with pytest.raises(ModelError, match=r"input 'x' dim 0 is symbolic \('batch'\); bind it with --input-shape x=Nx3"):
+        ensure_static(load_model(path), str(path))
+    model = load_model(path, {"x": (4, 3)})
+    ensure_static(model, str(path))
+    assert model.graph.outputs[0].shape == (4, 3)
+    with pytest.raises(UsageError, match="dim 1 is fixed at 3, got 5"):
+        load_model(path, {"x": (4, 5)})
+    with pytest.raises(UsageError, match="the model has no input 'y'"):
+        load_model(path, {"y": (4, 3)})
+
+
+def test_parse_input_shape():
+    assert parse_input_shape("gpu_0/data_0=1x3x224x224") == ("gpu_0/data_0", (1, 3, 224, 224))
+    with pytest.raises(UsageError, match="expected NAME=DxDx"):
+        parse_input_shape("x=1xAx3")
+
+
+# -- bad input: one clear error each --------------------------------------------------
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(UsageError, match=r"nope.onnx: no such file"):
+        load_model(tmp_path / "nope.onnx")
+
+
+def test_not_onnx(tmp_path):
+    path = tmp_path / "notes.onnx"
+    path.write_text("these are not the weights you are looking for\n" * 20)
+    with pytest.raises(ModelError, match=r"notes.onnx: (cannot parse the ONNX model|not an ONNX model)"):
+        load_model(path)
+
+
+def test_truncated_onnx(tmp_path):
+    data = zoo_model("squeezenet").SerializeToString()
+    path = tmp_path / "cut.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match=r"cut.onnx: cannot parse the ONNX model \(it looks truncated"):
+        load_model(path)
+
+
+def test_opset_onnx_cannot_load(tmp_path):
+    path = tmp_path / "future.onnx"
+    onnx.save(add_model(opset=99, ir_version=8), path)
+    with pytest.raises(ModelError, match=r"future.onnx: opset 99 is newer than this onnx supports"):
+        load_model(path)
+
+
+def test_missing_external_data(tmp_path):
+    onnx.save(add_model(opset=13, ir_version=8), tmp_path / "ext.onnx", save_as_external_data=True,
+              location="weights.bin", size_threshold=0)
+    (tmp_path / "weights.bin").unlink()
+    with pytest.raises(ModelError, match=r"external data file 'weights.bin' for initializer 'b' not found"):
+        load_model(tmp_path / "ext.onnx")
+
+
+def test_unknown_domain(tmp_path):
+    model = add_model(opset=13, ir_version=8)
+    model.graph.node.append(helper.make_node("Frobnicate", ["y"], ["z"], domain="com.example", name="frob"))
+    model.opset_import.append(helper.make_opsetid("com.example", 1))
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ModelError, match=r"node 'frob' \(Frobnicate\) uses unknown op domain 'com.example'"):
+        load_model(path)
+
+
+def test_unknown_op_in_default_domain(tmp_path):
+    model = add_model(opset=13, ir_version=8)
+    model.graph.node.append(helper.make_node("Frobnicate", ["y"], ["z"], name="frob"))
+    path = tmp_path / "unknown.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ModelError, match=r"node 'frob': op 'Frobnicate' does not exist in opset 13"):
+        load_model(path)
