@@ -52,8 +52,10 @@ def check_writable(output: Path) -> None:
     parent = output.parent if str(output.parent) else Path(".")
     if output.is_dir():
         raise UsageError(f"-o {output}: is a directory")
-    if not parent.is_dir():
+    if not parent.exists():
         raise UsageError(f"-o {output}: directory {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"-o {output}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK) or (output.exists() and not os.access(output, os.W_OK)):
         raise UsageError(f"-o {output}: not writable")
 
