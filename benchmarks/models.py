@@ -1,0 +1,83 @@
+"""The nine model-zoo architectures that onnx ships, with seeded random weights.
+
+onnx's ``light_*.onnx`` files store every weight as a ConstantOfShape node, which
+a compiler folds away into constant outputs, so benchmarking them as shipped
+would time almost nothing. Each such node becomes a random initializer instead.
+Latency does not depend on the values; they are only shaped so that activations
+neither vanish nor blow up, which keeps the output comparison meaningful.
+Self-contained on purpose: benchmarks must not depend on the test helpers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+ZOO_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+ZOO = {
+    "alexnet": "light_bvlc_alexnet.onnx",
+    "densenet121": "light_densenet121.onnx",
+    "inception_v1": "light_inception_v1.onnx",
+    "inception_v2": "light_inception_v2.onnx",
+    "resnet50": "light_resnet50.onnx",
+    "shufflenet": "light_shufflenet.onnx",
+    "squeezenet": "light_squeezenet.onnx",
+    "vgg19": "light_vgg19.onnx",
+    "zfnet512": "light_zfnet512.onnx",
+}
+# (op, input index) that must stay positive: BatchNormalization scale and variance,
+# and the per-channel scale that densenet and inception_v2 apply with Mul.
+POSITIVE = {("BatchNormalization", 1), ("BatchNormalization", 4), ("Mul", 0), ("Mul", 1)}
+
+
+def consumer(graph: onnx.GraphProto, name: str) -> tuple[str, int]:
+    """(op, input index) where ``name`` is used, looking through a leading Unsqueeze."""
+    for node in graph.node:
+        for index, used in enumerate(node.input):
+            if used == name:
+                if node.op_type == "Unsqueeze" and index == 0:
+                    return consumer(graph, node.output[0])
+                return node.op_type, index
+    return "", -1
+
+
+def random_weight(rng: np.random.Generator, shape: tuple[int, ...], role: tuple[str, int], dtype) -> np.ndarray:
+    if role in POSITIVE:
+        data = rng.uniform(0.5, 1.5, shape)
+    elif len(shape) >= 2:
+        data = rng.standard_normal(shape) * np.sqrt(2.0 / int(np.prod(shape[1:])))  # He-normal
+    else:
+        data = rng.standard_normal(shape) * 0.1
+    return data.astype(dtype)
+
+
+def zoo_model(name: str, seed: int = 0) -> onnx.ModelProto:
+    """The zoo model ``name`` with every ConstantOfShape weight made a seeded random initializer."""
+    model = onnx.load(ZOO_DIR / ZOO[name])
+    graph = model.graph
+    rng = np.random.default_rng(seed)
+    shapes = {t.name: t for t in graph.initializer}
+    kept, weights = [], []
+    for node in graph.node:
+        if node.op_type == "ConstantOfShape" and node.input[0] in shapes:
+            shape = tuple(int(d) for d in numpy_helper.to_array(shapes[node.input[0]]))
+            fill = numpy_helper.to_array(node.attribute[0].t) if node.attribute else np.zeros(1, np.float32)
+            data = random_weight(rng, shape, consumer(graph, node.output[0]), fill.dtype)
+            weights.append(numpy_helper.from_array(data, node.output[0]))
+        else:
+            kept.append(node)
+    used = {name for node in kept for name in node.input}
+    unused = {t.name for t in graph.initializer} - used
+    initializers = [t for t in graph.initializer if t.name not in unused] + weights
+    # IR 3: every initializer is also a graph input.
+    inputs = [i for i in graph.input if i.name not in unused]
+    inputs += [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in weights]
+    del graph.node[:], graph.initializer[:], graph.input[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(initializers)
+    graph.input.extend(inputs)
+    onnx.checker.check_model(model)
+    return model
