@@ -34,9 +34,9 @@ def attribute_proto(key: str, attr: Attr) -> onnx.AttributeProto:
         value = [v.encode("utf-8", "surrogateescape") for v in value]
     elif attr.type == A.TENSOR:
         value = tensor_proto("", value)
-    if attr.type in (A.GRAPH, A.GRAPHS, A.SPARSE_TENSOR, A.SPARSE_TENSORS, A.TYPE_PROTO, A.TYPE_PROTOS, A.TENSORS):
+    if attr.type in (A.GRAPHS, A.SPARSE_TENSOR, A.SPARSE_TENSORS, A.TYPE_PROTO, A.TYPE_PROTOS, A.TENSORS):
         proto = onnx.AttributeProto()
-        proto.CopyFrom(value)  # kept verbatim from import
+        proto.CopyFrom(value)  # rare kinds are kept as the whole AttributeProto from import
         return proto
     return onnx.helper.make_attribute(key, value, attr_type=attr.type)
 

@@ -173,6 +173,19 @@ def attr_from_proto(proto: onnx.AttributeProto) -> Attr:
     return Attr(proto.type, kept.g if proto.type == A.GRAPH else kept)
 
 
+def outer_names(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs read without defining them (their outer-scope inputs)."""
+    found: set[str] = set()
+    for attr in node.attribute:
+        for subgraph in [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs):
+            defined = {v.name for v in subgraph.input} | {t.name for t in subgraph.initializer}
+            for inner in subgraph.node:
+                found |= ({n for n in inner.input if n} | outer_names(inner)) - defined
+                defined |= set(inner.output)
+            found |= {v.name for v in subgraph.output} - defined
+    return found
+
+
 def convert_model(proto: onnx.ModelProto) -> Model:
     onnx_graph = proto.graph
     graph = Graph(onnx_graph.name or "main")
@@ -205,7 +218,10 @@ def convert_model(proto: onnx.ModelProto) -> Model:
             values[name] = value
             outputs.append(value)
         attrs = {a.name: attr_from_proto(a) for a in node_proto.attribute}
-        graph.make_node(node_proto.op_type, inputs, outputs, attrs, node_proto.domain, node_proto.name)
+        node = graph.make_node(node_proto.op_type, inputs, outputs, attrs, node_proto.domain, node_proto.name)
+        for name in sorted(outer_names(node_proto) & values.keys()):
+            node.implicit_inputs.append(values[name])
+            values[name].uses.append(node)
 
     for value_info in onnx_graph.output:
         if value_info.name not in values:

@@ -12,6 +12,7 @@ TVM starts, unless the user already set it.
 from __future__ import annotations
 
 import os
+import platform
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class CompiledModel:
         self.manifest = artifact.manifest
         self.inputs: list[dict] = artifact.manifest["signature"]["inputs"]
         self.outputs: list[dict] = artifact.manifest["signature"]["outputs"]
+        check_machine(artifact)
         tvm, vm = import_tvm_runtime()
         self._tvm = tvm
         self._device = tvm.cpu()
@@ -83,6 +85,18 @@ class CompiledModel:
             else:
                 feeds[spec["name"]] = rng.integers(0, 10, spec["shape"]).astype(dtype)
         return feeds
+
+
+def check_machine(artifact: ArtifactFile) -> None:
+    """Refuse, with the reason, an artifact built for another CPU architecture."""
+    triple = artifact.manifest["target"]["triple"]
+    wanted = triple.split("-")[0]
+    here = platform.machine()
+    if wanted != {"arm64": "aarch64", "amd64": "x86_64"}.get(here, here):
+        raise ArtifactError(
+            f"{artifact.path}: built for {triple} (target {artifact.manifest['target']['name']}), "
+            f"but this machine is {here}; run it on the device"
+        )
 
 
 def load_library(tvm, artifact: ArtifactFile):

@@ -149,3 +149,56 @@ def test_unknown_op_in_default_domain(tmp_path):
     onnx.save(model, path)
     with pytest.raises(ModelError, match=r"node 'frob': op 'Frobnicate' does not exist in opset 13"):
         load_model(path)
+
+
+def test_control_flow_subgraphs_are_kept_opaque_and_export_exactly(tmp_path):
+    then_branch = helper.make_graph(
+        [helper.make_node("Mul", ["x", "x"], ["t"])], "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 3])]
+    )
+    else_branch = helper.make_graph(
+        [helper.make_node("Neg", ["x"], ["e"])], "else", [], [helper.make_tensor_value_info("e", TensorProto.FLOAT, [2, 3])]
+    )
+    model = make_model(
+        [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+            helper.make_node("Greater", ["s", "zero"], ["cond"]),
+            helper.make_node("If", ["cond"], ["y"], then_branch=then_branch, else_branch=else_branch, name="branch"),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])],
+        [numpy_helper.from_array(np.array(0, np.float32), "zero")],
+    )
+    path = tmp_path / "if.onnx"
+    onnx.save(model, path)
+    imported = load_model(path)
+    node = imported.graph.nodes[-1]
+    assert node.op_type == "If" and node.attrs["then_branch"].value.name == "then"
+    from edgec.ir import print_model
+
+    assert 'then_branch=graph<then, 1 nodes>' in print_model(imported)
+    for sign in (1, -1):
+        feeds = {"x": sign * np.arange(6, dtype=np.float32).reshape(2, 3)}
+        np.testing.assert_array_equal(ort_run(export_model(imported), feeds)["y"], ort_run(model, feeds)["y"])
+
+
+def test_values_read_inside_subgraphs_count_as_uses(tmp_path):
+    from edgec.pass_manager import PassManager, Pipeline
+
+    branch = helper.make_graph([helper.make_node("Neg", ["hidden"], ["o"])], "b", [],
+                               [helper.make_tensor_value_info("o", TensorProto.FLOAT, [2])])
+    model = make_model(
+        [
+            helper.make_node("Relu", ["x"], ["hidden"]),
+            helper.make_node("Constant", [], ["cond"], value=numpy_helper.from_array(np.array(True))),
+            helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    onnx.save(model, tmp_path / "m.onnx")
+    imported = load_model(tmp_path / "m.onnx")
+    assert [v.name for v in imported.graph.nodes[-1].implicit_inputs] == ["hidden"]
+    result = PassManager(Pipeline.parse("fold-constants,eliminate-dead")).run(imported)
+    assert [n.op_type for n in result.graph.nodes] == ["Relu", "If"]  # Relu is read only by the subgraph
+    feeds = {"x": np.array([-1.0, 2.0], np.float32)}
+    np.testing.assert_array_equal(ort_run(export_model(result), feeds)["y"], [-0.0, -2.0])

@@ -110,6 +110,8 @@ class Node:
     attrs: dict[str, Attr] = field(default_factory=dict)
     domain: str = ""
     name: str = ""
+    implicit_inputs: list[Value] = field(default_factory=list)
+    """Outer-scope values that a subgraph attribute (If/Loop body) reads by name."""
 
     @property
     def qualified_op(self) -> str:
@@ -181,7 +183,7 @@ class Graph:
     # -- rewriting ----------------------------------------------------------
     def remove_node(self, node: Node) -> None:
         """Unlink and drop a node. Its outputs must be unused or rerouted first."""
-        for value in node.inputs:
+        for value in [*node.inputs, *node.implicit_inputs]:
             if value is not None and node in value.uses:
                 value.uses.remove(node)
         for value in node.outputs:
@@ -189,8 +191,16 @@ class Graph:
         self.nodes.remove(node)
 
     def replace_all_uses(self, old: Value, new: Value) -> None:
-        """Reroute every use of ``old`` (graph outputs included) to ``new``."""
+        """Reroute every use of ``old`` (graph outputs included) to ``new``.
+
+        Subgraphs read outer values by name, so an implicit use can only move to a
+        value of the same name (as when a folded constant replaces its node output).
+        """
         for user in list(old.uses):
+            if old in user.implicit_inputs:
+                if new.name != old.name:
+                    raise ValueError(f"{user.describe()} reads '{old.name}' inside a subgraph; it cannot be renamed")
+                user.implicit_inputs = [new if v is old else v for v in user.implicit_inputs]
             user.inputs = [new if v is old else v for v in user.inputs]
             new.uses.append(user)
         old.uses.clear()
@@ -204,6 +214,8 @@ class Graph:
         possible when ``new`` is a plain node output; otherwise nothing changes and
         this returns False.
         """
+        if any(old in user.implicit_inputs for user in old.uses):
+            return False
         if self.is_graph_output(old):
             renamable = new.producer is not None and not self.is_graph_output(new)
             if not renamable:

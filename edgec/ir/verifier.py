@@ -49,7 +49,7 @@ def verify(model: Model, check_types: bool = True) -> None:
             )
 
     for node in graph.nodes:
-        for value in node.inputs:
+        for value in [*node.inputs, *node.implicit_inputs]:
             if value is None:
                 continue
             if id(value) not in defined:

@@ -1,0 +1,301 @@
+"""Compile time and inference latency of edgec against onnxruntime, per model.
+
+    python benchmarks/bench_latency.py --models resnet50,squeezenet --threads 2
+
+Each engine runs in its own process, so an idle runtime's threads never share a
+core with the engine being timed, and the parent interleaves the two in rounds
+(alternating which goes first) so that drift in the machine's speed hits both
+alike. Both get the same thread count and the same seeded inputs; the outputs
+are compared, so a fast benchmark of wrong code shows. See README.md here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+
+import click
+import numpy as np
+import onnx
+
+from models import ZOO, zoo_model
+
+logger = logging.getLogger("bench_latency")
+
+ENGINES = ("edgec", "onnxruntime")
+ANSWER_TIMEOUT_S = 900  # far beyond any untuned run; only a hung worker reaches it
+WARMUP_MIN_S = 1.0  # fast engines warm up for at least this long, so caches and clocks settle
+
+
+class EngineError(Exception):
+    pass
+
+
+def load_engine(engine: str, path: str, threads: int):
+    """A ``run(feeds) -> [outputs]`` for one engine, limited to ``threads`` threads."""
+    if engine == "edgec":
+        os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM starts its thread pool
+        import edgec.runtime
+
+        model = edgec.runtime.load(path)
+        return lambda feeds: list(model.run(feeds).values())
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Idle ORT threads otherwise spin for a while after each run, stealing the other engine's cores.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return lambda feeds: session.run(None, feeds)
+
+
+def timed_runs(run, feeds, count: int = 0, min_seconds: float = 0.0) -> tuple[list[float], list]:
+    """Per-iteration wall times (s) of at least ``count`` runs lasting at least ``min_seconds``."""
+    times, outputs, start = [], None, time.perf_counter()
+    while len(times) < count or time.perf_counter() - start < min_seconds:
+        begin = time.perf_counter()
+        outputs = run(feeds)
+        times.append(time.perf_counter() - begin)
+    return times, outputs
+
+
+def worker(conn, engine: str, path: str, threads: int, feeds: dict) -> None:
+    """Child process: load one engine, then answer the parent's requests until told to stop.
+
+    Requests: ("warmup", iterations) -> (times, outputs); ("time", n) -> times; None -> exit.
+    Every answer is ("ok", value) or ("error", traceback).
+    """
+    try:
+        run = load_engine(engine, path, threads)
+        conn.send(("ok", None))
+        while (request := conn.recv()) is not None:
+            kind, count = request
+            if kind == "warmup":
+                conn.send(("ok", timed_runs(run, feeds, count, WARMUP_MIN_S)))
+            else:
+                conn.send(("ok", timed_runs(run, feeds, count)[0]))
+    except Exception:
+        conn.send(("error", traceback.format_exc()))
+
+
+class Engine:
+    """The parent's handle on one worker process."""
+
+    def __init__(self, context, name: str, path: Path, threads: int, feeds: dict):
+        self.name = name
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=worker, args=(child, name, str(path), threads, feeds), daemon=True)
+        self.process.start()
+        child.close()  # so a crashed worker reads as EOF here
+
+    def answer(self):
+        try:
+            if not self.conn.poll(ANSWER_TIMEOUT_S):
+                raise EngineError(f"{self.name}: no answer in {ANSWER_TIMEOUT_S} s")
+            status, value = self.conn.recv()
+        except EOFError:
+            self.process.join()
+            raise EngineError(f"{self.name}: worker died (exit code {self.process.exitcode})") from None
+        if status == "error":
+            raise EngineError(f"{self.name}: {value.strip().splitlines()[-1]}\n{value}")
+        return value
+
+    def ask(self, kind: str, count: int):
+        self.conn.send((kind, count))
+        return self.answer()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def random_feeds(model: onnx.ModelProto, seed: int) -> dict[str, np.ndarray]:
+    initializers = {t.name for t in model.graph.initializer}
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for value in model.graph.input:
+        if value.name not in initializers:
+            shape = [d.dim_value for d in value.type.tensor_type.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(value.type.tensor_type.elem_type)
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def summary(times: list[float]) -> dict:
+    ms = [t * 1e3 for t in times]
+    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms), "samples": len(ms), "times_ms": ms}
+
+
+def compare(edgec_out: list, ort_out: list) -> dict:
+    """Largest absolute difference over all outputs, and that relative to ORT's largest magnitude."""
+    if [a.shape for a in edgec_out] != [b.shape for b in ort_out]:
+        raise EngineError(f"output shapes differ: edgec {[a.shape for a in edgec_out]}, ort {[b.shape for b in ort_out]}")
+    diff = max(float(np.max(np.abs(a.astype(np.float64) - b))) for a, b in zip(edgec_out, ort_out))
+    scale = max(float(np.max(np.abs(b))) for b in ort_out)
+    return {"max_abs_diff": diff, "rel_diff": diff / scale if scale else diff}
+
+
+def measure(context, onnx_path: Path, artifact: Path, feeds: dict, options: dict) -> dict:
+    """Interleaved timing of both engines, each in its own process."""
+    paths = {"edgec": artifact, "onnxruntime": onnx_path}
+    engines = [Engine(context, name, paths[name], options["threads"], feeds) for name in ENGINES]
+    try:
+        for engine in engines:  # both load in parallel; nothing is timed yet
+            engine.answer()
+        counts, outputs, times = {}, {}, {name: [] for name in ENGINES}
+        for engine in engines:  # one at a time, like everything timed
+            warm, outputs[engine.name] = engine.ask("warmup", options["warmup"])
+            per_run = statistics.median(warm[1:] or warm)  # the first run pays for lazy initialization
+            counts[engine.name] = max(1, round(options["budget"] / options["rounds"] / per_run))
+            logger.info("  %s: %.1f ms per run after warmup, %d per round", engine.name, per_run * 1e3, counts[engine.name])
+        result = compare(outputs["edgec"], outputs["onnxruntime"])
+        for round_index in range(options["rounds"]):
+            for engine in engines if round_index % 2 == 0 else engines[::-1]:
+                times[engine.name] += engine.ask("time", counts[engine.name])
+    finally:
+        for engine in engines:
+            engine.stop()
+    result.update({name: summary(times[name]) for name in ENGINES})
+    result["ratio"] = result["edgec"]["median_ms"] / result["onnxruntime"]["median_ms"]
+    return result
+
+
+def bench_model(name: str, options: dict, context) -> dict:
+    """Compile ``name`` with edgec, then time it against onnxruntime; failures are recorded, not raised."""
+    from edgec.driver import CompileRequest, compile_model
+
+    record = {"model": name}
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
+        model = zoo_model(name, seed=options["seed"])
+        onnx_path, artifact = Path(workdir) / f"{name}.onnx", Path(workdir) / f"{name}.edgec"
+        onnx.save(model, onnx_path)
+        stage = "compile"
+        try:
+            start = time.perf_counter()
+            compile_model(CompileRequest(model=onnx_path, target="x86-64", output=artifact))
+            record["compile_s"] = time.perf_counter() - start
+            logger.info("  compiled in %.1f s", record["compile_s"])
+            stage = "run"
+            record.update(measure(context, onnx_path, artifact, random_feeds(model, options["seed"]), options))
+        except Exception as exc:
+            logger.error("%s: %s failed: %s", name, stage, exc)
+            record["error"] = f"{stage}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return record
+
+
+def git_commit() -> str | None:
+    """HEAD of the edgec checkout, with '+dirty' when edgec's own files have uncommitted changes."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "edgec", "passes", "targets"],
+                               cwd=root, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def machine_info(threads: int) -> dict:
+    import onnxruntime
+    import tvm
+
+    import edgec
+    from edgec.host import physical_cores
+    from edgec.targets.x86 import host_cpu
+
+    with open("/proc/cpuinfo") as info:
+        cpu = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "unknown")
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "cpu": cpu,
+        "llvm_cpu": host_cpu(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "kernel": platform.release(),
+        "threads": threads,
+        "versions": {
+            "edgec": edgec.__version__,
+            "edgec_commit": git_commit(),
+            "tvm": tvm.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "onnx": onnx.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def markdown_table(records: list[dict]) -> str:
+    lines = ["| model | compile s | edgec ms | ort ms | ratio | max abs diff |", "|---|---:|---:|---:|---:|---:|"]
+    for r in records:
+        compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
+        if "error" in r:
+            lines.append(f"| {r['model']} | {compile_s} | failed | - | - | - |")
+        else:
+            lines.append(f"| {r['model']} | {compile_s} | {r['edgec']['median_ms']:.1f} | {r['onnxruntime']['median_ms']:.2f}"
+                         f" | {r['ratio']:.1f} | {r['max_abs_diff']:.2e} |")
+    lines += [f"\n{r['model']}: {r['error']}" for r in records if "error" in r]
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--models", default=",".join(ZOO), show_default=True, help="Comma-separated model names.")
+@click.option("--threads", type=int, help="Threads for both engines [default: physical cores].")
+@click.option("--rounds", default=5, show_default=True, help="Interleaved rounds; each engine runs at least once per round.")
+@click.option("--warmup", default=1, show_default=True, help="Untimed runs per engine before timing (at least 1 s worth).")
+@click.option("--budget", default=10.0, show_default=True, help="Seconds of timed runs per engine per model (a target, not a cap).")
+@click.option("--seed", default=0, show_default=True, help="Seed for weights and inputs.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON here, and a Markdown table beside it (.md).")
+def main(models: str, threads: int | None, rounds: int, warmup: int, budget: float, seed: int, output: Path | None) -> None:
+    """Compile each model with edgec and time it against onnxruntime."""
+    from edgec.host import physical_cores
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    names = [m.strip() for m in models.split(",") if m.strip()]
+    unknown = [m for m in names if m not in ZOO]
+    if unknown:
+        raise click.BadParameter(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(ZOO)}", param_hint="--models")
+    if rounds < 3 or warmup < 1:
+        raise click.BadParameter("need --rounds >= 3 (so every median has 3 samples) and --warmup >= 1")
+    options = {"threads": threads or physical_cores(), "rounds": rounds, "warmup": warmup, "budget": budget, "seed": seed}
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TVM or ORT state inherited
+    info = machine_info(options["threads"])
+    start = time.perf_counter()
+    records = []
+    for name in names:
+        logger.info("%s", name)
+        records.append(bench_model(name, options, context))
+    info["wall_s"] = round(time.perf_counter() - start, 1)
+    table = markdown_table(records)
+    click.echo(table)
+    if output:
+        output.write_text(json.dumps({"machine": info, "settings": options, "models": records}, indent=2) + "\n")
+        header = (f"# edgec vs onnxruntime, {info['date'][:10]}\n\n{info['cpu']} ({info['llvm_cpu']}), "
+                  f"{info['physical_cores']} cores, {options['threads']} threads for both engines; edgec "
+                  f"{info['versions']['edgec']} ({info['versions']['edgec_commit']}), TVM {info['versions']['tvm']}, "
+                  f"onnxruntime {info['versions']['onnxruntime']}.\nMedians over {rounds} interleaved rounds; "
+                  f"ratio = edgec / ort (> 1: edgec slower). Whole run: {info['wall_s']:.0f} s.\n\n")
+        output.with_suffix(".md").write_text(header + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
