@@ -46,6 +46,13 @@ def test_layout_is_a_plain_tar_with_aligned_weights(artifact):
     assert all((offset + w["offset"]) % ALIGNMENT == 0 for w in opened.manifest["weights"])
 
 
+def test_weights_are_views_of_the_mapped_file_not_copies(artifact):
+    compiled = runtime.load(artifact)
+    mapped = compiled._weight_map
+    start, end = mapped.ctypes.data, mapped.ctypes.data + mapped.nbytes
+    assert compiled._weights and all(start <= t.data_ptr() < end for t in compiled._weights)
+
+
 def test_loaded_model_runs_repeatably(artifact):
     compiled = runtime.load(artifact)
     first = compiled.run(compiled.random_inputs(0))
