@@ -29,6 +29,8 @@ class TargetSpec:
     features: tuple[str, ...] = ()
     vector_bits: int = 128
     cross_compiler: str | None = None
+    cross_package: str | None = None
+    """The Debian package that provides ``cross_compiler``, named in the error when it is missing."""
     dtypes: tuple[str, ...] = ("float32", "int8", "int32", "int64", "bool")
     notes: str = ""
 
@@ -61,7 +63,8 @@ def register_family(name: str) -> Callable:
 
 
 def all_targets() -> dict[str, TargetSpec]:
-    from . import x86  # noqa: F401  each family module registers itself on import
+    # Each family module registers itself on import; the host's family is listed first.
+    from . import x86, arm64  # noqa: F401, I001
 
     targets: dict[str, TargetSpec] = {}
     for factory in FAMILIES.values():

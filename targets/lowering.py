@@ -17,6 +17,7 @@ derive static shapes.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,7 @@ def lower(model: Model, target: TargetSpec) -> Lowered:
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
+    options = export_options(target)  # a missing cross toolchain fails before any TVM work
     proto = onnx_for_tvm(model)
     try:
         mod = from_onnx(proto, keep_params_in_input=True)
@@ -95,14 +97,20 @@ def lower(model: Model, target: TargetSpec) -> Lowered:
 
     with tempfile.TemporaryDirectory(prefix="edgec-") as workdir:
         library_path = Path(workdir) / "model.so"
-        executable.export_library(str(library_path), **export_options(target))
+        executable.export_library(str(library_path), **options)
         library = library_path.read_bytes()
     return Lowered(library, list(zip(names, arrays)), target.manifest(), tvm.__version__)
 
 
 def export_options(target: TargetSpec) -> dict:
+    """Link natively, or with the target's cross toolchain (named if it is missing)."""
     if target.cross_compiler is None:
         return {}
+    if shutil.which(target.cross_compiler) is None:
+        raise CompileError(
+            f"target {target.name} links with {target.cross_compiler}, which is not installed; "
+            f"install it with: apt-get install {target.cross_package}"
+        )
     from tvm.support import cc
 
     return {"fcompile": cc.cross_compiler(target.cross_compiler)}
