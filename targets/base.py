@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -74,7 +75,15 @@ def all_targets() -> dict[str, TargetSpec]:
 
 
 def get_target(name: str) -> TargetSpec:
+    """A built-in target by name, or a custom board from a ``.toml`` file."""
     targets = all_targets()
+    if name.endswith(".toml"):
+        from .custom import load_board
+
+        path = Path(name)
+        if not path.is_file():
+            raise UsageError(f"--target {name}: no such file")
+        return load_board(path, targets)
     if name not in targets:
         raise UsageError(f"--target {name}: unknown target (known: {', '.join(targets)}; see 'edgec targets')")
     return targets[name]

@@ -49,3 +49,39 @@ def test_arm64_artifact_is_an_aarch64_library_and_records_its_target(tmp_path):
     assert library[:4] == b"\x7fELF" and int.from_bytes(library[18:20], "little") == 183  # EM_AARCH64
     with tarfile.open(tmp_path / "a.edgec") as tar:
         assert tar.getnames() == ["manifest.json", "model.so", "weights.bin"]
+
+
+BOARD = """\
+name = "acme-cam"
+base = "arm64-a72"
+cpu = "cortex-a55"
+mattr = ["+neon", "+dotprod"]
+features = ["asimd", "asimddp"]
+cores = 2
+"""
+
+
+def test_custom_board_from_toml(tmp_path):
+    (tmp_path / "board.toml").write_text(BOARD)
+    spec = get_target(str(tmp_path / "board.toml"))
+    assert (spec.name, spec.family, spec.cores, spec.features) == ("acme-cam", "arm64", 2, ("asimd", "asimddp"))
+    assert spec.tvm_target["mcpu"] == "cortex-a55" and spec.tvm_target["num-cores"] == 2
+    assert spec.cross_compiler == "aarch64-linux-gnu-g++"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.replace("cores = 2", "cors = 2"), r"board.toml:6: field 'cors': unknown field"),
+        (lambda t: t.replace("cores = 2", "cores = -2"), r"board.toml:6: field 'cores': must be positive"),
+        (lambda t: t.replace("cores = 2", 'cores = "two"'), r"board.toml:6: field 'cores': expected int, got str"),
+        (lambda t: t.replace('base = "arm64-a72"', 'base = "arm64-a99"'), r"board.toml:2: field 'base': unknown target 'arm64-a99'"),
+        (lambda t: t + 'triple = "x86_64-linux-gnu"\n', r"board.toml:7: field 'triple': conflicts with base arm64-a72"),
+        (lambda t: t.replace('base = "arm64-a72"\n', ""), r"board.toml: field 'triple' is required when there is no 'base'"),
+        (lambda t: t + "oops", r"board.toml: not valid TOML"),
+    ],
+)
+def test_custom_board_errors_name_file_line_and_field(tmp_path, edit, message):
+    (tmp_path / "board.toml").write_text(edit(BOARD))
+    with pytest.raises(UsageError, match=message):
+        get_target(str(tmp_path / "board.toml"))
