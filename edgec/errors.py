@@ -31,3 +31,7 @@ class CompileError(EdgecError):
 
 class ArtifactError(EdgecError):
     """An artifact cannot be loaded or run with the given inputs."""
+
+
+class DeviceError(EdgecError):
+    """A lab device cannot be reached, stays busy, drops the session, or cannot run the artifact."""

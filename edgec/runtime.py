@@ -11,8 +11,10 @@ TVM starts, unless the user already set it.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,35 +33,28 @@ def import_tvm_runtime():
     return tvm, vm
 
 
-class CompiledModel:
-    """A loaded artifact: ``inputs``/``outputs`` describe the signature."""
+class Signature:
+    """The input/output signature of an artifact and the checks on feeds.
 
-    def __init__(self, artifact: ArtifactFile):
-        self.path = artifact.path
-        self.manifest = artifact.manifest
-        self.inputs: list[dict] = artifact.manifest["signature"]["inputs"]
-        self.outputs: list[dict] = artifact.manifest["signature"]["outputs"]
-        check_machine(artifact)
-        tvm, vm = import_tvm_runtime()
-        self._tvm = tvm
-        self._device = tvm.cpu()
-        library = load_library(tvm, artifact)
-        self._vm = vm.VirtualMachine(library, self._device)
-        self._main = self._vm["main"]
-        self._weight_map, self._weights = map_weights(tvm, artifact, self._device)
+    Shared by local (:class:`CompiledModel`) and remote (``edgec.remote.RemoteModel``)
+    runs so both refuse the same bad inputs with the same messages.
+    """
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once. Inputs are checked by name, dtype and shape against the signature."""
-        args = [self._tvm.runtime.tensor(self.check_input(spec, inputs), self._device) for spec in self.inputs]
-        unknown = sorted(set(inputs) - {spec["name"] for spec in self.inputs})
-        if unknown:
-            raise ArtifactError(f"unknown input(s) {', '.join(unknown)}; the model takes {self.input_names()}")
-        result = self._main(*args, *self._weights)
-        results = [result] if hasattr(result, "numpy") else list(result)
-        return {spec["name"]: value.numpy() for spec, value in zip(self.outputs, results)}
+    def __init__(self, manifest: dict):
+        self.manifest = manifest
+        self.inputs: list[dict] = manifest["signature"]["inputs"]
+        self.outputs: list[dict] = manifest["signature"]["outputs"]
 
     def input_names(self) -> str:
         return ", ".join(spec["name"] for spec in self.inputs)
+
+    def checked_inputs(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The inputs in signature order, checked by name, dtype and shape."""
+        arrays = [self.check_input(spec, inputs) for spec in self.inputs]
+        unknown = sorted(set(inputs) - {spec["name"] for spec in self.inputs})
+        if unknown:
+            raise ArtifactError(f"unknown input(s) {', '.join(unknown)}; the model takes {self.input_names()}")
+        return arrays
 
     def check_input(self, spec: dict, inputs: dict[str, np.ndarray]) -> np.ndarray:
         name = spec["name"]
@@ -87,16 +82,94 @@ class CompiledModel:
         return feeds
 
 
+class CompiledModel(Signature):
+    """A loaded artifact: ``inputs``/``outputs`` describe the signature."""
+
+    def __init__(self, artifact: ArtifactFile):
+        super().__init__(artifact.manifest)
+        self.path = artifact.path
+        check_machine(artifact)
+        tvm, vm = import_tvm_runtime()
+        self._tvm = tvm
+        self._device = tvm.cpu()
+        library = load_library(tvm, artifact)
+        self._vm = vm.VirtualMachine(library, self._device)
+        self._main = self._vm["main"]
+        self._weight_map, self._weights = map_weights(tvm, artifact, self._device)
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once. Inputs are checked by name, dtype and shape against the signature."""
+        args = [self._tvm.runtime.tensor(array, self._device) for array in self.checked_inputs(inputs)]
+        result = self._main(*args, *self._weights)
+        results = [result] if hasattr(result, "numpy") else list(result)
+        return {spec["name"]: value.numpy() for spec, value in zip(self.outputs, results)}
+
+
 def check_machine(artifact: ArtifactFile) -> None:
-    """Refuse, with the reason, an artifact built for another CPU architecture."""
-    triple = artifact.manifest["target"]["triple"]
-    wanted = triple.split("-")[0]
+    """Refuse, with the reason, an artifact this machine's CPU cannot run.
+
+    On an aarch64 Linux machine the target's features (Linux HWCAP names) are
+    checked too: code using a missing extension dies of SIGILL, not an error.
+    """
     here = platform.machine()
-    if wanted != {"arm64": "aarch64", "amd64": "x86_64"}.get(here, here):
+    check_arch(artifact.path, artifact.manifest, here, "this machine", "; run it on the device")
+    if normalize_machine(here) == "aarch64" and sys.platform == "linux":
+        check_features(artifact.path, artifact.manifest, hwcap_features(), "this machine")
+
+
+def normalize_machine(machine: str) -> str:
+    return {"arm64": "aarch64", "amd64": "x86_64"}.get(machine.lower(), machine)
+
+
+def check_arch(path, manifest: dict, machine: str, where: str, hint: str = "") -> None:
+    """Raise when ``machine`` (a ``platform.machine()`` name) is not the artifact's architecture."""
+    triple = manifest["target"]["triple"]
+    if triple.split("-")[0] != normalize_machine(machine):
         raise ArtifactError(
-            f"{artifact.path}: built for {triple} (target {artifact.manifest['target']['name']}), "
-            f"but this machine is {here}; run it on the device"
+            f"{path}: built for {triple} (target {manifest['target']['name']}), but {where} is {machine}{hint}"
         )
+
+
+FEATURE_ALIASES = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fullfp16", "fphp": "fullfp16", "asimdfhm": "fp16fml"}
+"""Linux HWCAP names -> the LLVM/Arm names users know them by, for error messages."""
+
+
+def check_features(path, manifest: dict, available: set[str], where: str) -> None:
+    """Raise when a CPU feature the target's code may use is not in ``available``."""
+    target = manifest["target"]
+    missing = [f for f in target.get("features", []) if f not in available]
+    if missing:
+        names = ", ".join(f"{f} ({FEATURE_ALIASES[f]})" if f in FEATURE_ALIASES else f for f in missing)
+        plural = "s" if len(missing) > 1 else ""
+        raise ArtifactError(f"{path}: {where} lacks CPU feature{plural} {names} required by target {target['name']}")
+
+
+AT_HWCAP, AT_HWCAP2 = 16, 26
+HWCAP_NAMES = (
+    "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc "
+    "dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg"
+).split()
+HWCAP2_NAMES = (
+    "dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm svebf16 "
+    "i8mm bf16 dgh rng bti mte"
+).split()
+"""Bit order of arm64 ``AT_HWCAP``/``AT_HWCAP2`` (Linux arch/arm64/include/uapi/asm/hwcap.h)."""
+
+
+def hwcap_features() -> set[str]:
+    """This aarch64 Linux process's CPU features, by their ``/proc/cpuinfo`` names.
+
+    Read from the auxiliary vector, not ``/proc/cpuinfo``: under qemu-user the
+    latter shows the host's CPU, while qemu fills auxv for the emulated ``-cpu``.
+    """
+    libc = ctypes.CDLL(None)
+    libc.getauxval.restype = ctypes.c_ulong
+    libc.getauxval.argtypes = [ctypes.c_ulong]
+    features = set()
+    for key, names in ((AT_HWCAP, HWCAP_NAMES), (AT_HWCAP2, HWCAP2_NAMES)):
+        bits = libc.getauxval(key)
+        features.update(name for bit, name in enumerate(names) if bits >> bit & 1)
+    return features
 
 
 def load_library(tvm, artifact: ArtifactFile):
