@@ -268,17 +268,16 @@ def targets_command(as_json: bool) -> None:
 
     targets = all_targets()
     if as_json:
-        click.echo(json.dumps([{**t.manifest(), "description": t.description, "runs_here": t.runs_here() is None}
-                               for t in targets.values()], indent=2))
+        click.echo(json.dumps([t.describe() for t in targets.values()], indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("target", "triple", "cores", "features", "runs here", "description", box=None)
+    table = Table("target", "triple", "device", "cores", "vector", "features", "runs here", "description", box=None)
     for spec in targets.values():
         reason = spec.runs_here()
-        table.add_row(spec.name, spec.triple, str(spec.cores), " ".join(spec.features) or "-",
-                      "yes" if reason is None else "no", spec.description)
+        table.add_row(spec.name, spec.triple, spec.device, str(spec.cores), f"{spec.vector_bits}b",
+                      " ".join(spec.features) or "-", "yes" if reason is None else "no", spec.description)
     Console(width=160).print(table)
 
 

@@ -13,7 +13,10 @@ CROSS_COMPILER = "aarch64-linux-gnu-g++"
 CROSS_PACKAGE = "g++-aarch64-linux-gnu"
 
 
-def cortex(name: str, cpu: str, features: tuple[str, ...], mattr: list[str], description: str) -> TargetSpec:
+def cortex(
+    name: str, cpu: str, features: tuple[str, ...], mattr: list[str], description: str,
+    memory_gib: int, power_watts: float, power_source: str,
+) -> TargetSpec:
     return TargetSpec(
         name=name,
         family="arm64",
@@ -24,6 +27,12 @@ def cortex(name: str, cpu: str, features: tuple[str, ...], mattr: list[str], des
         cores=4,
         features=features,
         vector_bits=128,
+        vector_registers=32,
+        memory_bytes=memory_gib * 1024**3,
+        power_watts=power_watts,
+        power_source=power_source,
+        dtypes=("float32", "float16", "int8", "uint8", "int32", "int64", "bool") if "asimdhp" in features
+        else ("float32", "int8", "uint8", "int32", "int64", "bool"),
         cross_compiler=CROSS_COMPILER,
         cross_package=CROSS_PACKAGE,
     )
@@ -32,13 +41,11 @@ def cortex(name: str, cpu: str, features: tuple[str, ...], mattr: list[str], des
 @register_family("arm64")
 def arm64_targets() -> list[TargetSpec]:
     return [
-        cortex("arm64-a53", "cortex-a53", ("asimd",), ["+neon"], "Cortex-A53, 4 cores (Raspberry Pi 3 class)"),
-        cortex("arm64-a72", "cortex-a72", ("asimd",), ["+neon"], "Cortex-A72, 4 cores (Raspberry Pi 4 class)"),
-        cortex(
-            "arm64-a76",
-            "cortex-a76",
-            ("asimd", "asimddp", "asimdhp"),
-            ["+neon", "+dotprod", "+fullfp16"],
-            "Cortex-A76, 4 cores, dotprod and fp16 (Raspberry Pi 5 class)",
-        ),
+        cortex("arm64-a53", "cortex-a53", ("asimd",), ["+neon"], "Cortex-A53, 4 cores (Raspberry Pi 3 class)",
+               1, 12.75, "upper bound: Raspberry Pi 3 B's recommended supply, 5.1 V x 2.5 A"),
+        cortex("arm64-a72", "cortex-a72", ("asimd",), ["+neon"], "Cortex-A72, 4 cores (Raspberry Pi 4 class)",
+               4, 15.3, "upper bound: Raspberry Pi 4 B's recommended supply, 5.1 V x 3 A"),
+        cortex("arm64-a76", "cortex-a76", ("asimd", "asimddp", "asimdhp"), ["+neon", "+dotprod", "+fullfp16"],
+               "Cortex-A76, 4 cores, dotprod and fp16 (Raspberry Pi 5 class)",
+               8, 25.5, "upper bound: Raspberry Pi 5's recommended supply, 5.1 V x 5 A"),
     ]

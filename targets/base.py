@@ -29,6 +29,13 @@ class TargetSpec:
     cores: int
     features: tuple[str, ...] = ()
     vector_bits: int = 128
+    vector_registers: int = 32
+    memory_bytes: int | None = None
+    device: str = "cpu"
+    """Where the compiled code runs: ``cpu``, or ``cuda`` for an NVIDIA GPU beside the host CPU."""
+    power_watts: float | None = None
+    power_source: str = ""
+    """A declared power figure and where it comes from (datasheet, supply rating)."""
     cross_compiler: str | None = None
     cross_package: str | None = None
     """The Debian package that provides ``cross_compiler``, named in the error when it is missing."""
@@ -39,6 +46,8 @@ class TargetSpec:
         """None if this machine can run the target's code, else why not."""
         if platform.machine() != self.host_machine:
             return f"target {self.name} runs on {self.host_machine}, this machine is {platform.machine()}"
+        if self.device == "cuda" and not Path("/dev/nvidiactl").exists():
+            return f"target {self.name} needs an NVIDIA GPU, and this machine has none"
         return None
 
     def manifest(self) -> dict:
@@ -47,8 +56,24 @@ class TargetSpec:
             "family": self.family,
             "triple": self.triple,
             "tvm_target": self.tvm_target,
+            "device": self.device,
             "cores": self.cores,
             "features": list(self.features),
+        }
+
+    def describe(self) -> dict:
+        """Everything ``edgec targets --json`` shows."""
+        return {
+            **self.manifest(),
+            "description": self.description,
+            "vector_bits": self.vector_bits,
+            "vector_registers": self.vector_registers,
+            "memory_bytes": self.memory_bytes,
+            "power": {"watts": self.power_watts, "source": self.power_source} if self.power_watts else None,
+            "dtypes": list(self.dtypes),
+            "cross_compiler": self.cross_compiler,
+            "runs_here": self.runs_here() is None,
+            "why_not_here": self.runs_here(),
         }
 
 
@@ -65,7 +90,7 @@ def register_family(name: str) -> Callable:
 
 def all_targets() -> dict[str, TargetSpec]:
     # Each family module registers itself on import; the host's family is listed first.
-    from . import x86, arm64  # noqa: F401, I001
+    from . import x86, arm64, cuda  # noqa: F401, I001
 
     targets: dict[str, TargetSpec] = {}
     for factory in FAMILIES.values():

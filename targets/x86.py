@@ -25,6 +25,12 @@ def host_features() -> tuple[str, ...]:
     return tuple(f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vnni", "avx_vnni") if f in flags)
 
 
+def host_memory() -> int:
+    with open("/proc/meminfo") as info:
+        total_kib = next(int(line.split()[1]) for line in info if line.startswith("MemTotal:"))
+    return total_kib * 1024
+
+
 @register_family("x86")
 def x86_targets() -> list[TargetSpec]:
     cores = physical_cores()
@@ -40,5 +46,8 @@ def x86_targets() -> list[TargetSpec]:
             cores=cores,
             features=features,
             vector_bits=512 if "avx512f" in features else 256 if "avx2" in features else 128,
+            vector_registers=32 if "avx512f" in features else 16,
+            memory_bytes=host_memory(),
+            dtypes=("float32", "float16", "int8", "uint8", "int32", "int64", "bool"),
         )
     ]

@@ -85,3 +85,21 @@ def test_custom_board_errors_name_file_line_and_field(tmp_path, edit, message):
     (tmp_path / "board.toml").write_text(edit(BOARD))
     with pytest.raises(UsageError, match=message):
         get_target(str(tmp_path / "board.toml"))
+
+
+def test_every_target_declares_what_the_schedules_and_profiles_need():
+    for spec in all_targets().values():
+        described = spec.describe()
+        assert described["vector_bits"] > 0 and described["cores"] > 0 and described["dtypes"]
+        assert described["memory_bytes"] and described["memory_bytes"] > 0
+        if spec.name != "x86-64":  # the host's power is not declared anywhere
+            assert described["power"]["watts"] > 0 and described["power"]["source"]
+        if not described["runs_here"]:
+            assert described["why_not_here"]
+
+
+def test_cuda_targets_pair_a_gpu_with_its_host():
+    orin = get_target("jetson-orin")
+    assert orin.device == "cuda" and orin.tvm_target["arch"] == "sm_87"
+    assert orin.tvm_target["host"]["mcpu"] == "cortex-a78ae" and orin.cross_compiler == "aarch64-linux-gnu-g++"
+    assert get_target("cuda").tvm_target["host"]["mtriple"] == "x86_64-linux-gnu"
