@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -202,20 +203,34 @@ def read_inputs(compiled, inputs_file: Path | None, input_specs, random_inputs: 
     return feeds
 
 
-@main_group.command("run", epilog=EXIT_CODES)
-@click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="An .npz with one array per input name.")
-@click.option("--input", "input_specs", multiple=True, metavar="NAME=FILE.npy", help="One input from an .npy. Repeatable.")
-@click.option("--random-inputs", is_flag=True, help="Seeded random inputs matching the signature.")
-@click.option("--seed", default=0, show_default=True, help="Seed for --random-inputs.")
-@click.option("--output", "output_file", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
-def run_command(artifact: Path, inputs_file, input_specs, random_inputs: bool, seed: int, output_file) -> None:
-    """Run a compiled ARTIFACT on this machine and print or save its outputs."""
+def input_options(command):
+    """How ``run``, ``check`` and ``bench`` get their inputs."""
+    decorators = [
+        click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="An .npz with one array per input name."),
+        click.option("--input", "input_specs", multiple=True, metavar="NAME=FILE.npy", help="One input from an .npy. Repeatable."),
+        click.option("--random-inputs", is_flag=True, help="Seeded random inputs matching the signature."),
+        click.option("--seed", default=0, show_default=True, help="Seed for --random-inputs."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def load_artifact(artifact: Path):
     from .runtime import load
 
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
-    compiled = load(artifact)
+    return load(artifact)
+
+
+@main_group.command("run", epilog=EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@input_options
+@click.option("--output", "output_file", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
+def run_command(artifact: Path, inputs_file, input_specs, random_inputs: bool, seed: int, output_file) -> None:
+    """Run a compiled ARTIFACT on this machine and print or save its outputs."""
+    compiled = load_artifact(artifact)
     feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
     outputs = compiled.run(feeds)
     if output_file:
@@ -226,6 +241,54 @@ def run_command(artifact: Path, inputs_file, input_specs, random_inputs: bool, s
         flat = value.reshape(-1)
         preview = np.array2string(flat[:6], precision=5, separator=", ")
         click.echo(f"{name}: {value.dtype}{list(value.shape)} {preview}{' ...' if flat.size > 6 else ''}")
+
+
+@main_group.command("check", epilog=EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("model", type=click.Path(path_type=Path))
+@input_options
+@click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance against onnxruntime.")
+@click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance against onnxruntime.")
+def check_command(artifact: Path, model: Path, inputs_file, input_specs, random_inputs, seed, rtol, atol) -> None:
+    """Run ARTIFACT and the source MODEL in onnxruntime on the same inputs and compare.
+
+    Exits 1 when any output differs by more than the tolerances."""
+    from .check import compare_with_onnxruntime
+
+    compiled = load_artifact(artifact)
+    if not (inputs_file or input_specs):
+        random_inputs = True
+    feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
+    report = compare_with_onnxruntime(compiled, model, feeds, rtol, atol)
+    for row in report.rows:
+        click.echo(f"{row.name}: max|diff| {row.max_abs:.3g}, max rel {row.max_rel:.3g}, "
+                   f"{row.mismatched} of {row.size} outside rtol={rtol} atol={atol}: {'ok' if row.ok else 'MISMATCH'}")
+    if not report.ok:
+        raise EdgecError(f"{artifact}: outputs differ from onnxruntime on {model}")
+
+
+@main_group.command("bench", epilog=EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@input_options
+@click.option("--repeat", default=20, show_default=True, help="Timed steady-state runs.")
+@click.option("--warmup", default=3, show_default=True, help="Untimed runs after the first.")
+@click.option("--json", "as_json", is_flag=True, help="Print the timings as JSON.")
+def bench_command(artifact: Path, inputs_file, input_specs, random_inputs, seed, repeat, warmup, as_json) -> None:
+    """Time ARTIFACT: first-time latency (load to first result) and steady state (median and spread)."""
+    from .check import measure_latency
+
+    if repeat < 1 or warmup < 0:
+        raise UsageError("--repeat must be at least 1 and --warmup at least 0")
+    started = time.perf_counter()
+    compiled = load_artifact(artifact)
+    if not (inputs_file or input_specs):
+        random_inputs = True
+    feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
+    timing = measure_latency(compiled, feeds, repeat, warmup, started)
+    if as_json:
+        click.echo(json.dumps(timing.as_dict(), indent=2))
+        return
+    click.echo(timing.summary())
 
 
 @main_group.command("inspect", epilog=EXIT_CODES)
@@ -319,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("edgec: interrupted", err=True)
         return 130
+    except Exception as exc:  # a bug in edgec or a library: one line, the traceback with -v
+        logger.info("traceback of the internal error:", exc_info=True)
+        click.echo(f"edgec: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)", err=True)
+        return 1
 
 
 if __name__ == "__main__":

@@ -196,3 +196,23 @@ def test_bad_input_gives_one_clear_line_and_no_output(case, tmp_path, capsys):
     assert expected_text in err
     assert err.count("\n") == 1 and "error:" in err and out == ""
     assert set(work.iterdir()) == before  # nothing written, not even a temp file
+
+
+def test_check_compares_with_onnxruntime(cnn_artifact, tmp_path, capsys):
+    code, out, err = edgec(capsys, "check", cnn_artifact / "cnn.edgec", cnn_artifact / "cnn.onnx")
+    assert code == 0, err
+    assert out.startswith("logits: max|diff| ") and out.rstrip().endswith(": ok")
+    # The same artifact checked against a model with other weights must fail.
+    onnx.save(small_cnn(seed=5), tmp_path / "other.onnx")
+    code, out, err = edgec(capsys, "check", cnn_artifact / "cnn.edgec", tmp_path / "other.onnx")
+    assert code == 1 and "MISMATCH" in out and "outputs differ from onnxruntime" in err
+
+
+def test_bench_reports_first_time_and_steady_state(cnn_artifact, capsys):
+    code, out, err = edgec(capsys, "bench", cnn_artifact / "cnn.edgec", "--repeat", "5", "--json")
+    timing = json.loads(out)
+    assert code == 0, err
+    assert timing["runs"] == 5 and timing["emulated"] is False
+    assert timing["first_ms"] > 0 and timing["p10_ms"] <= timing["median_ms"] <= timing["p90_ms"]
+    code, out, _ = edgec(capsys, "bench", cnn_artifact / "cnn.edgec", "--repeat", "0")
+    assert code == 2
