@@ -245,12 +245,13 @@ def run_command(artifact: Path, inputs_file, input_specs, random_inputs: bool, s
 
 @main_group.command("check", epilog=EXIT_CODES)
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--model", type=click.Path(path_type=Path), required=True,
+              help="The source ONNX model, run in onnxruntime as the reference.")
 @input_options
 @click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance against onnxruntime.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance against onnxruntime.")
 def check_command(artifact: Path, model: Path, inputs_file, input_specs, random_inputs, seed, rtol, atol) -> None:
-    """Run ARTIFACT and the source MODEL in onnxruntime on the same inputs and compare.
+    """Run ARTIFACT, and its source --model in onnxruntime, on the same inputs and compare.
 
     Exits 1 when any output differs by more than the tolerances."""
     from .check import compare_with_onnxruntime

@@ -199,12 +199,12 @@ def test_bad_input_gives_one_clear_line_and_no_output(case, tmp_path, capsys):
 
 
 def test_check_compares_with_onnxruntime(cnn_artifact, tmp_path, capsys):
-    code, out, err = edgec(capsys, "check", cnn_artifact / "cnn.edgec", cnn_artifact / "cnn.onnx")
+    code, out, err = edgec(capsys, "check", cnn_artifact / "cnn.edgec", "--model", cnn_artifact / "cnn.onnx")
     assert code == 0, err
     assert out.startswith("logits: max|diff| ") and out.rstrip().endswith(": ok")
     # The same artifact checked against a model with other weights must fail.
     onnx.save(small_cnn(seed=5), tmp_path / "other.onnx")
-    code, out, err = edgec(capsys, "check", cnn_artifact / "cnn.edgec", tmp_path / "other.onnx")
+    code, out, err = edgec(capsys, "check", cnn_artifact / "cnn.edgec", "--model", tmp_path / "other.onnx")
     assert code == 1 and "MISMATCH" in out and "outputs differ from onnxruntime" in err
 
 
