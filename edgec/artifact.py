@@ -74,8 +74,9 @@ def tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_artifact(path: Path, manifest: dict, library: bytes, weights: list[tuple[str, np.ndarray]]) -> None:
-    """Write the artifact atomically: a temp file in the same directory, then rename."""
+def write_artifact(path: Path, manifest: dict, library: bytes, weights: list[tuple[str, np.ndarray]]) -> dict:
+    """Write the artifact atomically (a temp file in the same directory, then a rename)
+    and return the complete manifest it holds."""
     blob, index = pack_weights(weights)
     manifest = dict(manifest)
     manifest["format"] = FORMAT
@@ -98,6 +99,7 @@ def write_artifact(path: Path, manifest: dict, library: bytes, weights: list[tup
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+    return manifest
 
 
 @dataclass

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import onnx
 
 from . import __version__
@@ -100,6 +99,5 @@ def compile_model(
         "pipeline": str(pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
     }
-    weights: list[tuple[str, np.ndarray]] = lowered.params
-    write_artifact(request.output, manifest, lowered.library, weights)
+    manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
     return CompileResult(request.output, manifest, model)
