@@ -136,9 +136,16 @@ def main_group(verbose: int) -> None:
 @click.option("--target", "-t", required=True, help="Target name (see 'edgec targets').")
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Artifact path [default: MODEL's stem + .edgec].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display and no summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (output, sha256, cache hit, inputs).")
+@click.option("--depfile", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a Make/Ninja depfile listing every file the compile read.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="EDGEC_CACHE_DIR",
+              help="Reuse a finished compile of identical inputs (env: EDGEC_CACHE_DIR). Safe under make -j.")
 @pipeline_options
-def compile_command(model: Path, target: str, output: Path | None, quiet: bool, **options) -> None:
+def compile_command(model: Path, target: str, output: Path | None, quiet: bool, as_json: bool, depfile, cache_dir,
+                    **options) -> None:
     """Compile an ONNX MODEL into one deployable .edgec artifact."""
+    from .artifact import sha256_file
     from .driver import CompileRequest, compile_model
 
     check_pass_names(options)
@@ -149,12 +156,25 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         input_shapes=parse_shapes(options["input_shapes"]),
         pipeline=options["pipeline"],
         verify_each=options["verify_each"],
+        depfile=depfile,
+        cache_dir=cache_dir,
     )
-    with progress_display(not quiet) as progress:
+    started = time.perf_counter()
+    with progress_display(not quiet and not as_json) as progress:
         result = compile_model(request, build_instruments(options), progress)
-    if not quiet:
+    if as_json:
+        click.echo(json.dumps({
+            "output": str(result.output),
+            "sha256": sha256_file(result.output),
+            "target": result.manifest["target"]["name"],
+            "cached": result.cached,
+            "inputs": [str(p) for p in result.inputs],
+            "seconds": round(time.perf_counter() - started, 3),
+        }, indent=2))
+    elif not quiet:
         size = result.output.stat().st_size
-        click.echo(f"wrote {result.output} ({size / 1e6:.1f} MB) for {result.manifest['target']['name']}", err=True)
+        origin = " (from the cache)" if result.cached else ""
+        click.echo(f"wrote {result.output} ({size / 1e6:.1f} MB) for {result.manifest['target']['name']}{origin}", err=True)
 
 
 @main_group.command("opt", epilog=EXIT_CODES)

@@ -15,7 +15,8 @@ from typing import Callable
 import onnx
 
 from . import __version__
-from .artifact import sha256_file, write_artifact
+from .artifact import open_artifact, sha256_file, write_artifact
+from .cache import CompileCache, cache_key, write_depfile
 from .errors import UsageError
 from .importer import ensure_static, load_model
 from .ir import Model
@@ -34,29 +35,33 @@ class CompileRequest:
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     pipeline: str = DEFAULT_PIPELINE
     verify_each: bool = True
+    depfile: Path | None = None
+    cache_dir: Path | None = None
 
 
 @dataclass
 class CompileResult:
     output: Path
     manifest: dict
-    model: Model
+    inputs: list[Path]
+    """Every file the compile read: what a build system must watch."""
+    cached: bool = False
 
 
 Progress = Callable[[str], None]
 
 
-def check_writable(output: Path) -> None:
-    """Fail before any work when the artifact cannot be written where asked."""
+def check_writable(output: Path, flag: str = "-o") -> None:
+    """Fail before any work when an output cannot be written where asked."""
     parent = output.parent if str(output.parent) else Path(".")
     if output.is_dir():
-        raise UsageError(f"-o {output}: is a directory")
+        raise UsageError(f"{flag} {output}: is a directory")
     if not parent.exists():
-        raise UsageError(f"-o {output}: directory {parent} does not exist")
+        raise UsageError(f"{flag} {output}: directory {parent} does not exist")
     if not parent.is_dir():
-        raise UsageError(f"-o {output}: {parent} is not a directory")
+        raise UsageError(f"{flag} {output}: {parent} is not a directory")
     if not os.access(parent, os.W_OK | os.X_OK) or (output.exists() and not os.access(output, os.W_OK)):
-        raise UsageError(f"-o {output}: not writable")
+        raise UsageError(f"{flag} {output}: not writable")
 
 
 def signature(values) -> list[dict]:
@@ -68,16 +73,49 @@ def compile_model(
     instruments: list[Instrument] = (),
     progress: Progress = lambda step: None,
 ) -> CompileResult:
+    """Compile, or copy a cached result when ``cache_dir`` holds one for identical inputs.
+
+    Instruments (IR printing, timing...) ask for the pipeline to run, so they bypass the cache."""
     # Cheap checks first, so a bad flag never costs an import or a TVM build.
-    from edgec.targets import get_target, lower
+    from edgec.targets import get_target
 
     target = get_target(request.target)
     pipeline = Pipeline.parse(request.pipeline)
     check_writable(request.output)
+    if request.depfile:
+        check_writable(request.depfile, "--depfile")
 
     progress("importing")
     model = load_model(request.model, request.input_shapes)
     ensure_static(model, str(request.model))
+    inputs = [*model.source_files, *([Path(request.target)] if request.target.endswith(".toml") else [])]
+
+    if request.cache_dir and not instruments:
+        cache = CompileCache(request.cache_dir)
+        settings = {
+            "target": target.manifest(),
+            "pipeline": str(pipeline),
+            "input_shapes": {name: list(shape) for name, shape in sorted(request.input_shapes.items())},
+            "source_name": Path(request.model).name,
+        }
+        key = cache_key(inputs, settings)
+        with cache.locked(key):
+            if cache.fetch(key, request.output):
+                logger.info("cache hit %s", key[:16])
+                result = CompileResult(request.output, open_artifact(request.output).manifest, inputs, cached=True)
+            else:
+                result = build(request, model, target, pipeline, inputs, instruments, progress)
+                cache.store(key, request.output)
+    else:
+        result = build(request, model, target, pipeline, inputs, instruments, progress)
+    if request.depfile:
+        write_depfile(request.depfile, request.output, inputs)
+    return result
+
+
+def build(request, model: Model, target, pipeline: Pipeline, inputs: list[Path], instruments, progress) -> CompileResult:
+    """Passes, lowering and the artifact, for a model already imported."""
+    from edgec.targets import lower
 
     progress("running passes")
     manager = PassManager(pipeline, instruments, verify_each=request.verify_each)
@@ -100,4 +138,4 @@ def compile_model(
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
     }
     manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
-    return CompileResult(request.output, manifest, model)
+    return CompileResult(request.output, manifest, inputs)

@@ -46,8 +46,10 @@ def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]]
     if path.is_dir():
         raise UsageError(f"{path}: is a directory, not an ONNX file")
     proto = read_proto(path)
-    load_weights(proto, path)
-    return import_proto(proto, str(path), input_shapes or {})
+    weight_files = load_weights(proto, path)
+    model = import_proto(proto, str(path), input_shapes or {})
+    model.source_files = [path, *weight_files]
+    return model
 
 
 def read_proto(path: Path) -> onnx.ModelProto:
@@ -65,19 +67,24 @@ def read_proto(path: Path) -> onnx.ModelProto:
     return proto
 
 
-def load_weights(proto: onnx.ModelProto, path: Path) -> None:
-    """Load external-data initializers from beside the model, naming what is missing."""
+def load_weights(proto: onnx.ModelProto, path: Path) -> list[Path]:
+    """Load external-data initializers from beside the model, naming what is missing.
+
+    Returns the files read, in first-use order: build systems depend on them too."""
     base = path.parent
+    files: dict[Path, None] = {}
     for tensor in proto.graph.initializer:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
         if not (base / location).is_file():
             raise ModelError(f"{path}: external data file '{location}' for initializer '{tensor.name}' not found in {base}")
+        files[base / location] = None
     try:
         onnx.external_data_helper.load_external_data_for_model(proto, str(base))
     except (OSError, ValueError) as exc:
         raise ModelError(f"{path}: cannot load external data: {exc}") from None
+    return list(files)
 
 
 def check_opsets(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:

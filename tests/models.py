@@ -161,3 +161,9 @@ def ort_run(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) -
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, feeds)))
+
+
+def add_external_weights(model: onnx.ModelProto, path: Path, location: str) -> Path:
+    """Save ``model`` at ``path`` with every initializer in one external-data file."""
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location, size_threshold=0)
+    return path

@@ -13,6 +13,7 @@ Invariants the verifier checks:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
@@ -266,6 +267,8 @@ class Model:
     functions: list[onnx.FunctionProto] = field(default_factory=list)
     initializers_as_inputs: bool = False
     """IR < 4 requires initializers to be listed as graph inputs; export repeats that."""
+    source_files: list[Path] = field(default_factory=list)
+    """The files this model was read from (the .onnx and its external data), for depfiles and caches."""
 
     @property
     def opset(self) -> int:

@@ -1,0 +1,62 @@
+"""What build systems rely on: depfiles, a cache safe under make -j, machine-readable output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import onnx
+
+from edgec.cli import main
+from tests.models import add_external_weights, small_cnn
+
+
+def compile_json(*args) -> dict:
+    result = subprocess.run([sys.executable, "-m", "edgec.cli", "compile", *map(str, args), "--json"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_depfile_lists_the_model_and_its_external_data(tmp_path, capsys):
+    model = add_external_weights(small_cnn(), tmp_path / "my model.onnx", "my weights.bin")
+    code = main(["compile", str(model), "-t", "x86-64", "-o", str(tmp_path / "out.edgec"), "-q",
+                 "--depfile", str(tmp_path / "out.d")])
+    assert code == 0, capsys.readouterr().err
+    text = (tmp_path / "out.d").read_text()
+    target, _, deps = text.partition(": ")
+    assert target == str(tmp_path / "out.edgec")
+    assert str(tmp_path / "my\\ model.onnx") in deps and str(tmp_path / "my\\ weights.bin") in deps
+
+
+def test_custom_target_file_is_a_dependency(tmp_path, capsys):
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    (tmp_path / "board.toml").write_text('base = "x86-64"\ncores = 1\n')
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", str(tmp_path / "board.toml"), "-o", str(tmp_path / "o.edgec"),
+                 "-q", "--depfile", str(tmp_path / "o.d")]) == 0
+    assert str(tmp_path / "board.toml") in (tmp_path / "o.d").read_text()
+
+
+def test_cache_reuses_identical_compiles_and_is_safe_in_parallel(tmp_path):
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    cache = tmp_path / "cache"
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "edgec.cli", "compile", str(tmp_path / "m.onnx"), "-t", "x86-64",
+                          "-o", str(tmp_path / f"o{i}.edgec"), "--cache-dir", str(cache), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(3)
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out))
+    assert sorted(r["cached"] for r in results) == [False, True, True]  # compiled once, then reused
+    assert len({r["sha256"] for r in results}) == 1
+    assert not [p for p in cache.iterdir() if p.suffix == ".tmp"]
+
+    # Another input (other weights) is another key.
+    onnx.save(small_cnn(seed=1), tmp_path / "m.onnx")
+    other = compile_json(tmp_path / "m.onnx", "-t", "x86-64", "-o", tmp_path / "o3.edgec", "--cache-dir", cache)
+    assert other["cached"] is False and other["sha256"] != results[0]["sha256"]
