@@ -365,6 +365,12 @@ def targets_command(as_json: bool) -> None:
     Console(width=160).print(table)
 
 
+@main_group.command("cmake-dir")
+def cmake_dir_command() -> None:
+    """Print the directory holding edgec.cmake (for CMake's include())."""
+    click.echo(Path(__file__).parent / "cmake")
+
+
 @main_group.command("passes")
 def passes_command() -> None:
     """List the registered passes and their options."""

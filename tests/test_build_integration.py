@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import onnx
+import pytest
 
 from edgec.cli import main
 from tests.models import add_external_weights, small_cnn
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
 
 
 def compile_json(*args) -> dict:
@@ -60,3 +65,52 @@ def test_cache_reuses_identical_compiles_and_is_safe_in_parallel(tmp_path):
     onnx.save(small_cnn(seed=1), tmp_path / "m.onnx")
     other = compile_json(tmp_path / "m.onnx", "-t", "x86-64", "-o", tmp_path / "o3.edgec", "--cache-dir", cache)
     assert other["cached"] is False and other["sha256"] != results[0]["sha256"]
+
+
+def build_env() -> dict:
+    """PATH with this interpreter's bin first, so the builds find this edgec."""
+    import os
+
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+
+def run(*command, cwd=None) -> str:
+    result = subprocess.run(command, cwd=cwd, env=build_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake (CI installs it from Debian)")
+def test_cmake_module_rebuilds_exactly_when_an_input_changes(tmp_path):
+    source = tmp_path / "src"
+    shutil.copytree(EXAMPLES / "cmake", source / "cmake")
+    shutil.copy(EXAMPLES / "digits_mlp.onnx", source / "digits_mlp.onnx")
+    build = tmp_path / "build"
+    run("cmake", "-S", source / "cmake", "-B", build)
+    assert "edgec: compiling" in run("cmake", "--build", build)
+    artifact = build / "digits-x86-64.edgec"
+    assert artifact.is_file() and "digits_mlp.onnx" in (build / "digits-x86-64.edgec.d").read_text()
+    assert "edgec: compiling" not in run("cmake", "--build", build)  # nothing changed
+    (source / "unrelated.txt").write_text("x")
+    assert "edgec: compiling" not in run("cmake", "--build", build)
+    touch_later(source / "digits_mlp.onnx")
+    assert "edgec: compiling" in run("cmake", "--build", build)
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="needs make (CI installs it from Debian)")
+def test_makefile_example_uses_the_depfile(tmp_path):
+    shutil.copytree(EXAMPLES / "make", tmp_path / "make")
+    shutil.copy(EXAMPLES / "digits_mlp.onnx", tmp_path / "digits_mlp.onnx")
+    assert "edgec compile" in run("make", "-C", tmp_path / "make", "-j2")
+    assert "edgec compile" not in run("make", "-C", tmp_path / "make")
+    touch_later(tmp_path / "digits_mlp.onnx")
+    assert "edgec compile" in run("make", "-C", tmp_path / "make")
+
+
+def touch_later(path: Path) -> None:
+    """Bump mtime past the outputs' (coarse filesystem clocks otherwise tie)."""
+    import os
+    import time
+
+    later = time.time() + 5
+    os.utime(path, (later, later))

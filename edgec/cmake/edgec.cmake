@@ -1,0 +1,57 @@
+# edgec's CMake module: compile ONNX models as part of a build.
+#
+#   execute_process(COMMAND edgec cmake-dir OUTPUT_VARIABLE EDGEC_CMAKE_DIR OUTPUT_STRIP_TRAILING_WHITESPACE)
+#   include(${EDGEC_CMAKE_DIR}/edgec.cmake)
+#   edgec_add_model(digits MODEL model.onnx TARGET arm64-a72 OUTPUT digits.edgec
+#                   [INPUT_SHAPES name=1x3x224x224 ...] [PASSES pipeline] [EXTRA_ARGS ...])
+#
+# The compile writes a depfile, so editing the model, its external weights or a
+# custom target file triggers a rebuild and nothing else does. EDGEC_EXECUTABLE
+# overrides which edgec runs; EDGEC_CACHE_DIR (a cache variable or the environment)
+# shares finished compiles between build trees.
+cmake_minimum_required(VERSION 3.20)  # DEPFILE with the Makefile generators
+
+if(NOT EDGEC_EXECUTABLE)
+  find_program(EDGEC_EXECUTABLE edgec REQUIRED)
+endif()
+set(EDGEC_CACHE_DIR "$ENV{EDGEC_CACHE_DIR}" CACHE PATH "edgec compile cache (empty: none)")
+
+function(edgec_add_model name)
+  cmake_parse_arguments(ARG "" "MODEL;TARGET;OUTPUT;PASSES" "INPUT_SHAPES;EXTRA_ARGS" ${ARGN})
+  foreach(required MODEL TARGET)
+    if(NOT ARG_${required})
+      message(FATAL_ERROR "edgec_add_model(${name}): ${required} is required")
+    endif()
+  endforeach()
+  if(NOT ARG_OUTPUT)
+    set(ARG_OUTPUT "${name}.edgec")
+  endif()
+  get_filename_component(model "${ARG_MODEL}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+  get_filename_component(output "${ARG_OUTPUT}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_BINARY_DIR}")
+  set(target "${ARG_TARGET}")
+  if(target MATCHES "\\.toml$")
+    get_filename_component(target "${target}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+  endif()
+
+  set(args compile "${model}" --target "${target}" -o "${output}" --depfile "${output}.d" --quiet)
+  foreach(shape IN LISTS ARG_INPUT_SHAPES)
+    list(APPEND args --input-shape "${shape}")
+  endforeach()
+  if(ARG_PASSES)
+    list(APPEND args --passes "${ARG_PASSES}")
+  endif()
+  if(EDGEC_CACHE_DIR)
+    list(APPEND args --cache-dir "${EDGEC_CACHE_DIR}")
+  endif()
+  list(APPEND args ${ARG_EXTRA_ARGS})
+
+  add_custom_command(
+    OUTPUT "${output}"
+    COMMAND "${EDGEC_EXECUTABLE}" ${args}
+    DEPENDS "${model}"
+    DEPFILE "${output}.d"
+    COMMENT "edgec: compiling ${ARG_MODEL} for ${ARG_TARGET}"
+    VERBATIM)
+  add_custom_target(${name} ALL DEPENDS "${output}")
+  set_target_properties(${name} PROPERTIES EDGEC_ARTIFACT "${output}")
+endfunction()
