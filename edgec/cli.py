@@ -344,6 +344,23 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
     click.echo("\n".join(lines))
 
 
+@main_group.command("report", epilog=EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print the per-layer table as CSV.")
+def report_command(artifact: Path, as_json: bool, as_csv: bool) -> None:
+    """Per layer: op, output shape, MACs, parameters, weight bytes, dtype, device; then totals."""
+    from .artifact import open_artifact
+    from .report import format_csv, format_table
+
+    if as_json and as_csv:
+        raise UsageError("give at most one of --json and --csv")
+    if not artifact.exists():
+        raise UsageError(f"{artifact}: no such file")
+    report = open_artifact(artifact).manifest["report"]
+    click.echo(json.dumps(report, indent=2) if as_json else format_csv(report) if as_csv else format_table(report), nl=not as_csv)
+
+
 @main_group.command("targets")
 @click.option("--json", "as_json", is_flag=True, help="Print the target table as JSON.")
 def targets_command(as_json: bool) -> None:

@@ -21,6 +21,7 @@ from .errors import UsageError
 from .importer import ensure_static, load_model
 from .ir import Model
 from .pass_manager import Instrument, Pipeline, PassManager
+from .report import build_report
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ def build(request, model: Model, target, pipeline: Pipeline, inputs: list[Path],
         "target": lowered.target_manifest,
         "pipeline": str(pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
+        "report": build_report(model, target.device),
     }
     manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
     return CompileResult(request.output, manifest, inputs)

@@ -1,0 +1,154 @@
+"""The model report: per layer and in total, what runs where and what it costs.
+
+Computed from the IR after the passes, when shapes are static, and stored in the
+artifact's manifest so ``edgec report`` needs nothing but the artifact. MACs are
+counted for the ops that dominate them (Conv, ConvTranspose, Gemm, MatMul); other
+ops count 0. The arena figure is an estimate until memory planning lands: the
+largest total of intermediate-tensor bytes live at any step of the node order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .ir import Model, Node
+from .units import human_size
+
+
+def prod(values) -> int:
+    return int(np.prod([int(v) for v in values], dtype=np.int64))
+
+
+def macs(node: Node) -> int:
+    """Multiply-accumulates of one node from its static shapes (0 when not countable)."""
+    out = node.outputs[0] if node.outputs else None
+    if out is None or not out.is_static:
+        return 0
+    op = node.op_type
+    if op in ("Conv", "ConvTranspose") and node.inputs[1] is not None and node.inputs[1].is_static:
+        weight = node.inputs[1].shape
+        if op == "Conv":  # each output element sums C_in/group x kernel products
+            return prod(out.shape) * prod(weight[1:])
+        if node.inputs[0].is_static:  # each input element feeds C_out/group x kernel outputs
+            return prod(node.inputs[0].shape) * prod(weight[1:])
+        return 0
+    if op == "Gemm" and node.inputs[0].is_static:
+        a = node.inputs[0].shape
+        k = a[0] if node.attr("transA", 0) else a[1]
+        return prod(out.shape) * int(k)
+    if op == "MatMul" and node.inputs[0].is_static:
+        return prod(out.shape) * int(node.inputs[0].shape[-1])
+    return 0
+
+
+@dataclass
+class Layer:
+    name: str
+    op: str
+    output_shape: list[int]
+    dtype: str
+    macs: int
+    parameters: int
+    weight_bytes: int
+    device: str
+
+
+def layer_table(model: Model, device: str) -> list[Layer]:
+    layers = []
+    for index, node in enumerate(model.graph.nodes):
+        weights = [v for v in node.inputs if v is not None and v.is_constant]
+        out = node.outputs[0] if node.outputs else None
+        layers.append(
+            Layer(
+                name=node.name or (out.name if out else f"node{index}"),
+                op=node.qualified_op,
+                output_shape=list(out.shape) if out is not None and out.shape is not None else [],
+                dtype=(out.dtype or "?") if out is not None else "?",
+                macs=macs(node),
+                parameters=sum(int(v.const.size) for v in weights),
+                weight_bytes=sum(int(v.const.nbytes) for v in weights),
+                device=device,
+            )
+        )
+    return layers
+
+
+def peak_live_bytes(model: Model) -> tuple[int, str]:
+    """Largest sum of intermediate bytes alive at once in node order, and the node where it peaks."""
+    graph = model.graph
+    last_use: dict[int, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for value in node.inputs:
+            if value is not None and value.producer is not None:
+                last_use[id(value)] = index
+    live, peak, where = 0, 0, ""
+    ending: dict[int, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for value in node.outputs:
+            size = value.nbytes or 0
+            live += size
+            end = len(graph.nodes) if graph.is_graph_output(value) else last_use.get(id(value), index)
+            ending[end] = ending.get(end, 0) + size
+        if live > peak:
+            peak, where = live, node.name or node.outputs[0].name
+        live -= ending.pop(index, 0)
+    return peak, where
+
+
+def build_report(model: Model, device: str) -> dict:
+    layers = layer_table(model, device)
+    arena, peak_at = peak_live_bytes(model)
+    weight_bytes = sum(v.const.nbytes for v in model.graph.initializers.values())
+    total_macs = sum(layer.macs for layer in layers)
+    by_device: dict[str, int] = {}
+    for layer in layers:
+        by_device[layer.device] = by_device.get(layer.device, 0) + layer.macs
+    return {
+        "layers": [asdict(layer) for layer in layers],
+        "totals": {
+            "macs": total_macs,
+            "parameters": sum(int(v.const.size) for v in model.graph.initializers.values()),
+            "weight_bytes": int(weight_bytes),
+            "arena_bytes": arena,
+            "arena_method": f"estimated: peak of live intermediate tensors in node order (at {peak_at}); TVM plans its own buffers",
+            "working_set_bytes": arena + int(weight_bytes),
+            "working_set_method": "estimated: arena + weights, without the runtime's own memory",
+            "macs_share": {d: (m / total_macs if total_macs else 0.0) for d, m in by_device.items()},
+        },
+    }
+
+
+COLUMNS = ["name", "op", "output_shape", "dtype", "macs", "parameters", "weight_bytes", "device"]
+
+
+def format_table(report: dict) -> str:
+    rows = [[str(layer[c]) if c != "output_shape" else "x".join(map(str, layer[c])) for c in COLUMNS]
+            for layer in report["layers"]]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
+    lines += ["  ".join(v.rjust(w) if COLUMNS[i] in ("macs", "parameters", "weight_bytes") else v.ljust(w)
+                        for i, (v, w) in enumerate(zip(row, widths))) for row in rows]
+    t = report["totals"]
+    share = ", ".join(f"{d} {100 * s:.1f}%" for d, s in t["macs_share"].items())
+    lines += [
+        "",
+        f"MACs          {t['macs']:,} ({share})",
+        f"parameters    {t['parameters']:,}",
+        f"weights       {human_size(t['weight_bytes'])} (flash)",
+        f"arena         {human_size(t['arena_bytes'])} (RAM, {t['arena_method']})",
+        f"working set   {human_size(t['working_set_bytes'])} ({t['working_set_method']})",
+    ]
+    return "\n".join(lines)
+
+
+def format_csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for layer in report["layers"]:
+        writer.writerow(["x".join(map(str, layer[c])) if c == "output_shape" else layer[c] for c in COLUMNS])
+    return out.getvalue()
