@@ -1,0 +1,479 @@
+"""Rule-based CPU schedules: fast code from TVM without tuning.
+
+TVM 0.27's default CPU pipeline schedules nothing: conv2d and dense run as naive
+serial loop nests, about 100x slower than onnxruntime. ``schedule_for_cpu``
+rewrites a freshly imported Relax module so that every kernel is scheduled by a
+small set of rules before ``tvm.compile``, which then leaves them alone
+(``tirx.is_scheduled``).
+
+Pipeline, in order (each step named in the notes when it fails):
+
+1. ``sum-of-stack``: ONNX ``Sum`` imports as ``sum(stack(broadcast_to(x)...))``;
+   it becomes a chain of ``add`` (ConvertLayout cannot handle the 5-D stack).
+2. ``convert-layout``: conv2d to NHWC activations and HWIO weights, so output
+   channels are the contiguous, vectorized axis.
+3. ``lift-weight-transforms``: computations on weights alone (the OIHW->HWIO
+   permutes, bias reshapes) move to ``main_transform_params``; it is compiled for
+   the host and run once, here, and the module's attached weights are replaced by
+   its results. The compiled ``main`` takes the transformed weights.
+4. ``legalize-and-fuse``: LegalizeOps, FoldConstant, FuseOps, FuseTIR.
+5. ``schedule``: each PrimFunc gets the first rule that applies:
+
+   - ``conv2d-nhwc``: register-blocked output tile of ``ow`` pixels x 2 vectors of
+     output channels (accumulators in a local buffer), reduction loops outside
+     the tile, tile loops unrolled and vectorized, ``(n, co-block, oh)``
+     parallel, epilogue (bias, residual add, relu) computed per tile, padding
+     materialized by its own parallel loop.
+   - ``reduction-vector-inner``: any reduction whose innermost spatial axis is
+     the output's contiguous axis (depthwise/grouped conv in NHWC, pooling,
+     dense/matmul with a KxN weight, reductions over H and W): that axis split
+     into vectors and moved inside the reduction loops, outer axes parallel.
+   - ``reduction-parallel``: other reductions get parallel outer spatial loops.
+   - ``injective``: every other block is fused flat, vectorized and parallel.
+
+   Tile sizes come from ``TargetSpec.vector_bits`` (lanes) and
+   ``TargetSpec.vector_registers`` (how many output pixels fit the tile).
+
+A kernel no rule can schedule still compiles (TVM's default, serial) and is
+reported in the returned notes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+PARALLEL_MIN_ELEMENTS = 4096
+"""Injective kernels smaller than this run serial: a parallel launch costs more."""
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """Register tile parameters for one target."""
+
+    lanes: int
+    """float32 lanes in one vector register."""
+    registers: int
+
+    @classmethod
+    def for_target(cls, target) -> Tiles:
+        return cls(lanes=max(1, int(target.vector_bits) // 32), registers=int(target.vector_registers))
+
+    def max_output_pixels(self, channel_vectors: int) -> int:
+        """Output pixels whose accumulators fit the register file, leaving room for
+        the weight vectors and one broadcast input."""
+        free = self.registers - channel_vectors - 2
+        return max(1, min(12, free // max(1, channel_vectors)))
+
+
+def schedule_for_cpu(mod, target) -> tuple[object, list[str]]:
+    """Rewrite an imported Relax module into one whose kernels are all scheduled.
+
+    ``mod`` is what ``from_onnx(..., keep_params_in_input=True)`` returns, before
+    ``detach_params``: the weights, attached to ``main`` as its ``params``
+    attribute, are transformed here (weight layouts) and the result carries the
+    transformed weights the same way, so ``detach_params`` afterwards yields the
+    arrays the compiled ``main`` takes, in its parameter order. Without attached
+    weights the weight transforms stay in ``main`` (run on every call) and a note
+    says so.
+
+    Returns the module to hand to ``tvm.compile`` and human-readable notes on the
+    kernels left to TVM's default (slow) code.
+    """
+    import tvm
+    from tvm import relax
+
+    tiles = Tiles.for_target(target)
+    notes: list[str] = []
+    mod = _step("sum-of-stack", _rewrite_sum_of_stack, mod)
+    mod = _step("convert-layout", lambda m: tvm.transform.Sequential([
+        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+        relax.transform.Normalize(),
+        relax.transform.DeadCodeElimination(),
+    ])(m), mod)
+    mod = _step("lift-weight-transforms", lambda m: _lift_weight_transforms(m, notes), mod)
+    mod = _step("legalize-and-fuse", lambda m: tvm.transform.Sequential([
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        relax.transform.DeadCodeElimination(),
+    ])(m), mod)
+    return _step("schedule", lambda m: _schedule_module(m, tiles, notes), mod), notes
+
+
+def _step(name: str, fn, mod):
+    try:
+        return fn(mod)
+    except Exception as exc:  # TVM raises many types; say which step failed
+        raise RuntimeError(f"cpu schedules: step '{name}' failed: {exc}") from exc
+
+
+# --- Relax-level rewrites -------------------------------------------------------------------
+
+
+def _rewrite_sum_of_stack(mod):
+    """``sum(stack([broadcast_to(x_i, s)...], axis=0), axis=0)`` -> ``x_0 + x_1 + ...``."""
+    import tvm
+    import tvm_ffi
+    from tvm import relax
+
+    def op_name(expr) -> str:
+        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+
+    @relax.expr_functor.mutator
+    class SumOfStack(relax.PyExprMutator):
+        def bound(self, expr):
+            if isinstance(expr, relax.Var):
+                value = self.lookup_binding(expr)
+                return value if value is not None else expr
+            return expr
+
+        def visit_call_(self, original):
+            call = self.builder_.normalize(super().visit_call_(original))
+            if op_name(call) != "relax.sum" or call.attrs.keepdims or call.attrs.axis is None:
+                return call
+            if [int(a) for a in call.attrs.axis] != [0]:
+                return call
+            stacked = self.bound(call.args[0])
+            if op_name(stacked) != "relax.stack" or int(stacked.attrs.axis) != 0:
+                return call
+            items = self.bound(stacked.args[0])
+            if not isinstance(items, relax.Tuple) or not items.fields:
+                return call
+            shape = call.ty.shape
+            terms = []
+            for item in items.fields:
+                value = self.bound(item)
+                terms.append(value.args[0] if op_name(value) == "relax.broadcast_to" else item)
+            total = terms[0]
+            for term in terms[1:]:
+                total = self.builder_.normalize(relax.op.add(total, term))
+            if shape is not None and not tvm_ffi.structural_equal(total.ty.shape, shape):
+                total = self.builder_.normalize(relax.op.broadcast_to(total, shape))
+            return total
+
+    updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    for gvar, func in mod.functions.items():
+        if isinstance(func, relax.Function):
+            updated[gvar] = SumOfStack().visit_expr(func)
+    return relax.transform.DeadCodeElimination()(updated)
+
+
+def _lift_weight_transforms(mod, notes: list[str]):
+    """Move weight-only computations out of ``main`` and run them once, now."""
+    import tvm
+    from tvm import relax
+
+    main = mod["main"]
+    attrs = main.attrs or {}
+    if "num_input" not in attrs:
+        notes.append("main has no num_input attribute: weight transforms run on every call")
+        return mod
+    params = attrs.get("params")
+    lifted = relax.transform.LiftTransformParams()(mod)
+    if not any(gv.name_hint == "main_transform_params" for gv in lifted.get_global_vars()):
+        return mod
+    if params is None:
+        notes.append("weights are not attached to main: weight layout transforms run on every call")
+        return mod
+    transform = lifted["main_transform_params"]
+    transform_mod = tvm.IRModule({"main": transform.with_attr("global_symbol", "main")})
+    host = tvm.target.Target({"kind": "llvm"})
+    executable = tvm.compile(transform_mod, target=host)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    result = vm["main"]([tvm.runtime.tensor(p.numpy()) for p in params])
+    new_params = [tvm.runtime.tensor(r.numpy()) for r in result]
+
+    new_main = lifted["main"]
+    num_input = int(new_main.attrs["num_input"])
+    if len(new_main.params) - num_input != len(new_params):
+        raise RuntimeError(
+            f"lifted main takes {len(new_main.params) - num_input} weights, transform gave {len(new_params)}")
+    new_main = new_main.with_attr("params", new_params)
+    out = tvm.IRModule({gv: f for gv, f in lifted.functions_items() if gv.name_hint != "main_transform_params"},
+                       attrs=lifted.attrs)
+    out[out.get_global_var("main")] = new_main
+    return out
+
+
+# --- TIR schedules --------------------------------------------------------------------------
+
+
+def _schedule_module(mod, tiles: Tiles, notes: list[str]):
+    import tvm
+
+    updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    for gvar, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+            continue
+        scheduled, problem = schedule_primfunc(func, tiles)
+        if problem:
+            notes.append(f"{gvar.name_hint}: {problem}")
+            logger.info("kernel %s left to TVM's default: %s", gvar.name_hint, problem)
+        if scheduled is not None:
+            updated[gvar] = scheduled
+    return updated
+
+
+def _is_scheduled(func) -> bool:
+    attrs = func.attrs
+    return attrs is not None and "tirx.is_scheduled" in attrs and bool(attrs["tirx.is_scheduled"])
+
+
+def schedule_primfunc(func, tiles: Tiles):
+    """(scheduled function or None, a note when some block was left unscheduled)."""
+    import tvm
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    try:
+        problems = _schedule(sch, tiles)
+    except Exception as exc:  # a rule refused: retry with parallel-only loops
+        logger.debug("rule failed: %s", exc)
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        try:
+            problems = _schedule(sch, tiles, simple=True)
+            problems.append(f"full schedule failed ({_first_line(exc)}), parallel loops only")
+        except Exception as exc2:
+            return None, f"no rule applies ({_first_line(exc2)})"
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True), "; ".join(problems)
+
+
+def _first_line(exc: Exception) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
+
+
+def _iter_kinds(sch, block) -> str:
+    """'S'/'R' per block iterator, e.g. 'SSSSRRR' for conv2d."""
+    kinds = []
+    for iv in sch.get(block).iter_vars:
+        kinds.append("S" if iv.iter_type == 0 else "R" if iv.iter_type == 2 else "O")
+    return "".join(kinds)
+
+
+def _extent(sch, loop) -> int | None:
+    import tvm
+
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tvm.tirx.IntImm) else None
+
+
+def _is_padding(sch, block) -> bool:
+    """A block that copies its input with a condition (zero or -inf padding)."""
+    stmt = sch.get(block)
+    return stmt.name_hint.startswith("pad") and "if_then_else" in str(stmt.body)
+
+
+def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
+    problems: list[str] = []
+    root = sch.get_sblock("root")
+    blocks = sch.get_child_blocks(root)
+    outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
+
+    # Inline injective intermediates (not padding: evaluating its condition in the
+    # innermost conv loop costs more than materializing it once).
+    for block in blocks:
+        name = sch.get(block).name_hint
+        if name in outputs or "R" in _iter_kinds(sch, block) or _is_padding(sch, block):
+            continue
+        try:
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001 - not inlinable: scheduled on its own below
+            pass
+
+    # Names, not block handles: scheduling adds blocks (caches, inits) under loops.
+    names = [sch.get(b).name_hint for b in sch.get_child_blocks(root)]
+    handled: set[str] = set()
+    for name in names:
+        block = sch.get_sblock(name)
+        if name in handled:
+            continue
+        kinds = _iter_kinds(sch, block)
+        if "R" not in kinds:
+            continue
+        consumers = sch.get_consumers(block)
+        epilogue = consumers[0] if len(consumers) == 1 and "R" not in _iter_kinds(sch, consumers[0]) else None
+        if epilogue is not None and len(sch.get_producers(epilogue)) > 1:
+            # A residual add's other producer must be finished before the epilogue runs per tile.
+            others = [p for p in sch.get_producers(epilogue) if sch.get(p).name_hint != name]
+            if any(sch.get(p).name_hint not in handled for p in others):
+                epilogue = None
+        if epilogue is not None:
+            handled.add(sch.get(epilogue).name_hint)
+        handled.add(name)
+        if simple:
+            _parallel_outer(sch, block, tiles)
+            if epilogue is not None:
+                _injective(sch, epilogue, tiles)
+        elif name.startswith("conv2d_nhwc") and kinds == "SSSSRRR":
+            _conv2d_nhwc(sch, block, epilogue, tiles)
+        elif not _reduction_vector_inner(sch, block, epilogue, tiles):
+            problems.append(f"block {name}: innermost axis not vectorizable, parallel only")
+            _parallel_outer(sch, block, tiles)
+            if epilogue is not None:
+                _injective(sch, epilogue, tiles)
+
+    for name in names:
+        if name in handled:
+            continue
+        block = sch.get_sblock(name)
+        if "R" not in _iter_kinds(sch, block):
+            _injective(sch, block, tiles)
+    return problems
+
+
+def _channel_tile(channels: int, lanes: int) -> int:
+    """Output channels per register tile: two vectors when they divide, else one."""
+    if channels % (2 * lanes) == 0:
+        return 2 * lanes
+    if channels % lanes == 0 or channels > lanes:
+        return lanes
+    return channels
+
+
+def _pixel_tile(width: int, limit: int) -> int:
+    """Output pixels per tile: a divisor of ``width`` near ``limit``, else an even split."""
+    if width <= limit:
+        return width
+    for tile in range(limit, (limit + 1) // 2 - 1, -1):
+        if width % tile == 0:
+            return tile
+    pieces = math.ceil(width / limit)
+    return math.ceil(width / pieces)
+
+
+def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
+    n, h, w, co, rh, rw, rc = sch.get_loops(conv)
+    width, channels = _extent(sch, w), _extent(sch, co)
+    lanes = tiles.lanes
+    oc_tile = _channel_tile(channels, lanes)
+    vectors = max(1, oc_tile // lanes)
+    ow_tile = _pixel_tile(width, tiles.max_output_pixels(vectors))
+
+    co_o, co_i = sch.split(co, [None, oc_tile])
+    w_o, w_i = sch.split(w, [None, ow_tile])
+    sch.reorder(n, co_o, h, w_o, rh, rw, rc, w_i, co_i)
+    outer = sch.fuse(n, co_o, h)
+    sch.parallel(outer)
+
+    if epilogue is not None:
+        sch.set_scope(conv, 0, "local")
+        sch.reverse_compute_at(epilogue, w_o)
+        _vectorize_innermost(sch, epilogue, lanes)
+    else:
+        store = sch.cache_write(conv, 0, "local")
+        sch.reverse_compute_at(store, w_o)
+        _vectorize_innermost(sch, store, lanes)
+
+    sch.unroll(w_i)
+    if vectors > 1:
+        co_v, co_l = sch.split(co_i, [vectors, lanes])
+        sch.unroll(co_v)
+        sch.vectorize(co_l)
+    else:
+        sch.vectorize(co_i)
+    init = sch.decompose_reduction(conv, rh)
+    _vectorize_innermost(sch, init, lanes)
+
+
+def _vectorize_innermost(sch, block, lanes: int) -> None:
+    loops = sch.get_loops(block)
+    inner = loops[-1]
+    extent = _extent(sch, inner)
+    if extent is None or extent == 1:
+        return
+    if extent % lanes == 0 and extent > lanes:
+        outer, inner = sch.split(inner, [None, lanes])
+        sch.unroll(outer)
+    sch.vectorize(inner)
+
+
+def _reduction_vector_inner(sch, block, epilogue, tiles: Tiles) -> bool:
+    """Vectorize the innermost spatial axis inside the reduction loops. False if it is not contiguous."""
+    import tvm
+
+    loops = sch.get_loops(block)
+    kinds = _iter_kinds(sch, block)
+    if len(loops) != len(kinds):
+        return False
+    realize = sch.get(block)
+    spatial = [i for i, k in enumerate(kinds) if k == "S"]
+    reduce = [i for i, k in enumerate(kinds) if k == "R"]
+    if not spatial or not reduce or spatial[-1] > reduce[0]:
+        return False
+    last = spatial[-1]
+    # The output's last index must be the innermost spatial iterator (contiguous writes).
+    write = realize.writes[0]
+    last_index = write.region[-1].min
+    if not (isinstance(last_index, tvm.tirx.Var) and last_index.same_as(realize.iter_vars[last].var)):
+        return False
+    extent = _extent(sch, loops[last])
+    if extent is None:
+        return False
+    # Up to four vectors of accumulators; narrower vectors when the axis is not a multiple of one.
+    candidates = [tiles.lanes * m for m in (4, 2, 1)] + [tiles.lanes // d for d in (2, 4) if tiles.lanes // d >= 4]
+    vector_tile = next((c for c in candidates if extent % c == 0), None)
+    if vector_tile is None:
+        return False
+    lanes = min(tiles.lanes, vector_tile)
+    s_o, s_i = sch.split(loops[last], [None, vector_tile])
+    outer_spatial = [loops[i] for i in spatial[:-1]] + [s_o]
+    reductions = [loops[i] for i in reduce]
+    sch.reorder(*outer_spatial, *reductions, s_i)
+    fused = sch.fuse(*outer_spatial) if len(outer_spatial) > 1 else outer_spatial[0]
+    sch.parallel(fused)
+    if epilogue is not None:
+        sch.set_scope(block, 0, "local")
+        sch.reverse_compute_at(epilogue, fused)
+        _vectorize_innermost(sch, epilogue, lanes)
+    else:
+        store = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(store, fused)
+        _vectorize_innermost(sch, store, lanes)
+    v_o, v_i = sch.split(s_i, [None, lanes])
+    sch.unroll(v_o)
+    sch.vectorize(v_i)
+    init = sch.decompose_reduction(block, reductions[0])
+    _vectorize_innermost(sch, init, lanes)
+    return True
+
+
+def _parallel_outer(sch, block, tiles: Tiles) -> None:
+    """Parallelize the spatial loops outside the first reduction loop."""
+    loops = sch.get_loops(block)
+    kinds = _iter_kinds(sch, block)
+    outer = []
+    for loop, kind in zip(loops, kinds):
+        if kind != "S":
+            break
+        outer.append(loop)
+    if not outer:
+        return
+    fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
+    sch.parallel(fused)
+
+
+def _injective(sch, block, tiles: Tiles) -> None:
+    """Flatten, vectorize the contiguous tail, parallelize the rest when it is big enough."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    total = _extent(sch, fused)
+    if total is None:
+        sch.parallel(fused)
+        return
+    lanes = tiles.lanes
+    if total % lanes == 0 and total > lanes:
+        outer, inner = sch.split(fused, [None, lanes])
+        sch.vectorize(inner)
+    else:
+        outer = fused
+    if total >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(outer)

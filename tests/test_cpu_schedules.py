@@ -1,0 +1,191 @@
+"""Rule-based CPU schedules (targets/cpu_schedules.py) keep results: each rule is
+checked against onnxruntime on the shapes it treats specially (odd channel counts,
+strides, padding, 1x1, groups, depthwise, dense), plus a zoo model end to end.
+No timing here: benchmarks/schedule_probe.py measures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from tests.models import make_model, ort_run, random_feeds, zoo_model
+
+tvm = pytest.importorskip("tvm")
+
+
+def host_spec():
+    from edgec.targets import get_target
+
+    return get_target("x86-64")
+
+
+def compile_scheduled(model, spec):
+    from tvm import relax
+    from tvm.relax.frontend import detach_params
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from edgec.targets.cpu_schedules import schedule_for_cpu
+
+    from edgec.driver import DEFAULT_PIPELINE
+    from edgec.importer import import_proto
+    from edgec.pass_manager import PassManager, Pipeline
+    from edgec.targets.lowering import onnx_for_tvm
+
+    # What lower() hands TVM: edgec's import and default passes, then its ONNX export.
+    imported = PassManager(Pipeline.parse(DEFAULT_PIPELINE)).run(import_proto(model))
+    mod = from_onnx(onnx_for_tvm(imported), keep_params_in_input=True)
+    mod, notes = schedule_for_cpu(mod, spec)
+    mod, params = detach_params(mod)
+    return mod, list(params.get("main", [])), notes
+
+
+def run_scheduled(model, feeds):
+    from tvm import relax
+
+    mod, weights, notes = compile_scheduled(model, host_spec())
+    executable = tvm.compile(mod, target=tvm.target.Target(host_spec().tvm_target))
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(v) for v in feeds.values()], *weights)
+    outputs = [out] if hasattr(out, "numpy") else list(out)
+    return [o.numpy() for o in outputs], notes, mod
+
+
+def conv_model(cin, cout, size, kernel, stride=1, pad=0, groups=1, bias=True, relu=True, seed=0):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((cout, cin // groups, kernel, kernel)) / np.sqrt(cin // groups * kernel * kernel))
+    inits = [numpy_helper.from_array(w.astype(np.float32), "w")]
+    inputs = ["x", "w"]
+    if bias:
+        inits.append(numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "b"))
+        inputs.append("b")
+    nodes = [helper.make_node("Conv", inputs, ["c"], kernel_shape=[kernel, kernel], strides=[stride, stride],
+                              pads=[pad] * 4, group=groups)]
+    out = "c"
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+        out = "y"
+    out_size = (size + 2 * pad - kernel) // stride + 1
+    return make_model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, size, size])],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1, cout, out_size, out_size])],
+        inits,
+    )
+
+
+def kernel_names(mod) -> list[str]:
+    return [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+
+def assert_matches_ort(model, rtol=1e-4, atol=1e-5):
+    feeds = random_feeds(model)
+    actual, notes, mod = run_scheduled(model, feeds)
+    expected = list(ort_run(model, feeds).values())
+    assert len(actual) == len(expected)
+    for a, e in zip(actual, expected):
+        np.testing.assert_allclose(a, e, rtol=rtol, atol=atol)
+    return notes, mod
+
+
+CONVS = {
+    # name: (cin, cout, size, kernel, stride, pad, groups)
+    "3x3-pad1": (16, 64, 14, 3, 1, 1, 1),
+    "1x1": (64, 32, 7, 1, 1, 0, 1),
+    "1x1-stride2": (32, 64, 14, 1, 2, 0, 1),
+    "7x7-stride2-pad3-rgb": (3, 64, 32, 7, 2, 3, 1),
+    "odd-channels": (5, 13, 9, 3, 1, 1, 1),
+    "odd-out-channels-1x1": (32, 1000, 13, 1, 1, 0, 1),
+    "one-vector-of-out-channels": (8, 48, 10, 3, 1, 0, 1),
+    "width-not-a-tile-multiple": (8, 32, 23, 3, 1, 1, 1),
+    "stride2-pad1": (16, 32, 15, 3, 2, 1, 1),
+    "asymmetric-no-pad-5x5": (4, 16, 12, 5, 1, 0, 1),
+    "groups": (16, 32, 10, 3, 1, 1, 4),
+    "depthwise": (32, 32, 12, 3, 1, 1, 32),
+    "depthwise-stride2": (24, 24, 13, 3, 2, 1, 24),
+}
+
+
+@pytest.mark.parametrize("case", list(CONVS))
+def test_conv_matches_onnxruntime(case):
+    cin, cout, size, kernel, stride, pad, groups = CONVS[case]
+    notes, mod = assert_matches_ort(conv_model(cin, cout, size, kernel, stride, pad, groups))
+    if groups == 1:
+        assert notes == [], notes
+        assert any("conv2d" in name for name in kernel_names(mod))
+
+
+def test_conv_without_bias_or_relu_writes_through_a_local_tile():
+    notes, _ = assert_matches_ort(conv_model(16, 32, 8, 3, pad=1, bias=False, relu=False))
+    assert notes == []
+
+
+def test_residual_add_after_conv():
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((32, 32, 3, 3)) * 0.1).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "x"], ["s"]),
+        helper.make_node("Relu", ["s"], ["y"]),
+    ]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 8, 8])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 8, 8])], [w])
+    assert_matches_ort(model)
+
+
+@pytest.mark.parametrize("out_features", [1000, 64, 10])
+def test_gemm_matches_onnxruntime(out_features):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal((out_features, 256)) * 0.1).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(out_features).astype(np.float32), "b")]
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, out_features])], inits)
+    assert_matches_ort(model)
+
+
+def test_pooling_and_sum_match_onnxruntime():
+    """MaxPool (padded, strided), AveragePool, ONNX Sum (the stack/sum import) and GlobalAveragePool."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((32, 8, 3, 3)) * 0.2).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["c"], ["m"], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["c"], ["a"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Sum", ["m", "a", "a"], ["s"]),
+        helper.make_node("GlobalAveragePool", ["s"], ["y"]),
+    ]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 1, 1])], [w])
+    assert_matches_ort(model)
+
+
+def test_every_kernel_is_marked_scheduled():
+    mod, _, _ = compile_scheduled(conv_model(16, 32, 8, 3, pad=1), host_spec())
+    funcs = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert funcs and all(bool(f.attrs["tirx.is_scheduled"]) for f in funcs)
+
+
+def test_weight_transforms_run_at_compile_time():
+    """The OIHW->HWIO permute is applied to the attached weights, not left in main."""
+    mod, weights, _ = compile_scheduled(conv_model(16, 32, 8, 3, pad=1), host_spec())
+    assert [tuple(w.shape) for w in weights][0] == (3, 3, 16, 32)
+    assert "main_transform_params" not in [gv.name_hint for gv in mod.get_global_vars()]
+
+
+def test_compiles_for_arm64_neon():
+    """Tiles follow the target: 128-bit NEON, compile only (no arm64 machine here)."""
+    from edgec.targets import get_target
+
+    spec = get_target("arm64-a72")
+    mod, _, notes = compile_scheduled(conv_model(16, 40, 10, 3, stride=1, pad=1), spec)
+    assert notes == []
+    tvm.compile(mod, target=tvm.target.Target(spec.tvm_target))
+
+
+def test_zoo_squeezenet_matches_onnxruntime():
+    model = zoo_model("squeezenet")
+    feeds = random_feeds(model)
+    actual, notes, _ = run_scheduled(model, feeds)
+    expected = list(ort_run(model, feeds).values())
+    np.testing.assert_allclose(actual[0], expected[0], rtol=1e-3, atol=1e-4)
