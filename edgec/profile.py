@@ -328,7 +328,7 @@ def check_setting(name: str, value, where: str) -> Setting:
         raise fail(where, name, str(exc)) from None
 
 
-def line_of(text: str, section: str | None, key: str) -> int:
+def line_of(text: str, section: str | None, key: str | None) -> int:
     """The line defining ``key`` in table ``section`` (or the table header, or 1): tomllib keeps no lines."""
     current, header = None, None
     for number, line in enumerate(text.splitlines(), start=1):
@@ -337,6 +337,8 @@ def line_of(text: str, section: str | None, key: str) -> int:
             current = table.group(1)
             if current == section:
                 header = number
+            continue
+        if key is None:
             continue
         if current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
             return number
@@ -359,6 +361,9 @@ def read_file_layer(path: Path) -> Layer:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
     layer: Layer = {}
     for key, value in data.items():
+        if isinstance(value, dict) and key not in SECTIONS:
+            where = f"{path}:{line_of(text, key, None)}"
+            raise fail(where, key, f"unknown section '{key}' (known: {', '.join(SECTIONS)})")
         if key in SECTIONS:
             if not isinstance(value, dict):
                 raise fail(f"{path}:{line_of(text, None, key)}", key, "expected a table ([section])")
@@ -487,8 +492,11 @@ def check_conflicts(layer: Layer) -> None:
         return layer[name].value if name in layer else None
 
     def conflict(name: str, other: str, message: str) -> UsageError:
-        elsewhere = f" ({layer[other].where})" if other in layer and layer[other].where != layer[name].where else ""
-        return fail(layer[name].where, name, f"conflicts with {other}{elsewhere}: {message}")
+        here, there = layer[name].where, layer[other].where if other in layer else ""
+        same_file, _, line = there.rpartition(":")
+        if same_file and same_file == here.rpartition(":")[0] and line.isdigit():
+            there = f"line {line}"
+        return fail(here, name, f"conflicts with {other}" + (f" ({there})" if there else "") + f": {message}")
 
     first, steady = get("latency.first_time"), get("latency.steady_state")
     if first is not None and steady is not None and first < steady:
