@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -77,10 +78,12 @@ def export(net, path: Path) -> None:
     import onnx
     import torch
 
-    torch.onnx.export(
-        net, (torch.zeros(1, 1, 8, 8),), str(path), input_names=[INPUT], output_names=[OUTPUT],
-        opset_version=OPSET, dynamo=False,
-    )
+    with warnings.catch_warnings():  # torch deprecates this exporter in favour of the onnxscript-based one
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net, (torch.zeros(1, 1, 8, 8),), str(path), input_names=[INPUT], output_names=[OUTPUT],
+            opset_version=OPSET, dynamo=False,
+        )
     model = onnx.load(path)
     if model.ir_version > 13:
         model.ir_version = 13

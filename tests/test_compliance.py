@@ -1,0 +1,331 @@
+"""Holding models to profiles: static checks on the IR, and certificates measured on a trained CNN."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from edgec.compliance import (
+    FAIL,
+    NOT_REQUIRED,
+    PASS,
+    UNVERIFIED,
+    certify,
+    check_static,
+    elf_imports,
+    estimate_arena,
+)
+from edgec.errors import UsageError
+from edgec.importer import import_proto
+from edgec.ir import parse_model
+from edgec.profile import load_profile
+from edgec.targets import get_target
+from tests.models import ort_run, small_cnn
+
+DIGITS_PROFILE = """\
+schema = 1
+name = "digits"
+extends = "mcu"
+description = "the held-out digits, on this machine"
+
+[accuracy]
+dataset = "sklearn digits, 30% held out"
+metric = "top1"
+min = 0.95
+
+[memory]
+# a host process with the TVM runtime in it, not an MCU
+working_set = "4GiB"
+
+[latency]
+first_time = "30s"
+steady_state = "100ms"
+"""
+
+
+@pytest.fixture(scope="module")
+def host():
+    return get_target("x86-64")
+
+
+@pytest.fixture(scope="module")
+def digits(request, tmp_path_factory):
+    """(onnx path, held-out .npz, compiled artifact), trained once and cached across runs."""
+    pytest.importorskip("torch", reason="the digits CNN is trained with torch==2.13.0 (pip install torch==2.13.0)")
+    pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
+    from edgec.cli import main
+    from tests.digits_cnn import trained_digits
+
+    cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+    folder = cache.mkdir("edgec-digits") if cache is not None else tmp_path_factory.mktemp("digits-cache")
+    model_path, data_path = trained_digits(folder)
+    artifact = tmp_path_factory.mktemp("digits") / "digits.edgec"
+    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
+    return model_path, data_path, artifact
+
+
+@pytest.fixture
+def digits_profile(tmp_path):
+    path = tmp_path / "digits.toml"
+    path.write_text(DIGITS_PROFILE)
+    return path
+
+
+def by_attribute(certificate) -> dict:
+    return {m.attribute: m for m in certificate.measurements}
+
+
+def loader(artifact):
+    from edgec.runtime import load
+
+    return lambda: load(artifact)
+
+
+# -- acceptance: the trained CNN ------------------------------------------------------------------
+
+def test_certificate_passes_for_the_trained_cnn(digits, digits_profile, host):
+    _, data_path, artifact = digits
+    certificate = certify(artifact, loader(artifact), load_profile(digits_profile), data_path, None, host)
+    found = by_attribute(certificate)
+    assert certificate.ok, certificate.format()
+    assert found["accuracy"].status == PASS and found["accuracy"].values["value"] >= 0.95
+    assert found["accuracy"].values["samples"] == 540  # 30% of 1797
+    assert found["latency.first_time"].status == PASS
+    assert found["latency.steady_state"].status == PASS
+    assert found["memory.working_set"].status == PASS and found["memory.working_set"].values["bytes"] > 0
+    assert found["memory.weights"].status == PASS  # under the mcu's 2 MiB of flash
+    assert found["data_locality"].status == PASS
+    assert found["power"].status == NOT_REQUIRED
+    document = json.loads(json.dumps(certificate.to_dict()))
+    assert document["ok"] is True and document["profile"]["name"] == "digits"
+    assert re.fullmatch(r"[0-9a-f]{64}", document["artifact"]["sha256"])
+    assert document["environment"]["target"] == "x86-64"
+    assert "COMPLIANT" in certificate.format()
+
+
+def test_a_1us_steady_state_fails_and_shows_the_measured_latency(digits, digits_profile, host):
+    _, data_path, artifact = digits
+    profile = load_profile(digits_profile, ["latency.steady_state=1us"])
+    certificate = certify(artifact, loader(artifact), profile, data_path, None, host)
+    steady = by_attribute(certificate)["latency.steady_state"]
+    assert not certificate.ok
+    assert steady.status == FAIL and steady.values["median_seconds"] > 1e-6
+    assert re.search(r"FAIL +latency\.steady_state: required <= 1us per batch of 1; measured [\d.]+ (µs|ms) per batch of 1",
+                     certificate.format())
+    assert "NOT COMPLIANT" in certificate.format()
+
+
+def test_accuracy_drop_against_the_float_model(digits, host):
+    model_path, data_path, artifact = digits
+    profile = load_profile("mcu", ["accuracy.metric=top1", "accuracy.max_drop=0.005"])
+    certificate = certify(artifact, loader(artifact), profile, data_path, model_path, host)
+    accuracy = by_attribute(certificate)["accuracy"]
+    assert accuracy.status == PASS
+    assert accuracy.values["drop"] == pytest.approx(0.0, abs=0.002)  # TVM and onnxruntime agree on argmax
+    assert "float model" in accuracy.how
+    without_float = certify(artifact, loader(artifact), profile, data_path, None, host)
+    assert by_attribute(without_float)["accuracy"].status == UNVERIFIED
+
+
+def test_mse_against_expected_outputs(digits, host, tmp_path):
+    model_path, data_path, artifact = digits
+    data = dict(np.load(data_path))
+    data["expected_logits"] = np.concatenate([ort_run(model_path, {"image": x[None]})["logits"] for x in data["image"]])
+    profile = load_profile("mcu", ["accuracy.metric=mse", "accuracy.max=1e-6"])
+    accuracy = by_attribute(certify(artifact, loader(artifact), profile, data, None, host))["accuracy"]
+    assert accuracy.status == PASS and accuracy.values["value"] < 1e-6
+    assert "'expected_logits'" in accuracy.how
+
+
+def test_power_is_estimated_from_the_declared_figure(digits, host):
+    _, _, artifact = digits
+    rated = dataclasses.replace(host, power_watts=65.0, power_source="a test figure")
+    profile = load_profile("mcu", ["power.min_ips_per_watt=1.0"])
+    power = by_attribute(certify(artifact, loader(artifact), profile, None, None, rated))["power"]
+    assert power.status == PASS and power.estimated
+    assert power.values["ips_per_watt"] == pytest.approx(power.values["inferences_per_s"] / 65.0)
+    assert "65 W (a test figure)" in power.how
+    unrated = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))["power"]
+    assert unrated.status == UNVERIFIED and "declares no power figure" in unrated.how
+
+
+class Emulated:
+    """A stand-in for a model on an emulated lab device: same surface, ``emulated`` set."""
+
+    emulated = True
+
+    def __init__(self, model):
+        self.model = model
+        self.inputs, self.outputs = model.inputs, model.outputs
+
+    def run(self, feeds):
+        return self.model.run(feeds)
+
+    def random_inputs(self, seed=0):
+        return self.model.random_inputs(seed)
+
+
+def test_emulated_timings_prove_nothing(digits, digits_profile, host):
+    from edgec.runtime import load
+
+    _, data_path, artifact = digits
+    model = Emulated(load(artifact))
+    certificate = certify(artifact, model, load_profile(digits_profile), data_path, None, host, first_time_s=0.5)
+    found = by_attribute(certificate)
+    assert found["latency.steady_state"].status == UNVERIFIED and "EMULATED" in found["latency.steady_state"].how
+    assert found["accuracy"].status == PASS
+    assert found["memory.working_set"].status == PASS  # the whole process's peak is an upper bound under 4 GiB
+    assert "upper bound" in found["memory.working_set"].how
+    assert certificate.environment["emulated"] is True and not certificate.ok
+
+
+def test_a_preloaded_model_without_first_time_is_unverified(digits, digits_profile, host):
+    from edgec.runtime import load
+
+    _, _, artifact = digits
+    first = by_attribute(certify(artifact, load(artifact), load_profile(digits_profile), None, None, host))
+    assert first["latency.first_time"].status == UNVERIFIED
+    assert first["accuracy"].status == UNVERIFIED and first["accuracy"].how == "no --data given"
+
+
+def test_batch_size_other_than_the_artifacts_fails(digits, digits_profile, host):
+    _, _, artifact = digits
+    profile = load_profile(digits_profile, ["latency.batch_size=8"])
+    steady = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))["latency.steady_state"]
+    assert steady.status == FAIL and "recompile it for batches of 8" in steady.how
+
+
+def test_bad_data_is_a_usage_error(digits, digits_profile, host, tmp_path):
+    _, data_path, artifact = digits
+    profile = load_profile(digits_profile)
+    with pytest.raises(UsageError, match=r"--data: no array 'image' for the model's input \(arrays: pixels, labels\)"):
+        certify(artifact, loader(artifact), profile, {"pixels": np.zeros((3, 1, 8, 8), np.float32),
+                                                      "labels": np.zeros(3)}, None, host)
+    with pytest.raises(UsageError, match=r"'image' has shape \[3, 8, 8\]; expected \[N, 1, 8, 8\]"):
+        certify(artifact, loader(artifact), profile, {"image": np.zeros((3, 8, 8), np.float32)}, None, host)
+    with pytest.raises(UsageError, match="metric top1 needs a 'labels' array"):
+        certify(artifact, loader(artifact), profile, {"image": np.zeros((3, 1, 8, 8), np.float32)}, None, host)
+    with pytest.raises(UsageError, match="no such file"):
+        certify(artifact, loader(artifact), profile, tmp_path / "missing.npz", None, host)
+
+
+def test_static_checks_name_the_nodes_of_the_trained_cnn(digits, host):
+    from edgec.importer import load_model
+
+    model_path, _, _ = digits
+    model = load_model(model_path, {})
+    assert check_static(load_profile("mcu"), model, host).ok
+    strict = load_profile("mcu", ['ops.allowed=["Conv", "Relu", "MaxPool", "Flatten"]', 'dtypes.storage=["int8"]'])
+    report = check_static(strict, model, host)
+    violations = {v.attribute: v for v in report.violations}
+    assert set(violations) == {"ops", "dtypes.storage"}
+    gemm = [n for n in model.graph.nodes if n.op_type == "Gemm"][0]
+    assert violations["ops"].where == [f"{gemm.name} (Gemm)"]
+    assert "float32" in violations["dtypes.storage"].found
+    assert f"FAIL ops: required only Conv, Relu, MaxPool, Flatten; found Gemm (1 node) at {gemm.name} (Gemm)" in report.format()
+
+
+# -- static checks on small graphs (no torch needed) ----------------------------------------------
+
+ARENA = """\
+model ir_version=8 opset_import={"": 17} {
+  input %x: float32[1,256]
+  %a = Relu(%x) : float32[1,256] @first
+  %b = Relu(%a) : float32[1,256] @second
+  %c = Add(%a, %b) : float32[1,256] @add
+  output %c
+}
+"""
+
+
+def test_arena_estimate_is_the_peak_of_live_bytes():
+    estimate = estimate_arena(parse_model(ARENA).graph)
+    # first: x, a live (2 KiB); second: a, b (x is dead); add: a, b, c = 3 KiB
+    assert estimate.peak == 3 * 1024
+    assert estimate.at == "node add"
+    assert estimate.where == ["a (1.0 KiB)", "b (1.0 KiB)", "c (1.0 KiB)"]
+    assert estimate.unknown == 0
+
+
+def test_memory_budgets_say_estimated_and_how(host):
+    profile = load_profile("mcu", ["memory.activation_arena=2KiB", "memory.weights=1KiB"])
+    report = check_static(profile, import_proto(small_cnn()), host)
+    violations = {v.attribute: v for v in report.violations}
+    assert set(violations) == {"memory.weights", "memory.activation_arena", "ops"}  # Identity, Dropout are not in mcu
+    arena = violations["memory.activation_arena"]
+    assert arena.estimated and "memory planning is not implemented" in arena.how
+    assert violations["memory.weights"].where[0].startswith("conv2.w (")  # the largest first
+    text = report.format()
+    assert "FAIL memory.activation_arena: required <= 2KiB; found" in text and "(estimated)" in text
+    assert "how: estimated, as memory planning is not implemented" in text
+    assert set(violations["ops"].where) == {"identity (Identity)", "dropout (Dropout)"}
+
+
+def test_working_set_over_the_target_memory(host):
+    small = dataclasses.replace(host, memory_bytes=1024)
+    report = check_static(load_profile("basic-audio"), import_proto(small_cnn()), small)
+    assert [v.attribute for v in report.violations] == ["target x86-64 memory"]
+    assert report.to_dict()["checks"][0]["estimated"] is True
+
+
+QUANTIZED = """\
+model ir_version=8 opset_import={"": 17} {
+  input %x: float32[1,4]
+  init %wq: int8[4,2] = [1, -2, 3, -4, 5, -6, 7, -8]
+  init %scale: float32[] = [0.5]
+  init %zero: int8[] = [0]
+  init %wf: float32[2,2] = [1.0, 0.0, 0.0, 1.0]
+  %w = DequantizeLinear(%wq, %scale, %zero) : float32[4,2] @dq
+  %y = MatMul(%x, %w) : float32[1,2] @quantized
+  %z = MatMul(%y, %wf) : float32[1,2] @float
+  output %z
+}
+"""
+
+
+def test_quantization_checks_name_float_weights_and_schemes(host):
+    model = parse_model(QUANTIZED)
+    profile = load_profile("mobile", ["quantization.required=true", "quantization.scheme=per-channel",
+                                      "quantization.symmetric=true"])
+    found = {f.attribute: f for f in check_static(profile, model, host).checks}
+    assert not found["quantization.required"].ok and found["quantization.required"].where == ["float (MatMul)"]
+    assert not found["quantization.scheme"].ok and found["quantization.scheme"].where == ["wq (dq)"]
+    assert found["quantization.symmetric"].ok
+    per_tensor = load_profile("mobile", ["quantization.scheme=per-tensor", "quantization.symmetric=false"])
+    found = {f.attribute: f for f in check_static(per_tensor, model, host).checks}
+    assert found["quantization.scheme"].ok and not found["quantization.symmetric"].ok
+
+
+def test_compute_dtypes_name_the_producing_node(host):
+    profile = load_profile("mcu", ['dtypes.compute=["int8"]'])
+    report = check_static(profile, parse_model(ARENA), host)
+    compute = report.violations[0]
+    assert compute.attribute == "dtypes.compute" and compute.found == "float32"
+    assert compute.where[:2] == ["x (float32, from the graph input)", "a (float32, from first)"]
+
+
+# -- data locality: the ELF dynamic symbol table ------------------------------------------------
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc to build a library that opens a socket")
+def test_elf_imports_find_socket_calls(tmp_path):
+    source = tmp_path / "net.c"
+    source.write_text("#include <sys/socket.h>\nint phone_home(void) { return connect(socket(2, 1, 0), 0, 0); }\n")
+    library = tmp_path / "libnet.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-o", library, source], check=True)
+    symbols, needed = elf_imports(library.read_bytes())
+    assert {"socket", "connect"} <= symbols
+    assert any(lib.startswith("libc.so") for lib in needed)
+
+
+def test_elf_imports_of_the_artifact(digits):
+    from edgec.artifact import LIBRARY, open_artifact
+
+    _, _, artifact = digits
+    symbols, _ = elf_imports(open_artifact(artifact).read_member(LIBRARY))
+    assert symbols and not symbols & {"socket", "connect", "getaddrinfo"}
