@@ -125,10 +125,11 @@ def check_static(profile: Profile, model: Model, target, imported: Model | None 
     weights = weight_bytes(graph)
     arena = estimate_arena(graph)
     if profile.memory.weights is not None:
-        largest = sorted(graph.initializers.values(), key=lambda v: -(v.nbytes or 0))
+        fits = weights <= profile.memory.weights
+        largest = [] if fits else sorted(graph.initializers.values(), key=lambda v: -(v.nbytes or 0))
         checks.append(Finding(
             "memory.weights", f"<= {format_size_exact(profile.memory.weights)}",
-            f"{human_size(weights)} in {len(graph.initializers)} initializers", weights <= profile.memory.weights,
+            f"{human_size(weights)} in {len(graph.initializers)} initializers", fits,
             [f"{v.name} ({human_size(v.nbytes or 0)})" for v in largest],
             "sum of the initializers' bytes after passes (what the artifact stores)"))
     if profile.memory.activation_arena is not None:
@@ -356,8 +357,8 @@ def certify(
 
     ``model`` is a loaded model (``run(feeds)``), or a zero-argument loader returning
     one: then first-time latency is measured from the call to the first result, and
-    memory from before loading. With a loaded model, pass ``first_time_s`` measured
-    by the caller. ``data`` is an .npz (path or arrays): one array per model input with
+    memory from before loading. With a loaded model, pass ``first_time_s`` (load and
+    first inference) measured by the caller. ``data`` is an .npz (path or arrays): one array per model input with
     samples on the first axis, plus ``labels`` or ``expected_<output>``.
     """
     artifact_path = Path(artifact_path)
@@ -367,11 +368,12 @@ def certify(
     loader = model if callable(model) and not hasattr(model, "run") else None
     if loader is not None:
         memory.start()
-        started = time.perf_counter()
+    started = time.perf_counter()
+    if loader is not None:
         model = loader()
-    else:
-        started = time.perf_counter() - (first_time_s or 0.0)
     timing = measure(model, arrays, started, repeat, warmup)
+    if loader is None and first_time_s is not None:
+        timing.first_s = first_time_s
     outputs = run_all(model.run, model, arrays) if arrays is not None and profile.accuracy.metric else None
     working_set = memory.measurement(profile, model)  # before onnxruntime runs the float model in this process
     measurements = [
