@@ -80,6 +80,9 @@ class LabState:
     tracker_pid: int | None  # None when the tracker was given, not started by the lab
     tracker_started: float | None
     servers: list[LabServer] = field(default_factory=list)
+    qemu: str = ""
+    sysroot: str = ""
+    python_path: list[str] = field(default_factory=list)  # the device's site-packages and edgec
 
     @property
     def device(self) -> str:
@@ -124,15 +127,20 @@ def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None
 
     if tracker is None and importlib_missing("tornado"):
         raise DeviceError("the lab's RPC tracker needs the Python package tornado: pip install tornado")
-    tools = ensure_tools()
-    sysroot = ensure_sysroot(root, tools)
+    sysroot = root / f"sysroot-{SUITE}-arm64"
+    built = (sysroot / ".complete").exists()
+    tools = ensure_tools(["qemu-aarch64-static"] if built else ["qemu-aarch64-static", "debootstrap", "dpkg-deb"])
+    if not built:
+        build_sysroot(sysroot, tools)
     site = ensure_site_packages(root)
     device_path = copy_edgec(root)
 
     if state is None:
         state = start_tracker(root, tracker)
-        save_state(root, state)
-    server = start_server(root, state, target, key, tools["qemu-aarch64-static"], sysroot, [site, device_path])
+    state.qemu, state.sysroot = tools["qemu-aarch64-static"], str(sysroot)
+    state.python_path = [str(site), str(device_path)]
+    save_state(root, state)
+    server = start_server(root, state, target, key)
     state.servers.append(server)
     save_state(root, state)
     logger.info("lab device %s (%s under qemu) is up", state.device_for(server), LAB_CPUS[target])
@@ -196,9 +204,12 @@ def find_tool(name: str) -> str | None:
     return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
 
 
-def ensure_tools() -> dict[str, str]:
-    """qemu-aarch64-static, debootstrap and dpkg-deb; apt-get installs them when root."""
-    names = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "debootstrap", "dpkg-deb": "dpkg"}
+TOOL_PACKAGES = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "debootstrap", "dpkg-deb": "dpkg"}
+
+
+def ensure_tools(tools: list[str]) -> dict[str, str]:
+    """Find the host tools the lab needs; apt-get installs missing ones when running as root."""
+    names = {tool: TOOL_PACKAGES[tool] for tool in tools}
     missing = [tool for tool in names if not find_tool(tool)]
     if missing and os.geteuid() == 0 and find_tool("apt-get"):
         packages = sorted({names[tool] for tool in missing})
@@ -240,11 +251,9 @@ def debian_mirror() -> str:
     return "http://deb.debian.org/debian"
 
 
-def ensure_sysroot(root: Path, tools: dict[str, str]) -> Path:
+def build_sysroot(sysroot: Path, tools: dict[str, str]) -> None:
     """A bookworm arm64 root with Python 3.11, built once: debootstrap stage one, then unpack."""
-    sysroot = root / f"sysroot-{SUITE}-arm64"
-    if (sysroot / ".complete").exists():
-        return sysroot
+    root = sysroot.parent
     if os.geteuid() != 0:
         raise DeviceError(f"building the lab's arm64 sysroot ({sysroot}) needs root for debootstrap; "
                           "run 'edgec lab start' once as root")
@@ -271,7 +280,6 @@ def ensure_sysroot(root: Path, tools: dict[str, str]) -> Path:
     (building / ".complete").write_text(mirror + "\n")
     shutil.rmtree(sysroot, ignore_errors=True)
     building.rename(sysroot)
-    return sysroot
 
 
 def ensure_site_packages(root: Path) -> Path:
@@ -281,7 +289,7 @@ def ensure_site_packages(root: Path) -> Path:
     try:
         pins = [f"apache-tvm=={version('apache-tvm')}", f"apache-tvm-ffi=={version('apache-tvm-ffi')}"]
     except PackageNotFoundError as exc:
-        raise DeviceError(f"the lab installs the host's TVM version on the device, but {exc.name} is not installed") from None
+        raise DeviceError(f"the lab installs the host's TVM on the device, but {exc.name} is not installed") from None
     site = root / ("site-" + "-".join(pin.split("==")[1] for pin in pins))
     if (site / ".complete").exists():
         return site
@@ -420,27 +428,38 @@ def start_tracker(root: Path, tracker: str | None) -> LabState:
             time.sleep(0.2)
 
 
-def start_server(root: Path, state: LabState, target: str, key: str, qemu: str, sysroot: Path,
-                 python_path: list[Path]) -> LabServer:
-    """Start the emulated RPC server and wait until it is registered with the tracker."""
-    from .remote import registered_keys, tracker_summary
+def device_python(state: LabState, target: str) -> tuple[list[str], dict[str, str]]:
+    """The command and environment that run Python on the emulated ``target`` CPU.
 
+    For the lab's server, and for checking native aarch64 behaviour (``edgec.runtime``
+    run on the device itself) from the host.
+    """
     cpu = LAB_CPUS[target]
-    emulator = [qemu, "-cpu", cpu, "-L", str(sysroot), str(sysroot / "usr" / "bin" / PYTHON)]
-    # Without binfmt_misc the host cannot exec the arm64 python, so TVM's server, which starts
-    # its worker from sys.executable, is pointed at this wrapper.
-    wrapper = root / "bin" / f"python-{cpu}"
-    wrapper.parent.mkdir(parents=True, exist_ok=True)
-    wrapper.write_text("#!/bin/sh\nexec " + " ".join(f"'{part}'" for part in emulator) + ' "$@"\n')
-    wrapper.chmod(0o755)
+    sysroot = Path(state.sysroot)
+    command = [state.qemu, "-cpu", cpu, "-L", str(sysroot), str(sysroot / "usr" / "bin" / PYTHON)]
     env = {
         "PATH": "/usr/bin:/bin",
-        "HOME": str(root),
-        "PYTHONPATH": os.pathsep.join(map(str, python_path)),
+        "HOME": state.dir,
+        "PYTHONPATH": os.pathsep.join(state.python_path),
         "QEMU_LD_PREFIX": str(sysroot),
         "TVM_USE_RUNTIME_LIB": "1",  # import only TVM's runtime: 1.5 s instead of 5-7 s emulated
         "EDGEC_LAB_CPU": cpu,
     }
+    return command, env
+
+
+def start_server(root: Path, state: LabState, target: str, key: str) -> LabServer:
+    """Start the emulated RPC server and wait until it is registered with the tracker."""
+    from .remote import registered_keys, tracker_summary
+
+    cpu = LAB_CPUS[target]
+    command, env = device_python(state, target)
+    # Without binfmt_misc the host cannot exec the arm64 python, so TVM's server, which starts
+    # its worker from sys.executable, is pointed at this wrapper.
+    wrapper = root / "bin" / f"python-{cpu}"
+    wrapper.parent.mkdir(parents=True, exist_ok=True)
+    wrapper.write_text("#!/bin/sh\nexec " + " ".join(f"'{part}'" for part in command) + ' "$@"\n')
+    wrapper.chmod(0o755)
     port = free_port()
     log = root / "logs" / f"server-{key}.log"
     serve_code = "import sys; from edgec.lab import serve; serve(sys.argv[1:])"
@@ -466,7 +485,7 @@ def load_state(root: Path) -> LabState | None:
         data["servers"] = [LabServer(**s) for s in data["servers"]]
         return LabState(**data)
     except (ValueError, TypeError, KeyError) as exc:
-        raise DeviceError(f"{path}: unreadable lab state ({exc}); delete it and stop leftover processes by hand") from None
+        raise DeviceError(f"{path}: unreadable lab state ({exc}); delete it, stop leftover processes by hand") from None
 
 
 def save_state(root: Path, state: LabState) -> None:

@@ -30,8 +30,8 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -206,7 +206,7 @@ def first_line(exc: BaseException) -> str:
 
 @dataclass
 class Timing:
-    """Per-run latencies in seconds, measured on the device (``first`` from the host, RPC included).
+    """Per-run latencies in seconds: ``runs`` timed on the device, ``first`` from the host (RPC included).
 
     ``emulated`` timings come from qemu and say nothing about real device speed.
     """
@@ -230,15 +230,20 @@ class RemoteModel(Signature):
         self.timeout = timeout
         self.device_info: dict | None = None
         self._broken: str | None = None
-        self._session = None
-        self._session = self._connect()
-        self.device_info = self._call("device query", self._query_device_info)
-        self.emulated = bool(self.device_info and self.device_info.get("emulated"))
-        if self.device_info:
-            where = f"device {device}" + (" (emulated)" if self.emulated else "")
-            check_arch(self.path, self.manifest, self.device_info["machine"], where)
-            check_features(self.path, self.manifest, set(self.device_info["features"]), where)
-        self._call("upload", lambda: self._load(artifact))
+        self._session = None  # set once connected; errors before that get no crash hint
+        self.emulated = False
+        try:
+            self._session = self._connect()
+            self.device_info = self._call("device query", self._query_device_info)
+            self.emulated = bool(self.device_info and self.device_info.get("emulated"))
+            if self.device_info:
+                where = f"device {device}" + (" (emulated)" if self.emulated else "")
+                check_arch(self.path, self.manifest, self.device_info["machine"], where)
+                check_features(self.path, self.manifest, set(self.device_info["features"]), where)
+            self._call("upload", lambda: self._load(artifact))
+        except BaseException:
+            self.close()  # free the device now, not when the traceback is collected
+            raise
 
     def _connect(self):
         from tvm import rpc
@@ -276,7 +281,7 @@ class RemoteModel(Signature):
     def _call(self, what: str, action: Callable):
         """Run one exchange with the device, turning a dead or silent session into DeviceError."""
         if self._broken:
-            raise DeviceError(f"device {self.device}: the session is unusable after an earlier failure ({self._broken})")
+            raise DeviceError(f"device {self.device}: the session is unusable after a failed {self._broken}")
         try:
             return with_deadline(action, self.timeout, f"device {self.device}: {what}")
         except EdgecError as exc:
@@ -335,8 +340,10 @@ class RemoteModel(Signature):
         start = time.perf_counter()
         self._call("run", lambda: self._vm.invoke_stateful("main"))
         first = time.perf_counter() - start
-        evaluator = self._vm.time_evaluator("invoke_stateful", self._device, number=number, repeat=repeat)
-        result = self._call("timed runs", lambda: evaluator("main"))
+        result = self._call(
+            "timed runs",
+            lambda: self._vm.time_evaluator("invoke_stateful", self._device, number=number, repeat=repeat)("main"),
+        )
         if self.emulated:
             logger.warning("timings from %s are emulated (qemu): they say nothing about device speed", self.device)
         return Timing(first=first, runs=[float(r) for r in result.results], emulated=self.emulated)
@@ -356,7 +363,9 @@ class RemoteModel(Signature):
         self.close()
 
 
-def load_remote(artifact_path: str | os.PathLike, device: Device | str, timeout: float = DEFAULT_TIMEOUT) -> RemoteModel:
+def load_remote(
+    artifact_path: str | os.PathLike, device: Device | str, timeout: float = DEFAULT_TIMEOUT
+) -> RemoteModel:
     """Open the artifact, reserve the device, upload and load the model there."""
     if isinstance(device, str):
         device = parse_device(device)

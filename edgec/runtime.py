@@ -130,7 +130,9 @@ def check_arch(path, manifest: dict, machine: str, where: str, hint: str = "") -
         )
 
 
-FEATURE_ALIASES = {"asimd": "neon", "asimddp": "dotprod", "asimdhp": "fullfp16", "fphp": "fullfp16", "asimdfhm": "fp16fml"}
+FEATURE_ALIASES = {
+    "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fullfp16", "fphp": "fullfp16", "asimdfhm": "fp16fml",
+}
 """Linux HWCAP names -> the LLVM/Arm names users know them by, for error messages."""
 
 
