@@ -56,14 +56,22 @@ def build(proto, spec, scheduled: bool):
 
 
 def median_ms(fn, repeat: int, warmup: int = 2) -> float:
+    return interleaved_medians_ms([fn], repeat, warmup)[0]
+
+
+def interleaved_medians_ms(fns, repeat: int, warmup: int = 2) -> list[float]:
+    """Median latency of each function, run in turn so that load from other
+    processes on the machine hits them alike."""
     for _ in range(warmup):
-        fn()
-    times = []
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
     for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+        for fn, samples in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return [statistics.median(samples) * 1e3 for samples in times]
 
 
 def probe(name: str, repeat: int, with_default: bool) -> dict:
@@ -83,8 +91,7 @@ def probe(name: str, repeat: int, with_default: bool) -> dict:
     options.log_severity_level = 3
     session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)[0]
-    result = {"model": name, "threads": threads,
-              "ort_ms": median_ms(lambda: session.run(None, feeds), repeat)}
+    result = {"model": name, "threads": threads}
 
     inputs = [tvm.runtime.tensor(v) for v in feeds.values()]
     main, weights, seconds, notes = build(proto, spec, scheduled=True)
@@ -92,7 +99,8 @@ def probe(name: str, repeat: int, with_default: bool) -> dict:
     got = (out if hasattr(out, "numpy") else out[0]).numpy()
     result["scheduled_max_rel_err"] = float(np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-12))
     result["scheduled_compile_s"] = seconds
-    result["scheduled_ms"] = median_ms(lambda: main(*inputs, *weights), repeat)
+    result["ort_ms"], result["scheduled_ms"] = interleaved_medians_ms(
+        [lambda: session.run(None, feeds), lambda: main(*inputs, *weights)], repeat)
     result["notes"] = notes
     if with_default:
         main, weights, seconds, _ = build(proto, spec, scheduled=False)
