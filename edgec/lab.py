@@ -118,11 +118,18 @@ def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None
         raise DeviceError(f"the lab in {root} already uses tracker {state.tracker_host}:{state.tracker_port}; "
                           "run 'edgec lab stop' first")
     if state:
+        from .remote import registered_keys, tracker_summary
+
+        registered = registered_keys(tracker_summary(state.tracker_host, state.tracker_port))
         for server in state.servers:
             if server.key == key and process_alive(server.pid, server.started):
                 if server.target != target:
                     raise DeviceError(f"lab key '{key}' is already used by a {server.target} device")
-                return state
+                if server.key in registered:
+                    return state
+                # Alive but unregistered: TVM's server stops listening after a session dies abnormally.
+                logger.info("lab device '%s' stopped serving; restarting it", key)
+                kill_group(server.pid, server.started)
         state.servers = [s for s in state.servers if process_alive(s.pid, s.started)]
 
     if tracker is None and importlib_missing("tornado"):

@@ -48,6 +48,9 @@ DEFAULT_TIMEOUT = 120.0
 DEVICE_INFO = "edgec.device_info"
 """The global function edgec's lab server registers on the device (JSON: machine, features, emulated)."""
 
+CONNECTION_LOST = ("kShutdown", "Socket closed", "Connection reset", "Broken pipe", "connection closed")
+"""Texts in TVM's errors when the other end of the RPC socket went away."""
+
 DEVICE_FORMS = "expected rpc://HOST:PORT/KEY (a tracker) or rpc-direct://HOST:PORT (one server)"
 
 
@@ -240,7 +243,7 @@ class RemoteModel(Signature):
                 where = f"device {device}" + (" (emulated)" if self.emulated else "")
                 check_arch(self.path, self.manifest, self.device_info["machine"], where)
                 check_features(self.path, self.manifest, set(self.device_info["features"]), where)
-            self._call("upload", lambda: self._load(artifact))
+            self._call("loading the model", lambda: self._load(artifact))
         except BaseException:
             self.close()  # free the device now, not when the traceback is collected
             raise
@@ -290,7 +293,10 @@ class RemoteModel(Signature):
             raise
         except Exception as exc:  # noqa: BLE001 - TVM's RPC errors have no narrower common type
             self._broken = what
-            raise DeviceError(f"device {self.device}: {what} failed: {first_line(exc)}{self._crash_hint()}") from None
+            detail = first_line(exc)
+            if any(sign in detail for sign in CONNECTION_LOST):
+                detail = "the connection was lost (the device's server was killed, crashed or restarted)"
+            raise DeviceError(f"device {self.device}: {what} failed: {detail}{self._crash_hint()}") from None
 
     def _crash_hint(self) -> str:
         """Why a session may die when the device could not be checked beforehand."""

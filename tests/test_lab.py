@@ -10,8 +10,11 @@ where qemu cannot be installed (not root and not installed).
 from __future__ import annotations
 
 import os
+import platform
 import signal
+import socket
 import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -170,7 +173,7 @@ def test_killed_server_gives_a_device_error_within_the_timeout(lab_device, cnn):
     feeds = remote.random_inputs()
     threading.Timer(1.0, os.killpg, (victim.pid, signal.SIGKILL)).start()
     start = time.monotonic()
-    with pytest.raises(DeviceError, match="arm64-a72-victim: timed runs failed"):
+    with pytest.raises(DeviceError, match="arm64-a72-victim: timed runs failed: the connection was lost"):
         remote.time(feeds, repeat=1, number=100_000)  # minutes of work, unless killed
     assert time.monotonic() - start < 30
     with pytest.raises(DeviceError, match="session is unusable"):
@@ -182,6 +185,42 @@ def test_status_reports_the_emulated_device(lab_device):
     device = servers["arm64-a72"]
     assert device["alive"] and device["registered"] and device["emulated"]
     assert device["device"] == lab_device
+
+
+@pytest.fixture
+def stock_server():
+    """TVM's own RPC server on this host: no edgec.device_info, so nothing is checked before loading."""
+    port = lab.free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+                               "--port-end", str(port + 1)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not port_open(port):
+            assert server.poll() is None and time.monotonic() < deadline, "tvm.exec.rpc_server did not start"
+            time.sleep(0.2)
+        yield f"rpc-direct://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_stock_server_runs_host_artifacts_and_explains_a_failed_load(stock_server, cnn):
+    if platform.machine() != "x86_64":
+        pytest.skip(f"the host artifact here is built for x86-64, this machine is {platform.machine()}")
+    model, artifacts = cnn
+    feeds = random_feeds(model)
+    with load_remote(artifacts["x86-64"], stock_server, timeout=60) as remote:
+        assert remote.device_info is None and not remote.emulated
+        assert_close(remote.run(feeds), ort_run(model, feeds), atol=1e-4)
+    with pytest.raises(DeviceError, match="loading the model failed: .*the device may not be aarch64 or may lack CPU "
+                                          r"features \(asimd\) required by target arm64-a72"):
+        load_remote(artifacts["arm64-a72"], stock_server, timeout=60)
 
 
 @pytest.mark.parametrize(
