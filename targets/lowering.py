@@ -82,6 +82,13 @@ def lower(model: Model, target: TargetSpec) -> Lowered:
         mod = from_onnx(proto, keep_params_in_input=True)
     except Exception as exc:  # TVM raises a variety of types; the op name is in the text
         raise CompileError(f"TVM's ONNX frontend rejected the model: {first_line(exc)}") from exc
+    if target.device == "cpu":
+        # TVM's default CPU pipeline schedules nothing; edgec's rules do (see cpu_schedules).
+        from .cpu_schedules import schedule_for_cpu
+
+        mod, notes = schedule_for_cpu(mod, target)
+        for note in notes:
+            logger.info("kernel left to a fallback schedule: %s", note)
     main = mod["main"]
     num_inputs = int(main.attrs["num_input"])
     names = [param.name for param in main.params[num_inputs:]]
