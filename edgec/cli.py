@@ -224,8 +224,12 @@ def read_inputs(compiled, inputs_file: Path | None, input_specs, random_inputs: 
 
 
 def input_options(command):
-    """How ``run``, ``check`` and ``bench`` get their inputs."""
+    """How ``run``, ``check`` and ``bench`` get their inputs, and where they run."""
     decorators = [
+        click.option("--device", metavar="DEVICE",
+                     help="Run on a lab device: rpc://HOST:PORT/KEY (a tracker) or rpc-direct://HOST:PORT. Default: here."),
+        click.option("--timeout", default=120.0, show_default=True, metavar="SECONDS",
+                     help="With --device: the longest wait for any one exchange with the device."),
         click.option("--inputs", "inputs_file", type=click.Path(path_type=Path), help="An .npz with one array per input name."),
         click.option("--input", "input_specs", multiple=True, metavar="NAME=FILE.npy", help="One input from an .npy. Repeatable."),
         click.option("--random-inputs", is_flag=True, help="Seeded random inputs matching the signature."),
@@ -236,11 +240,16 @@ def input_options(command):
     return command
 
 
-def load_artifact(artifact: Path):
-    from .runtime import load
-
+def load_artifact(artifact: Path, device: str | None = None, timeout: float = 120.0):
+    """The artifact loaded here, or on the lab device named by ``--device``."""
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
+    if device and device != "host":
+        from .remote import load_remote, parse_device
+
+        return load_remote(artifact, parse_device(device), timeout=timeout)
+    from .runtime import load
+
     return load(artifact)
 
 
@@ -248,9 +257,10 @@ def load_artifact(artifact: Path):
 @click.argument("artifact", type=click.Path(path_type=Path))
 @input_options
 @click.option("--output", "output_file", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
-def run_command(artifact: Path, inputs_file, input_specs, random_inputs: bool, seed: int, output_file) -> None:
-    """Run a compiled ARTIFACT on this machine and print or save its outputs."""
-    compiled = load_artifact(artifact)
+def run_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs: bool, seed: int,
+                output_file) -> None:
+    """Run a compiled ARTIFACT, here or on a lab device, and print or save its outputs."""
+    compiled = load_artifact(artifact, device, timeout)
     feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
     outputs = compiled.run(feeds)
     if output_file:
@@ -270,13 +280,14 @@ def run_command(artifact: Path, inputs_file, input_specs, random_inputs: bool, s
 @input_options
 @click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance against onnxruntime.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance against onnxruntime.")
-def check_command(artifact: Path, model: Path, inputs_file, input_specs, random_inputs, seed, rtol, atol) -> None:
+def check_command(artifact: Path, model: Path, device, timeout, inputs_file, input_specs, random_inputs, seed, rtol,
+                  atol) -> None:
     """Run ARTIFACT, and its source --model in onnxruntime, on the same inputs and compare.
 
     Exits 1 when any output differs by more than the tolerances."""
     from .check import compare_with_onnxruntime
 
-    compiled = load_artifact(artifact)
+    compiled = load_artifact(artifact, device, timeout)
     if not (inputs_file or input_specs):
         random_inputs = True
     feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
@@ -294,14 +305,17 @@ def check_command(artifact: Path, model: Path, inputs_file, input_specs, random_
 @click.option("--repeat", default=20, show_default=True, help="Timed steady-state runs.")
 @click.option("--warmup", default=3, show_default=True, help="Untimed runs after the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the timings as JSON.")
-def bench_command(artifact: Path, inputs_file, input_specs, random_inputs, seed, repeat, warmup, as_json) -> None:
-    """Time ARTIFACT: first-time latency (load to first result) and steady state (median and spread)."""
+def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs, seed, repeat, warmup,
+                  as_json) -> None:
+    """Time ARTIFACT: first-time latency (load to first result) and steady state (median and spread).
+
+    On an emulated lab device the times are labelled EMULATED: they check the flow, not the speed."""
     from .check import measure_latency
 
     if repeat < 1 or warmup < 0:
         raise UsageError("--repeat must be at least 1 and --warmup at least 0")
     started = time.perf_counter()
-    compiled = load_artifact(artifact)
+    compiled = load_artifact(artifact, device, timeout)
     if not (inputs_file or input_specs):
         random_inputs = True
     feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
@@ -380,6 +394,59 @@ def targets_command(as_json: bool) -> None:
         table.add_row(spec.name, spec.triple, spec.device, str(spec.cores), f"{spec.vector_bits}b",
                       " ".join(spec.features) or "-", "yes" if reason is None else "no", spec.description)
     Console(width=160).print(table)
+
+
+@main_group.group("lab")
+def lab_group() -> None:
+    """An emulated arm64 lab device (qemu-user) behind a TVM RPC tracker on 127.0.0.1.
+
+    It checks instructions, numbers and the RPC flow; its timings say nothing about a
+    real board's speed and are always labelled emulated."""
+
+
+@lab_group.command("start")
+@click.option("--target", "-t", default="arm64-a72", show_default=True, help="Emulated core: arm64-a72 or arm64-a53.")
+@click.option("--tracker", metavar="HOST:PORT", help="Register with this tracker instead of starting one.")
+@click.option("--key", help="The device's key at the tracker [default: the target name].")
+def lab_start_command(target: str, tracker: str | None, key: str | None) -> None:
+    """Set up (first time: Debian packages, an arm64 sysroot, TVM wheels; cached) and start a device.
+
+    Prints the --device string to use with run, check and bench."""
+    from . import lab
+
+    with progress_display(True) as progress:
+        progress(f"starting the emulated {target} (the first start builds its sysroot, about a minute)")
+        state = lab.start(target, tracker=tracker, key=key)
+    click.echo(state.device)
+
+
+@lab_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def lab_status_command(as_json: bool) -> None:
+    """Show the lab's tracker and devices, and whether each is alive and registered."""
+    from . import lab
+
+    status = lab.status()
+    if as_json:
+        click.echo(json.dumps(status, indent=2))
+        return
+    if not status["running"]:
+        click.echo(f"no lab running (directory {status['dir']})")
+        return
+    tracker = status["tracker"]
+    click.echo(f"tracker  {tracker['address']} pid {tracker['pid']} {'up' if tracker['alive'] else 'DOWN'}")
+    for server in status["servers"]:
+        state = "up" if server["alive"] and server["registered"] else "DOWN" if not server["alive"] else "unregistered"
+        click.echo(f"device   {server['device']} ({server['target']}, emulated {server['cpu']}) pid {server['pid']} {state}")
+
+
+@lab_group.command("stop")
+def lab_stop_command() -> None:
+    """Stop the tracker and devices the lab started (by their process ids), nothing else."""
+    from . import lab
+
+    stopped = lab.stop()
+    click.echo(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
 
 
 @main_group.command("cmake-dir")

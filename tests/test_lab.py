@@ -243,3 +243,16 @@ def test_device_strings_round_trip():
     assert parse_device("rpc://127.0.0.1:9190/arm64-a72") == Device("rpc", "127.0.0.1", 9190, "arm64-a72")
     for text in ("rpc://lab.local:9190/rpi4", "rpc-direct://10.0.0.2:9090", "rpc-direct://[::1]:9090/k"):
         assert str(parse_device(text)) == text
+
+
+def test_command_line_runs_checks_and_benches_on_the_device(lab_device, cnn, tmp_path, capsys):
+    model, artifacts = cnn
+    onnx.save(model, tmp_path / "cnn.onnx")
+    assert main(["run", str(artifacts["arm64-a72"]), "--device", lab_device, "--random-inputs"]) == 0
+    assert capsys.readouterr().out.startswith("logits: float32[1, 10]")
+    assert main(["check", str(artifacts["arm64-a72"]), "--model", str(tmp_path / "cnn.onnx"), "--device", lab_device]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(": ok")
+    assert main(["bench", str(artifacts["arm64-a72"]), "--device", lab_device, "--repeat", "3"]) == 0
+    assert "EMULATED" in capsys.readouterr().out
+    assert main(["run", str(artifacts["arm64-a76"]), "--device", lab_device, "--random-inputs"]) == 1
+    assert "lacks CPU features asimddp (dotprod)" in capsys.readouterr().err
