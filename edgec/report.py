@@ -3,8 +3,7 @@
 Computed from the IR after the passes, when shapes are static, and stored in the
 artifact's manifest so ``edgec report`` needs nothing but the artifact. MACs are
 counted for the ops that dominate them (Conv, ConvTranspose, Gemm, MatMul); other
-ops count 0. The arena figure is an estimate until memory planning lands: the
-largest total of intermediate-tensor bytes live at any step of the node order.
+ops count 0. The arena figure is compliance's estimate until memory planning lands.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .compliance import ArenaEstimate, estimate_arena
 from .ir import Model, Node
 from .units import human_size
 
@@ -77,31 +77,9 @@ def layer_table(model: Model, device: str) -> list[Layer]:
     return layers
 
 
-def peak_live_bytes(model: Model) -> tuple[int, str]:
-    """Largest sum of intermediate bytes alive at once in node order, and the node where it peaks."""
-    graph = model.graph
-    last_use: dict[int, int] = {}
-    for index, node in enumerate(graph.nodes):
-        for value in node.inputs:
-            if value is not None and value.producer is not None:
-                last_use[id(value)] = index
-    live, peak, where = 0, 0, ""
-    ending: dict[int, int] = {}
-    for index, node in enumerate(graph.nodes):
-        for value in node.outputs:
-            size = value.nbytes or 0
-            live += size
-            end = len(graph.nodes) if graph.is_graph_output(value) else last_use.get(id(value), index)
-            ending[end] = ending.get(end, 0) + size
-        if live > peak:
-            peak, where = live, node.name or node.outputs[0].name
-        live -= ending.pop(index, 0)
-    return peak, where
-
-
 def build_report(model: Model, device: str) -> dict:
     layers = layer_table(model, device)
-    arena, peak_at = peak_live_bytes(model)
+    arena = estimate_arena(model.graph)
     weight_bytes = sum(v.const.nbytes for v in model.graph.initializers.values())
     total_macs = sum(layer.macs for layer in layers)
     by_device: dict[str, int] = {}
@@ -113,9 +91,9 @@ def build_report(model: Model, device: str) -> dict:
             "macs": total_macs,
             "parameters": sum(int(v.const.size) for v in model.graph.initializers.values()),
             "weight_bytes": int(weight_bytes),
-            "arena_bytes": arena,
-            "arena_method": f"estimated: peak of live intermediate tensors in node order (at {peak_at}); TVM plans its own buffers",
-            "working_set_bytes": arena + int(weight_bytes),
+            "arena_bytes": arena.peak,
+            "arena_method": f"peak at {arena.at}; {ArenaEstimate.HOW}",
+            "working_set_bytes": arena.peak + int(weight_bytes),
             "working_set_method": "estimated: arena + weights, without the runtime's own memory",
             "macs_share": {d: (m / total_macs if total_macs else 0.0) for d, m in by_device.items()},
         },
