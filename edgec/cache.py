@@ -81,11 +81,25 @@ def escape_make(path: Path) -> str:
     return str(path).replace("\\", "\\\\").replace(" ", "\\ ").replace("#", "\\#").replace("$", "$$")
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of it."""
+    write_bytes_atomically(path, text.encode())
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    path = Path(path)
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+        os.chmod(handle.name, 0o644)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
 def write_depfile(depfile: Path, output: Path, inputs: list[Path]) -> None:
     """A Make/Ninja depfile: the artifact depends on every file the compile read."""
     unique = list(dict.fromkeys(inputs))
-    text = escape_make(output) + ": " + " \\\n  ".join(escape_make(p) for p in unique) + "\n"
-    handle = tempfile.NamedTemporaryFile("w", dir=depfile.parent, prefix=f".{depfile.name}.", delete=False)
-    with handle:
-        handle.write(text)
-    os.replace(handle.name, depfile)
+    write_text_atomically(depfile, escape_make(output) + ": " + " \\\n  ".join(escape_make(p) for p in unique) + "\n")

@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .errors import EdgecError, UsageError
+from .errors import EdgecError, ProfileViolation, UsageError
 
 logger = logging.getLogger("edgec")
 
@@ -68,6 +68,18 @@ def pipeline_options(command):
                      help="Run the IR verifier after every pass."),
         click.option("--crash-reproducer", type=click.Path(file_okay=False, path_type=Path), metavar="DIR",
                      help="On a pass failure, write the input model and pipeline here for 'edgec opt'."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+def profile_options(command):
+    """How a command names a profile: a built-in or a file, plus ``--set`` overrides."""
+    decorators = [
+        click.option("--profile", "-p", metavar="NAME|FILE.toml", help="An edge profile (see 'edgec profiles list')."),
+        click.option("--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE",
+                     help="Override one profile value, e.g. memory.working_set=64MiB. Repeatable."),
     ]
     for decorate in reversed(decorators):
         command = decorate(command)
@@ -141,10 +153,16 @@ def main_group(verbose: int) -> None:
               help="Write a Make/Ninja depfile listing every file the compile read.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), envvar="EDGEC_CACHE_DIR",
               help="Reuse a finished compile of identical inputs (env: EDGEC_CACHE_DIR). Safe under make -j.")
+@profile_options
+@click.option("--allow-violations", is_flag=True,
+              help="Compile even when the model violates its profile; the violations are recorded in the artifact.")
 @pipeline_options
 def compile_command(model: Path, target: str, output: Path | None, quiet: bool, as_json: bool, depfile, cache_dir,
-                    **options) -> None:
-    """Compile an ONNX MODEL into one deployable .edgec artifact."""
+                    profile, overrides, allow_violations, **options) -> None:
+    """Compile an ONNX MODEL into one deployable .edgec artifact.
+
+    Under a profile (--profile, or the one the model carries in its metadata) the compile
+    fails with exit code 3 when the model violates a hard constraint."""
     from .artifact import sha256_file
     from .driver import CompileRequest, compile_model
 
@@ -158,6 +176,9 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         verify_each=options["verify_each"],
         depfile=depfile,
         cache_dir=cache_dir,
+        profile=profile,
+        profile_overrides=tuple(overrides),
+        allow_violations=allow_violations,
     )
     started = time.perf_counter()
     with progress_display(not quiet and not as_json) as progress:
@@ -275,28 +296,75 @@ def run_command(artifact: Path, device, timeout, inputs_file, input_specs, rando
 
 @main_group.command("check", epilog=EXIT_CODES)
 @click.argument("artifact", type=click.Path(path_type=Path))
-@click.option("--model", type=click.Path(path_type=Path), required=True,
-              help="The source ONNX model, run in onnxruntime as the reference.")
+@click.option("--model", type=click.Path(path_type=Path),
+              help="The source ONNX model: compared with onnxruntime, and the float reference for accuracy drops.")
+@profile_options
+@click.option("--data", type=click.Path(path_type=Path),
+              help="Accuracy data: an .npz with one array per input (samples first) plus labels or expected_<output>.")
+@click.option("-o", "--output", "certificate_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the compliance certificate here as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print the certificate as JSON.")
 @input_options
 @click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance against onnxruntime.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance against onnxruntime.")
-def check_command(artifact: Path, model: Path, device, timeout, inputs_file, input_specs, random_inputs, seed, rtol,
-                  atol) -> None:
-    """Run ARTIFACT, and its source --model in onnxruntime, on the same inputs and compare.
+def check_command(artifact: Path, model: Path | None, profile: str | None, overrides, data, certificate_file, as_json,
+                  device, timeout, inputs_file, input_specs, random_inputs, seed, rtol, atol) -> None:
+    """Check ARTIFACT: against onnxruntime (--model), and against its profile, issuing a certificate.
 
-    Exits 1 when any output differs by more than the tolerances."""
+    \b
+    With --model, the artifact and the model run on the same inputs; any output outside
+    the tolerances exits 1. With a profile (the one compiled in, or --profile), every
+    attribute is measured (latency, working set, accuracy on --data, performance per
+    watt, data locality) and shown as required, measured, how, pass/fail; a failing
+    certificate exits 3."""
+    from .artifact import open_artifact
     from .check import compare_with_onnxruntime
+    from .profile import load_profile, profile_from_dict
 
-    compiled = load_artifact(artifact, device, timeout)
-    if not (inputs_file or input_specs):
-        random_inputs = True
-    feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
-    report = compare_with_onnxruntime(compiled, model, feeds, rtol, atol)
-    for row in report.rows:
-        click.echo(f"{row.name}: max|diff| {row.max_abs:.3g}, max rel {row.max_rel:.3g}, "
-                   f"{row.mismatched} of {row.size} outside rtol={rtol} atol={atol}: {'ok' if row.ok else 'MISMATCH'}")
-    if not report.ok:
-        raise EdgecError(f"{artifact}: outputs differ from onnxruntime on {model}")
+    if not artifact.exists():
+        raise UsageError(f"{artifact}: no such file")
+    manifest = open_artifact(artifact).manifest
+    if overrides and not profile:
+        raise UsageError("--set needs --profile (the profile it overrides)")
+    chosen = (load_profile(profile, overrides) if profile
+              else profile_from_dict(manifest["profile"], f"{artifact} manifest") if manifest.get("profile") else None)
+    if model is None and chosen is None:
+        raise UsageError(f"nothing to check: {artifact} has no profile; give --model MODEL.onnx or --profile")
+
+    if model is not None:
+        compiled = load_artifact(artifact, device, timeout)
+        if not (inputs_file or input_specs):
+            random_inputs = True
+        feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
+        report = compare_with_onnxruntime(compiled, model, feeds, rtol, atol)
+        for row in report.rows:
+            click.echo(f"{row.name}: max|diff| {row.max_abs:.3g}, max rel {row.max_rel:.3g}, "
+                       f"{row.mismatched} of {row.size} outside rtol={rtol} atol={atol}: {'ok' if row.ok else 'MISMATCH'}",
+                       err=chosen is not None and as_json)
+        del compiled  # the certificate measures a fresh load
+        if not report.ok:
+            raise EdgecError(f"{artifact}: outputs differ from onnxruntime on {model}")
+    if chosen is not None:
+        issue_certificate(artifact, manifest, chosen, data, model, device, timeout, certificate_file, as_json)
+
+
+def issue_certificate(artifact, manifest, profile, data, model, device, timeout, certificate_file, as_json) -> None:
+    from types import SimpleNamespace
+
+    from .compliance import certify
+
+    target = SimpleNamespace(**{key: manifest["target"].get(key) for key in ("name", "power_watts", "power_source", "memory_bytes")})
+    if data is not None and not data.is_file():
+        raise UsageError(f"--data {data}: no such file")
+    certificate = certify(artifact, lambda: load_artifact(artifact, device, timeout), profile, data, model, target)
+    document = json.dumps(certificate.to_dict(), indent=2)
+    if certificate_file:
+        from .cache import write_text_atomically
+
+        write_text_atomically(certificate_file, document + "\n")
+    click.echo(document if as_json else certificate.format())
+    if not certificate.ok:
+        raise ProfileViolation(f"{artifact} does not comply with profile {profile.name}")
 
 
 @main_group.command("bench", epilog=EXIT_CODES)
@@ -447,6 +515,74 @@ def lab_stop_command() -> None:
 
     stopped = lab.stop()
     click.echo(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
+
+
+@main_group.group("profiles")
+def profiles_group() -> None:
+    """The built-in edge profiles (the ONNX Edge working group's execution modes)."""
+
+
+@profiles_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print names and descriptions as JSON.")
+def profiles_list_command(as_json: bool) -> None:
+    """List the built-in profiles."""
+    from .profile import builtin_profiles, load_profile
+
+    profiles = {name: load_profile(name).description for name in builtin_profiles()}
+    if as_json:
+        click.echo(json.dumps(profiles, indent=2))
+        return
+    for name, description in profiles.items():
+        click.echo(f"{name:<18} {description}")
+
+
+@profiles_group.command("show")
+@click.argument("name")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.FIELD=VALUE", help="Override one value. Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resolved profile as JSON.")
+def profiles_show_command(name: str, overrides, as_json: bool) -> None:
+    """Show a profile (built-in NAME or a file), resolved: inheritance and overrides applied."""
+    from .profile import load_profile
+
+    profile = load_profile(name, overrides)
+    if as_json:
+        click.echo(json.dumps({**profile.to_dict(), "sources": list(profile.sources)}, indent=2))
+        return
+    click.echo(f"# {profile.name}: from {' <- '.join(profile.sources)}")
+    click.echo(profile.to_toml(), nl=False)
+
+
+@main_group.command("annotate", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@profile_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The annotated ONNX file.")
+def annotate_command(model: Path, profile: str | None, overrides, output: Path) -> None:
+    """Write a profile into MODEL's metadata_props (keys edge.profile.*), where Netron shows it.
+
+    Compiling the result without --profile uses that profile."""
+    import onnx
+
+    from .cache import write_bytes_atomically
+    from .importer import read_proto
+    from .profile import load_profile, to_metadata_props
+
+    if not profile:
+        raise UsageError("annotate needs --profile")
+    resolved = load_profile(profile, overrides)
+    if not model.is_file():
+        raise UsageError(f"{model}: no such file")
+    proto = read_proto(model)  # external weights stay where they are; only the graph file is rewritten
+    kept = [p for p in proto.metadata_props if not p.key.startswith("edge.profile.")]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    for key, value in to_metadata_props(resolved).items():
+        proto.metadata_props.add(key=key, value=value)
+    if output.resolve().parent != model.resolve().parent and any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer
+    ):
+        raise UsageError(f"-o {output}: {model} keeps its weights in external files; write the annotated model beside it")
+    write_bytes_atomically(output, proto.SerializeToString())
+    click.echo(f"wrote {output} with profile {resolved.name}", err=True)
 
 
 @main_group.command("cmake-dir")

@@ -17,10 +17,13 @@ import onnx
 from . import __version__
 from .artifact import open_artifact, sha256_file, write_artifact
 from .cache import CompileCache, cache_key, write_depfile
-from .errors import UsageError
-from .importer import ensure_static, load_model
+from .compliance import check_static
+from .errors import ProfileViolation, UsageError
+from .exporter import export_model
+from .importer import convert_model, ensure_static, load_model
 from .ir import Model
 from .pass_manager import Instrument, Pipeline, PassManager
+from .profile import Profile, from_metadata_props, load_profile
 from .report import build_report
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ class CompileRequest:
     verify_each: bool = True
     depfile: Path | None = None
     cache_dir: Path | None = None
+    profile: str | None = None
+    """A built-in profile name or a profile file; None: the model's own, if it carries one."""
+    profile_overrides: tuple[str, ...] = ()
+    allow_violations: bool = False
 
 
 @dataclass
@@ -69,6 +76,28 @@ def signature(values) -> list[dict]:
     return [{"name": v.name, "dtype": v.dtype, "shape": list(v.shape)} for v in values]
 
 
+@dataclass
+class Plan:
+    """What a compile will do, settled before the expensive steps."""
+
+    request: CompileRequest
+    target: object
+    pipeline: Pipeline
+    profile: Profile | None
+    inputs: list[Path]
+
+    def cache_settings(self) -> dict:
+        request = self.request
+        return {
+            "target": self.target.manifest(),
+            "pipeline": str(self.pipeline),
+            "input_shapes": {name: list(shape) for name, shape in sorted(request.input_shapes.items())},
+            "source_name": Path(request.model).name,
+            "profile": self.profile.to_dict() if self.profile else None,
+            "allow_violations": request.allow_violations,
+        }
+
+
 def compile_model(
     request: CompileRequest,
     instruments: list[Instrument] = (),
@@ -82,6 +111,9 @@ def compile_model(
 
     target = get_target(request.target)
     pipeline = Pipeline.parse(request.pipeline)
+    profile = load_profile(request.profile, request.profile_overrides) if request.profile else None
+    if request.profile_overrides and not request.profile:
+        raise UsageError("--set needs --profile (the profile it overrides)")
     check_writable(request.output)
     if request.depfile:
         check_writable(request.depfile, "--depfile")
@@ -89,41 +121,56 @@ def compile_model(
     progress("importing")
     model = load_model(request.model, request.input_shapes)
     ensure_static(model, str(request.model))
+    if profile is None:
+        profile = from_metadata_props(model.metadata)  # a model may carry its own profile
+        if profile:
+            logger.info("compiling against the profile %s that %s carries", profile.name, request.model)
     inputs = [*model.source_files, *([Path(request.target)] if request.target.endswith(".toml") else [])]
+    if profile:
+        inputs += [Path(source) for source in profile.sources if Path(source).is_file()]
+    plan = Plan(request, target, pipeline, profile, inputs)
 
     if request.cache_dir and not instruments:
         cache = CompileCache(request.cache_dir)
-        settings = {
-            "target": target.manifest(),
-            "pipeline": str(pipeline),
-            "input_shapes": {name: list(shape) for name, shape in sorted(request.input_shapes.items())},
-            "source_name": Path(request.model).name,
-        }
-        key = cache_key(inputs, settings)
+        key = cache_key(inputs, plan.cache_settings())
         with cache.locked(key):
             if cache.fetch(key, request.output):
                 logger.info("cache hit %s", key[:16])
                 result = CompileResult(request.output, open_artifact(request.output).manifest, inputs, cached=True)
             else:
-                result = build(request, model, target, pipeline, inputs, instruments, progress)
+                result = build(plan, model, instruments, progress)
                 cache.store(key, request.output)
     else:
-        result = build(request, model, target, pipeline, inputs, instruments, progress)
+        result = build(plan, model, instruments, progress)
     if request.depfile:
         write_depfile(request.depfile, request.output, inputs)
     return result
 
 
-def build(request, model: Model, target, pipeline: Pipeline, inputs: list[Path], instruments, progress) -> CompileResult:
-    """Passes, lowering and the artifact, for a model already imported."""
+def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
+    """Passes, the profile's static checks, lowering and the artifact, for an imported model."""
     from edgec.targets import lower
 
+    request, target, profile = plan.request, plan.target, plan.profile
+    # Quantization is judged on the graph as imported: fold-constants turns Q/DQ weights into floats.
+    imported = convert_model(export_model(model)) if profile and profile.quantization.required else None
+
     progress("running passes")
-    manager = PassManager(pipeline, instruments, verify_each=request.verify_each)
+    manager = PassManager(plan.pipeline, instruments, verify_each=request.verify_each)
     model = manager.run(model)
     for pass_name, diagnostic in manager.diagnostics:
         if diagnostic.severity == "warning":
             logger.warning("%s: %s", pass_name, diagnostic)
+
+    compliance = None
+    if profile:
+        progress(f"checking against profile {profile.name}")
+        report = check_static(profile, model, target, imported)
+        compliance = {**report.to_dict(), "violations_allowed": request.allow_violations and not report.ok}
+        if not report.ok:
+            if not request.allow_violations:
+                raise ProfileViolation(f"{request.model} cannot meet its profile (--allow-violations to compile anyway):\n{report.format()}")
+            logger.warning("profile violations allowed by --allow-violations:\n%s", report.format())
 
     progress(f"lowering for {target.name} with TVM")
     lowered = lower(model, target)
@@ -135,9 +182,11 @@ def build(request, model: Model, target, pipeline: Pipeline, inputs: list[Path],
         "onnx_version": onnx.__version__,
         "source": {"file": Path(request.model).name, "sha256": sha256_file(Path(request.model))},
         "target": lowered.target_manifest,
-        "pipeline": str(pipeline),
+        "pipeline": str(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
         "report": build_report(model, target.device),
+        "profile": profile.to_dict() if profile else None,
+        "compliance": compliance,
     }
     manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
-    return CompileResult(request.output, manifest, inputs)
+    return CompileResult(request.output, manifest, plan.inputs)

@@ -35,3 +35,9 @@ class ArtifactError(EdgecError):
 
 class DeviceError(EdgecError):
     """A lab device cannot be reached, stays busy, drops the session, or cannot run the artifact."""
+
+
+class ProfileViolation(EdgecError):
+    """The model cannot meet its profile (a hard constraint is violated)."""
+
+    exit_code = 3

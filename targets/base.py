@@ -59,6 +59,9 @@ class TargetSpec:
             "device": self.device,
             "cores": self.cores,
             "features": list(self.features),
+            "memory_bytes": self.memory_bytes,
+            "power_watts": self.power_watts,
+            "power_source": self.power_source,
         }
 
     def describe(self) -> dict:
@@ -68,7 +71,6 @@ class TargetSpec:
             "description": self.description,
             "vector_bits": self.vector_bits,
             "vector_registers": self.vector_registers,
-            "memory_bytes": self.memory_bytes,
             "power": {"watts": self.power_watts, "source": self.power_source} if self.power_watts else None,
             "dtypes": list(self.dtypes),
             "cross_compiler": self.cross_compiler,

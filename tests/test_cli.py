@@ -216,3 +216,17 @@ def test_bench_reports_first_time_and_steady_state(cnn_artifact, capsys):
     assert timing["first_ms"] > 0 and timing["p10_ms"] <= timing["median_ms"] <= timing["p90_ms"]
     code, out, _ = edgec(capsys, "bench", cnn_artifact / "cnn.edgec", "--repeat", "0")
     assert code == 2
+
+
+def test_profiles_list_and_show(capsys):
+    code, out, _ = edgec(capsys, "profiles", "list", "--json")
+    profiles = json.loads(out)
+    assert code == 0 and {"mobile", "smart-device", "infra-edge", "mcu", "basic-2d-image", "advanced-2d-image",
+                          "basic-audio", "advanced-audio"} <= set(profiles)
+    code, out, _ = edgec(capsys, "profiles", "show", "mcu", "--set", "memory.working_set=256KiB", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["memory"]["working_set"] == "256KiB" and shown["sources"][-1] == "--set memory.working_set=256KiB"
+    code, out, _ = edgec(capsys, "profiles", "show", "mobile")
+    assert code == 0 and "[latency]" in out
+    code, _, err = edgec(capsys, "profiles", "show", "no-such-profile")
+    assert code == 2 and "no-such-profile" in err

@@ -329,3 +329,67 @@ def test_elf_imports_of_the_artifact(digits):
     _, _, artifact = digits
     symbols, _ = elf_imports(open_artifact(artifact).read_member(LIBRARY))
     assert symbols and not symbols & {"socket", "connect", "getaddrinfo"}
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def test_command_line_certificate_passes_then_fails_on_a_1us_latency(digits, digits_profile, tmp_path, capsys):
+    from edgec.cli import main
+
+    model_path, data_path, _ = digits
+    artifact = tmp_path / "digits.edgec"
+    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(artifact), "-q", "--profile", str(digits_profile)]) == 0
+    capsys.readouterr()
+    assert main(["check", str(artifact), "--data", str(data_path), "-o", str(tmp_path / "cert.json")]) == 0
+    assert "COMPLIANT" in capsys.readouterr().out
+    certificate = json.loads((tmp_path / "cert.json").read_text())
+    assert certificate["ok"] is True
+    accuracy = next(m for m in certificate["measurements"] if m["attribute"] == "accuracy")
+    assert accuracy["status"] == "pass" and accuracy["values"]["value"] >= 0.95
+
+    code = main(["check", str(artifact), "--data", str(data_path), "--profile", str(digits_profile),
+                 "--set", "latency.steady_state=1us", "--json"])
+    captured = capsys.readouterr()
+    assert code == 3 and "does not comply with profile digits" in captured.err
+    failing = json.loads(captured.out)
+    latency = next(m for m in failing["measurements"] if m["attribute"] == "latency.steady_state")
+    assert failing["ok"] is False and latency["status"] == "fail" and latency["measured"]
+
+
+def test_annotated_model_carries_its_profile_into_the_compile(tmp_path, capsys):
+    import onnx
+
+    from edgec.artifact import open_artifact
+    from edgec.cli import main
+
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    assert main(["annotate", str(tmp_path / "m.onnx"), "--profile", "smart-device", "-o", str(tmp_path / "a.onnx")]) == 0
+    props = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
+    assert props["edge.profile.name"] == "smart-device"
+    assert main(["compile", str(tmp_path / "a.onnx"), "-t", "x86-64", "-o", str(tmp_path / "a.edgec"), "-q"]) == 0
+    manifest = open_artifact(tmp_path / "a.edgec").manifest
+    assert manifest["profile"]["name"] == "smart-device" and manifest["compliance"]["ok"] is True
+
+
+def test_command_line_profile_errors_exit_2_and_violations_exit_3(tmp_path, capsys):
+    import onnx
+
+    from edgec.cli import main
+
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    (tmp_path / "bad.toml").write_text('schema = 1\n[memory]\nweights = "lots"\n')
+    out = tmp_path / "m.edgec"
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "--profile", str(tmp_path / "bad.toml")]) == 2
+    assert "bad.toml:3: field 'memory.weights'" in capsys.readouterr().err
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "--profile", "mcu",
+                 "--set", "memory.weights=1KiB"]) == 3
+    err = capsys.readouterr().err
+    assert "cannot meet its profile" in err and "FAIL memory.weights: required <= 1KiB" in err and "conv1.w" in err
+    assert not out.exists()
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q", "--profile", "mcu",
+                 "--set", "memory.weights=1KiB", "--allow-violations"]) == 0
+    from edgec.artifact import open_artifact
+
+    compliance = open_artifact(out).manifest["compliance"]
+    assert compliance["ok"] is False and compliance["violations_allowed"] is True
