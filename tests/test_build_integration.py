@@ -87,14 +87,32 @@ def test_cmake_module_rebuilds_exactly_when_an_input_changes(tmp_path):
     shutil.copy(EXAMPLES / "digits_mlp.onnx", source / "digits_mlp.onnx")
     build = tmp_path / "build"
     run("cmake", "-S", source / "cmake", "-B", build)
-    assert "edgec: compiling" in run("cmake", "--build", build)
-    artifact = build / "digits-x86-64.edgec"
-    assert artifact.is_file() and "digits_mlp.onnx" in (build / "digits-x86-64.edgec.d").read_text()
+
+    # Two models sharing the cache, built in parallel: one compile, one cache copy, same bytes.
+    assert run("cmake", "--build", build, "-j", "2").count("edgec: compiling") == 2
+    artifact, spare = build / "digits-x86-64.edgec", build / "spare" / "digits-x86-64.edgec"
+    assert artifact.read_bytes() == spare.read_bytes()
+    assert len(list((build / "edgec-cache").glob("*.edgec"))) == 1
+    depfile = (build / "digits-x86-64.edgec.d").read_text()
+    assert "digits_mlp.onnx" in depfile and "board-profile.toml" in depfile and "mcu.toml" in depfile
+
     assert "edgec: compiling" not in run("cmake", "--build", build)  # nothing changed
-    (source / "unrelated.txt").write_text("x")
+    (source / "cmake" / "unrelated.txt").write_text("x")
     assert "edgec: compiling" not in run("cmake", "--build", build)
+    touch_later(source / "cmake" / "board-profile.toml")
+    assert run("cmake", "--build", build).count("edgec: compiling") == 2
     touch_later(source / "digits_mlp.onnx")
-    assert "edgec: compiling" in run("cmake", "--build", build)
+    assert run("cmake", "--build", build).count("edgec: compiling") == 2
+
+
+def test_compiles_from_clean_states_are_byte_identical(tmp_path):
+    outputs = []
+    for attempt in ("one", "two"):
+        workdir = tmp_path / attempt
+        workdir.mkdir()
+        shutil.copy(EXAMPLES / "digits_mlp.onnx", workdir / "model.onnx")
+        outputs.append(compile_json(workdir / "model.onnx", "-t", "x86-64", "-o", workdir / "out.edgec", "--profile", "mobile"))
+    assert outputs[0]["sha256"] == outputs[1]["sha256"]
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make (CI installs it from Debian)")

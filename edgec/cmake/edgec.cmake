@@ -3,10 +3,12 @@
 #   execute_process(COMMAND edgec cmake-dir OUTPUT_VARIABLE EDGEC_CMAKE_DIR OUTPUT_STRIP_TRAILING_WHITESPACE)
 #   include(${EDGEC_CMAKE_DIR}/edgec.cmake)
 #   edgec_add_model(digits MODEL model.onnx TARGET arm64-a72 OUTPUT digits.edgec
-#                   [INPUT_SHAPES name=1x3x224x224 ...] [PASSES pipeline] [EXTRA_ARGS ...])
+#                   [PROFILE mobile|profile.toml] [INPUT_SHAPES name=1x3x224x224 ...]
+#                   [PASSES pipeline] [EXTRA_ARGS ...])
 #
-# The compile writes a depfile, so editing the model, its external weights or a
-# custom target file triggers a rebuild and nothing else does. EDGEC_EXECUTABLE
+# The compile writes a depfile, so editing the model, its external weights, the
+# profile file (and the files it extends) or a custom target file triggers a
+# rebuild and nothing else does. EDGEC_EXECUTABLE
 # overrides which edgec runs; EDGEC_CACHE_DIR (a cache variable or the environment)
 # shares finished compiles between build trees.
 cmake_minimum_required(VERSION 3.20)  # DEPFILE with the Makefile generators
@@ -17,7 +19,7 @@ endif()
 set(EDGEC_CACHE_DIR "$ENV{EDGEC_CACHE_DIR}" CACHE PATH "edgec compile cache (empty: none)")
 
 function(edgec_add_model name)
-  cmake_parse_arguments(ARG "" "MODEL;TARGET;OUTPUT;PASSES" "INPUT_SHAPES;EXTRA_ARGS" ${ARGN})
+  cmake_parse_arguments(ARG "" "MODEL;TARGET;OUTPUT;PASSES;PROFILE" "INPUT_SHAPES;EXTRA_ARGS" ${ARGN})
   foreach(required MODEL TARGET)
     if(NOT ARG_${required})
       message(FATAL_ERROR "edgec_add_model(${name}): ${required} is required")
@@ -28,12 +30,21 @@ function(edgec_add_model name)
   endif()
   get_filename_component(model "${ARG_MODEL}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
   get_filename_component(output "${ARG_OUTPUT}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_BINARY_DIR}")
+  get_filename_component(output_dir "${output}" DIRECTORY)
+  file(MAKE_DIRECTORY "${output_dir}")
   set(target "${ARG_TARGET}")
   if(target MATCHES "\\.toml$")
     get_filename_component(target "${target}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
   endif()
 
   set(args compile "${model}" --target "${target}" -o "${output}" --depfile "${output}.d" --quiet)
+  if(ARG_PROFILE)
+    set(profile "${ARG_PROFILE}")
+    if(profile MATCHES "\\.toml$")
+      get_filename_component(profile "${profile}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+    endif()
+    list(APPEND args --profile "${profile}")
+  endif()
   foreach(shape IN LISTS ARG_INPUT_SHAPES)
     list(APPEND args --input-shape "${shape}")
   endforeach()
