@@ -1,0 +1,707 @@
+"""partition: split the graph between the target's accelerator and its host CPU.
+
+Every node gets a device, and every node that stays on the CPU gets the reason.
+The graph itself is not changed; the decisions are a :class:`PartitionPlan`.
+
+Rules:
+- A node runs on the accelerator when the device's capability accepts it. A
+  capability is a chain of small predicates; each returns a :class:`Verdict`
+  carrying a reason, and the first refusal is the reason the node stays.
+- What stays on the CPU, in the order the predicates ask:
+  ops outside the default ONNX domain; control flow (If, Loop, Scan, any node
+  reading an outer scope); outputs without a static shape (data-dependent
+  shapes); the deny-list :data:`CUDA_DENY`; ops outside the capability table
+  :data:`CUDA_OPS` (op -> output dtypes) or with a dtype the target does not
+  declare; the op's attribute and shape conditions :data:`CUDA_CONDITIONS`;
+  ops the profile excludes or does not allow, and activations in a dtype its
+  ``dtypes.compute`` does not list.
+- Partitions are convex: same-device nodes are merged along edges, in
+  topological order, and a merge that would create a cycle between partitions
+  is refused (the quotient graph stays a DAG, so partitions can run in order).
+- Cost model (:class:`CostModel`): an accelerator partition whose compute saving
+  does not pay for the host<->device copies it causes goes back to the CPU,
+  worst first, one at a time, re-merging after each. Constants are uploaded once
+  and cost nothing per inference; graph inputs and outputs live on the host.
+- ``fallback=cpu`` keeps refused nodes on the CPU, with a note each.
+  ``fallback=error`` makes every node left off the accelerator an error naming
+  the node and its reason; the cost model is then skipped, because it only
+  trades speed and the user asked for everything on the accelerator.
+- A target without an accelerator gets one CPU partition; asking it for
+  ``fallback=error`` is one error.
+- The plan is recorded on the model as JSON in ``model.metadata["edgec.partition"]``,
+  which the exporter writes to ONNX ``metadata_props`` and the text IR prints, so
+  it survives export and round-trips. :func:`plan_of` reads it back and refuses a
+  stale one. ``modified`` is true only when that record changes.
+
+Nodes are named in the plan by :func:`node_keys`: the node's name, else its first
+output's name (unique, since every value has one definition).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import networkx as nx
+
+from edgec.compliance import op_matches
+from edgec.errors import CompileError, UsageError
+from edgec.ir import Model, Node
+from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
+from edgec.profile import Profile, from_metadata_props, load_profile
+from edgec.report import macs
+from edgec.units import human_size
+
+logger = logging.getLogger(__name__)
+
+METADATA_KEY = "edgec.partition"
+CPU = "cpu"
+
+
+# -- support predicates ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a device can run a node, and why not: a reason, never a bare bool."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+YES = Verdict(True)
+Predicate = Callable[[Node], Verdict]
+
+
+def chain(*predicates: Predicate) -> Predicate:
+    """All must accept; the first refusal is the answer."""
+
+    def check(node: Node) -> Verdict:
+        for predicate in predicates:
+            verdict = predicate(node)
+            if not verdict:
+                return verdict
+        return YES
+
+    return check
+
+
+def any_chain(*predicates: Predicate) -> Predicate:
+    """One must accept; when none does, every reason is kept."""
+
+    def check(node: Node) -> Verdict:
+        refusals = []
+        for predicate in predicates:
+            verdict = predicate(node)
+            if verdict:
+                return verdict
+            refusals.append(verdict.reason)
+        return Verdict(False, " and ".join(refusals))
+
+    return check
+
+
+def default_domain(node: Node) -> Verdict:
+    if node.domain in ("", "ai.onnx"):
+        return YES
+    return Verdict(False, f"ops of domain '{node.domain}' have no accelerator lowering in edgec")
+
+
+CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
+def not_control_flow(node: Node) -> Verdict:
+    """Subgraphs run in TVM's VM on the host; only their bodies' kernels could move."""
+    if node.op_type in CONTROL_FLOW or node.implicit_inputs:
+        return Verdict(False, f"control flow ({node.op_type}) runs on the host")
+    return YES
+
+
+def static_outputs(node: Node) -> Verdict:
+    """A kernel is launched with sizes known before it runs."""
+    for value in node.outputs:
+        if not value.is_static:
+            shape = "unknown" if value.shape is None else "[" + ",".join(map(str, value.shape)) + "]"
+            return Verdict(False, f"output '{value.name}' has a data-dependent shape ({shape})")
+    return YES
+
+
+def not_denied(deny: dict[str, str]) -> Predicate:
+    def check(node: Node) -> Verdict:
+        why = deny.get(node.op_type)
+        return Verdict(False, f"{node.op_type}: {why}") if why else YES
+
+    return check
+
+
+def op_dtypes(table: dict[str, tuple[str, ...]], device: str) -> Predicate:
+    """The op is in the device's table, and its outputs have a dtype listed for it."""
+
+    def check(node: Node) -> Verdict:
+        accepted = table.get(node.op_type)
+        if accepted is None:
+            return Verdict(False, f"{node.op_type} is not in the {device} capability table")
+        for value in node.outputs:
+            if value.dtype not in accepted:
+                return Verdict(False, f"{node.op_type} on {device} computes {'/'.join(accepted)}, not {value.dtype}")
+        return YES
+
+    return check
+
+
+def tensor_dtypes(accepted: tuple[str, ...], whose: str) -> Predicate:
+    """Every activation the node reads or writes has a dtype in ``accepted``."""
+
+    def check(node: Node) -> Verdict:
+        for value in [*node.inputs, *node.outputs]:
+            if value is not None and not value.is_constant and value.dtype not in accepted:
+                return Verdict(False, f"'{value.name}' is {value.dtype}, which {whose} does not list")
+        return YES
+
+    return check
+
+
+def input_rank(low: int, high: int) -> Predicate:
+    def check(node: Node) -> Verdict:
+        shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
+        if shape is not None and low <= len(shape) <= high:
+            return YES
+        return Verdict(False, f"{node.op_type} input rank {len(shape) if shape else '?'} is outside {low}..{high}")
+
+    return check
+
+
+def attr_in(name: str, allowed: tuple, default) -> Predicate:
+    def check(node: Node) -> Verdict:
+        value = node.attr(name, default)
+        if isinstance(value, bytes):
+            value = value.decode()
+        if value in allowed:
+            return YES
+        return Verdict(False, f"{node.op_type} {name}={value!r} (the accelerator takes {', '.join(map(repr, allowed))})")
+
+    return check
+
+
+def has_attr(name: str) -> Predicate:
+    def check(node: Node) -> Verdict:
+        return YES if name in node.attrs else Verdict(False, f"no '{name}' attribute")
+
+    return check
+
+
+def input_constant(index: int, what: str) -> Predicate:
+    def check(node: Node) -> Verdict:
+        value = node.inputs[index] if index < len(node.inputs) else None
+        return YES if value is not None and value.is_constant else Verdict(False, f"{what} is not a constant")
+
+    return check
+
+
+def input_absent(index: int, what: str) -> Predicate:
+    def check(node: Node) -> Verdict:
+        absent = index >= len(node.inputs) or node.inputs[index] is None
+        return YES if absent else Verdict(False, f"{what} is given")
+
+    return check
+
+
+def single_output(what: str) -> Predicate:
+    def check(node: Node) -> Verdict:
+        return YES if len(node.outputs) == 1 else Verdict(False, f"{node.op_type} with {what}")
+
+    return check
+
+
+def static_axes(index: int) -> Predicate:
+    """Axes are an attribute (older opsets) or an input (newer): either way known at compile time."""
+    return any_chain(has_attr("axes"), input_constant(index, "axes"), input_absent(index, "axes"))
+
+
+def profile_ops(profile: Profile) -> Predicate:
+    allowed, excluded = profile.ops.allowed, profile.ops.excluded or ()
+
+    def check(node: Node) -> Verdict:
+        if op_matches(node, excluded):
+            return Verdict(False, f"profile '{profile.name}' excludes {node.qualified_op}")
+        if allowed is not None and not op_matches(node, allowed):
+            return Verdict(False, f"profile '{profile.name}' does not allow {node.qualified_op}")
+        return YES
+
+    return check
+
+
+# -- the CUDA capability table -----------------------------------------------------------------
+
+FLOAT = ("float32", "float16")
+NUMERIC = FLOAT + ("int8", "int32", "int64")
+ANY = NUMERIC + ("bool",)
+
+
+def ops(names: str, dtypes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    return dict.fromkeys(names.split(), dtypes)
+
+
+CUDA_OPS: dict[str, tuple[str, ...]] = {
+    **ops("Conv ConvTranspose Gemm MatMul", FLOAT),
+    **ops("AveragePool GlobalAveragePool GlobalMaxPool LpPool", FLOAT),
+    **ops("MaxPool", FLOAT + ("int8",)),
+    **ops("BatchNormalization InstanceNormalization LayerNormalization LRN", FLOAT),
+    **ops("Relu LeakyRelu PRelu Elu Selu Sigmoid HardSigmoid HardSwish Tanh Softplus Softsign Gelu Erf", FLOAT),
+    **ops("Exp Log Sqrt Reciprocal Pow Floor Ceil Round Softmax LogSoftmax Mean", FLOAT),
+    **ops("Add Sub Mul Div Max Min Sum Abs Neg Clip", NUMERIC),
+    **ops("Equal Less Greater LessOrEqual GreaterOrEqual And Or Not Xor", ("bool",)),
+    **ops("ReduceMean ReduceL2", FLOAT),
+    **ops("ReduceSum ReduceMax ReduceMin", NUMERIC),
+    **ops("ArgMax ArgMin", ("int64",)),
+    **ops("Reshape Flatten Squeeze Unsqueeze Transpose Concat Split Slice Gather Expand Tile Pad Identity "
+          "Dropout DepthToSpace SpaceToDepth Cast Where", ANY),
+    **ops("Resize", FLOAT),
+    **ops("QuantizeLinear", ("int8",)),
+    **ops("DequantizeLinear", FLOAT),
+}
+"""Ops TVM's CUDA path schedules (dlight's rules: matmul, GEMV, reductions, elementwise),
+by the dtypes of their outputs. Compiled from TVM 0.27's ONNX frontend and what the nine
+zoo models exercise; not verified op by op on a GPU (none was available), so an op is
+listed only when its Relax lowering is plain TIR that dlight's fallback rule covers."""
+
+CUDA_DENY: dict[str, str] = {
+    **dict.fromkeys(("NonZero", "Unique", "Compress"), "its output size depends on the data"),
+    **dict.fromkeys(("TopK", "NonMaxSuppression"), "TVM lowers sorting to kernels dlight cannot schedule"),
+    **dict.fromkeys(("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"), "random number generation has no TVM GPU kernel with ONNX's semantics"),
+    **dict.fromkeys(("Shape", "Size"), "shape arithmetic belongs on the host, which sizes the kernels"),
+}
+"""Ops kept off the accelerator even when they look schedulable. Conservative: written
+without a GPU to try them on; an entry leaves when a GPU test shows it compiles and matches."""
+
+CUDA_CONDITIONS: dict[str, Predicate] = {
+    **dict.fromkeys(("Conv", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"), input_rank(3, 5)),
+    "ConvTranspose": input_rank(3, 4),  # Relax has conv1d/conv2d_transpose only
+    "MaxPool": chain(input_rank(3, 5), single_output("an Indices output"), attr_in("storage_order", (0,), 0)),
+    "BatchNormalization": chain(single_output("training outputs"), attr_in("training_mode", (0,), 0)),
+    "Resize": attr_in("mode", ("nearest", "linear"), "nearest"),
+    "Pad": attr_in("mode", ("constant", "reflect", "edge"), "constant"),
+    **dict.fromkeys(("Squeeze", "Unsqueeze", "ReduceSum"), static_axes(1)),
+    **dict.fromkeys(("ReduceMean", "ReduceL2", "ReduceMax", "ReduceMin"), static_axes(1)),
+}
+"""Attribute and shape conditions, beyond op and dtype."""
+
+
+def conditions(table: dict[str, Predicate]) -> Predicate:
+    def check(node: Node) -> Verdict:
+        condition = table.get(node.op_type)
+        return condition(node) if condition else YES
+
+    return check
+
+
+def cuda_capability(target) -> Predicate:
+    return chain(
+        default_domain,
+        not_control_flow,
+        static_outputs,
+        not_denied(CUDA_DENY),
+        op_dtypes(CUDA_OPS, "cuda"),
+        tensor_dtypes(target.dtypes, f"target {target.name}"),
+        conditions(CUDA_CONDITIONS),
+    )
+
+
+CAPABILITIES: dict[str, Callable] = {"cuda": cuda_capability}
+"""Accelerator device -> capability for a target. The CPU takes every node."""
+
+
+def accelerator_support(target, profile: Profile | None) -> Predicate:
+    predicates = [CAPABILITIES[target.device](target)]
+    if profile is not None and (profile.ops.allowed is not None or profile.ops.excluded):
+        predicates.append(profile_ops(profile))
+    if profile is not None and profile.dtypes.compute is not None:
+        predicates.append(tensor_dtypes(profile.dtypes.compute, f"profile '{profile.name}' dtypes.compute"))
+    return chain(*predicates)
+
+
+# -- the cost model ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Peak rates: what a partition saves in compute against what its copies cost."""
+
+    bandwidth: float
+    """Bytes per second of a host<->device copy."""
+    latency: float
+    """Seconds per copy (launch and synchronisation), whatever its size."""
+    host_macs: float
+    accel_macs: float
+    """Multiply-accumulates per second at peak, FP32."""
+    source: str
+
+    def compute_saving(self, count: int) -> float:
+        return count / self.host_macs - count / self.accel_macs
+
+    def transfer(self, sizes: list[int]) -> float:
+        return sum(self.latency + size / self.bandwidth for size in sizes)
+
+
+COSTS: dict[str, CostModel] = {
+    "jetson-orin": CostModel(
+        bandwidth=51.2e9, latency=10e-6, host_macs=128e9, accel_macs=0.94e12,
+        source="Orin NX 16GB datasheet: CPU and GPU share 102.4 GB/s LPDDR5, and a copy reads and writes it, "
+               "so half; 8x A78AE at 2.0 GHz x 8 FP32 FMA/cycle; 1024 CUDA cores at 918 MHz; "
+               "10 us per copy is an assumed cudaMemcpy+sync overhead, not measured",
+    ),
+    "cuda": CostModel(
+        bandwidth=25e9, latency=10e-6, host_macs=768e9, accel_macs=33.5e12,
+        source="assumed PCIe-class link: ~25 GB/s, what pinned copies reach on PCIe 4.0 x16 (Gen5 hosts do better, "
+               "so this errs toward the CPU); 16 cores x 3 GHz x 16 FP32 FMA/cycle (AVX2); H100 SXM 67 TFLOPS FP32; "
+               "10 us per copy assumed",
+    ),
+}
+"""Per target; a board of another name falls back to :data:`DEVICE_COSTS`."""
+DEVICE_COSTS: dict[str, CostModel] = {"cuda": COSTS["cuda"]}
+
+
+def cost_model_for(target, bandwidth: float = 0) -> CostModel:
+    costs = COSTS.get(target.name) or DEVICE_COSTS[target.device]
+    return dataclasses.replace(costs, bandwidth=bandwidth, source=f"bandwidth set to {bandwidth:g} B/s") if bandwidth else costs
+
+
+# -- the plan ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Partition:
+    id: int
+    device: str
+    nodes: list[str]
+
+
+@dataclass
+class Placement:
+    node: str
+    op: str
+    device: str
+    partition: int
+    macs: int
+    reason: str = ""
+    """Why the node is on the CPU; empty for accelerator nodes."""
+
+
+@dataclass
+class Crossing:
+    """A tensor one partition hands to another; None is the graph boundary (host memory)."""
+
+    tensor: str
+    bytes: int
+    source: int | None
+    dest: int | None
+
+
+@dataclass
+class PartitionPlan:
+    target: str
+    accelerator: str | None
+    fallback: str
+    partitions: list[Partition]
+    placements: dict[str, Placement]
+    """Node key -> placement, in graph order."""
+    crossings: list[Crossing]
+
+    def device_of(self, key: str) -> str:
+        return self.placements[key].device
+
+    def stats(self) -> dict:
+        """Nodes and MACs per device, and the share of MACs each device runs."""
+        nodes: dict[str, int] = {}
+        work: dict[str, int] = {}
+        for placement in self.placements.values():
+            nodes[placement.device] = nodes.get(placement.device, 0) + 1
+            work[placement.device] = work.get(placement.device, 0) + placement.macs
+        total = sum(work.values())
+        devices = {p.device: None for p in self.partitions}
+        copied = [c for c in self.crossings if self.device_at(c.source) != self.device_at(c.dest)]
+        return {
+            "partitions": len(self.partitions),
+            "nodes": nodes,
+            "macs": work,
+            "macs_share": {d: (work.get(d, 0) / total if total else 0.0) for d in devices},
+            "copies": len(copied),
+            "copied_bytes": sum(c.bytes for c in copied),
+        }
+
+    def device_at(self, partition: int | None) -> str:
+        return CPU if partition is None else self.partitions[partition].device
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "accelerator": self.accelerator,
+            "fallback": self.fallback,
+            "partitions": [dataclasses.asdict(p) for p in self.partitions],
+            "nodes": [dataclasses.asdict(p) for p in self.placements.values()],
+            "crossings": [{"tensor": c.tensor, "bytes": c.bytes, "from": c.source, "to": c.dest} for c in self.crossings],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PartitionPlan:
+        return cls(
+            data["target"], data["accelerator"], data["fallback"],
+            [Partition(**p) for p in data["partitions"]],
+            {p["node"]: Placement(**p) for p in data["nodes"]},
+            [Crossing(c["tensor"], c["bytes"], c["from"], c["to"]) for c in data["crossings"]],
+        )
+
+    def explain(self) -> str:
+        """A table of every node's device and, for CPU nodes, why; then the totals."""
+        header = ("node", "op", "device", "partition", "reason")
+        rows = [(p.node, p.op, p.device, str(p.partition), p.reason) for p in self.placements.values()]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+        lines = [f"partition plan for {self.target} (accelerator {self.accelerator or 'none'}, fallback={self.fallback})"]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+        stats = self.stats()
+        lines += [
+            "",
+            f"partitions    {stats['partitions']}: " + ", ".join(f"#{p.id} {p.device} ({len(p.nodes)})" for p in self.partitions),
+            "nodes         " + ", ".join(f"{d} {n}" for d, n in stats["nodes"].items()),
+            "MACs          " + ", ".join(f"{d} {100 * s:.1f}%" for d, s in stats["macs_share"].items()),
+            f"copies        {stats['copies']} per inference, {human_size(stats['copied_bytes'])}",
+        ]
+        return "\n".join(lines)
+
+    def diagnostics(self) -> list[Diagnostic]:
+        """An error per CPU node under fallback=error, else a note per CPU node."""
+        if self.accelerator is None:
+            if self.fallback == "error":
+                return [Diagnostic("error", f"fallback=error, but target {self.target} has no accelerator")]
+            return []
+        severity = "error" if self.fallback == "error" else "note"
+        verb = "cannot run on" if severity == "error" else "stays off"
+        return [Diagnostic(severity, f"{verb} {self.accelerator}: {p.reason}", f"node '{p.node}' ({p.op})")
+                for p in self.placements.values() if p.device == CPU]
+
+
+def node_keys(nodes: Iterable[Node]) -> dict[Node, str]:
+    """A unique, stable name per node: its name, else (or when taken) its first output's."""
+    keys: dict[Node, str] = {}
+    taken: set[str] = set()
+    for node in nodes:
+        key = node.name if node.name and node.name not in taken else node.outputs[0].name
+        while key in taken:
+            key += "'"
+        keys[node] = key
+        taken.add(key)
+    return keys
+
+
+def plan_of(model: Model) -> PartitionPlan | None:
+    """The plan recorded on a model by the partition pass; None when there is none."""
+    text = model.metadata.get(METADATA_KEY)
+    if text is None:
+        return None
+    plan = PartitionPlan.from_dict(json.loads(text))
+    current = list(node_keys(model.graph.nodes).values())
+    if list(plan.placements) != current:
+        raise CompileError("the partition plan is stale: the graph changed after the partition pass")
+    return plan
+
+
+# -- partitioning ------------------------------------------------------------------------------
+
+
+def creates_cycle(quotient: nx.DiGraph, a: int, b: int) -> bool:
+    """Merging a and b closes a cycle when one reaches the other through a third partition."""
+    for source, dest in ((a, b), (b, a)):
+        if any(s != dest and nx.has_path(quotient, s, dest) for s in quotient.successors(source)):
+            return True
+    return False
+
+
+def merge(nodes: list[Node], devices: list[str]) -> list[list[int]]:
+    """Convex partitions as lists of node indices, in an order they can run in."""
+    index = {node: i for i, node in enumerate(nodes)}
+    part = list(range(len(nodes)))  # partition id = smallest member index
+    members: dict[int, list[int]] = {i: [i] for i in range(len(nodes))}
+    quotient = nx.DiGraph()
+    quotient.add_nodes_from(range(len(nodes)))
+    producers: list[list[int]] = []
+    for i, node in enumerate(nodes):
+        sources = [index[v.producer] for v in [*node.inputs, *node.implicit_inputs] if v is not None and v.producer in index]
+        producers.append(list(dict.fromkeys(sources)))
+        quotient.add_edges_from((s, i) for s in producers[i])
+    for i in range(len(nodes)):
+        for source in producers[i]:
+            a, b = part[source], part[i]
+            if a == b or devices[source] != devices[i]:
+                continue
+            if creates_cycle(quotient, a, b):
+                logger.debug("not merging %s into partition %d: that would create a cycle", nodes[i].describe(), a)
+                continue
+            keep, gone = min(a, b), max(a, b)
+            nx.contracted_nodes(quotient, keep, gone, self_loops=False, copy=False)
+            moved = members.pop(gone)
+            for member in moved:
+                part[member] = keep
+            members[keep] = sorted(members[keep] + moved)
+    order = list(nx.lexicographical_topological_sort(quotient))
+    return [members[p] for p in order]
+
+
+def edges(graph, nodes: list[Node], group: list[int]) -> tuple[list, list]:
+    """Activations entering ``group`` (with their producer's index, None for a graph input)
+    and leaving it (with the indices of their outside users, None for a graph output)."""
+    index = {node: i for i, node in enumerate(nodes)}
+    inside = set(group)
+    entering: dict = {}
+    leaving: dict = {}
+    for i in group:
+        node = nodes[i]
+        for value in [*node.inputs, *node.implicit_inputs]:
+            if value is not None and not value.is_constant and index.get(value.producer) not in inside:
+                entering[value] = index.get(value.producer)
+        for value in node.outputs:
+            users = [index[u] for u in value.uses if index[u] not in inside]
+            if graph.is_graph_output(value):
+                users.append(None)
+            if users:
+                leaving[value] = list(dict.fromkeys(users))
+    return list(entering.items()), list(leaving.items())
+
+
+def costliest(graph, nodes: list[Node], devices: list[str], groups: list[list[int]],
+              costs: CostModel) -> tuple[list[int], str] | None:
+    """The accelerator partition that loses most by staying there, and the reason; None if all pay."""
+    def device_of(i: int | None) -> str:
+        return CPU if i is None else devices[i]  # the graph boundary is host memory
+
+    worst = None
+    for group in groups:
+        accel = devices[group[0]]
+        if accel == CPU:
+            continue
+        entering, leaving = edges(graph, nodes, group)
+        if_accel = [v.nbytes or 0 for v, src in entering if device_of(src) == CPU]
+        if_accel += [v.nbytes or 0 for v, users in leaving if any(device_of(u) == CPU for u in users)]
+        if_cpu = [v.nbytes or 0 for v, src in entering if device_of(src) != CPU]
+        if_cpu += [v.nbytes or 0 for v, users in leaving if any(device_of(u) != CPU for u in users)]
+        work = sum(macs(nodes[i]) for i in group)
+        saving = costs.compute_saving(work)
+        extra = costs.transfer(if_accel) - costs.transfer(if_cpu)
+        net = saving - extra
+        if net < 0 and (worst is None or net < worst[0]):
+            reason = (f"cost model: its {accel} partition of {len(group)} node{'s' if len(group) > 1 else ''} "
+                      f"saves {saving * 1e6:.1f} us of compute ({work:,} MACs) but its copies cost "
+                      f"{extra * 1e6:.1f} us more ({len(if_accel)} copies, {human_size(sum(if_accel))} "
+                      f"at {costs.bandwidth / 1e9:g} GB/s)")
+            worst = (net, group, reason)
+    return None if worst is None else (worst[1], worst[2])
+
+
+def crossings(graph, nodes: list[Node], part: list[int]) -> list[Crossing]:
+    """Every activation handed between partitions, or between a partition and the graph boundary."""
+    index = {node: i for i, node in enumerate(nodes)}
+    found = []
+    for value in [*graph.inputs, *(v for node in nodes for v in node.outputs)]:
+        source = part[index[value.producer]] if value.producer in index else None
+        dests = {part[index[u]] for u in value.uses if u in index} - {source}
+        ordered: list[int | None] = sorted(dests)
+        if graph.is_graph_output(value) and source is not None:
+            ordered.append(None)
+        found += [Crossing(value.name, value.nbytes or 0, source, dest) for dest in ordered]
+    return found
+
+
+def build_plan(graph, nodes, keys, devices, reasons, groups, target_name, accelerator, fallback) -> PartitionPlan:
+    part = [0] * len(nodes)
+    partitions = []
+    for pid, group in enumerate(groups):
+        for i in group:
+            part[i] = pid
+        partitions.append(Partition(pid, devices[group[0]], [keys[nodes[i]] for i in group]))
+    placements = {
+        keys[node]: Placement(keys[node], node.qualified_op, devices[i], part[i], macs(node),
+                              reasons[i] if devices[i] == CPU else "")
+        for i, node in enumerate(nodes)
+    }
+    return PartitionPlan(target_name, accelerator, fallback, partitions, placements, crossings(graph, nodes, part))
+
+
+def partition_graph(model: Model, target, profile: Profile | None = None, fallback: str = "cpu",
+                    bandwidth: float = 0) -> PartitionPlan:
+    """Decide a device for every node of ``model`` on ``target``; see the module's rules."""
+    if fallback not in ("cpu", "error"):
+        raise UsageError(f"partition: fallback must be cpu or error, not {fallback!r}")
+    graph = model.graph
+    nodes = list(graph.nodes)
+    keys = node_keys(nodes)
+    accelerator = target.device if target.device != CPU else None
+    if accelerator is None:
+        devices = [CPU] * len(nodes)
+        reasons = [f"target {target.name} has no accelerator"] * len(nodes)
+    else:
+        support = accelerator_support(target, profile)
+        verdicts = [support(node) for node in nodes]
+        devices = [accelerator if v else CPU for v in verdicts]
+        reasons = [v.reason for v in verdicts]
+    groups = merge(nodes, devices)
+    if accelerator is not None and fallback == "cpu":
+        costs = cost_model_for(target, bandwidth)
+        while (worst := costliest(graph, nodes, devices, groups, costs)) is not None:
+            group, reason = worst
+            for i in group:
+                devices[i], reasons[i] = CPU, reason
+            logger.debug("%s", reason)
+            groups = merge(nodes, devices)
+    return build_plan(graph, nodes, keys, devices, reasons, groups, target.name, accelerator, fallback)
+
+
+@dataclass
+class PartitionOptions:
+    target: str = ""
+    """A target name or board file, as ``--target`` takes it."""
+    fallback: str = "cpu"
+    """cpu: refused nodes stay on the CPU; error: each one fails the compile."""
+    profile: str = ""
+    """A profile name or file; empty: the profile the model carries, if any."""
+    bandwidth: float = 0.0
+    """Host<->device bytes per second for the cost model; 0: the target's default."""
+
+
+@register_pass
+class PartitionPass(Pass):
+    name = "partition"
+    Options = PartitionOptions
+
+    def requires(self, model: Model) -> None:
+        if not self.options.target:
+            raise CompileError("partition needs a target (partition{target=NAME})")
+        if self.options.fallback not in ("cpu", "error"):
+            raise CompileError(f"partition: fallback must be cpu or error, not {self.options.fallback!r}")
+
+    def call(self, model: Model) -> PassResult:
+        from edgec.targets.base import get_target
+
+        options = self.options
+        try:
+            target = get_target(options.target)
+            profile = load_profile(options.profile) if options.profile else from_metadata_props(model.metadata)
+        except UsageError as exc:
+            raise CompileError(f"partition: {exc}") from None
+        plan = partition_graph(model, target, profile, options.fallback, options.bandwidth)
+        diagnostics = plan.diagnostics()
+        stats = plan.stats()
+        counts = {"partitions": stats["partitions"], **{f"nodes-on-{d}": n for d, n in stats["nodes"].items()},
+                  "copies": stats["copies"], "copied-bytes": stats["copied_bytes"]}
+        if any(d.severity == "error" for d in diagnostics):
+            return PassResult(model, modified=False, stats=counts, diagnostics=diagnostics)
+        record = json.dumps(plan.to_dict(), separators=(",", ":"))
+        modified = model.metadata.get(METADATA_KEY) != record
+        model.metadata[METADATA_KEY] = record
+        logger.info("partitioned for %s: %s", target.name, counts)
+        return PassResult(model, modified=modified, stats=counts, diagnostics=diagnostics)
