@@ -211,11 +211,12 @@ def reorder_for_memory(graph: Graph, max_states: int = DEFAULT_MAX_STATES, inpla
             changed += 1
         else:
             new_order.extend(part)
-    before = peak_live_bytes(graph, inplace)
-    saved = graph.nodes
-    graph.nodes = new_order
-    after = peak_live_bytes(graph, inplace)
-    graph.nodes = saved
+    before, saved = peak_live_bytes(graph, inplace), graph.nodes
+    try:  # measure the new order with plan-memory's own rules, then put the old one back
+        graph.nodes = new_order
+        after = peak_live_bytes(graph, inplace)
+    finally:
+        graph.nodes = saved
     return Reordering(new_order, before, after, len(parts), exact_count, changed)
 
 
