@@ -16,8 +16,9 @@ Rules:
   ops the profile excludes or does not allow, and activations in a dtype its
   ``dtypes.compute`` does not list.
 - Partitions are convex: same-device nodes are merged along edges, in
-  topological order, and a merge that would create a cycle between partitions
-  is refused (the quotient graph stays a DAG, so partitions can run in order).
+  topological order, then sibling partitions (sharing a producer or a consumer)
+  of one device merge; a merge that would create a cycle between partitions is
+  refused, so the partitions form a DAG and run in the plan's order.
 - Cost model (:class:`CostModel`): an accelerator partition whose compute saving
   does not pay for the host<->device copies it causes goes back to the CPU,
   worst first, one at a time, re-merging after each. Constants are uploaded once
@@ -42,7 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import networkx as nx
@@ -50,9 +51,11 @@ import networkx as nx
 from edgec.compliance import op_matches
 from edgec.errors import CompileError, UsageError
 from edgec.ir import Model, Node
+from edgec.ir.printer import format_type
 from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.profile import Profile, from_metadata_props, load_profile
 from edgec.report import macs
+from edgec.targets.base import TargetSpec, get_target
 from edgec.units import human_size
 
 logger = logging.getLogger(__name__)
@@ -127,8 +130,8 @@ def static_outputs(node: Node) -> Verdict:
     """A kernel is launched with sizes known before it runs."""
     for value in node.outputs:
         if not value.is_static:
-            shape = "unknown" if value.shape is None else "[" + ",".join(map(str, value.shape)) + "]"
-            return Verdict(False, f"output '{value.name}' has a data-dependent shape ({shape})")
+            return Verdict(False, f"output '{value.name}' has a data-dependent shape "
+                                  f"({format_type(value.dtype, value.shape)})")
     return YES
 
 
@@ -184,7 +187,8 @@ def attr_in(name: str, allowed: tuple, default) -> Predicate:
             value = value.decode()
         if value in allowed:
             return YES
-        return Verdict(False, f"{node.op_type} {name}={value!r} (the accelerator takes {', '.join(map(repr, allowed))})")
+        takes = ", ".join(map(repr, allowed))
+        return Verdict(False, f"{node.op_type} {name}={value!r} (the accelerator takes {takes})")
 
     return check
 
@@ -302,7 +306,7 @@ def conditions(table: dict[str, Predicate]) -> Predicate:
     return check
 
 
-def cuda_capability(target) -> Predicate:
+def cuda_capability(target: TargetSpec) -> Predicate:
     return chain(
         default_domain,
         not_control_flow,
@@ -318,7 +322,7 @@ CAPABILITIES: dict[str, Callable] = {"cuda": cuda_capability}
 """Accelerator device -> capability for a target. The CPU takes every node."""
 
 
-def accelerator_support(target, profile: Profile | None) -> Predicate:
+def accelerator_support(target: TargetSpec, profile: Profile | None) -> Predicate:
     predicates = [CAPABILITIES[target.device](target)]
     if profile is not None and (profile.ops.allowed is not None or profile.ops.excluded):
         predicates.append(profile_ops(profile))
@@ -368,9 +372,11 @@ COSTS: dict[str, CostModel] = {
 DEVICE_COSTS: dict[str, CostModel] = {"cuda": COSTS["cuda"]}
 
 
-def cost_model_for(target, bandwidth: float = 0) -> CostModel:
+def cost_model_for(target: TargetSpec, bandwidth: float = 0) -> CostModel:
     costs = COSTS.get(target.name) or DEVICE_COSTS[target.device]
-    return dataclasses.replace(costs, bandwidth=bandwidth, source=f"bandwidth set to {bandwidth:g} B/s") if bandwidth else costs
+    if not bandwidth:
+        return costs
+    return dataclasses.replace(costs, bandwidth=bandwidth, source=f"bandwidth set to {bandwidth:g} B/s")
 
 
 # -- the plan ----------------------------------------------------------------------------------
@@ -414,9 +420,6 @@ class PartitionPlan:
     """Node key -> placement, in graph order."""
     crossings: list[Crossing]
 
-    def device_of(self, key: str) -> str:
-        return self.placements[key].device
-
     def stats(self) -> dict:
         """Nodes and MACs per device, and the share of MACs each device runs."""
         nodes: dict[str, int] = {}
@@ -446,7 +449,8 @@ class PartitionPlan:
             "fallback": self.fallback,
             "partitions": [dataclasses.asdict(p) for p in self.partitions],
             "nodes": [dataclasses.asdict(p) for p in self.placements.values()],
-            "crossings": [{"tensor": c.tensor, "bytes": c.bytes, "from": c.source, "to": c.dest} for c in self.crossings],
+            "crossings": [{"tensor": c.tensor, "bytes": c.bytes, "from": c.source, "to": c.dest}
+                          for c in self.crossings],
         }
 
     @classmethod
@@ -463,12 +467,14 @@ class PartitionPlan:
         header = ("node", "op", "device", "partition", "reason")
         rows = [(p.node, p.op, p.device, str(p.partition), p.reason) for p in self.placements.values()]
         widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-        lines = [f"partition plan for {self.target} (accelerator {self.accelerator or 'none'}, fallback={self.fallback})"]
+        accelerator = self.accelerator or "none"
+        lines = [f"partition plan for {self.target} (accelerator {accelerator}, fallback={self.fallback})"]
         lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
         stats = self.stats()
         lines += [
             "",
-            f"partitions    {stats['partitions']}: " + ", ".join(f"#{p.id} {p.device} ({len(p.nodes)})" for p in self.partitions),
+            f"partitions    {stats['partitions']}: "
+            + ", ".join(f"#{p.id} {p.device} ({len(p.nodes)})" for p in self.partitions),
             "nodes         " + ", ".join(f"{d} {n}" for d, n in stats["nodes"].items()),
             "MACs          " + ", ".join(f"{d} {100 * s:.1f}%" for d, s in stats["macs_share"].items()),
             f"copies        {stats['copies']} per inference, {human_size(stats['copied_bytes'])}",
@@ -523,34 +529,63 @@ def creates_cycle(quotient: nx.DiGraph, a: int, b: int) -> bool:
     return False
 
 
+class Merger:
+    """Partitions as a quotient DAG over node indices; a partition's id is its first node's index."""
+
+    def __init__(self, nodes: list[Node], devices: list[str]):
+        index = {node: i for i, node in enumerate(nodes)}
+        self.devices = devices
+        self.members: dict[int, list[int]] = {i: [i] for i in range(len(nodes))}
+        self.part = list(range(len(nodes)))
+        self.quotient = nx.DiGraph()
+        self.quotient.add_nodes_from(range(len(nodes)))
+        self.producers: list[list[int]] = []
+        for i, node in enumerate(nodes):
+            values = [*node.inputs, *node.implicit_inputs]
+            sources = [index[v.producer] for v in values if v is not None and v.producer in index]
+            self.producers.append(list(dict.fromkeys(sources)))
+            self.quotient.add_edges_from((s, i) for s in self.producers[i])
+
+    def try_merge(self, a: int, b: int) -> bool:
+        """Merge partitions a and b of one device, unless that would create a cycle."""
+        if a == b or self.devices[a] != self.devices[b]:
+            return False
+        if creates_cycle(self.quotient, a, b):
+            logger.debug("partitions %d and %d stay apart: merging them would create a cycle", a, b)
+            return False
+        keep, gone = min(a, b), max(a, b)
+        nx.contracted_nodes(self.quotient, keep, gone, self_loops=False, copy=False)
+        moved = self.members.pop(gone)
+        for member in moved:
+            self.part[member] = keep
+        self.members[keep] = sorted(self.members[keep] + moved)
+        return True
+
+    def siblings(self, p: int) -> list[int]:
+        """Partitions sharing a producer or a consumer partition with p."""
+        graph = self.quotient
+        found = [x for q in graph.predecessors(p) for x in graph.successors(q)]
+        found += [x for q in graph.successors(p) for x in graph.predecessors(q)]
+        return sorted(set(found) - {p})
+
+
 def merge(nodes: list[Node], devices: list[str]) -> list[list[int]]:
-    """Convex partitions as lists of node indices, in an order they can run in."""
-    index = {node: i for i, node in enumerate(nodes)}
-    part = list(range(len(nodes)))  # partition id = smallest member index
-    members: dict[int, list[int]] = {i: [i] for i in range(len(nodes))}
-    quotient = nx.DiGraph()
-    quotient.add_nodes_from(range(len(nodes)))
-    producers: list[list[int]] = []
-    for i, node in enumerate(nodes):
-        sources = [index[v.producer] for v in [*node.inputs, *node.implicit_inputs] if v is not None and v.producer in index]
-        producers.append(list(dict.fromkeys(sources)))
-        quotient.add_edges_from((s, i) for s in producers[i])
+    """Convex partitions as lists of node indices, in an order they can run in.
+
+    Nodes merge along edges first, in topological order; then partitions of one
+    device that share a producer or consumer (siblings such as the branches of an
+    inception block) merge, so that each device gets as few partitions as convexity allows."""
+    merger = Merger(nodes, devices)
     for i in range(len(nodes)):
-        for source in producers[i]:
-            a, b = part[source], part[i]
-            if a == b or devices[source] != devices[i]:
-                continue
-            if creates_cycle(quotient, a, b):
-                logger.debug("not merging %s into partition %d: that would create a cycle", nodes[i].describe(), a)
-                continue
-            keep, gone = min(a, b), max(a, b)
-            nx.contracted_nodes(quotient, keep, gone, self_loops=False, copy=False)
-            moved = members.pop(gone)
-            for member in moved:
-                part[member] = keep
-            members[keep] = sorted(members[keep] + moved)
-    order = list(nx.lexicographical_topological_sort(quotient))
-    return [members[p] for p in order]
+        for source in merger.producers[i]:
+            merger.try_merge(merger.part[source], merger.part[i])
+    for p in list(nx.lexicographical_topological_sort(merger.quotient)):
+        p = merger.part[p]
+        for sibling in merger.siblings(p):
+            if merger.try_merge(p, sibling):
+                p = min(p, sibling)
+    order = nx.lexicographical_topological_sort(merger.quotient)
+    return [merger.members[p] for p in order]
 
 
 def edges(graph, nodes: list[Node], group: list[int]) -> tuple[list, list]:
@@ -632,7 +667,7 @@ def build_plan(graph, nodes, keys, devices, reasons, groups, target_name, accele
     return PartitionPlan(target_name, accelerator, fallback, partitions, placements, crossings(graph, nodes, part))
 
 
-def partition_graph(model: Model, target, profile: Profile | None = None, fallback: str = "cpu",
+def partition_graph(model: Model, target: TargetSpec, profile: Profile | None = None, fallback: str = "cpu",
                     bandwidth: float = 0) -> PartitionPlan:
     """Decide a device for every node of ``model`` on ``target``; see the module's rules."""
     if fallback not in ("cpu", "error"):
@@ -685,8 +720,6 @@ class PartitionPass(Pass):
             raise CompileError(f"partition: fallback must be cpu or error, not {self.options.fallback!r}")
 
     def call(self, model: Model) -> PassResult:
-        from edgec.targets.base import get_target
-
         options = self.options
         try:
             target = get_target(options.target)
