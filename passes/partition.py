@@ -11,7 +11,7 @@ Rules:
   ops outside the default ONNX domain; control flow (If, Loop, Scan, any node
   reading an outer scope); outputs without a static shape (data-dependent
   shapes); the deny-list :data:`CUDA_DENY`; ops outside the capability table
-  :data:`CUDA_OPS` (op -> output dtypes) or with a dtype the target does not
+  :data:`CUDA_OPS` (op -> result dtypes) or with a dtype the target does not
   declare; the op's attribute and shape conditions :data:`CUDA_CONDITIONS`;
   ops the profile excludes or does not allow, and activations in a dtype its
   ``dtypes.compute`` does not list.
@@ -32,7 +32,7 @@ Rules:
 - The plan is recorded on the model as JSON in ``model.metadata["edgec.partition"]``,
   which the exporter writes to ONNX ``metadata_props`` and the text IR prints, so
   it survives export and round-trips. :func:`plan_of` reads it back and refuses a
-  stale one. ``modified`` is true only when that record changes.
+  stale one (a node added or removed since; a reorder is fine). ``modified`` is true only when that record changes.
 
 Nodes are named in the plan by :func:`node_keys`: the node's name, else its first
 output's name (unique, since every value has one definition).
@@ -144,15 +144,16 @@ def not_denied(deny: dict[str, str]) -> Predicate:
 
 
 def op_dtypes(table: dict[str, tuple[str, ...]], device: str) -> Predicate:
-    """The op is in the device's table, and its outputs have a dtype listed for it."""
+    """The op is in the device's table, and its result (the first output; later ones are
+    indices or masks) has a dtype listed for it."""
 
     def check(node: Node) -> Verdict:
         accepted = table.get(node.op_type)
         if accepted is None:
             return Verdict(False, f"{node.op_type} is not in the {device} capability table")
-        for value in node.outputs:
-            if value.dtype not in accepted:
-                return Verdict(False, f"{node.op_type} on {device} computes {'/'.join(accepted)}, not {value.dtype}")
+        dtype = node.outputs[0].dtype
+        if dtype not in accepted:
+            return Verdict(False, f"{node.op_type} on {device} computes {'/'.join(accepted)}, not {dtype}")
         return YES
 
     return check
@@ -271,23 +272,27 @@ CUDA_OPS: dict[str, tuple[str, ...]] = {
     **ops("DequantizeLinear", FLOAT),
 }
 """Ops TVM's CUDA path schedules (dlight's rules: matmul, GEMV, reductions, elementwise),
-by the dtypes of their outputs. Compiled from TVM 0.27's ONNX frontend and what the nine
-zoo models exercise; not verified op by op on a GPU (none was available), so an op is
-listed only when its Relax lowering is plain TIR that dlight's fallback rule covers."""
+by the dtypes of their outputs. Drawn from TVM 0.27's ONNX frontend and the ops of the nine
+zoo models. Checked by compiling one-op models for the ``cuda`` target (which needs no GPU):
+the unary ops, pools, LRN, Softmax, ReduceMean, ArgMax and Resize compile. Nothing here has
+run on a GPU yet (none was available), so an op is listed only when its Relax lowering is
+plain TIR that dlight's fallback rule covers."""
 
 CUDA_DENY: dict[str, str] = {
     **dict.fromkeys(("NonZero", "Unique", "Compress"), "its output size depends on the data"),
-    **dict.fromkeys(("TopK", "NonMaxSuppression"), "TVM lowers sorting to kernels dlight cannot schedule"),
+    "NonMaxSuppression": "TVM 0.27 fails to compile it for CUDA (a buffer used before its definition)",
+    "TopK": "sorting compiles for CUDA in TVM 0.27 but has not been run on a GPU; kept on the host until it is",
     **dict.fromkeys(("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                      "Bernoulli"), "random number generation has no TVM GPU kernel with ONNX's semantics"),
     **dict.fromkeys(("Shape", "Size"), "shape arithmetic belongs on the host, which sizes the kernels"),
 }
-"""Ops kept off the accelerator even when they look schedulable. Conservative: written
-without a GPU to try them on; an entry leaves when a GPU test shows it compiles and matches."""
+"""Ops kept off the accelerator even when they are in no table's way. Conservative: no GPU
+was available to run them, only the compiler (NonMaxSuppression fails there; TopK, NonZero
+and Unique compile); an entry leaves when a GPU test shows the op compiles and matches."""
 
 CUDA_CONDITIONS: dict[str, Predicate] = {
-    **dict.fromkeys(("Conv", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"), input_rank(3, 5)),
-    "ConvTranspose": input_rank(3, 4),  # Relax has conv1d/conv2d_transpose only
+    **dict.fromkeys(("Conv", "ConvTranspose", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"),
+                    input_rank(3, 5)),
     "MaxPool": chain(input_rank(3, 5), single_output("an Indices output"), attr_in("storage_order", (0,), 0)),
     "BatchNormalization": chain(single_output("training outputs"), attr_in("training_mode", (0,), 0)),
     "Resize": attr_in("mode", ("nearest", "linear"), "nearest"),
@@ -295,7 +300,9 @@ CUDA_CONDITIONS: dict[str, Predicate] = {
     **dict.fromkeys(("Squeeze", "Unsqueeze", "ReduceSum"), static_axes(1)),
     **dict.fromkeys(("ReduceMean", "ReduceL2", "ReduceMax", "ReduceMin"), static_axes(1)),
 }
-"""Attribute and shape conditions, beyond op and dtype."""
+"""Attribute and shape conditions, beyond op and dtype. Relax has 1-D to 3-D convolutions
+and pools. TVM 0.27's frontend rejects MaxPool's Indices output and Pad mode=wrap outright;
+Resize mode=cubic compiles but, like everything here, has not run on a GPU, so it stays."""
 
 
 def conditions(table: dict[str, Predicate]) -> Predicate:
@@ -507,13 +514,15 @@ def node_keys(nodes: Iterable[Node]) -> dict[Node, str]:
 
 
 def plan_of(model: Model) -> PartitionPlan | None:
-    """The plan recorded on a model by the partition pass; None when there is none."""
+    """The plan recorded on a model by the partition pass; None when there is none.
+
+    Reordering nodes keeps a plan valid (convexity does not depend on the order);
+    adding or removing nodes makes it stale, and that is refused."""
     text = model.metadata.get(METADATA_KEY)
     if text is None:
         return None
     plan = PartitionPlan.from_dict(json.loads(text))
-    current = list(node_keys(model.graph.nodes).values())
-    if list(plan.placements) != current:
+    if set(plan.placements) != set(node_keys(model.graph.nodes).values()):
         raise CompileError("the partition plan is stale: the graph changed after the partition pass")
     return plan
 
