@@ -104,12 +104,12 @@ class ComplianceReport:
         return "\n".join(lines)
 
 
-def check_static(profile: Profile, model: Model, target, imported: Model | None = None) -> ComplianceReport:
+def check_static(profile: Profile, model: Model, target, imported: Model | None = None, plan=None) -> ComplianceReport:
     """Every check a profile allows before running: ops, dtypes, quantization, weight and memory budgets.
 
     ``model`` is the graph that gets lowered (after passes); ``imported``, if given, is
     the graph before passes, on which quantization is judged, because fold-constants
-    turns Q/DQ weights into float ones.
+    turns Q/DQ weights into float ones. ``plan``, a memory plan, replaces the arena estimate.
     """
     graph = model.graph
     checks: list[Finding] = []
@@ -123,7 +123,7 @@ def check_static(profile: Profile, model: Model, target, imported: Model | None 
     if quantization.required or quantization.scheme or quantization.symmetric is not None:
         checks.extend(check_quantization(profile, (imported or model).graph))
     weights = weight_bytes(graph)
-    arena = estimate_arena(graph)
+    arena = planned_arena(plan) if plan is not None else estimate_arena(graph)
     if profile.memory.weights is not None:
         fits = weights <= profile.memory.weights
         largest = [] if fits else sorted(graph.initializers.values(), key=lambda v: -(v.nbytes or 0))
@@ -135,8 +135,8 @@ def check_static(profile: Profile, model: Model, target, imported: Model | None 
     if profile.memory.activation_arena is not None:
         checks.append(arena.finding("memory.activation_arena", profile.memory.activation_arena))
     working_set = weights + arena.peak
-    how = ("weights + estimated activation arena; the runtime's own memory is not counted, "
-           "so this is a lower bound ('edgec check' measures it)")
+    how = (f"weights + {'estimated' if arena.estimated else 'planned'} activation arena; the runtime's own memory "
+           "is not counted, so this is a lower bound ('edgec check' measures it)")
     if profile.memory.working_set is not None:
         checks.append(Finding(
             "memory.working_set", f"<= {format_size_exact(profile.memory.working_set)}",
@@ -248,17 +248,27 @@ class ArenaEstimate:
     where: list[str]
     unknown: int
     """Values whose size is not static, left out of the sum."""
-
-    HOW = ("estimated, as memory planning is not implemented: walking the nodes in order, a value is live "
-           "from the node that produces it (graph inputs from the start) through its last use (graph "
-           "outputs to the end); the arena is the largest sum of live bytes, with no buffer reuse "
-           "or in-place ops")
+    how: str = ("estimated without a memory plan: walking the nodes in order, a value is live "
+                "from the node that produces it (graph inputs from the start) through its last use (graph "
+                "outputs to the end); the arena is the largest sum of live bytes, with no buffer reuse "
+                "or in-place ops")
+    estimated: bool = True
 
     def finding(self, attribute: str, budget: int) -> Finding:
         found = f"{human_size(self.peak)} at {self.at}" + (f", {self.unknown} values of unknown size not counted"
                                                           if self.unknown else "")
         return Finding(attribute, f"<= {format_size_exact(budget)}", found, self.peak <= budget,
-                       self.where, self.HOW, estimated=True)
+                       self.where, self.how, estimated=self.estimated)
+
+
+def planned_arena(plan) -> ArenaEstimate:
+    """The arena of a memory plan (``edgec.passes.plan_memory.MemoryPlan``) in the estimate's shape."""
+    step = plan.peak_step
+    alive = sorted(plan.live_at(step), key=lambda t: -t.size)
+    how = (f"planned by plan-memory ({plan.algorithm}): offsets in one arena over the node order, with in-place "
+           f"reuse; lower bound {human_size(plan.lower_bound)}. TVM still allocates its own buffers at run time")
+    return ArenaEstimate(plan.arena_bytes, plan.steps[step] if plan.steps else "the graph inputs",
+                         [f"{t.name} ({human_size(t.size)})" for t in alive], len(plan.unplanned), how, False)
 
 
 def estimate_arena(graph) -> ArenaEstimate:

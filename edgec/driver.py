@@ -22,13 +22,14 @@ from .errors import ProfileViolation, UsageError
 from .exporter import export_model
 from .importer import convert_model, ensure_static, load_model
 from .ir import Model
-from .pass_manager import Instrument, Pipeline, PassManager
+from .pass_manager import Instrument, PassManager, Pipeline
 from .profile import Profile, from_metadata_props, load_profile
+from .passes.plan_memory import plan_memory, target_alignment
 from .report import build_report
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead"
+DEFAULT_PIPELINE = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead,reorder-for-memory"
 
 
 @dataclass
@@ -162,15 +163,19 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         if diagnostic.severity == "warning":
             logger.warning("%s: %s", pass_name, diagnostic)
 
+    memory = plan_memory(model, target_alignment(target))  # in the final node order
     compliance = None
     if profile:
         progress(f"checking against profile {profile.name}")
-        report = check_static(profile, model, target, imported)
+        report = check_static(profile, model, target, imported, memory)
         compliance = {**report.to_dict(), "violations_allowed": request.allow_violations and not report.ok}
         if not report.ok:
+            text = report.format()
+            if any(f.attribute.startswith("memory.") for f in report.violations):
+                text += "\n" + memory.explain(profile.memory.activation_arena)
             if not request.allow_violations:
-                raise ProfileViolation(f"{request.model} cannot meet its profile (--allow-violations to compile anyway):\n{report.format()}")
-            logger.warning("profile violations allowed by --allow-violations:\n%s", report.format())
+                raise ProfileViolation(f"{request.model} cannot meet its profile (--allow-violations to compile anyway):\n{text}")
+            logger.warning("profile violations allowed by --allow-violations:\n%s", text)
 
     progress(f"lowering for {target.name} with TVM")
     lowered = lower(model, target)
@@ -184,7 +189,8 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "target": lowered.target_manifest,
         "pipeline": str(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
-        "report": build_report(model, target.device),
+        "report": build_report(model, target.device, memory),
+        "memory_plan": memory.to_dict(),
         "profile": profile.to_dict() if profile else None,
         "compliance": compliance,
     }

@@ -3,7 +3,7 @@
 Computed from the IR after the passes, when shapes are static, and stored in the
 artifact's manifest so ``edgec report`` needs nothing but the artifact. MACs are
 counted for the ops that dominate them (Conv, ConvTranspose, Gemm, MatMul); other
-ops count 0. The arena figure is compliance's estimate until memory planning lands.
+ops count 0. The arena is the memory plan's (plan-memory), or an estimate without one.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .compliance import ArenaEstimate, estimate_arena
+from .compliance import estimate_arena, planned_arena
 from .ir import Model, Node
 from .units import human_size
 
@@ -77,9 +77,10 @@ def layer_table(model: Model, device: str) -> list[Layer]:
     return layers
 
 
-def build_report(model: Model, device: str) -> dict:
+def build_report(model: Model, device: str, plan=None) -> dict:
+    """``plan``, the model's memory plan, gives the arena; without one it is estimated."""
     layers = layer_table(model, device)
-    arena = estimate_arena(model.graph)
+    arena = planned_arena(plan) if plan is not None else estimate_arena(model.graph)
     weight_bytes = sum(v.const.nbytes for v in model.graph.initializers.values())
     total_macs = sum(layer.macs for layer in layers)
     by_device: dict[str, int] = {}
@@ -92,9 +93,9 @@ def build_report(model: Model, device: str) -> dict:
             "parameters": sum(int(v.const.size) for v in model.graph.initializers.values()),
             "weight_bytes": int(weight_bytes),
             "arena_bytes": arena.peak,
-            "arena_method": f"peak at {arena.at}; {ArenaEstimate.HOW}",
+            "arena_method": f"peak at {arena.at}; {arena.how}",
             "working_set_bytes": arena.peak + int(weight_bytes),
-            "working_set_method": "estimated: arena + weights, without the runtime's own memory",
+            "working_set_method": "arena + weights, without the runtime's own memory",
             "macs_share": {d: (m / total_macs if total_macs else 0.0) for d, m in by_device.items()},
         },
     }

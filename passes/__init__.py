@@ -1,5 +1,13 @@
 """edgec's graph passes, one per module. Importing this package registers them all."""
 
-from . import eliminate_dead, fold_batchnorm, fold_constants, remove_identity
+from . import (
+    eliminate_dead,
+    fold_batchnorm,
+    fold_constants,
+    partition,
+    plan_memory,
+    remove_identity,
+    reorder_for_memory,
+)
 
-__all__ = ["eliminate_dead", "fold_batchnorm", "fold_constants", "remove_identity"]
+__all__ = ["eliminate_dead", "fold_batchnorm", "fold_constants", "partition", "plan_memory", "remove_identity", "reorder_for_memory"]

@@ -11,8 +11,11 @@ Rules:
   is scheduled alone.
 - A segment is scheduled by dynamic programming over the sets of its nodes
   already run (Serenity, Ahn et al., MLSys 2020): a set fixes the live bytes after
-  it, and the best peak to reach a set is the best over its last node. This is
-  exact while no step has more than ``max-states`` sets; past that only the
+  it, and the best peak to reach a set is the best over its last node. Without
+  in-place reuse this is exact while no step has more than ``max-states`` sets.
+  With it, whether an op may overwrite an input depends on the order of that
+  input's other readers, which a set does not record, so the result is never
+  worse than the current order but not proven optimal. Past ``max-states`` only the
   ``max-states`` best sets (lowest peak, then fewest live bytes) are kept, a
   beam search: the heuristic for large, wide graphs.
 - Ties are broken by output names, never by the current order, so the result

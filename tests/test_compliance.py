@@ -259,11 +259,11 @@ def test_memory_budgets_say_estimated_and_how(host):
     violations = {v.attribute: v for v in report.violations}
     assert set(violations) == {"memory.weights", "memory.activation_arena", "ops"}  # Identity, Dropout are not in mcu
     arena = violations["memory.activation_arena"]
-    assert arena.estimated and "memory planning is not implemented" in arena.how
+    assert arena.estimated and "without a memory plan" in arena.how
     assert violations["memory.weights"].where[0].startswith("conv2.w (")  # the largest first
     text = report.format()
     assert "FAIL memory.activation_arena: required <= 2KiB; found" in text and "(estimated)" in text
-    assert "how: estimated, as memory planning is not implemented" in text
+    assert "how: estimated without a memory plan" in text
     assert set(violations["ops"].where) == {"identity (Identity)", "dropout (Dropout)"}
 
 
@@ -393,3 +393,24 @@ def test_command_line_profile_errors_exit_2_and_violations_exit_3(tmp_path, caps
 
     compliance = open_artifact(out).manifest["compliance"]
     assert compliance["ok"] is False and compliance["violations_allowed"] is True
+
+
+def test_planned_arena_budget_fails_just_below_the_plan_and_passes_at_it(tmp_path, capsys):
+    import onnx
+
+    from edgec.artifact import open_artifact
+    from edgec.cli import main
+
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    out = tmp_path / "m.edgec"
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q"]) == 0
+    planned = open_artifact(out).manifest["memory_plan"]["arena_bytes"]
+    out.unlink()
+    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q", "--profile", "infra-edge",
+                 "--set", f"memory.activation_arena={planned - 1}"])
+    err = capsys.readouterr().err
+    assert code == 3 and not out.exists()
+    assert "FAIL memory.activation_arena" in err and "lower bound" in err
+    assert "largest live set:" in err and "over the budget" in err  # the step, its tensors, and what would help
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q", "--profile", "infra-edge",
+                 "--set", f"memory.activation_arena={planned}"]) == 0

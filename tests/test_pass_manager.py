@@ -14,7 +14,7 @@ from edgec.ir import Model, parse_model
 from edgec.pass_manager import PASS_REGISTRY, Pass, PassError, PassManager, PassResult, Pipeline, register_pass
 from tests.models import small_cnn
 
-DEFAULT = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead"
+DEFAULT = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead,reorder-for-memory"
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_dump_ir_dir_writes_numbered_files(tmp_path):
     PassManager(Pipeline.parse(DEFAULT), [DumpIRInstrument(tmp_path / "ir")]).run(cnn())
     names = sorted(p.name for p in (tmp_path / "ir").iterdir())
     assert names == ["000_input.txt", "001_remove-identity.txt", "002_fold-constants.txt",
-                     "003_fold-batchnorm.txt", "004_eliminate-dead.txt"]
+                     "003_fold-batchnorm.txt", "004_eliminate-dead.txt", "005_reorder-for-memory.txt"]
     assert "BatchNormalization" in (tmp_path / "ir" / "000_input.txt").read_text()
     assert "BatchNormalization" not in (tmp_path / "ir" / "003_fold-batchnorm.txt").read_text()
 

@@ -237,7 +237,8 @@ def check_plan(model: Model, plan: MemoryPlan) -> None:
     assert plan.lower_bound <= plan.arena_bytes <= plan.naive_bytes + plan.alignment * len(plan.tensors)
 
 
-SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI sees the same examples on every run, so a red build is reproducible.
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 
 @SETTINGS

@@ -132,7 +132,7 @@ def copy(model: Model) -> Model:
     return parse_model(print_model(model, elide=False))
 
 
-def all_orders_min_peak(model: Model) -> int:
+def all_orders_min_peak(model: Model, inplace: bool) -> int:
     """Brute force: the lowest peak over every topological order."""
     graph = model.graph
     dag = nx.DiGraph()
@@ -145,7 +145,7 @@ def all_orders_min_peak(model: Model) -> int:
     nodes, best = list(graph.nodes), None
     for order in nx.all_topological_sorts(dag):
         graph.nodes = [nodes[i] for i in order]
-        peak = peak_live_bytes(graph)
+        peak = peak_live_bytes(graph, inplace)
         best = peak if best is None else min(best, peak)
     graph.nodes = nodes
     return best
@@ -170,9 +170,12 @@ def test_random_graphs_keep_a_valid_order_and_never_get_worse(model, max_states,
 @SETTINGS
 @given(random_graphs(max_nodes=7))
 def test_dynamic_programming_finds_the_best_order(model):
-    found = reorder_for_memory(model.graph, max_states=1 << 20)
+    """Exact without in-place reuse. With it, whether an op may overwrite its input depends on
+    the order its input's other readers ran in, which the search over sets of run nodes does not
+    keep, so there the result is only never worse (the test above)."""
+    found = reorder_for_memory(model.graph, max_states=1 << 20, inplace=False)
     assert found.exact_segments == found.segments
-    assert found.peak_after == all_orders_min_peak(model)
+    assert found.peak_after == all_orders_min_peak(model, inplace=False)
 
 
 @SETTINGS
