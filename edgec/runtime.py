@@ -111,6 +111,12 @@ def check_machine(artifact: ArtifactFile) -> None:
     On an aarch64 Linux machine the target's features (Linux HWCAP names) are
     checked too: code using a missing extension dies of SIGILL, not an error.
     """
+    target = artifact.manifest["target"]
+    if target.get("device", "cpu") != "cpu":
+        raise ArtifactError(
+            f"{artifact.path}: built for target {target['name']}, whose code runs on {target['device']}; "
+            "this runtime runs CPU artifacts (GPU execution is not implemented yet)"
+        )
     here = platform.machine()
     check_arch(artifact.path, artifact.manifest, here, "this machine", "; run it on the device")
     if normalize_machine(here) == "aarch64" and sys.platform == "linux":

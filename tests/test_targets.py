@@ -103,3 +103,12 @@ def test_cuda_targets_pair_a_gpu_with_its_host():
     assert orin.device == "cuda" and orin.tvm_target["arch"] == "sm_87"
     assert orin.tvm_target["host"]["mcpu"] == "cortex-a78ae" and orin.cross_compiler == "aarch64-linux-gnu-g++"
     assert get_target("cuda").tvm_target["host"]["mtriple"] == "x86_64-linux-gnu"
+
+
+def test_cuda_artifact_builds_here_and_its_run_is_refused_with_the_reason(tmp_path, capsys):
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "cuda", "-o", str(tmp_path / "gpu.edgec"), "-q"]) == 0
+    library = open_artifact(tmp_path / "gpu.edgec").read_member("model.so")
+    assert b"__global__" in library  # CUDA kernels (as source: TVM 0.27 compiles them when the library loads)
+    assert main(["run", str(tmp_path / "gpu.edgec"), "--random-inputs"]) == 1
+    assert "whose code runs on cuda" in capsys.readouterr().err
