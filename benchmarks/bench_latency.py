@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -178,6 +179,19 @@ def measure(context, onnx_path: Path, artifact: Path, feeds: dict, options: dict
     return result
 
 
+def busy_cpu_s() -> float:
+    """CPU seconds every process on the machine has used since boot (from /proc/stat)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in stat.readline().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_s() -> float:
+    """CPU seconds used by this process and its finished workers."""
+    usages = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+    return sum(u.ru_utime + u.ru_stime for u in usages)
+
+
 def bench_model(name: str, options: dict, context) -> dict:
     """Compile ``name`` with edgec, then time it against onnxruntime; failures are recorded, not raised."""
     from edgec.driver import CompileRequest, compile_model
@@ -194,7 +208,11 @@ def bench_model(name: str, options: dict, context) -> dict:
             record["compile_s"] = time.perf_counter() - start
             logger.info("  compiled in %.1f s", record["compile_s"])
             stage = "run"
+            start, busy, own = time.perf_counter(), busy_cpu_s(), own_cpu_s()
             record.update(measure(context, onnx_path, artifact, random_feeds(model, options["seed"]), options))
+            # Cores kept busy by other processes while timing: on a shared machine, the row's noise level.
+            other = (busy_cpu_s() - busy) - (own_cpu_s() - own)  # can dip below 0 by a clock tick
+            record["other_load"] = max(0.0, other) / (time.perf_counter() - start)
         except Exception as exc:
             logger.error("%s: %s failed: %s", name, stage, exc)
             record["error"] = f"{stage}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
@@ -202,11 +220,13 @@ def bench_model(name: str, options: dict, context) -> dict:
 
 
 def git_commit() -> str | None:
-    """HEAD of the edgec checkout, with '+dirty' when edgec's own files have uncommitted changes."""
-    root = Path(__file__).resolve().parent.parent
+    """HEAD of the checkout edgec was imported from, '+dirty' if its tracked compiler files differ from it."""
+    import edgec
+
+    root = Path(edgec.__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "edgec", "passes", "targets"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "edgec", "passes", "targets"],
                                cwd=root, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -232,6 +252,7 @@ def machine_info(threads: int) -> dict:
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "kernel": platform.release(),
         "threads": threads,
+        "load_average_before": os.getloadavg(),
         "versions": {
             "edgec": edgec.__version__,
             "edgec_commit": git_commit(),
@@ -245,14 +266,15 @@ def machine_info(threads: int) -> dict:
 
 
 def markdown_table(records: list[dict]) -> str:
-    lines = ["| model | compile s | edgec ms | ort ms | ratio | max abs diff |", "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| model | compile s | edgec ms | ort ms | ratio | max abs diff | rel diff | other load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
         if "error" in r:
-            lines.append(f"| {r['model']} | {compile_s} | failed | - | - | - |")
+            lines.append(f"| {r['model']} | {compile_s} | failed | - | - | - | - | - |")
         else:
             lines.append(f"| {r['model']} | {compile_s} | {r['edgec']['median_ms']:.1f} | {r['onnxruntime']['median_ms']:.2f}"
-                         f" | {r['ratio']:.1f} | {r['max_abs_diff']:.2e} |")
+                         f" | {r['ratio']:.1f} | {r['max_abs_diff']:.2e} | {r['rel_diff']:.1e} | {r['other_load']:.2f} |")
     lines += [f"\n{r['model']}: {r['error']}" for r in records if "error" in r]
     return "\n".join(lines)
 
@@ -285,6 +307,7 @@ def main(models: str, threads: int | None, rounds: int, warmup: int, budget: flo
         logger.info("%s", name)
         records.append(bench_model(name, options, context))
     info["wall_s"] = round(time.perf_counter() - start, 1)
+    info["load_average_after"] = os.getloadavg()  # other work on the machine shows here
     table = markdown_table(records)
     click.echo(table)
     if output:
@@ -293,7 +316,9 @@ def main(models: str, threads: int | None, rounds: int, warmup: int, budget: flo
                   f"{info['physical_cores']} cores, {options['threads']} threads for both engines; edgec "
                   f"{info['versions']['edgec']} ({info['versions']['edgec_commit']}), TVM {info['versions']['tvm']}, "
                   f"onnxruntime {info['versions']['onnxruntime']}.\nMedians over {rounds} interleaved rounds; "
-                  f"ratio = edgec / ort (> 1: edgec slower). Whole run: {info['wall_s']:.0f} s.\n\n")
+                  f"ratio = edgec / ort (> 1: edgec slower); rel diff = max abs diff / ort's largest |output|.\n"
+                  f"Whole run: {info['wall_s']:.0f} s; load average before {info['load_average_before'][0]:.2f}, "
+                  f"after {info['load_average_after'][0]:.2f}.\n\n")
         output.with_suffix(".md").write_text(header + table + "\n")
 
 

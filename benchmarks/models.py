@@ -4,7 +4,9 @@ onnx's ``light_*.onnx`` files store every weight as a ConstantOfShape node, whic
 a compiler folds away into constant outputs, so benchmarking them as shipped
 would time almost nothing. Each such node becomes a random initializer instead.
 Latency does not depend on the values; they are only shaped so that activations
-neither vanish nor blow up, which keeps the output comparison meaningful.
+neither vanish nor blow up. The final Softmax is dropped: with random weights it
+often saturates to an exact one-hot vector, which would hide wrong results from
+the harness's output comparison (it costs microseconds either way).
 Self-contained on purpose: benchmarks must not depend on the test helpers.
 """
 
@@ -54,8 +56,20 @@ def random_weight(rng: np.random.Generator, shape: tuple[int, ...], role: tuple[
     return data.astype(dtype)
 
 
+def without_final_softmax(graph: onnx.GraphProto, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """``nodes`` less a last Softmax that makes a graph output; its input takes the output's name."""
+    last = nodes[-1]
+    if last.op_type != "Softmax" or last.output[0] not in {o.name for o in graph.output}:
+        return nodes
+    old, new = last.input[0], last.output[0]
+    for node in nodes[:-1]:
+        node.input[:] = [new if name == old else name for name in node.input]
+        node.output[:] = [new if name == old else name for name in node.output]
+    return nodes[:-1]
+
+
 def zoo_model(name: str, seed: int = 0) -> onnx.ModelProto:
-    """The zoo model ``name`` with every ConstantOfShape weight made a seeded random initializer."""
+    """The zoo model ``name``: seeded random initializers for its ConstantOfShape weights, no final Softmax."""
     model = onnx.load(ZOO_DIR / ZOO[name])
     graph = model.graph
     rng = np.random.default_rng(seed)
@@ -69,6 +83,7 @@ def zoo_model(name: str, seed: int = 0) -> onnx.ModelProto:
             weights.append(numpy_helper.from_array(data, node.output[0]))
         else:
             kept.append(node)
+    kept = without_final_softmax(graph, kept)
     used = {name for node in kept for name in node.input}
     unused = {t.name for t in graph.initializer} - used
     initializers = [t for t in graph.initializer if t.name not in unused] + weights
