@@ -394,12 +394,69 @@ def certify(
         weights_measurement(profile, manifest),
     ]
     if profile.memory.activation_arena is not None:
-        measurements.append(Measurement("memory.activation_arena", f"<= {format_size_exact(profile.memory.activation_arena)}",
-                                        None, "needs memory planning; see the compile-time estimate", UNVERIFIED))
+        measurements.append(arena_measurement(profile.memory.activation_arena, manifest))
+    measurements += compile_time_checks(profile, manifest)
     measurements += [power_measurement(profile, timing, target), locality_measurement(profile, artifact_path)]
     issued = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     return Certificate(profile.to_dict(), str(artifact_path), sha256_file(artifact_path),
                        environment(model, manifest), measurements, issued)
+
+
+def arena_measurement(budget: int, manifest: dict) -> Measurement:
+    """The activation arena is fixed when the model is compiled: the manifest's memory plan is the figure."""
+    plan = manifest["memory_plan"]
+    arena = plan["arena_bytes"]
+    return Measurement(
+        "memory.activation_arena", f"<= {format_size_exact(budget)}", human_size(arena),
+        f"edgec's memory plan, made at compile time ({plan['algorithm']}; lower bound "
+        f"{human_size(plan['lower_bound_bytes'])}); TVM's VM allocates the intermediates itself, so the measured "
+        "working set is the run-time check", PASS if arena <= budget else FAIL, values={"bytes": arena})
+
+
+STATIC_SECTIONS = ("ops", "dtypes", "quantization")
+"""Profile sections judged on the compiled graph only, so only at compile time."""
+
+
+def static_attributes(profile: Profile) -> list[str]:
+    """The compile-time attributes ``profile`` constrains, as ``check_static`` names its findings."""
+    q = profile.quantization
+    constrained = {
+        "ops": profile.ops.allowed is not None or profile.ops.excluded is not None,
+        "dtypes.compute": profile.dtypes.compute is not None,
+        "dtypes.storage": profile.dtypes.storage is not None,
+        "quantization": bool(q.required or q.scheme or q.symmetric is not None),
+    }
+    return [attribute for attribute, yes in constrained.items() if yes]
+
+
+def compile_time_checks(profile: Profile, manifest: dict) -> list[Measurement]:
+    """Ops, dtypes and quantization as the compile judged them, when it used these same rules.
+
+    They cannot be measured on a device: they hold for the compiled graph or not. The
+    manifest's compliance report is taken when the profile compiled in has the same
+    ops, dtypes and quantization sections; otherwise each constrained attribute is
+    unverified, so a certificate never passes an artifact nobody held to those rules.
+    """
+    wanted = static_attributes(profile)
+    if not wanted:
+        return []
+    compiled_with = manifest.get("profile") or {}
+    report = manifest.get("compliance")
+    same_rules = report is not None and all(compiled_with.get(s) == profile.to_dict().get(s) for s in STATIC_SECTIONS)
+    if not same_rules:
+        why = (f"compiled against profile {compiled_with['name']}, whose ops, dtypes or quantization rules differ"
+               if compiled_with else "compiled without a profile")
+        how = f"checked only at compile time; this artifact was {why}: recompile it with --profile {profile.name}"
+        return [Measurement(attribute, "as the profile says", None, how, UNVERIFIED) for attribute in wanted]
+    how = "checked on the compiled graph at compile time (the manifest's compliance report)"
+    measurements = []
+    for finding in report["checks"]:
+        if finding["attribute"].split(".")[0] in STATIC_SECTIONS:
+            where = f" at {listing(finding['where'])}" if finding["where"] and not finding["ok"] else ""
+            allowed = " (compiled with --allow-violations)" if not finding["ok"] and report.get("violations_allowed") else ""
+            measurements.append(Measurement(finding["attribute"], finding["required"], finding["found"] + where,
+                                            how + allowed, PASS if finding["ok"] else FAIL))
+    return measurements
 
 
 def load_data(path: str | os.PathLike) -> dict[str, np.ndarray]:

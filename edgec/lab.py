@@ -507,7 +507,7 @@ def save_state(root: Path, state: LabState) -> None:
 
 def device_info() -> dict:
     """What a client checks before uploading: architecture, HWCAP features, emulation."""
-    from .runtime import hwcap_features
+    from .host import hwcap_features
 
     return {
         "machine": platform.machine(),

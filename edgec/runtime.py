@@ -11,7 +11,6 @@ TVM starts, unless the user already set it.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 import sys
@@ -22,7 +21,7 @@ import numpy as np
 
 from .artifact import LIBRARY, WEIGHTS, ArtifactFile, open_artifact
 from .errors import ArtifactError
-from .host import physical_cores
+from .host import cpu_features, physical_cores
 
 
 def import_tvm_runtime():
@@ -108,8 +107,8 @@ class CompiledModel(Signature):
 def check_machine(artifact: ArtifactFile) -> None:
     """Refuse, with the reason, an artifact this machine's CPU cannot run.
 
-    On an aarch64 Linux machine the target's features (Linux HWCAP names) are
-    checked too: code using a missing extension dies of SIGILL, not an error.
+    On Linux the target's CPU features are checked too: code using a missing
+    extension (AVX-512 on an AVX2 CPU, dotprod on a Cortex-A72) dies of SIGILL.
     """
     target = artifact.manifest["target"]
     if target.get("device", "cpu") != "cpu":
@@ -119,8 +118,8 @@ def check_machine(artifact: ArtifactFile) -> None:
         )
     here = platform.machine()
     check_arch(artifact.path, artifact.manifest, here, "this machine", "; run it on the device")
-    if normalize_machine(here) == "aarch64" and sys.platform == "linux":
-        check_features(artifact.path, artifact.manifest, hwcap_features(), "this machine")
+    if sys.platform == "linux":
+        check_features(artifact.path, artifact.manifest, cpu_features(), "this machine")
 
 
 def normalize_machine(machine: str) -> str:
@@ -150,34 +149,6 @@ def check_features(path, manifest: dict, available: set[str], where: str) -> Non
         names = ", ".join(f"{f} ({FEATURE_ALIASES[f]})" if f in FEATURE_ALIASES else f for f in missing)
         plural = "s" if len(missing) > 1 else ""
         raise ArtifactError(f"{path}: {where} lacks CPU feature{plural} {names} required by target {target['name']}")
-
-
-AT_HWCAP, AT_HWCAP2 = 16, 26
-HWCAP_NAMES = (
-    "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt fcma lrcpc "
-    "dcpop sha3 sm3 sm4 asimddp sha512 sve asimdfhm dit uscat ilrcpc flagm ssbs sb paca pacg"
-).split()
-HWCAP2_NAMES = (
-    "dcpodp sve2 sveaes svepmull svebitperm svesha3 svesm4 flagm2 frint svei8mm svef32mm svef64mm svebf16 "
-    "i8mm bf16 dgh rng bti mte"
-).split()
-"""Bit order of arm64 ``AT_HWCAP``/``AT_HWCAP2`` (Linux arch/arm64/include/uapi/asm/hwcap.h)."""
-
-
-def hwcap_features() -> set[str]:
-    """This aarch64 Linux process's CPU features, by their ``/proc/cpuinfo`` names.
-
-    Read from the auxiliary vector, not ``/proc/cpuinfo``: under qemu-user the
-    latter shows the host's CPU, while qemu fills auxv for the emulated ``-cpu``.
-    """
-    libc = ctypes.CDLL(None)
-    libc.getauxval.restype = ctypes.c_ulong
-    libc.getauxval.argtypes = [ctypes.c_ulong]
-    features = set()
-    for key, names in ((AT_HWCAP, HWCAP_NAMES), (AT_HWCAP2, HWCAP2_NAMES)):
-        bits = libc.getauxval(key)
-        features.update(name for bit, name in enumerate(names) if bits >> bit & 1)
-    return features
 
 
 def load_library(tvm, artifact: ArtifactFile):

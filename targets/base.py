@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from edgec.errors import UsageError
-from edgec.host import physical_cores
+from edgec.host import cpu_features, physical_cores
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,9 @@ class TargetSpec:
             return f"target {self.name} runs on {self.host_machine}, this machine is {platform.machine()}"
         if self.device == "cuda" and not Path("/dev/nvidiactl").exists():
             return f"target {self.name} needs an NVIDIA GPU, and this machine has none"
+        missing = [f for f in self.features if f not in cpu_features()]
+        if missing:
+            return f"target {self.name} needs CPU features this machine lacks: {', '.join(missing)}"
         return None
 
     def manifest(self) -> dict:
@@ -71,7 +74,7 @@ class TargetSpec:
             "description": self.description,
             "vector_bits": self.vector_bits,
             "vector_registers": self.vector_registers,
-            "power": {"watts": self.power_watts, "source": self.power_source} if self.power_watts else None,
+            "power": {"watts": self.power_watts, "source": self.power_source},
             "dtypes": list(self.dtypes),
             "cross_compiler": self.cross_compiler,
             "runs_here": self.runs_here() is None,

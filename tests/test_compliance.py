@@ -65,8 +65,11 @@ def digits(request, tmp_path_factory):
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
     folder = cache.mkdir("edgec-digits") if cache is not None else tmp_path_factory.mktemp("digits-cache")
     model_path, data_path = trained_digits(folder)
-    artifact = tmp_path_factory.mktemp("digits") / "digits.edgec"
-    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
+    work = tmp_path_factory.mktemp("digits")
+    (work / "digits.toml").write_text(DIGITS_PROFILE)
+    artifact = work / "digits.edgec"
+    assert main(["compile", str(model_path), "-t", "x86-64", "--profile", str(work / "digits.toml"),
+                 "-o", str(artifact), "-q"]) == 0
     return model_path, data_path, artifact
 
 
@@ -102,6 +105,9 @@ def test_certificate_passes_for_the_trained_cnn(digits, digits_profile, host):
     assert found["memory.weights"].status == PASS  # under the mcu's 2 MiB of flash
     assert found["data_locality"].status == PASS
     assert found["power"].status == NOT_REQUIRED
+    # mcu's op subset and dtypes, as the compile under this profile checked them
+    assert found["ops"].status == PASS and found["dtypes.compute"].status == PASS
+    assert "at compile time" in found["ops"].how
     document = json.loads(json.dumps(certificate.to_dict()))
     assert document["ok"] is True and document["profile"]["name"] == "digits"
     assert re.fullmatch(r"[0-9a-f]{64}", document["artifact"]["sha256"])
@@ -119,6 +125,49 @@ def test_a_1us_steady_state_fails_and_shows_the_measured_latency(digits, digits_
     assert re.search(r"FAIL +latency\.steady_state: required <= 1us per batch of 1; measured [\d.]+ (µs|ms) per batch of 1",
                      certificate.format())
     assert "NOT COMPLIANT" in certificate.format()
+
+
+def test_static_rules_are_unverified_unless_the_compile_checked_the_same_ones(digits, host, tmp_path):
+    """A certificate never passes ops or dtypes nobody checked: they hold for the compiled graph, or not."""
+    model_path, data_path, artifact = digits
+    stricter = load_profile("mcu", ["ops.allowed=[\"Conv\"]", "latency.first_time=60s", "latency.steady_state=1s",
+                                    "memory.working_set=4GiB"])
+    found = by_attribute(certify(artifact, loader(artifact), stricter, None, None, host))
+    assert found["ops"].status == UNVERIFIED and "recompile it with --profile mcu" in found["ops"].how
+    assert found["dtypes.compute"].status == UNVERIFIED  # not proven for this artifact either
+
+    from edgec.cli import main
+
+    unprofiled = tmp_path / "plain.edgec"
+    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(unprofiled), "-q"]) == 0
+    found = by_attribute(certify(unprofiled, loader(unprofiled), load_profile("mcu"), None, None, host))
+    assert found["ops"].status == UNVERIFIED and "compiled without a profile" in found["ops"].how
+
+
+def test_a_violation_allowed_at_compile_time_fails_the_certificate(digits, host, tmp_path):
+    from edgec.cli import main
+
+    model_path, _, _ = digits
+    artifact = tmp_path / "violating.edgec"
+    overrides = ['ops.allowed=["Conv"]', "memory.working_set=4GiB"]
+    assert main(["compile", str(model_path), "-t", "x86-64", "--profile", "mcu", "--set", overrides[0], "--set",
+                 overrides[1], "--allow-violations", "-o", str(artifact), "-q"]) == 0
+    certificate = certify(artifact, loader(artifact), load_profile("mcu", overrides), None, None, host)
+    found = by_attribute(certificate)
+    assert not certificate.ok
+    assert found["ops"].status == FAIL and "Relu" in found["ops"].measured
+    assert "--allow-violations" in found["ops"].how
+
+
+def test_activation_arena_is_judged_by_the_compiled_plan(digits, host):
+    _, _, artifact = digits
+    from edgec.artifact import open_artifact
+
+    arena = open_artifact(artifact).manifest["memory_plan"]["arena_bytes"]
+    for budget, status in ((arena, PASS), (arena - 1, FAIL)):
+        profile = load_profile("mcu", [f"memory.activation_arena={budget}"])
+        found = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))["memory.activation_arena"]
+        assert found.status == status and found.values["bytes"] == arena and "compile time" in found.how
 
 
 def test_accuracy_drop_against_the_float_model(digits, host):

@@ -189,6 +189,17 @@ def test_bad_profile_errors_name_file_line_and_field(tmp_path, text, line, field
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize("text, line, field, message", BAD_PROFILES, ids=[b[2] + ":" + b[3][:24] for b in BAD_PROFILES])
+def test_bad_profile_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsys, text, line, field, message):
+    from edgec.cli import main
+
+    path = write(tmp_path, "bad.toml", text)
+    assert main(["profiles", "show", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith(f"edgec: error: {path}:{line}: field '{field}': ") and message in captured.err
+
+
 def test_conflict_across_files_names_both_places(tmp_path):
     write(tmp_path, "base.toml", 'schema = 1\n[latency]\nfirst_time = "20ms"\n')
     child = write(tmp_path, "child.toml", 'schema = 1\nextends = "base.toml"\n[latency]\nsteady_state = "30ms"\n')

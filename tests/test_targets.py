@@ -67,6 +67,17 @@ def test_custom_board_from_toml(tmp_path):
     assert (spec.name, spec.family, spec.cores, spec.features) == ("acme-cam", "arm64", 2, ("asimd", "asimddp"))
     assert spec.tvm_target["mcpu"] == "cortex-a55" and spec.tvm_target["num-cores"] == 2
     assert spec.cross_compiler == "aarch64-linux-gnu-g++"
+    assert spec.memory_bytes == get_target("arm64-a72").memory_bytes  # not overridden
+
+
+def test_custom_board_declares_memory_power_and_dtypes(tmp_path):
+    (tmp_path / "board.toml").write_text(
+        BOARD + 'memory = "2GiB"\npower_watts = 4\npower_source = "ACME datasheet"\ndtypes = ["float32", "int8"]\n'
+        "vector_registers = 16\n"
+    )
+    spec = get_target(str(tmp_path / "board.toml"))
+    assert (spec.memory_bytes, spec.power_watts, spec.power_source) == (2 * 1024**3, 4.0, "ACME datasheet")
+    assert (spec.dtypes, spec.vector_registers) == (("float32", "int8"), 16)
 
 
 @pytest.mark.parametrize(
@@ -79,6 +90,10 @@ def test_custom_board_from_toml(tmp_path):
         (lambda t: t + 'triple = "x86_64-linux-gnu"\n', r"board.toml:7: field 'triple': conflicts with base arm64-a72"),
         (lambda t: t.replace('base = "arm64-a72"\n', ""), r"board.toml: field 'triple' is required when there is no 'base'"),
         (lambda t: t + "oops", r"board.toml: not valid TOML"),
+        (lambda t: t.replace('"asimddp"]', '"dotprod"]'), r"board.toml:5: field 'features': unknown feature 'dotprod' \(use an arm64 HWCAP"),
+        (lambda t: t + 'memory = "lots"\n', r"board.toml:7: field 'memory': bad size 'lots'"),
+        (lambda t: t + "power_watts = 5\n", r"board.toml:7: field 'power_watts': needs 'power_source'"),
+        (lambda t: t + 'dtypes = ["float64"]\n', r"board.toml:7: field 'dtypes': unknown dtype 'float64'"),
     ],
 )
 def test_custom_board_errors_name_file_line_and_field(tmp_path, edit, message):
@@ -87,15 +102,58 @@ def test_custom_board_errors_name_file_line_and_field(tmp_path, edit, message):
         get_target(str(tmp_path / "board.toml"))
 
 
+PORTABLE = {"x86-64-v3", "x86-64-v4"}
+"""Targets naming no particular machine: no memory size to declare."""
+
+
 def test_every_target_declares_what_the_schedules_and_profiles_need():
     for spec in all_targets().values():
         described = spec.describe()
         assert described["vector_bits"] > 0 and described["cores"] > 0 and described["dtypes"]
-        assert described["memory_bytes"] and described["memory_bytes"] > 0
-        if spec.name != "x86-64":  # the host's power is not declared anywhere
-            assert described["power"]["watts"] > 0 and described["power"]["source"]
+        if spec.device == "cpu":  # the CPU code is built for these features (a GPU target's host is generic)
+            assert described["features"], spec.name
+        if spec.name not in PORTABLE:
+            assert described["memory_bytes"] and described["memory_bytes"] > 0
+        # A power figure with its source, or the reason there is none.
+        assert described["power"]["source"], spec.name
+        if spec.family != "x86":
+            assert described["power"]["watts"] > 0
         if not described["runs_here"]:
             assert described["why_not_here"]
+
+
+def test_x86_levels_are_the_psabi_levels():
+    targets = all_targets()
+    v3, v4 = targets["x86-64-v3"], targets["x86-64-v4"]
+    assert (v3.tvm_target["mcpu"], v3.vector_bits, v3.vector_registers) == ("x86-64-v3", 256, 16)
+    assert (v4.tvm_target["mcpu"], v4.vector_bits, v4.vector_registers) == ("x86-64-v4", 512, 32)
+    assert {"avx2", "fma"} <= set(v3.features) and "avx512f" not in v3.features
+    assert set(v3.features) < set(v4.features) and {"avx512f", "avx512bw", "avx512vl"} <= set(v4.features)
+
+
+@pytest.mark.parametrize("name", ["x86-64-v3", "x86-64-v4"])
+def test_x86_level_artifact_runs_here_or_is_refused_with_the_missing_feature(name, tmp_path, capsys):
+    from edgec.host import cpu_features
+
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", name, "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    assert open_artifact(tmp_path / "m.edgec").manifest["target"]["tvm_target"]["mcpu"] == name
+    missing = [f for f in get_target(name).features if f not in cpu_features()]
+    code = main(["check", str(tmp_path / "m.edgec"), "--model", str(tmp_path / "cnn.onnx")])
+    err = capsys.readouterr().err
+    if missing:  # refused before loading: the code would die of SIGILL
+        assert code == 1 and f"lacks CPU feature" in err and missing[0] in err
+    else:
+        assert code == 0, err
+
+
+def test_an_artifact_needing_a_feature_this_cpu_lacks_is_refused_before_loading(tmp_path, capsys):
+    board = tmp_path / "future.toml"
+    board.write_text('base = "x86-64"\nfeatures = ["avx2", "avx10_512"]\n')
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", str(board), "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    assert main(["run", str(tmp_path / "m.edgec"), "--random-inputs"]) == 1
+    assert "this machine lacks CPU feature avx10_512 required by target future" in capsys.readouterr().err
 
 
 def test_cuda_targets_pair_a_gpu_with_its_host():
