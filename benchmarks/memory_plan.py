@@ -1,7 +1,9 @@
-"""Activation memory of the nine zoo models: without reuse, planned, and after reordering.
+"""Activation memory of the nine zoo models and a MobileNetV2-style CNN: without reuse,
+planned, after reordering, what TVM's VM allocates, and the measured peak RSS of
+edgec's runtime against onnxruntime's.
 
     python benchmarks/memory_plan.py                       # markdown table on stdout
-    python benchmarks/memory_plan.py --models densenet121 --output memory.json
+    python benchmarks/memory_plan.py --models densenet121 --output memory.json   # also memory.md
 
 Each model is imported and run through edgec's default passes
 (remove-identity, fold-constants, fold-batchnorm, eliminate-dead), then:
@@ -13,7 +15,20 @@ Each model is imported and run through edgec's default passes
 - greedy: greedy by size with in-place reuse;
 - best: the smallest arena of plan-memory's algorithms, and which one;
 - peak before/after: the lower bound before and after reorder-for-memory;
-- arena after: plan-memory's best arena in the reordered graph.
+- arena after: plan-memory's best arena in the reordered graph;
+- best / bound: arena after over peak after (1.00: the plan meets its lower bound).
+
+Then the model is compiled for x86-64 (default pipeline) and run, each engine in
+its own freshly spawned process, on the same seeded input, 5 times:
+
+- TVM: the storages TVM's VM allocates per call (the artifact's ``runtime_memory``;
+  TVM does not run at edgec's offsets);
+- RSS edgec / RSS ort: the process's peak resident set (``ru_maxrss``) after the
+  runs: the runtime itself, the weights, the activations; both with the host's
+  physical cores as threads;
+- base: the edgec process's RSS after its imports, before loading the model; the
+  rest of its peak is the weights, TVM's storages, the library and the kernels'
+  scratch.
 
 All sizes are bytes at 64-byte alignment, batch 1, float32. Times are wall
 seconds of ``plan_memory`` and ``reorder_for_memory`` alone.
@@ -22,21 +37,91 @@ seconds of ``plan_memory`` and ``reorder_for_memory`` alone.
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import platform
+import resource
+import tempfile
 import time
+from pathlib import Path
 
 import click
+import numpy as np
+import onnx
 
 from edgec.importer import import_proto
 from edgec.pass_manager import PassManager, Pipeline
 from edgec.passes.plan_memory import plan_memory
 from edgec.passes.reorder_for_memory import reorder_for_memory
-from models import ZOO, zoo_model
+from models import ZOO, bench_model
 
 DEFAULT_PASSES = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead"
 
 
+MODELS = [*ZOO, "mobilenet_v2"]
+RUNS = 5
+
+
+def resident_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+
+
+def rss_worker(engine: str, path: str, feeds: dict, queue) -> None:
+    """Child process: the peak RSS of loading ``path`` with one engine and running it ``RUNS`` times."""
+    from edgec.host import physical_cores
+
+    threads = physical_cores()
+    if engine == "edgec":
+        os.environ["TVM_NUM_THREADS"] = str(threads)
+        import edgec.runtime
+
+        base = resident_bytes()
+        model = edgec.runtime.load(path)
+        run = model.run
+    else:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        base = resident_bytes()
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        run = lambda feeds: session.run(None, feeds)  # noqa: E731
+    for _ in range(RUNS):
+        run(feeds)
+    queue.put({"base": base, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+
+
+def peak_rss(engine: str, path: Path, feeds: dict) -> dict:
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing inherited from this one
+    queue = context.Queue()
+    process = context.Process(target=rss_worker, args=(engine, str(path), feeds, queue))
+    process.start()
+    result = queue.get(timeout=600)
+    process.join()
+    return result
+
+
+def runtime_memory(onnx_model: onnx.ModelProto, workdir: Path) -> dict:
+    """Compile for x86-64 and measure both engines' peak RSS on one seeded input."""
+    from edgec.artifact import open_artifact
+    from edgec.driver import CompileRequest, compile_model
+
+    source, artifact = workdir / "model.onnx", workdir / "model.edgec"
+    onnx.save(onnx_model, source)
+    compile_model(CompileRequest(model=source, target="x86-64", output=artifact))
+    manifest = open_artifact(artifact).manifest
+    shape = manifest["signature"]["inputs"][0]
+    feeds = {shape["name"]: np.random.default_rng(0).standard_normal(shape["shape"]).astype(np.float32)}
+    edgec_rss, ort_rss = peak_rss("edgec", artifact, feeds), peak_rss("ort", source, feeds)
+    return {"tvm": manifest["runtime_memory"]["tvm_storage_bytes"], "weights": manifest["report"]["totals"]["weight_bytes"],
+            "rss_edgec": edgec_rss["peak"], "base_edgec": edgec_rss["base"], "rss_ort": ort_rss["peak"],
+            "base_ort": ort_rss["base"]}
+
+
 def measure(name: str) -> dict:
-    model = PassManager(Pipeline.parse(DEFAULT_PASSES)).run(import_proto(zoo_model(name)))
+    source = bench_model(name)
+    model = PassManager(Pipeline.parse(DEFAULT_PASSES)).run(import_proto(source))
     tflm = plan_memory(model, algorithm="greedy-by-size", inplace=False)
     start = time.perf_counter()
     plan = plan_memory(model)
@@ -46,7 +131,9 @@ def measure(name: str) -> dict:
     reorder_s = time.perf_counter() - start
     model.graph.nodes = reordering.nodes
     after = plan_memory(model)
-    return {
+    with tempfile.TemporaryDirectory(prefix="edgec-bench-") as workdir:
+        measured = runtime_memory(source, Path(workdir))
+    return {**measured,
         "model": name, "nodes": len(model.graph.nodes), "tensors": len(plan.tensors),
         "naive": plan.naive_bytes, "tflm": tflm.arena_bytes, "lower_bound": plan.lower_bound,
         "greedy": plan.alternatives["greedy-by-size"], "best": plan.arena_bytes, "algorithm": plan.algorithm,
@@ -62,27 +149,46 @@ def mib(size: int) -> str:
     return f"{size / 2**20:.2f}"
 
 
+def geomean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values))))
+
+
 def table(rows: list[dict]) -> str:
     head = ("| model | naive MiB | tflm MiB | lower bound MiB | greedy MiB | best MiB (algorithm) "
-            "| peak before -> after MiB | arena after MiB | in-place | plan s | reorder s |")
+            "| peak before -> after MiB | arena after MiB | best / bound | TVM MiB | weights MiB "
+            "| RSS edgec MiB (base) | RSS ort MiB | edgec / ort | plan s | reorder s |")
     lines = [head, "|" + "---|" * head.count(" | ") + "---|"]
     for r in rows:
         lines.append(f"| {r['model']} | {mib(r['naive'])} | {mib(r['tflm'])} | {mib(r['lower_bound'])} "
                      f"| {mib(r['greedy'])} | {mib(r['best'])} ({r['algorithm']}) "
                      f"| {mib(r['peak_before'])} -> {mib(r['peak_after'])} | {mib(r['arena_after'])} "
-                     f"| {r['inplace']} | {r['plan_s']:.3f} | {r['reorder_s']:.3f} |")
+                     f"| {r['arena_after'] / r['peak_after']:.3f} | {mib(r['tvm'])} | {mib(r['weights'])} "
+                     f"| {mib(r['rss_edgec'])} ({mib(r['base_edgec'])}) | {mib(r['rss_ort'])} "
+                     f"| {r['rss_edgec'] / r['rss_ort']:.2f} | {r['plan_s']:.3f} | {r['reorder_s']:.3f} |")
+    ratios = [r["arena_after"] / r["peak_after"] for r in rows]
+    rss = [r["rss_edgec"] / r["rss_ort"] for r in rows]
+    lines += ["", f"best / bound: geomean {geomean(ratios):.3f}, worst {max(ratios):.3f}; "
+                  f"RSS edgec / ort: geomean {geomean(rss):.2f}, worst {max(rss):.2f}"]
     return "\n".join(lines)
 
 
 @click.command()
-@click.option("--models", default=",".join(ZOO), help="Comma-separated zoo names.")
-@click.option("--output", type=click.Path(dir_okay=False), help="Also write every number as JSON here.")
-def main(models: str, output: str | None) -> None:
-    rows = [measure(name) for name in models.split(",")]
-    click.echo(table(rows))
+@click.option("--models", default=",".join(MODELS), help="Comma-separated model names.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write every number as JSON here, and the table beside it as .md.")
+def main(models: str, output: Path | None) -> None:
+    rows = []
+    for name in models.split(","):
+        click.echo(f"{name}...", err=True)
+        rows.append(measure(name))
+    text = table(rows)
+    click.echo(text)
     if output:
-        with open(output, "w") as handle:
-            json.dump(rows, handle, indent=2)
+        output.write_text(json.dumps({"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                                      "rows": rows}, indent=2) + "\n")
+        output.with_suffix(".md").write_text(
+            f"# edgec memory, {time.strftime('%Y-%m-%d')}\n\n{os.cpu_count()} cores, {platform.machine()}; "
+            "sizes in MiB; see benchmarks/memory_plan.py for every column.\n\n" + text + "\n")
 
 
 if __name__ == "__main__":

@@ -96,3 +96,69 @@ def zoo_model(name: str, seed: int = 0) -> onnx.ModelProto:
     graph.input.extend(inputs)
     onnx.checker.check_model(model)
     return model
+
+
+MOBILENET_V2 = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+"""MobileNetV2's inverted-residual stages: (expansion t, channels c, repeats n, first stride s), Sandler et al. 2018."""
+
+
+def mobilenet_v2(seed: int = 0, width: float = 1.0) -> onnx.ModelProto:
+    """A MobileNetV2-style CNN for 1x3x224x224 (opset 13): Conv-BN-ReLU6 stem, inverted residual
+    blocks (1x1 expand, 3x3 depthwise, 1x1 linear project, residual add at stride 1), 1x1 conv to
+    1280, global pool and a 1000-way Gemm, with seeded He-scaled weights and positive BN scales."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    count = iter(range(10_000))
+
+    def tensor(name: str, data: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(data.astype(np.float32), name))
+        return name
+
+    def conv_bn(x: str, c_in: int, c_out: int, kernel: int, stride: int, groups: int, relu6: bool) -> str:
+        i = next(count)
+        fan_in = c_in // groups * kernel * kernel
+        w = tensor(f"conv{i}.w", rng.standard_normal((c_out, c_in // groups, kernel, kernel)) * np.sqrt(2.0 / fan_in))
+        nodes.append(helper.make_node("Conv", [x, w], [f"conv{i}"], name=f"conv{i}", strides=[stride, stride],
+                                      pads=[kernel // 2] * 4, group=groups))
+        bn = [tensor(f"bn{i}.{p}", v) for p, v in (("scale", rng.uniform(0.5, 1.5, c_out)), ("bias", rng.normal(0, 0.1, c_out)),
+                                                   ("mean", rng.normal(0, 0.1, c_out)), ("var", rng.uniform(0.5, 1.5, c_out)))]
+        nodes.append(helper.make_node("BatchNormalization", [f"conv{i}", *bn], [f"bn{i}"], name=f"bn{i}"))
+        if not relu6:
+            return f"bn{i}"
+        nodes.append(helper.make_node("Clip", [f"bn{i}", "zero", "six"], [f"relu{i}"], name=f"relu6_{i}"))
+        return f"relu{i}"
+
+    tensor("zero", np.array(0.0))
+    tensor("six", np.array(6.0))
+    channels = int(32 * width)
+    x = conv_bn("input", 3, channels, 3, 2, 1, True)
+    for t, c, n, s in MOBILENET_V2:
+        out_channels = int(c * width)
+        for repeat in range(n):
+            stride = s if repeat == 0 else 1
+            hidden = channels * t
+            y = conv_bn(x, channels, hidden, 1, 1, 1, True) if t != 1 else x
+            y = conv_bn(y, hidden, hidden, 3, stride, hidden, True)
+            y = conv_bn(y, hidden, out_channels, 1, 1, 1, False)
+            if stride == 1 and channels == out_channels:
+                i = next(count)
+                nodes.append(helper.make_node("Add", [x, y], [f"add{i}"], name=f"add{i}"))
+                y = f"add{i}"
+            x, channels = y, out_channels
+    x = conv_bn(x, channels, 1280, 1, 1, 1, True)
+    nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool"], name="pool"))
+    nodes.append(helper.make_node("Flatten", ["pool"], ["flat"], name="flatten"))
+    fc_w = tensor("fc.w", rng.standard_normal((1000, 1280)) * np.sqrt(1.0 / 1280))
+    fc_b = tensor("fc.b", np.zeros(1000))
+    nodes.append(helper.make_node("Gemm", ["flat", fc_w, fc_b], ["logits"], name="fc", transB=1))
+    graph = helper.make_graph(nodes, "mobilenet_v2", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [1, 3, 224, 224])],
+                              [helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, [1, 1000])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="edgec-benchmarks")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def bench_model(name: str, seed: int = 0) -> onnx.ModelProto:
+    """A benchmark model by name: a zoo architecture, or ``mobilenet_v2``."""
+    return mobilenet_v2(seed) if name == "mobilenet_v2" else zoo_model(name, seed)

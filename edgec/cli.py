@@ -430,16 +430,36 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the per-layer table as CSV.")
-def report_command(artifact: Path, as_json: bool, as_csv: bool) -> None:
-    """Per layer: op, output shape, MACs, parameters, weight bytes, dtype, device; then totals."""
+@click.option("--memory", is_flag=True, help="The memory plan instead: arena, lower bound, weights, every tensor's offset.")
+@click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
+              help="With --memory: draw tensor lifetimes against arena offsets to this PNG (needs matplotlib).")
+def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, plot: Path | None) -> None:
+    """Per layer: op, output shape, MACs, parameters, weight bytes, dtype, device; then totals.
+
+    With --memory: the arena, its lower bound, the weights, what TVM's VM allocates, and
+    a table of every planned tensor (offset, size, steps live); --plot draws it."""
     from .artifact import open_artifact
-    from .report import format_csv, format_table
+    from .driver import check_writable
+    from .report import format_csv, format_memory, format_table, plot_memory
 
     if as_json and as_csv:
         raise UsageError("give at most one of --json and --csv")
+    if plot and not memory:
+        raise UsageError("--plot draws the memory plan: give it with --memory")
+    if memory and as_csv:
+        raise UsageError("--memory prints a table or --json, not --csv")
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
-    report = open_artifact(artifact).manifest["report"]
+    manifest = open_artifact(artifact).manifest
+    if memory:
+        if plot:
+            check_writable(plot, "--plot")
+            plot_memory(manifest, plot)
+        document = {"memory_plan": manifest["memory_plan"], "runtime_memory": manifest.get("runtime_memory"),
+                    "weight_bytes": manifest["report"]["totals"]["weight_bytes"]}
+        click.echo(json.dumps(document, indent=2) if as_json else format_memory(manifest))
+        return
+    report = manifest["report"]
     click.echo(json.dumps(report, indent=2) if as_json else format_csv(report) if as_csv else format_table(report), nl=not as_csv)
 
 

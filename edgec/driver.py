@@ -25,7 +25,7 @@ from .ir import Model
 from .pass_manager import Instrument, PassManager, Pipeline
 from .profile import Profile, from_metadata_props, load_profile
 from .passes.plan_memory import plan_memory, target_alignment
-from .report import build_report
+from .report import build_report, with_runtime_memory
 
 logger = logging.getLogger(__name__)
 
@@ -189,8 +189,9 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "target": lowered.target_manifest,
         "pipeline": str(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
-        "report": build_report(model, target.device, memory),
+        "report": with_runtime_memory(build_report(model, target.device, memory), lowered.runtime_memory),
         "memory_plan": memory.to_dict(),
+        "runtime_memory": lowered.runtime_memory,
         "profile": profile.to_dict() if profile else None,
         "compliance": compliance,
     }

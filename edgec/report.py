@@ -16,6 +16,7 @@ import numpy as np
 
 from .compliance import estimate_arena, planned_arena
 from .ir import Model, Node
+from .errors import UsageError
 from .units import human_size
 
 
@@ -101,6 +102,22 @@ def build_report(model: Model, device: str, plan=None) -> dict:
     }
 
 
+def with_runtime_memory(report: dict, runtime_memory: dict | None) -> dict:
+    """The report with what TVM's VM allocates per call, which the working set then counts instead of the plan."""
+    if not runtime_memory:
+        return report
+    totals = report["totals"]
+    allocated = runtime_memory["tvm_storage_bytes"] + runtime_memory["output_bytes"]
+    totals["runtime_bytes"] = allocated
+    totals["runtime_method"] = (
+        f"TVM's {runtime_memory['tensors']} intermediates in its own storages ({human_size(runtime_memory['tvm_storage_bytes'])})"
+        f" + outputs ({human_size(runtime_memory['output_bytes'])}); edgec's packing of the same tensors needs "
+        f"{human_size(runtime_memory['arena_bytes'])}, TVM does not run at planned offsets")
+    totals["working_set_bytes"] = allocated + totals["weight_bytes"]
+    totals["working_set_method"] = "what the VM allocates + weights, without the runtime's own code and data"
+    return report
+
+
 COLUMNS = ["name", "op", "output_shape", "dtype", "macs", "parameters", "weight_bytes", "device"]
 
 
@@ -119,6 +136,7 @@ def format_table(report: dict) -> str:
         f"parameters    {t['parameters']:,}",
         f"weights       {human_size(t['weight_bytes'])} (flash)",
         f"arena         {human_size(t['arena_bytes'])} (RAM, {t['arena_method']})",
+        *([f"VM allocates  {human_size(t['runtime_bytes'])} ({t['runtime_method']})"] if "runtime_bytes" in t else []),
         f"working set   {human_size(t['working_set_bytes'])} ({t['working_set_method']})",
     ]
     return "\n".join(lines)
@@ -131,3 +149,62 @@ def format_csv(report: dict) -> str:
     for layer in report["layers"]:
         writer.writerow(["x".join(map(str, layer[c])) if c == "output_shape" else layer[c] for c in COLUMNS])
     return out.getvalue()
+
+
+def format_memory(manifest: dict) -> str:
+    """The memory plan: arena, lower bound, weights, what the VM allocates, and every tensor's place."""
+    plan = manifest["memory_plan"]
+    totals = manifest["report"]["totals"]
+    tensors = sorted(plan["tensors"], key=lambda t: (t["first_step"], t["offset"], t["name"]))
+    lines = [
+        f"arena         {human_size(plan['arena_bytes'])} ({plan['algorithm']}"
+        f"{', proven smallest' if plan['optimal'] else ''}; alignment {plan['alignment']} B)",
+        f"lower bound   {human_size(plan['lower_bound_bytes'])} (the most bytes live at one step, "
+        f"first at step {plan['peak_step']})",
+        f"no reuse      {human_size(plan['naive_bytes'])} (every tensor in its own buffer)",
+        f"weights       {human_size(totals['weight_bytes'])}",
+    ]
+    if "runtime_bytes" in totals:
+        lines.append(f"VM allocates  {human_size(totals['runtime_bytes'])} ({totals['runtime_method']})")
+    if plan["unplanned"]:
+        lines.append(f"unplanned     {', '.join(plan['unplanned'])} (unknown size)")
+    header = ["tensor", "offset", "size", "steps", "dtype", "shape", "in place of"]
+    rows = [[t["name"], str(t["offset"]), str(t["size"]), f"{t['first_step']}-{t['last_step']}", t["dtype"],
+             "x".join(map(str, t["shape"])), t["shares"] or ""] for t in tensors]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    lines += ["", "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(v.rjust(w) if header[i] in ("offset", "size") else v.ljust(w)
+                        for i, (v, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def plot_memory(manifest: dict, path) -> None:
+    """Tensor lifetimes against arena offsets: one rectangle per tensor, steps across, bytes up."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'edgec[plot]'") from None
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.patches import Rectangle
+
+    plan = manifest["memory_plan"]
+    figure, axes = pyplot.subplots(figsize=(12, 6), dpi=100)
+    colors = pyplot.get_cmap("tab20").colors
+    steps = max((t["last_step"] + 1 for t in plan["tensors"]), default=1)
+    for index, tensor in enumerate(plan["tensors"]):
+        axes.add_patch(Rectangle((tensor["first_step"], tensor["offset"] / 2**20),
+                                 tensor["last_step"] + 1 - tensor["first_step"], tensor["size"] / 2**20,
+                                 facecolor=colors[index % len(colors)], edgecolor="black", linewidth=0.3))
+    axes.axhline(plan["arena_bytes"] / 2**20, color="black", linestyle="--", linewidth=1, label="arena")
+    axes.axhline(plan["lower_bound_bytes"] / 2**20, color="red", linestyle=":", linewidth=1, label="lower bound")
+    axes.set_xlim(0, steps)
+    axes.set_ylim(0, max(plan["arena_bytes"], 1) / 2**20 * 1.05)
+    axes.set_xlabel("step (node in execution order)")
+    axes.set_ylabel("arena offset (MiB)")
+    axes.set_title(f"{manifest['source']['file']}: {len(plan['tensors'])} tensors in {human_size(plan['arena_bytes'])} "
+                   f"({plan['algorithm']}; lower bound {human_size(plan['lower_bound_bytes'])})")
+    axes.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, metadata={"Software": None})
+    pyplot.close(figure)

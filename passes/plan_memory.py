@@ -19,17 +19,10 @@ Rules:
   alignment and a cache line on x86-64 and arm64 cores; see ``target_alignment``).
 - Two tensors live at the same step never overlap, except an in-place pair.
 - The lower bound is the largest total of bytes live at any one step: no packing
-  can do better. ``algorithm=auto`` (the default) runs every offset algorithm
-  and keeps the smallest arena (ties go to the earlier one in ``ALGORITHMS``):
-  - ``greedy-by-size``: largest first, each at the lowest offset that fits
-    (TFLite Micro's GreedyMemoryPlanner);
-  - ``best-fit``: largest first, each in the smallest gap that fits (Pisarchyk
-    and Lee, "Efficient Memory Management for Deep Neural Net Inference", 2020);
-  - ``greedy-by-breadth``: tensors in the busiest steps first, best fit;
-  - ``exact``: branch and bound over placement orders, starting from the best
-    heuristic packing, within ``EXACT_BUDGET`` placements (deterministic). Under
-    ``auto`` it runs only for at most ``EXACT_MAX_TENSORS`` buffers and only when
-    no heuristic meets the lower bound.
+  can do better. ``algorithm=auto`` (the default) runs every offset algorithm of
+  ``edgec.arena`` (greedy-by-size, best-fit, greedy-by-breadth) and keeps the
+  smallest arena, then the exact search for at most ``EXACT_MAX_TENSORS`` buffers
+  when no heuristic meets the lower bound.
 - The graph is not changed (``modified`` is always false). The plan is returned
   by ``plan_memory`` and, after the pass, is the attribute ``model.memory_plan``
   (a ``MemoryPlan``); it is not model metadata, which would be exported to ONNX.
@@ -39,8 +32,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
 
+from edgec.arena import CHOICES, Buffer, live_bytes, pack
 from edgec.errors import CompileError
 from edgec.ir import Graph, Model, Node, Value
 from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
@@ -52,9 +45,6 @@ DEFAULT_ALIGNMENT = 64
 """Bytes. TVM aligns its allocations to 64 (kAllocAlignment); it is also a cache line."""
 CUDA_ALIGNMENT = 256
 """Bytes. cudaMalloc returns 256-byte aligned memory, which coalesced loads rely on."""
-EXACT_MAX_TENSORS = 24
-EXACT_BUDGET = 20_000
-"""Placements the exact search may try before it settles for the best found."""
 
 ELEMENTWISE = frozenset({
     "Abs", "Add", "BatchNormalization", "Ceil", "Clip", "Cos", "Div", "Elu", "Erf", "Exp", "Floor",
@@ -136,20 +126,6 @@ def lifetimes(graph: Graph, inplace: bool = True) -> tuple[list[Lifetime], list[
     return list(result.values()), unknown
 
 
-@dataclass
-class Buffer:
-    """One region of the arena: an in-place chain of values, live from its first to its last step."""
-
-    members: list[Lifetime]
-    size: int
-    first: int
-    last: int
-    index: int
-
-    def conflicts(self, other: Buffer) -> bool:
-        return self.first <= other.last and other.first <= self.last
-
-
 def buffers(lives: list[Lifetime]) -> list[Buffer]:
     """Merge in-place chains: a value that took another's buffer joins that buffer."""
     owner: dict[int, Buffer] = {}
@@ -166,113 +142,10 @@ def buffers(lives: list[Lifetime]) -> list[Buffer]:
     return result
 
 
-def live_bytes(bufs: list[Buffer], steps: int) -> list[int]:
-    """Bytes live at each step."""
-    profile = [0] * max(steps, 1)
-    for buffer in bufs:
-        for step in range(buffer.first, buffer.last + 1):
-            profile[step] += buffer.size
-    return profile
-
-
 def peak_live_bytes(graph: Graph, inplace: bool = True) -> int:
     """The largest total of bytes live at one step in the current node order (the arena's lower bound)."""
     return max(live_bytes(buffers(lifetimes(graph, inplace)[0]), len(graph.nodes)))
 
-
-# -- offset algorithms ----------------------------------------------------------------------------
-
-
-def align_up(offset: int, alignment: int) -> int:
-    return -(-offset // alignment) * alignment
-
-
-def gaps(buffer: Buffer, placed: list[tuple[Buffer, int]], alignment: int) -> list[tuple[int, int | None]]:
-    """Free (aligned start, length or None for unbounded) ranges among the placed buffers live with this one."""
-    busy = sorted((offset, offset + other.size) for other, offset in placed if other.conflicts(buffer))
-    found, cursor = [], 0
-    for start, stop in busy:
-        begin = align_up(cursor, alignment)
-        if start - begin >= buffer.size:
-            found.append((begin, start - begin))
-        cursor = max(cursor, stop)
-    found.append((align_up(cursor, alignment), None))
-    return found
-
-
-def first_fit(buffer: Buffer, placed: list[tuple[Buffer, int]], alignment: int) -> int:
-    return gaps(buffer, placed, alignment)[0][0]
-
-
-def best_fit(buffer: Buffer, placed: list[tuple[Buffer, int]], alignment: int) -> int:
-    found = gaps(buffer, placed, alignment)
-    bounded = [(length, start) for start, length in found if length is not None]
-    return min(bounded)[1] if bounded else found[-1][0]
-
-
-def place(order: list[Buffer], fit: Callable, alignment: int) -> dict[int, int]:
-    placed: list[tuple[Buffer, int]] = []
-    for buffer in order:
-        placed.append((buffer, fit(buffer, placed, alignment)))
-    return {b.index: offset for b, offset in placed}
-
-
-def by_size(bufs: list[Buffer]) -> list[Buffer]:
-    return sorted(bufs, key=lambda b: (-b.size, b.first, b.index))
-
-
-def greedy_by_size(bufs: list[Buffer], alignment: int, profile: list[int]) -> dict[int, int]:
-    return place(by_size(bufs), first_fit, alignment)
-
-
-def greedy_best_fit(bufs: list[Buffer], alignment: int, profile: list[int]) -> dict[int, int]:
-    return place(by_size(bufs), best_fit, alignment)
-
-
-def greedy_by_breadth(bufs: list[Buffer], alignment: int, profile: list[int]) -> dict[int, int]:
-    """The tensors of the step with most live bytes first: the peak is where packing is tight."""
-    pressure = {b.index: max(profile[b.first:b.last + 1]) for b in bufs}
-    return place(sorted(bufs, key=lambda b: (-pressure[b.index], -b.size, b.first, b.index)), best_fit, alignment)
-
-
-def arena_size(bufs: list[Buffer], offsets: dict[int, int]) -> int:
-    return max((offsets[b.index] + b.size for b in bufs), default=0)
-
-
-def exact(bufs: list[Buffer], alignment: int, start: dict[int, int], upper: int) -> tuple[dict[int, int], int, bool]:
-    """Branch and bound from a known packing of ``upper`` bytes: (offsets, arena, proven optimal).
-
-    Some optimal packing is what first-fit gives when the tensors come in ascending
-    (offset, index) order, so only such orders are searched.
-    """
-    best: list = [start, upper]
-    tries = 0
-
-    def search(placed: list[tuple[Buffer, int]], left: list[Buffer], last: tuple[int, int], top: int) -> None:
-        nonlocal tries
-        if not left:
-            best[:] = [{b.index: o for b, o in placed}, top]
-            return
-        for buffer in left:
-            if tries >= EXACT_BUDGET:
-                return
-            tries += 1
-            offset = first_fit(buffer, placed, alignment)
-            if (offset, buffer.index) < last or max(top, offset + buffer.size) >= best[1]:
-                continue
-            rest = [b for b in left if b is not buffer]
-            search([*placed, (buffer, offset)], rest, (offset, buffer.index), max(top, offset + buffer.size))
-
-    search([], by_size(bufs), (-1, -1), 0)
-    return best[0], best[1], tries < EXACT_BUDGET
-
-
-ALGORITHMS: dict[str, Callable] = {
-    "greedy-by-size": greedy_by_size,
-    "best-fit": greedy_best_fit,
-    "greedy-by-breadth": greedy_by_breadth,
-}
-CHOICES = ("auto", *ALGORITHMS, "exact")
 
 
 # -- the plan -------------------------------------------------------------------------------------
@@ -386,25 +259,11 @@ class MemoryPlan:
 def plan_memory(model: Model, alignment: int = DEFAULT_ALIGNMENT, algorithm: str = "auto",
                 inplace: bool = True) -> MemoryPlan:
     """Plan the activation arena of ``model`` in its current node order."""
-    if algorithm not in CHOICES:
-        raise ValueError(f"unknown memory-planning algorithm {algorithm!r} (known: {', '.join(CHOICES)})")
-    if alignment < 1:
-        raise ValueError(f"alignment must be positive, got {alignment}")
     graph = model.graph
     lives, unknown = lifetimes(graph, inplace)
     bufs = buffers(lives)
-    profile = live_bytes(bufs, len(graph.nodes))
-    lower = max(profile)
-    names = [algorithm] if algorithm in ALGORITHMS else list(ALGORITHMS)
-    results = {name: ALGORITHMS[name](bufs, alignment, profile) for name in names}
-    sizes = {name: arena_size(bufs, offsets) for name, offsets in results.items()}
-    chosen = min(sizes, key=lambda name: (sizes[name], names.index(name)))
-    optimal = sizes[chosen] == lower
-    if algorithm == "exact" or (algorithm == "auto" and not optimal and len(bufs) <= EXACT_MAX_TENSORS):
-        results["exact"], sizes["exact"], optimal = exact(bufs, alignment, results[chosen], sizes[chosen])
-        if algorithm == "exact" or sizes["exact"] < sizes[chosen]:
-            chosen = "exact"
-    offsets = results[chosen]
+    packing = pack(bufs, len(graph.nodes), alignment, algorithm)
+    offsets, chosen = packing.offsets, packing.algorithm
     placement = {}
     for buffer in bufs:
         for life in buffer.members:
@@ -412,10 +271,10 @@ def plan_memory(model: Model, alignment: int = DEFAULT_ALIGNMENT, algorithm: str
     tensors = [TensorPlacement(life.value.name, placement[id(life.value)], life.size, life.first, life.last,
                                life.value.dtype, tuple(life.value.shape),
                                life.shares.name if life.shares is not None else None) for life in lives]
-    plan = MemoryPlan(tensors, sizes[chosen], lower, sum(life.size for life in lives), chosen, sizes, alignment,
-                      [node.describe() for node in graph.nodes] or ["the graph inputs"], profile,
-                      [v.name for v in unknown], optimal)
-    logger.debug("planned %d tensors in %d bytes with %s (lower bound %d)", len(tensors), plan.arena_bytes, chosen, lower)
+    plan = MemoryPlan(tensors, packing.arena_bytes, packing.lower_bound, sum(life.size for life in lives), chosen,
+                      packing.sizes, alignment, [node.describe() for node in graph.nodes] or ["the graph inputs"],
+                      packing.live, [v.name for v in unknown], packing.optimal)
+    logger.debug("planned %d tensors in %d bytes with %s (lower bound %d)", len(tensors), plan.arena_bytes, chosen, packing.lower_bound)
     return plan
 
 

@@ -30,6 +30,7 @@ from edgec.exporter import export_model, tensor_proto
 from edgec.ir import Model
 
 from .base import TargetSpec
+from .tvm_arena import cpu_pipeline_with_accounting
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class Lowered:
     params: list[tuple[str, np.ndarray]]
     target_manifest: dict
     tvm_version: str
+    runtime_memory: dict | None
+    """What the VM allocates for intermediates (``tvm_arena.ArenaReport.to_dict``); None for GPU targets."""
 
 
 def is_weight(data: np.ndarray) -> bool:
@@ -97,16 +100,22 @@ def lower(model: Model, target: TargetSpec) -> Lowered:
     if len(arrays) != len(names):
         raise CompileError(f"TVM detached {len(arrays)} weights but the function takes {len(names)}")
 
+    tvm_target = tvm.target.Target(target.tvm_target)
+    arena_reports: list = []
+    pipeline = cpu_pipeline_with_accounting(tvm_target, arena_reports) if target.device == "cpu" else "default"
     try:
-        executable = tvm.compile(mod, target=tvm.target.Target(target.tvm_target))
+        executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompileError(f"TVM failed to compile for {target.name}: {first_line(exc)}") from exc
+    runtime_memory = arena_reports[0].to_dict() if arena_reports else None
+    if arena_reports and not arena_reports[0].analysed:
+        logger.info("TVM's storages were not analysed: %s", arena_reports[0].why_not)
 
     with tempfile.TemporaryDirectory(prefix="edgec-") as workdir:
         library_path = Path(workdir) / "model.so"
         executable.export_library(str(library_path), **options)
         library = library_path.read_bytes()
-    return Lowered(library, list(zip(names, arrays)), target.manifest(), tvm.__version__)
+    return Lowered(library, list(zip(names, arrays)), target.manifest(), tvm.__version__, runtime_memory)
 
 
 def export_options(target: TargetSpec) -> dict:

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 from edgec.cli import main
@@ -42,7 +43,7 @@ def test_report_totals_agree_with_an_independent_count(tmp_path, capsys):
     weights = sum(numpy_helper.to_array(t).nbytes for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
     assert totals["weight_bytes"] == weights
     assert totals["macs_share"] == {"cpu": 1.0}
-    assert totals["working_set_bytes"] == totals["arena_bytes"] + totals["weight_bytes"]
+    assert totals["working_set_bytes"] == totals["runtime_bytes"] + totals["weight_bytes"]
     conv = next(layer for layer in report["layers"] if layer["op"] == "Conv")
     assert conv["parameters"] > 0 and conv["device"] == "cpu" and conv["dtype"] == "float32"
 
@@ -51,3 +52,56 @@ def test_report_totals_agree_with_an_independent_count(tmp_path, capsys):
     assert sum(int(r["macs"]) for r in rows) == totals["macs"]
     assert main(["report", str(tmp_path / "m.edgec")]) == 0
     assert "MACs" in capsys.readouterr().out
+
+
+def test_gemm_macs_agree_with_the_independent_count(tmp_path, capsys):
+    from tests.models import small_cnn
+
+    model = small_cnn()
+    assert any(node.op_type == "Gemm" for node in model.graph.node)
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "m.edgec"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["totals"]["macs"] == independent_macs(model)
+
+
+def test_the_artifact_says_what_the_vm_allocates_next_to_edgecs_plan(tmp_path, capsys):
+    """TVM's storages, read from the lowered module, against edgec's packing of the same tensors."""
+    from edgec.artifact import open_artifact
+
+    onnx.save(zoo_model("squeezenet"), tmp_path / "m.onnx")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    manifest = open_artifact(tmp_path / "m.edgec").manifest
+    runtime = manifest["runtime_memory"]
+    assert runtime["analysed"] and runtime["tensors"] > 10
+    assert runtime["output_bytes"] == 1000 * 4  # one 1x1000 float32 output
+    # edgec packs TVM's own tensors at least as tightly as TVM's storages, and never below the bound
+    assert runtime["tvm_storage_bytes"] >= runtime["arena_bytes"] >= runtime["lower_bound_bytes"] > 0
+    assert runtime["tvm_storage_bytes"] > manifest["memory_plan"]["arena_bytes"]  # TVM does not run at edgec's offsets
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "m.edgec")]) == 0
+    assert "VM allocates" in capsys.readouterr().out
+
+
+def test_memory_report_and_plot(tmp_path, capsys):
+    """--memory lists every planned tensor at its offset; --plot draws one rectangle per tensor."""
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'edgec[plot]')")
+    from edgec.artifact import open_artifact
+    from tests.models import small_cnn
+
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    plan = open_artifact(tmp_path / "m.edgec").manifest["memory_plan"]
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "m.edgec"), "--memory", "--plot", str(tmp_path / "plan.png")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("arena ") and "lower bound" in out and "VM allocates" in out
+    for tensor in plan["tensors"]:
+        assert any(line.split()[:3] == [tensor["name"], str(tensor["offset"]), str(tensor["size"])]
+                   for line in out.splitlines())
+    assert (tmp_path / "plan.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["report", str(tmp_path / "m.edgec"), "--memory", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["memory_plan"] == plan
+    assert main(["report", str(tmp_path / "m.edgec"), "--plot", str(tmp_path / "p.png")]) == 2
+    assert "--plot draws the memory plan: give it with --memory" in capsys.readouterr().err

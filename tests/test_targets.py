@@ -142,7 +142,7 @@ def test_x86_level_artifact_runs_here_or_is_refused_with_the_missing_feature(nam
     code = main(["check", str(tmp_path / "m.edgec"), "--model", str(tmp_path / "cnn.onnx")])
     err = capsys.readouterr().err
     if missing:  # refused before loading: the code would die of SIGILL
-        assert code == 1 and f"lacks CPU feature" in err and missing[0] in err
+        assert code == 1 and "lacks CPU feature" in err and missing[0] in err
     else:
         assert code == 0, err
 
