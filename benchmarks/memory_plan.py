@@ -23,9 +23,10 @@ its own freshly spawned process, on the same seeded input, 5 times:
 
 - TVM: the storages TVM's VM allocates per call (the artifact's ``runtime_memory``;
   TVM does not run at edgec's offsets);
-- RSS edgec / RSS ort: the process's peak resident set (``ru_maxrss``) after the
+- RSS edgec / RSS ort: the process's peak resident set (``VmHWM``) after the
   runs: the runtime itself, the weights, the activations; both with the host's
-  physical cores as threads;
+  physical cores as threads. The edgec process loads TVM's runtime library only
+  and no torch, as ``edgec run`` does and as a deployed runtime would;
 - base: the edgec process's RSS after its imports, before loading the model; the
   rest of its peak is the weights, TVM's storages, the library and the kernels'
   scratch.
@@ -40,7 +41,7 @@ import json
 import multiprocessing
 import os
 import platform
-import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -62,9 +63,12 @@ MODELS = [*ZOO, "mobilenet_v2"]
 RUNS = 5
 
 
-def resident_bytes() -> int:
+def status_bytes(field: str) -> int:
+    """A size from /proc/self/status: VmRSS (resident now) or VmHWM (the peak of this process image).
+
+    Not ``ru_maxrss``: Linux carries it across exec, so a spawned child would report its parent's peak."""
     with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS:"))
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith(f"{field}:"))
 
 
 def rss_worker(engine: str, path: str, feeds: dict, queue) -> None:
@@ -74,9 +78,12 @@ def rss_worker(engine: str, path: str, feeds: dict, queue) -> None:
     threads = physical_cores()
     if engine == "edgec":
         os.environ["TVM_NUM_THREADS"] = str(threads)
+        # As `edgec run` does: TVM's runtime library alone, and no torch (tvm_ffi imports it if installed).
+        os.environ["TVM_USE_RUNTIME_LIB"] = "1"
+        sys.modules.setdefault("torch", None)
         import edgec.runtime
 
-        base = resident_bytes()
+        base = status_bytes("VmRSS")
         model = edgec.runtime.load(path)
         run = model.run
     else:
@@ -84,12 +91,12 @@ def rss_worker(engine: str, path: str, feeds: dict, queue) -> None:
 
         options = ort.SessionOptions()
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        base = resident_bytes()
+        base = status_bytes("VmRSS")
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         run = lambda feeds: session.run(None, feeds)  # noqa: E731
     for _ in range(RUNS):
         run(feeds)
-    queue.put({"base": base, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024})
+    queue.put({"base": base, "peak": status_bytes("VmHWM")})
 
 
 def peak_rss(engine: str, path: Path, feeds: dict) -> dict:
