@@ -29,7 +29,9 @@ import click
 import numpy as np
 import onnx
 
-from models import ZOO, zoo_model
+from models import ZOO, model_by_name
+
+MODELS = [*ZOO, "mobilenet_v2"]
 
 logger = logging.getLogger("bench_latency")
 
@@ -198,7 +200,7 @@ def bench_model(name: str, options: dict, context) -> dict:
 
     record = {"model": name}
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:
-        model = zoo_model(name, seed=options["seed"])
+        model = model_by_name(name, seed=options["seed"])
         onnx_path, artifact = Path(workdir) / f"{name}.onnx", Path(workdir) / f"{name}.edgec"
         onnx.save(model, onnx_path)
         stage = "compile"
@@ -280,7 +282,7 @@ def markdown_table(records: list[dict]) -> str:
 
 
 @click.command()
-@click.option("--models", default=",".join(ZOO), show_default=True, help="Comma-separated model names.")
+@click.option("--models", default=",".join(MODELS), show_default=True, help="Comma-separated model names.")
 @click.option("--threads", type=int, help="Threads for both engines [default: physical cores].")
 @click.option("--rounds", default=5, show_default=True, help="Interleaved rounds; each engine runs at least once per round.")
 @click.option("--warmup", default=1, show_default=True, help="Untimed runs per engine before timing (at least 1 s worth).")
@@ -293,9 +295,9 @@ def main(models: str, threads: int | None, rounds: int, warmup: int, budget: flo
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     names = [m.strip() for m in models.split(",") if m.strip()]
-    unknown = [m for m in names if m not in ZOO]
+    unknown = [m for m in names if m not in MODELS]
     if unknown:
-        raise click.BadParameter(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(ZOO)}", param_hint="--models")
+        raise click.BadParameter(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}", param_hint="--models")
     if rounds < 3 or warmup < 1:
         raise click.BadParameter("need --rounds >= 3 (so every median has 3 samples) and --warmup >= 1")
     options = {"threads": threads or physical_cores(), "rounds": rounds, "warmup": warmup, "budget": budget, "seed": seed}

@@ -54,7 +54,7 @@ from edgec.importer import import_proto
 from edgec.pass_manager import PassManager, Pipeline
 from edgec.passes.plan_memory import plan_memory
 from edgec.passes.reorder_for_memory import reorder_for_memory
-from models import ZOO, bench_model
+from models import ZOO, model_by_name
 
 DEFAULT_PASSES = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead"
 
@@ -127,7 +127,7 @@ def runtime_memory(onnx_model: onnx.ModelProto, workdir: Path) -> dict:
 
 
 def measure(name: str) -> dict:
-    source = bench_model(name)
+    source = model_by_name(name)
     model = PassManager(Pipeline.parse(DEFAULT_PASSES)).run(import_proto(source))
     tflm = plan_memory(model, algorithm="greedy-by-size", inplace=False)
     start = time.perf_counter()

@@ -159,6 +159,6 @@ def mobilenet_v2(seed: int = 0, width: float = 1.0) -> onnx.ModelProto:
     return model
 
 
-def bench_model(name: str, seed: int = 0) -> onnx.ModelProto:
+def model_by_name(name: str, seed: int = 0) -> onnx.ModelProto:
     """A benchmark model by name: a zoo architecture, or ``mobilenet_v2``."""
     return mobilenet_v2(seed) if name == "mobilenet_v2" else zoo_model(name, seed)

@@ -29,6 +29,7 @@ def cache_key(files: list[Path], settings: dict) -> str:
     record = {
         "edgec": __version__,
         "tvm": metadata.version("apache-tvm"),
+        "onnx": metadata.version("onnx"),  # the manifest records it, and its shape inference shapes the graph
         "files": [sha256_file(path) for path in files],
         "settings": settings,
     }

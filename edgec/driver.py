@@ -17,7 +17,7 @@ import onnx
 from . import __version__
 from .artifact import open_artifact, sha256_file, write_artifact
 from .cache import CompileCache, cache_key, write_depfile
-from .compliance import check_static
+from .compliance import check_static, lowered_arena_finding
 from .errors import ProfileViolation, UsageError
 from .exporter import export_model
 from .importer import convert_model, ensure_static, load_model
@@ -179,6 +179,17 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
 
     progress(f"lowering for {target.name} with TVM")
     lowered = lower(model, target)
+    if profile and profile.memory.activation_arena is not None and lowered.runtime_memory:
+        # What the VM really allocates after TVM's layout changes and fusion, not the graph's plan.
+        finding = lowered_arena_finding(profile.memory.activation_arena, lowered.runtime_memory)
+        compliance["checks"].append(finding.to_dict())
+        if not finding.ok:
+            compliance["ok"] = False
+            compliance["violations_allowed"] = request.allow_violations
+            if not request.allow_violations:
+                raise ProfileViolation(f"{request.model} cannot meet its profile (--allow-violations to compile anyway):\n"
+                                       f"  {finding.format()}\n       how: {finding.how}")
+            logger.warning("profile violation allowed by --allow-violations: %s", finding.format())
 
     progress("writing artifact")
     manifest = {

@@ -107,12 +107,18 @@ def with_runtime_memory(report: dict, runtime_memory: dict | None) -> dict:
     if not runtime_memory:
         return report
     totals = report["totals"]
-    allocated = runtime_memory["tvm_storage_bytes"] + runtime_memory["output_bytes"]
+    memory = runtime_memory
+    if memory["runs_in_arena"]:
+        intermediates = memory["arena_bytes"]
+        where = (f"one arena at edgec's offsets for TVM's {memory['tensors']} intermediates "
+                 f"({human_size(intermediates)}; TVM's own storages would take {human_size(memory['tvm_storage_bytes'])})")
+    else:
+        intermediates = memory["tvm_storage_bytes"]
+        where = f"TVM's own storages ({human_size(intermediates)}; not in edgec's arena: {memory['why_not']})"
+    allocated = intermediates + memory["output_bytes"] + memory["workspace_bytes"]
     totals["runtime_bytes"] = allocated
-    totals["runtime_method"] = (
-        f"TVM's {runtime_memory['tensors']} intermediates in its own storages ({human_size(runtime_memory['tvm_storage_bytes'])})"
-        f" + outputs ({human_size(runtime_memory['output_bytes'])}); edgec's packing of the same tensors needs "
-        f"{human_size(runtime_memory['arena_bytes'])}, TVM does not run at planned offsets")
+    totals["runtime_method"] = (f"{where} + outputs ({human_size(memory['output_bytes'])}) + the largest kernel "
+                                f"scratch ({human_size(memory['workspace_bytes'])})")
     totals["working_set_bytes"] = allocated + totals["weight_bytes"]
     totals["working_set_method"] = "what the VM allocates + weights, without the runtime's own code and data"
     return report

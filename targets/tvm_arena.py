@@ -1,28 +1,32 @@
-"""What TVM's Relax VM allocates for a model's intermediates, next to edgec's plan.
+"""The Relax VM runs in one arena at offsets edgec plans, not in TVM's storages.
 
-edgec's ``plan-memory`` packs the graph's tensors into one arena at planned
-offsets. TVM 0.27 does not run in it: ``StaticPlanBlockMemory`` gives each group
-of tensors that may share memory a storage of its own, sized for the largest, and
-the VM allocates those storages on each call (its pooled allocator hands the same
-blocks back, so they are resident after the first run). Running the VM in one
-arena at edgec's offsets needs every kernel changed: TVM's kernels refuse a
-tensor with a byte offset into a larger buffer ("Invalid byte_offset ...,
-expected 0"; views made by ``R.memory.view`` carry one), and ``PrimFunc.specialize``
-cannot turn a parameter's fixed element offset into a free one.
+TVM 0.27's ``StaticPlanBlockMemory`` gives each group of tensors that may share
+memory a storage of its own, sized for the largest: storages never interleave, and
+on the model zoo they add up to 1.0-1.6x the smallest arena the same tensors need.
+The ``EdgecArena`` pass runs right after it, inside TVM's CPU pipeline:
 
-So edgec measures and says exactly what each side plans. ``account_tvm_memory``
-reads the lowered ``main`` right after StaticPlanBlockMemory:
+1. ``account_tvm_memory``: every ``R.memory.alloc_tensor`` on a planned storage is
+   a tensor, live from its allocation to the last binding that reads it or anything
+   aliasing it (a rebinding, a reshape, a tuple); edgec's offset algorithms
+   (``edgec.arena``) pack them into one arena, at 64-byte-aligned offsets;
+2. ``in_arena``: ``main`` allocates that one arena and takes each tensor as a view
+   at its offset (``R.memory.view``). TVM's kernels refuse a tensor with a byte
+   offset unless their parameters allow one, so each kernel is rewritten (a
+   TVMScript round trip) with an ``offset_factor`` on every buffer parameter: the
+   offset becomes a free variable the binder reads from the tensor, and checks.
 
-- ``tvm_storage_bytes``: the sum of TVM's storages, what the VM really allocates;
-- ``arena_bytes``: the one arena edgec's offset algorithms (``edgec.arena``) would
-  need for those same tensors, live from their allocation to the last binding that
-  reads them or anything aliasing them (a rebinding, a reshape, a tuple), and its
-  lower bound: the gap TVM leaves;
-- ``output_bytes``: the graph outputs, allocated per call and handed to the caller.
+The VM's pooled allocator hands the same block back on every call, so after the
+first inference the model runs in one preallocated arena. Graph outputs stay the
+VM's own allocations: the caller keeps them. When any step is impossible (a
+storage of dynamic size, a kernel the TVMScript printer and parser disagree on),
+the module keeps TVM's storages and the report says why. Either way the report
+says what the VM allocates: the arena or TVM's storages, the outputs, and the
+largest scratch one kernel allocates for itself (``workspace_bytes``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from edgec.arena import Buffer, pack
@@ -49,11 +53,16 @@ class ArenaReport:
     output_bytes: int = 0
     """Graph outputs, allocated by the VM on each call and handed to the caller."""
     why_not: str = ""
+    runs_in_arena: bool = False
+    """True when the VM runs in the one arena at edgec's offsets instead of TVM's storages."""
+    workspace_bytes: int = 0
+    """The largest scratch one kernel allocates for itself while it runs (padded inputs...)."""
 
     def to_dict(self) -> dict:
         return {"analysed": self.analysed, "tvm_storage_bytes": self.tvm_storage_bytes, "arena_bytes": self.arena_bytes,
                 "lower_bound_bytes": self.lower_bound, "tensors": self.tensors, "algorithm": self.algorithm,
-                "output_bytes": self.output_bytes, "why_not": self.why_not}
+                "output_bytes": self.output_bytes, "why_not": self.why_not,
+                "runs_in_arena": self.runs_in_arena, "workspace_bytes": self.workspace_bytes}
 
 
 def static_int(expr) -> int | None:
@@ -71,7 +80,7 @@ def dtype_bytes(dtype: str) -> int:
     return np.dtype(dtype).itemsize
 
 
-def account_tvm_memory(func) -> ArenaReport:
+def account_tvm_memory(func) -> tuple[ArenaReport, dict]:
     """TVM's storages in ``func`` (a lowered Relax function, after StaticPlanBlockMemory) and edgec's packing of them."""
     from tvm import relax
 
@@ -92,7 +101,7 @@ def account_tvm_memory(func) -> ArenaReport:
 
     def unanalysed(why: str) -> ArenaReport:
         total = sum(storages.values())
-        return ArenaReport(False, total, total, 0, len(tensors), output_bytes=output_bytes, why_not=why)
+        return ArenaReport(False, total, total, 0, len(tensors), output_bytes=output_bytes, why_not=why), {}
 
     for index, binding in enumerate(bindings):
         if not isinstance(binding, relax.VarBinding):
@@ -144,8 +153,9 @@ def account_tvm_memory(func) -> ArenaReport:
             for i, var in enumerate(ordered)]
     packing = pack(bufs, len(bindings) + 1, ALIGNMENT)
 
+    offsets = {var: packing.offsets[i] for i, var in enumerate(ordered)}
     return ArenaReport(True, sum(storages.values()), packing.arena_bytes, packing.lower_bound, len(ordered),
-                       packing.algorithm, output_bytes)
+                       packing.algorithm, output_bytes), offsets
 
 
 def tensor_bytes(alloc) -> int:
@@ -159,12 +169,22 @@ def tensor_bytes(alloc) -> int:
 def accounting_pass(reports: list[ArenaReport]):
     """A module pass that leaves the module alone and appends ``main``'s memory report to ``reports``."""
     import tvm
+    from tvm import tirx
 
-    @tvm.transform.module_pass(opt_level=0, name="EdgecMemoryAccounting")
+    @tvm.transform.module_pass(opt_level=0, name="EdgecArena")
     def account(mod, _ctx):
-        if "main" in [gv.name_hint for gv in mod.functions]:
-            reports.append(account_tvm_memory(mod["main"]))
-        return mod
+        if "main" not in [gv.name_hint for gv in mod.functions]:
+            return mod
+        report, offsets = account_tvm_memory(mod["main"])
+        report.workspace_bytes = max((kernel_workspace_bytes(f.script()) for _, f in mod.functions_items()
+                                      if isinstance(f, tirx.PrimFunc)), default=0)
+        reports.append(report)
+        rewritten = in_arena(mod, report, offsets) if report.analysed else None
+        if rewritten is None:
+            report.why_not = report.why_not or "a kernel could not be rewritten to take offsets"
+            return mod
+        report.runs_in_arena = True
+        return rewritten
 
     return account
 
@@ -191,3 +211,108 @@ def cpu_pipeline_with_accounting(target, reports: list[ArenaReport]):
 
     return pipeline
 
+
+
+def offsetable(func):
+    """``func`` (a PrimFunc) taking every buffer at an ``ALIGNMENT``-aligned offset into a larger one,
+    or None when it cannot be rewritten.
+
+    TVMScript round trip: each parameter ``T.Buffer(shape, dtype)`` gains an ``offset_factor``,
+    which gives it a free element offset that the packed-function binder reads from the
+    tensor's ``byte_offset`` (and checks is a multiple of the factor).
+    """
+    from tvm.script import parser
+
+    text = func.script()
+    head, sep, rest = text.partition("\ndef ")
+    signature, colon, body = rest.partition(":\n")
+    if not sep or not colon or "metadata[" in text:
+        return None
+    rewritten, cursor = [], 0
+    while (start := signature.find("T.Buffer(", cursor)) != -1:
+        end = closing_paren(signature, start + len("T.Buffer"))
+        arguments = signature[start + len("T.Buffer("):end]
+        dtype = arguments.rsplit(",", 1)[-1].strip().strip('"')
+        factor = max(1, ALIGNMENT * 8 // tvm_dtype_bits(dtype))
+        rewritten.append(signature[cursor:end] + f", offset_factor={factor}")
+        cursor = end
+    rewritten.append(signature[cursor:])
+    try:
+        return parser.parse(f"{head}{sep}{''.join(rewritten)}{colon}{body}")
+    except Exception:  # noqa: BLE001 - any kernel the printer and parser disagree on keeps TVM's storages
+        return None
+
+
+GLOBAL_ALLOC = re.compile(r"T\.sblock_alloc_buffer\((\((?:[^()]|\([^()]*\))*\))(?:, \"(\w+)\")?(, scope=\"[\w.]+\")?")
+"""A kernel's own buffer: its shape, its dtype (float32 when absent) and its scope (global when absent)."""
+
+
+def kernel_workspace_bytes(script: str) -> int:
+    """Bytes of the global-scope buffers a kernel (as TVMScript) allocates for itself."""
+    total = 0
+    for shape, dtype, scope in GLOBAL_ALLOC.findall(script):
+        if scope:  # local, shared...: registers or on-chip, not the heap
+            continue
+        count = 1
+        for dim in re.findall(r"\d+", re.sub(r"T\.int(32|64)", "", shape)):
+            count *= int(dim)
+        total += count * tvm_dtype_bits(dtype or "float32") // 8
+    return total
+
+
+def closing_paren(text: str, opening: int) -> int:
+    """The index of the ``)`` matching the ``(`` at ``opening``."""
+    depth = 0
+    for index in range(opening, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[index], 0)
+        if depth == 0:
+            return index
+    raise ValueError(f"unbalanced parentheses in {text!r}")
+
+
+def tvm_dtype_bits(dtype: str) -> int:
+    import tvm
+
+    kind = tvm.runtime.DataType(dtype)
+    return kind.bits * kind.lanes
+
+
+def in_arena(mod, report: ArenaReport, offsets: dict):
+    """``mod`` with ``main``'s planned tensors as views into one arena and every kernel taking
+    offsets, or None (TVM's storages stay) when a kernel cannot be rewritten."""
+    from tvm import relax, tirx
+
+    kernels = {}
+    for gv, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            kernels[gv] = offsetable(func)
+            if kernels[gv] is None:
+                return None
+    main = mod["main"]
+    body = main.body
+    storages = {b.var for block in body.blocks for b in block.bindings
+                if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == "relax.memory.alloc_storage"}
+    storage = relax.Var("edgec_arena_storage", next(iter(storages)).ty)
+    arena = relax.Var("edgec_arena", relax.TensorType([report.arena_bytes], "uint8"))
+    head = [relax.VarBinding(storage, relax.op.memory.alloc_storage(
+                relax.ShapeExpr([report.arena_bytes]), 0, "global", "uint8")),
+            relax.VarBinding(arena, relax.op.memory.alloc_tensor(
+                storage, 0, relax.ShapeExpr([report.arena_bytes]), "uint8"))]
+    blocks = []
+    for index, block in enumerate(body.blocks):
+        bindings = list(head) if index == 0 else []
+        for binding in block.bindings:
+            if binding.var in storages:
+                continue
+            if binding.var in offsets:
+                old = binding.value
+                binding = relax.VarBinding(binding.var, relax.op.memory.view(
+                    arena, old.args[2], old.args[3], relax.prim_value(offsets[binding.var])))
+            bindings.append(binding)
+        blocks.append(relax.BindingBlock(bindings))
+    out = mod.clone()
+    out["main"] = relax.Function(main.params, relax.SeqExpr(blocks, body.body), main.ret_ty, main.is_pure,
+                                 main.attrs, main.span)
+    for gv, kernel in kernels.items():
+        out[gv] = kernel
+    return out

@@ -11,6 +11,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+import edgec
 from edgec.cli import main
 from tests.models import add_external_weights, small_cnn
 
@@ -103,6 +104,26 @@ def test_cmake_module_rebuilds_exactly_when_an_input_changes(tmp_path):
     assert run("cmake", "--build", build).count("edgec: compiling") == 2
     touch_later(source / "digits_mlp.onnx")
     assert run("cmake", "--build", build).count("edgec: compiling") == 2
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake (CI installs it from Debian)")
+def test_cmake_module_refuses_an_unknown_keyword(tmp_path):
+    (tmp_path / "CMakeLists.txt").write_text(
+        "cmake_minimum_required(VERSION 3.20)\nproject(p NONE)\n"
+        f"include({Path(edgec.__file__).parent / 'cmake' / 'edgec.cmake'})\n"
+        "edgec_add_model(m MODEL m.onnx TARGET x86-64 CALIB data.npz)\n")
+    done = subprocess.run(["cmake", "-S", tmp_path, "-B", tmp_path / "build"], env=build_env(), capture_output=True,
+                          text=True)
+    assert done.returncode != 0
+    assert "edgec_add_model(m): unknown arguments: CALIB;data.npz" in done.stderr.replace("\n", "")
+
+
+def test_quiet_compile_prints_nothing(tmp_path):
+    shutil.copy(EXAMPLES / "digits_mlp.onnx", tmp_path / "m.onnx")
+    done = subprocess.run([sys.executable, "-m", "edgec.cli", "compile", tmp_path / "m.onnx", "-t", "x86-64",
+                           "-o", tmp_path / "m.edgec", "-q"], capture_output=True, text=True)
+    assert done.returncode == 0 and (tmp_path / "m.edgec").is_file()
+    assert (done.stdout, done.stderr) == ("", "")
 
 
 def test_compiles_from_clean_states_are_byte_identical(tmp_path):

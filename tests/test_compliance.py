@@ -163,7 +163,9 @@ def test_activation_arena_is_judged_by_the_compiled_plan(digits, host):
     _, _, artifact = digits
     from edgec.artifact import open_artifact
 
-    arena = open_artifact(artifact).manifest["memory_plan"]["arena_bytes"]
+    runtime = open_artifact(artifact).manifest["runtime_memory"]
+    assert runtime["runs_in_arena"]
+    arena = runtime["arena_bytes"]
     for budget, status in ((arena, PASS), (arena - 1, FAIL)):
         profile = load_profile("mcu", [f"memory.activation_arena={budget}"])
         found = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))["memory.activation_arena"]
@@ -453,7 +455,9 @@ def test_planned_arena_budget_fails_just_below_the_plan_and_passes_at_it(tmp_pat
     onnx.save(small_cnn(), tmp_path / "m.onnx")
     out = tmp_path / "m.edgec"
     assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q"]) == 0
-    planned = open_artifact(out).manifest["memory_plan"]["arena_bytes"]
+    manifest = open_artifact(out).manifest
+    planned = manifest["memory_plan"]["arena_bytes"]
+    assert manifest["runtime_memory"]["arena_bytes"] == planned  # lowering keeps this model's tensors
     out.unlink()
     code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q", "--profile", "infra-edge",
                  "--set", f"memory.activation_arena={planned - 1}"])

@@ -20,6 +20,11 @@ set(EDGEC_CACHE_DIR "$ENV{EDGEC_CACHE_DIR}" CACHE PATH "edgec compile cache (emp
 
 function(edgec_add_model name)
   cmake_parse_arguments(ARG "" "MODEL;TARGET;OUTPUT;PASSES;PROFILE" "INPUT_SHAPES;EXTRA_ARGS" ${ARGN})
+  if(ARG_UNPARSED_ARGUMENTS)
+    # A misspelt or not yet supported keyword (CALIB arrives with quantization) must not vanish.
+    message(FATAL_ERROR "edgec_add_model(${name}): unknown arguments: ${ARG_UNPARSED_ARGUMENTS} "
+                        "(known: MODEL TARGET OUTPUT PASSES PROFILE INPUT_SHAPES EXTRA_ARGS)")
+  endif()
   foreach(required MODEL TARGET)
     if(NOT ARG_${required})
       message(FATAL_ERROR "edgec_add_model(${name}): ${required} is required")
