@@ -2,9 +2,12 @@ from __future__ import annotations
 
 import json
 
+import networkx as nx
 import numpy as np
 import onnx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import edgec.passes.partition  # noqa: F401  registers the pass until edgec.passes imports it
@@ -19,6 +22,7 @@ from edgec.profile import Ops, Profile
 from edgec.targets import get_target
 from tests.models import ZOO, make_model, zoo_model
 from tests.passes.helpers import assert_idempotent, assert_same_numbers, run_pass
+from tests.passes.test_plan_memory import random_graphs
 
 ORIN = get_target("jetson-orin")
 
@@ -277,3 +281,35 @@ def test_zoo_partitions_run_in_order_when_ops_are_excluded(name):
         for node in (n for n in model.graph.nodes if keys[n] in partition.nodes):
             assert all(v is None or v.name in ready or v.name in inside for v in node.inputs)
         ready |= inside
+
+
+# -- properties on random graphs -------------------------------------------------------------------
+
+RANDOM_OPS = ("Relu", "Sigmoid", "Add", "Mul", "Concat", "Split", "Flatten")
+
+
+@settings(max_examples=150, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(model=random_graphs(), excluded=st.sets(st.sampled_from(RANDOM_OPS)))
+def test_random_graphs_and_tables_give_convex_acyclic_partitions_covering_each_node_once(model, excluded):
+    """Any DAG and any op table: each node in exactly one partition, excluded ops on the CPU, partitions
+    that form a DAG among themselves (so each is convex: no path leaves one and comes back)."""
+    profile = Profile("random", ops=Ops(excluded=tuple(sorted(excluded)))) if excluded else None
+    plan = partition_graph(model, ORIN, profile)
+    keys = node_keys(model.graph.nodes)
+    members = [key for partition in plan.partitions for key in partition.nodes]
+    assert sorted(members) == sorted(keys.values()) and len(members) == len(set(members))
+    owner = {key: partition for partition in plan.partitions for key in partition.nodes}
+    for node, key in keys.items():
+        placement = plan.placements[key]
+        assert owner[key].id == placement.partition and owner[key].device == placement.device
+        if node.op_type in excluded:
+            assert placement.device == "cpu" and placement.reason
+    quotient = nx.DiGraph()
+    quotient.add_nodes_from(p.id for p in plan.partitions)
+    for node in model.graph.nodes:
+        for value in node.outputs:
+            for user in value.uses:
+                a, b = owner[keys[node]].id, owner[keys[user]].id
+                if a != b:
+                    quotient.add_edge(a, b)
+    assert nx.is_directed_acyclic_graph(quotient)
