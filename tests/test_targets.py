@@ -170,3 +170,29 @@ def test_cuda_artifact_builds_here_and_its_run_is_refused_with_the_reason(tmp_pa
     assert b"__global__" in library  # CUDA kernels (as source: TVM 0.27 compiles them when the library loads)
     assert main(["run", str(tmp_path / "gpu.edgec"), "--random-inputs"]) == 1
     assert "whose code runs on cuda" in capsys.readouterr().err
+
+
+def benchmark_model(name: str) -> onnx.ModelProto:
+    """A model from benchmarks/models.py (MobileNetV2-style CNN), which keeps no test helpers of its own."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "benchmarks" / "models.py"
+    spec = importlib.util.spec_from_file_location("edgec_benchmark_models", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.model_by_name(name)
+
+
+@pytest.mark.skipif(shutil.which("aarch64-linux-gnu-g++") is None,
+                    reason="needs Debian's g++-aarch64-linux-gnu (CI installs it)")
+def test_jetson_orin_artifact_of_mobilenet_v2_builds_here(tmp_path):
+    """GPU kernels for sm_87 and an aarch64 host library, cross-built on this x86 machine."""
+    onnx.save(benchmark_model("mobilenet_v2"), tmp_path / "mnv2.onnx")
+    assert main(["compile", str(tmp_path / "mnv2.onnx"), "-t", "jetson-orin", "-o", str(tmp_path / "orin.edgec"), "-q"]) == 0
+    opened = open_artifact(tmp_path / "orin.edgec")
+    library = opened.read_member("model.so")
+    assert library[:4] == b"\x7fELF" and int.from_bytes(library[18:20], "little") == 183  # EM_AARCH64
+    assert b"__global__" in library  # CUDA kernels, compiled for the GPU when the library loads
+    target = opened.manifest["target"]
+    assert (target["device"], target["tvm_target"]["arch"], target["triple"]) == ("cuda", "sm_87", "aarch64-linux-gnu")
