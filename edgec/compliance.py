@@ -113,14 +113,14 @@ def check_static(profile: Profile, model: Model, target, imported: Model | None 
     """
     graph = model.graph
     checks: list[Finding] = []
-    if profile.ops.allowed is not None or profile.ops.excluded is not None:
+    constrained = static_attributes(profile)
+    if "ops" in constrained:
         checks.append(check_ops(profile, graph.nodes))
-    if profile.dtypes.compute is not None:
+    if "dtypes.compute" in constrained:
         checks.append(check_compute_dtypes(profile.dtypes.compute, graph))
-    if profile.dtypes.storage is not None:
+    if "dtypes.storage" in constrained:
         checks.append(check_storage_dtypes(profile.dtypes.storage, graph))
-    quantization = profile.quantization
-    if quantization.required or quantization.scheme or quantization.symmetric is not None:
+    if "quantization" in constrained:
         checks.extend(check_quantization(profile, (imported or model).graph))
     weights = weight_bytes(graph)
     arena = planned_arena(plan) if plan is not None else estimate_arena(graph)

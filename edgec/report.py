@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .compliance import estimate_arena, planned_arena
-from .ir import Model, Node
+from .compliance import estimate_arena, planned_arena, runtime_intermediates
 from .errors import UsageError
+from .ir import Model, Node
 from .units import human_size
 
 
@@ -108,12 +108,11 @@ def with_runtime_memory(report: dict, runtime_memory: dict | None) -> dict:
         return report
     totals = report["totals"]
     memory = runtime_memory
+    intermediates = runtime_intermediates(memory)
     if memory["runs_in_arena"]:
-        intermediates = memory["arena_bytes"]
         where = (f"one arena at edgec's offsets for TVM's {memory['tensors']} intermediates "
                  f"({human_size(intermediates)}; TVM's own storages would take {human_size(memory['tvm_storage_bytes'])})")
     else:
-        intermediates = memory["tvm_storage_bytes"]
         where = f"TVM's own storages ({human_size(intermediates)}; not in edgec's arena: {memory['why_not']})"
     allocated = intermediates + memory["output_bytes"] + memory["workspace_bytes"]
     totals["runtime_bytes"] = allocated

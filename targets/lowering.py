@@ -30,7 +30,7 @@ from edgec.exporter import export_model, tensor_proto
 from edgec.ir import Model
 
 from .base import TargetSpec
-from .tvm_arena import cpu_pipeline_with_accounting
+from .tvm_arena import cpu_pipeline_with_arena
 
 logger = logging.getLogger(__name__)
 
@@ -102,14 +102,14 @@ def lower(model: Model, target: TargetSpec) -> Lowered:
 
     tvm_target = tvm.target.Target(target.tvm_target)
     arena_reports: list = []
-    pipeline = cpu_pipeline_with_accounting(tvm_target, arena_reports) if target.device == "cpu" else "default"
+    pipeline = cpu_pipeline_with_arena(tvm_target, arena_reports) if target.device == "cpu" else "default"
     try:
         executable = tvm.compile(mod, target=tvm_target, relax_pipeline=pipeline)
     except Exception as exc:
         raise CompileError(f"TVM failed to compile for {target.name}: {first_line(exc)}") from exc
     runtime_memory = arena_reports[0].to_dict() if arena_reports else None
-    if arena_reports and not arena_reports[0].analysed:
-        logger.info("TVM's storages were not analysed: %s", arena_reports[0].why_not)
+    if arena_reports and not arena_reports[0].runs_in_arena:
+        logger.info("the VM keeps TVM's own storages: %s", arena_reports[0].why_not)
 
     with tempfile.TemporaryDirectory(prefix="edgec-") as workdir:
         library_path = Path(workdir) / "model.so"

@@ -44,7 +44,7 @@ class ArenaReport:
     analysed: bool
     """False when ``main`` has storages of dynamic size or other uses (``why_not`` says which)."""
     tvm_storage_bytes: int
-    """The sum of StaticPlanBlockMemory's storages: what the VM allocates."""
+    """The sum of StaticPlanBlockMemory's storages: what the VM allocates when it does not run in the arena."""
     arena_bytes: int
     """One arena at edgec's offsets for the same tensors (equal to the above when not analysed)."""
     lower_bound: int
@@ -74,10 +74,16 @@ def static_int(expr) -> int | None:
     return None
 
 
-def dtype_bytes(dtype: str) -> int:
-    import numpy as np
+def static_shape_bytes(shape, dtype) -> int | None:
+    """Bytes of a tensor of ``shape`` (an ``R.shape``) and ``dtype`` (a DataTypeImm), or None if a dim is symbolic."""
+    from tvm import relax
 
-    return np.dtype(dtype).itemsize
+    if not isinstance(shape, relax.ShapeExpr) or not all(hasattr(d, "value") for d in shape.values):
+        return None
+    count = 1
+    for dim in shape.values:
+        count *= int(dim.value)
+    return count * tvm_dtype_bits(str(dtype.value)) // 8
 
 
 def account_tvm_memory(func) -> tuple[ArenaReport, dict]:
@@ -95,6 +101,7 @@ def account_tvm_memory(func) -> tuple[ArenaReport, dict]:
     bindings = [binding for block in body.blocks for binding in block.bindings]
     storages: dict[object, int] = {}
     tensors: dict[object, int] = {}  # alloc_tensor var -> binding index
+    sizes: dict[object, int] = {}
     roots: dict[object, set] = {}  # any var -> the planned tensors whose memory it may hold
     last_use: dict[object, int] = {}
     output_bytes = 0
@@ -114,21 +121,16 @@ def account_tvm_memory(func) -> tuple[ArenaReport, dict]:
             storages[binding.var] = size
             continue
         if name == builtin_alloc:
-            shape = value.args[0]
-            if isinstance(shape, relax.ShapeExpr) and all(hasattr(d, "value") for d in shape.values):
-                count = 1
-                for dim in shape.values:
-                    count *= int(dim.value)
-                output_bytes += count * dtype_bytes(str(value.args[1].value))
+            output_bytes += static_shape_bytes(value.args[0], value.args[1]) or 0
         used = relax.analysis.free_vars(value)
         if name == alloc_tensor:
-            shape = value.args[2]
-            static = isinstance(shape, relax.ShapeExpr) and all(hasattr(d, "value") for d in shape.values)
-            if value.args[0] not in storages or not static:
+            size = static_shape_bytes(value.args[2], value.args[3])
+            if value.args[0] not in storages or size is None:
                 return unanalysed(f"tensor {binding.var.name} is not a static shape on a planned storage")
             if int(getattr(value.args[1], "value", -1)) != 0:
                 return unanalysed(f"tensor {binding.var.name} already has an offset")
             tensors[binding.var] = index
+            sizes[binding.var] = size
             roots[binding.var] = {binding.var}
             last_use[binding.var] = index
             continue
@@ -149,25 +151,15 @@ def account_tvm_memory(func) -> tuple[ArenaReport, dict]:
         return unanalysed("no tensor to plan")
 
     ordered = list(tensors)
-    bufs = [Buffer([var], tensor_bytes(bindings[tensors[var]].value), tensors[var], last_use[var], i)
-            for i, var in enumerate(ordered)]
+    bufs = [Buffer([var], sizes[var], tensors[var], last_use[var], i) for i, var in enumerate(ordered)]
     packing = pack(bufs, len(bindings) + 1, ALIGNMENT)
-
     offsets = {var: packing.offsets[i] for i, var in enumerate(ordered)}
     return ArenaReport(True, sum(storages.values()), packing.arena_bytes, packing.lower_bound, len(ordered),
                        packing.algorithm, output_bytes), offsets
 
 
-def tensor_bytes(alloc) -> int:
-    """Bytes of an ``R.memory.alloc_tensor(storage, offset, shape, dtype, device)`` with a static shape."""
-    count = 1
-    for dim in alloc.args[2].values:
-        count *= int(dim.value)
-    return count * dtype_bytes(str(alloc.args[3].value))
-
-
-def accounting_pass(reports: list[ArenaReport]):
-    """A module pass that leaves the module alone and appends ``main``'s memory report to ``reports``."""
+def arena_pass(reports: list[ArenaReport]):
+    """A module pass putting ``main`` in one arena where it can; ``main``'s memory report goes to ``reports``."""
     import tvm
     from tvm import tirx
 
@@ -176,10 +168,10 @@ def accounting_pass(reports: list[ArenaReport]):
         if "main" not in [gv.name_hint for gv in mod.functions]:
             return mod
         report, offsets = account_tvm_memory(mod["main"])
-        report.workspace_bytes = max((kernel_workspace_bytes(f.script()) for _, f in mod.functions_items()
-                                      if isinstance(f, tirx.PrimFunc)), default=0)
+        scripts = {gv: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
+        report.workspace_bytes = max(map(kernel_workspace_bytes, scripts.values()), default=0)
         reports.append(report)
-        rewritten = in_arena(mod, report, offsets) if report.analysed else None
+        rewritten = in_arena(mod, report, offsets, scripts) if report.analysed else None
         if rewritten is None:
             report.why_not = report.why_not or "a kernel could not be rewritten to take offsets"
             return mod
@@ -189,8 +181,8 @@ def accounting_pass(reports: list[ArenaReport]):
     return account
 
 
-def cpu_pipeline_with_accounting(target, reports: list[ArenaReport]):
-    """TVM's CPU pipeline (``relax.backend.cpu_generic``), reading the memory plan right after StaticPlanBlockMemory."""
+def cpu_pipeline_with_arena(target, reports: list[ArenaReport]):
+    """TVM's CPU pipeline (``relax.backend.cpu_generic``) with edgec's arena right after StaticPlanBlockMemory."""
     import tvm
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
@@ -198,7 +190,7 @@ def cpu_pipeline_with_accounting(target, reports: list[ArenaReport]):
     for item in cpu_generic.finalize_passes(target):
         finalize.append(item)
         if item.info.name == "StaticPlanBlockMemory":
-            finalize.append(accounting_pass(reports))
+            finalize.append(arena_pass(reports))
     if len(finalize) == len(cpu_generic.finalize_passes(target)):
         raise RuntimeError("TVM's CPU pipeline has no StaticPlanBlockMemory to follow")
 
@@ -212,9 +204,8 @@ def cpu_pipeline_with_accounting(target, reports: list[ArenaReport]):
     return pipeline
 
 
-
-def offsetable(func):
-    """``func`` (a PrimFunc) taking every buffer at an ``ALIGNMENT``-aligned offset into a larger one,
+def offsetable(text: str):
+    """The PrimFunc printed as ``text``, taking every buffer at an ``ALIGNMENT``-aligned offset into a larger one,
     or None when it cannot be rewritten.
 
     TVMScript round trip: each parameter ``T.Buffer(shape, dtype)`` gains an ``offset_factor``,
@@ -223,7 +214,6 @@ def offsetable(func):
     """
     from tvm.script import parser
 
-    text = func.script()
     head, sep, rest = text.partition("\ndef ")
     signature, colon, body = rest.partition(":\n")
     if not sep or not colon or "metadata[" in text:
@@ -277,17 +267,16 @@ def tvm_dtype_bits(dtype: str) -> int:
     return kind.bits * kind.lanes
 
 
-def in_arena(mod, report: ArenaReport, offsets: dict):
-    """``mod`` with ``main``'s planned tensors as views into one arena and every kernel taking
-    offsets, or None (TVM's storages stay) when a kernel cannot be rewritten."""
-    from tvm import relax, tirx
+def in_arena(mod, report: ArenaReport, offsets: dict, scripts: dict):
+    """``mod`` with ``main``'s planned tensors as views into one arena and every kernel (``scripts``:
+    each PrimFunc's TVMScript) taking offsets, or None (TVM's storages stay) when one cannot be rewritten."""
+    from tvm import relax
 
     kernels = {}
-    for gv, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc):
-            kernels[gv] = offsetable(func)
-            if kernels[gv] is None:
-                return None
+    for gv, text in scripts.items():
+        kernels[gv] = offsetable(text)
+        if kernels[gv] is None:
+            return None
     main = mod["main"]
     body = main.body
     storages = {b.var for block in body.blocks for b in block.bindings
