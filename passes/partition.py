@@ -29,6 +29,11 @@ Rules:
   trades speed and the user asked for everything on the accelerator.
 - A target without an accelerator gets one CPU partition; asking it for
   ``fallback=error`` is one error.
+- ``device=cpu-test-double`` partitions against :data:`TEST_DOUBLE_OPS` instead of
+  the target's accelerator. That second device is the host CPU again, lowered and
+  run like any CPU partition; it exists so that multi-partition artifacts are built
+  and checked against onnxruntime on machines without an accelerator, and it is
+  never presented as one. Its copies cost nothing, so the cost model leaves it be.
 - The plan is recorded on the model as JSON in ``model.metadata["edgec.partition"]``,
   which the exporter writes to ONNX ``metadata_props`` and the text IR prints, so
   it survives export and round-trips. :func:`plan_of` reads it back and refuses a
@@ -325,12 +330,25 @@ def cuda_capability(target: TargetSpec) -> Predicate:
     )
 
 
-CAPABILITIES: dict[str, Callable] = {"cuda": cuda_capability}
-"""Accelerator device -> capability for a target. The CPU takes every node."""
+TEST_DOUBLE = "cpu-test-double"
+TEST_DOUBLE_OPS: dict[str, tuple[str, ...]] = ops("Relu LeakyRelu Sigmoid Tanh Clip Add Sub Mul Div Max Min", FLOAT)
+"""The test double's table: float elementwise ops only, so that a CNN alternates between
+its partitions and the CPU's, and every crossing is exercised."""
 
 
-def accelerator_support(target: TargetSpec, profile: Profile | None) -> Predicate:
-    predicates = [CAPABILITIES[target.device](target)]
+def test_double_capability(target: TargetSpec) -> Predicate:
+    return chain(default_domain, not_control_flow, static_outputs, op_dtypes(TEST_DOUBLE_OPS, TEST_DOUBLE))
+
+
+CAPABILITIES: dict[str, Callable] = {"cuda": cuda_capability, TEST_DOUBLE: test_double_capability}
+"""Second device -> capability for a target. The CPU takes every node."""
+
+DEVICE_LABELS = {TEST_DOUBLE: f"second device {TEST_DOUBLE}: a test double of the host CPU, not an accelerator"}
+"""How plans name a second device that is not an accelerator."""
+
+
+def accelerator_support(target: TargetSpec, profile: Profile | None, device: str = "") -> Predicate:
+    predicates = [CAPABILITIES[device or target.device](target)]
     if profile is not None and (profile.ops.allowed is not None or profile.ops.excluded):
         predicates.append(profile_ops(profile))
     if profile is not None and profile.dtypes.compute is not None:
@@ -376,11 +394,15 @@ COSTS: dict[str, CostModel] = {
     ),
 }
 """Per target; a board of another name falls back to :data:`DEVICE_COSTS`."""
-DEVICE_COSTS: dict[str, CostModel] = {"cuda": COSTS["cuda"]}
+DEVICE_COSTS: dict[str, CostModel] = {
+    "cuda": COSTS["cuda"],
+    TEST_DOUBLE: CostModel(bandwidth=float("inf"), latency=0.0, host_macs=1e9, accel_macs=1e9,
+                           source="the host CPU on both sides: the same speed and no copies"),
+}
 
 
-def cost_model_for(target: TargetSpec, bandwidth: float = 0) -> CostModel:
-    costs = COSTS.get(target.name) or DEVICE_COSTS[target.device]
+def cost_model_for(target: TargetSpec, bandwidth: float = 0, device: str = "") -> CostModel:
+    costs = (COSTS.get(target.name) if device in ("", target.device) else None) or DEVICE_COSTS[device or target.device]
     if not bandwidth:
         return costs
     return dataclasses.replace(costs, bandwidth=bandwidth, source=f"bandwidth set to {bandwidth:g} B/s")
@@ -469,19 +491,49 @@ class PartitionPlan:
             [Crossing(c["tensor"], c["bytes"], c["from"], c["to"]) for c in data["crossings"]],
         )
 
+    def summary(self) -> dict:
+        """What ``--explain-partitions`` and ``report --partitions`` show, for machines: each
+        partition's device, node count and share of MACs; each crossing with its bytes and
+        whether it is a copy between devices; every CPU node's reason; the totals."""
+        work = [0] * len(self.partitions)
+        for placement in self.placements.values():
+            work[placement.partition] += placement.macs
+        total = sum(work)
+        return {
+            "target": self.target,
+            "second_device": self.accelerator,
+            "fallback": self.fallback,
+            "partitions": [{"id": p.id, "device": p.device, "nodes": len(p.nodes), "macs": work[p.id],
+                            "macs_share": work[p.id] / total if total else 0.0} for p in self.partitions],
+            "crossings": [{"tensor": c.tensor, "bytes": c.bytes, "from": c.source, "to": c.dest,
+                           "from_device": self.device_at(c.source), "to_device": self.device_at(c.dest),
+                           "copy": self.device_at(c.source) != self.device_at(c.dest)} for c in self.crossings],
+            "cpu_nodes": [{"node": p.node, "op": p.op, "partition": p.partition, "reason": p.reason}
+                          for p in self.placements.values() if p.device == CPU],
+            "totals": self.stats(),
+        }
+
     def explain(self) -> str:
-        """A table of every node's device and, for CPU nodes, why; then the totals."""
-        header = ("node", "op", "device", "partition", "reason")
-        rows = [(p.node, p.op, p.device, str(p.partition), p.reason) for p in self.placements.values()]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-        accelerator = self.accelerator or "none"
-        lines = [f"partition plan for {self.target} (accelerator {accelerator}, fallback={self.fallback})"]
-        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
-        stats = self.stats()
+        """Every node's device and, for CPU nodes, why; each partition's share of the MACs;
+        the crossing tensors with their bytes; then the totals."""
+        label = DEVICE_LABELS.get(self.accelerator, f"accelerator {self.accelerator or 'none'}")
+        lines = [f"partition plan for {self.target} ({label}, fallback={self.fallback})"]
+        lines += table(("node", "op", "device", "partition", "reason"),
+                       [(p.node, p.op, p.device, str(p.partition), p.reason) for p in self.placements.values()])
+        summary = self.summary()
+        lines += ["", *table(("partition", "device", "nodes", "MACs"),
+                             [(f"#{p['id']}", p["device"], str(p["nodes"]), f"{100 * p['macs_share']:.1f}%")
+                              for p in summary["partitions"]])]
+
+        def end(partition: int | None) -> str:
+            return "host I/O" if partition is None else f"#{partition} {self.device_at(partition)}"
+
+        lines += ["", *table(("crossing", "bytes", "from", "to", "copy"),
+                             [(c["tensor"], human_size(c["bytes"]), end(c["from"]), end(c["to"]),
+                               "yes" if c["copy"] else "no") for c in summary["crossings"]])]
+        stats = summary["totals"]
         lines += [
             "",
-            f"partitions    {stats['partitions']}: "
-            + ", ".join(f"#{p.id} {p.device} ({len(p.nodes)})" for p in self.partitions),
             "nodes         " + ", ".join(f"{d} {n}" for d, n in stats["nodes"].items()),
             "MACs          " + ", ".join(f"{d} {100 * s:.1f}%" for d, s in stats["macs_share"].items()),
             f"copies        {stats['copies']} per inference, {human_size(stats['copied_bytes'])}",
@@ -498,6 +550,11 @@ class PartitionPlan:
         verb = "cannot run on" if severity == "error" else "stays off"
         return [Diagnostic(severity, f"{verb} {self.accelerator}: {p.reason}", f"node '{p.node}' ({p.op})")
                 for p in self.placements.values() if p.device == CPU]
+
+
+def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
 
 
 def node_keys(nodes: Iterable[Node]) -> dict[Node, str]:
@@ -677,25 +734,28 @@ def build_plan(graph, nodes, keys, devices, reasons, groups, target_name, accele
 
 
 def partition_graph(model: Model, target: TargetSpec, profile: Profile | None = None, fallback: str = "cpu",
-                    bandwidth: float = 0) -> PartitionPlan:
-    """Decide a device for every node of ``model`` on ``target``; see the module's rules."""
+                    bandwidth: float = 0, device: str = "") -> PartitionPlan:
+    """Decide a device for every node of ``model`` on ``target`` (or against ``device``'s
+    table, the test double's); see the module's rules."""
     if fallback not in ("cpu", "error"):
         raise UsageError(f"partition: fallback must be cpu or error, not {fallback!r}")
+    if device and device not in CAPABILITIES:
+        raise UsageError(f"partition: device must be one of {', '.join(CAPABILITIES)}, not {device!r}")
     graph = model.graph
     nodes = list(graph.nodes)
     keys = node_keys(nodes)
-    accelerator = target.device if target.device != CPU else None
+    accelerator = device or (target.device if target.device != CPU else None)
     if accelerator is None:
         devices = [CPU] * len(nodes)
         reasons = [f"target {target.name} has no accelerator"] * len(nodes)
     else:
-        support = accelerator_support(target, profile)
+        support = accelerator_support(target, profile, device)
         verdicts = [support(node) for node in nodes]
         devices = [accelerator if v else CPU for v in verdicts]
         reasons = [v.reason for v in verdicts]
     groups = merge(nodes, devices)
     if accelerator is not None and fallback == "cpu":
-        costs = cost_model_for(target, bandwidth)
+        costs = cost_model_for(target, bandwidth, device)
         while (worst := costliest(graph, nodes, devices, groups, costs)) is not None:
             group, reason = worst
             for i in group:
@@ -715,6 +775,9 @@ class PartitionOptions:
     """A profile name or file; empty: the profile the model carries, if any."""
     bandwidth: float = 0.0
     """Host<->device bytes per second for the cost model; 0: the target's default."""
+    device: str = ""
+    """The second device; empty: the target's accelerator. cpu-test-double: the host CPU under
+    a second capability table, for tests without an accelerator."""
 
 
 @register_pass
@@ -727,6 +790,9 @@ class PartitionPass(Pass):
             raise CompileError("partition needs a target (partition{target=NAME})")
         if self.options.fallback not in ("cpu", "error"):
             raise CompileError(f"partition: fallback must be cpu or error, not {self.options.fallback!r}")
+        if self.options.device and self.options.device not in CAPABILITIES:
+            raise CompileError(f"partition: device must be one of {', '.join(CAPABILITIES)}, "
+                               f"not {self.options.device!r}")
 
     def call(self, model: Model) -> PassResult:
         options = self.options
@@ -735,7 +801,7 @@ class PartitionPass(Pass):
             profile = load_profile(options.profile) if options.profile else from_metadata_props(model.metadata)
         except UsageError as exc:
             raise CompileError(f"partition: {exc}") from None
-        plan = partition_graph(model, target, profile, options.fallback, options.bandwidth)
+        plan = partition_graph(model, target, profile, options.fallback, options.bandwidth, options.device)
         diagnostics = plan.diagnostics()
         stats = plan.stats()
         counts = {"partitions": stats["partitions"], **{f"nodes-on-{d}": n for d, n in stats["nodes"].items()},

@@ -168,11 +168,64 @@ def test_explain_is_a_table_with_totals():
         "d     Relu    cuda    0",
         "e     MatMul  cuda    2",
         "",
-        "partitions    3: #0 cuda (2), #1 cpu (2), #2 cuda (1)",
+        "partition  device  nodes  MACs",
+        "#0         cuda    2      50.0%",
+        "#1         cpu     2      0.0%",
+        "#2         cuda    1      50.0%",
+        "",
+        "crossing  bytes      from      to        copy",
+        "x         256.0 KiB  host I/O  #0 cuda   yes",
+        "w         256.0 KiB  host I/O  #0 cuda   yes",
+        "a         256.0 KiB  #0 cuda   #1 cpu    yes",
+        "c         256.0 KiB  #1 cpu    #2 cuda   yes",
+        "d         256.0 KiB  #0 cuda   #2 cuda   no",
+        "e         256.0 KiB  #2 cuda   host I/O  yes",
+        "",
         "nodes         cuda 3, cpu 2",
         "MACs          cuda 100.0%, cpu 0.0%",
         "copies        5 per inference, 1.2 MiB",
     ]
+
+
+# -- the CPU test double's table: a second capability table on the host CPU -------------------------
+
+X86 = get_target("x86-64")
+
+
+def test_the_test_double_table_gives_its_own_partitions_and_refuses_the_cycle():
+    """Only d (Relu) is elementwise; merging e into {a, b, c} would put {d} both after and before it."""
+    plan = partition_graph(parse_model(DIAMOND), X86, device="cpu-test-double")
+    assert partitions(plan) == [(0, "cpu", ["a", "b", "c"]), (1, "cpu-test-double", ["d"]), (2, "cpu", ["e"])]
+    assert reasons(plan) == {"a": "MatMul is not in the cpu-test-double capability table",
+                             "b": "Cast is not in the cpu-test-double capability table",
+                             "c": "Cast is not in the cpu-test-double capability table",
+                             "e": "MatMul is not in the cpu-test-double capability table"}
+    assert plan.explain().splitlines()[0] == ("partition plan for x86-64 (second device cpu-test-double: "
+                                              "a test double of the host CPU, not an accelerator, fallback=cpu)")
+
+
+def test_the_test_double_keeps_an_island_the_cuda_cost_model_sends_back():
+    """Copies between the host and itself cost nothing, so the zero-MAC Relu stays put."""
+    plan = partition_graph(parse_model(ISLAND), X86, device="cpu-test-double")
+    assert partitions(plan) == [(0, "cpu", ["a"]), (1, "cpu-test-double", ["r"]), (2, "cpu", ["b"])]
+
+
+def test_summary_has_each_partition_crossing_and_cpu_reason():
+    summary = partition_graph(parse_model(DIAMOND), ORIN).summary()
+    assert summary["partitions"] == [
+        {"id": 0, "device": "cuda", "nodes": 2, "macs": 16777216, "macs_share": 0.5},
+        {"id": 1, "device": "cpu", "nodes": 2, "macs": 0, "macs_share": 0.0},
+        {"id": 2, "device": "cuda", "nodes": 1, "macs": 16777216, "macs_share": 0.5},
+    ]
+    assert summary["crossings"][2] == {"tensor": "a", "bytes": 262144, "from": 0, "to": 1,
+                                       "from_device": "cuda", "to_device": "cpu", "copy": True}
+    assert [(n["node"], n["partition"]) for n in summary["cpu_nodes"]] == [("b", 1), ("c", 1)]
+    assert summary["second_device"] == "cuda" and summary["totals"]["copies"] == 5
+
+
+def test_an_unknown_device_is_refused():
+    with pytest.raises(PassError, match="device must be one of cuda, cpu-test-double, not 'npu'"):
+        run_pass("partition{target=x86-64,device=npu}", parse_model(DIAMOND))
 
 
 def test_a_target_without_accelerator_is_one_cpu_partition():
