@@ -78,6 +78,10 @@ class Pass:
     def ensures(self, model: Model) -> None:
         """Raise when the pass broke its own promise."""
 
+    def check_inputs(self, model: Model) -> None:
+        """Raise UsageError when what the user gave this pass (files named in its options)
+        does not fit ``model``; drivers call it before any pass runs."""
+
     def call(self, model: Model) -> PassResult:
         raise NotImplementedError
 
@@ -202,6 +206,15 @@ class Pipeline:
 
     def __iter__(self) -> Iterator[PassSpec]:
         return iter(self.passes)
+
+    def files(self) -> list[str]:
+        """The files the passes' options name (fields marked ``metadata={"file": True}``): compile inputs."""
+        return [value for spec in self.passes for f in dataclasses.fields(spec.options)
+                if f.metadata.get("file") and (value := getattr(spec.options, f.name))]
+
+    def check_inputs(self, model: Model) -> None:
+        for spec in self.passes:
+            spec.create().check_inputs(model)
 
 
 # -- instruments and the manager ---------------------------------------------------

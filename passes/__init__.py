@@ -6,8 +6,9 @@ from . import (
     fold_constants,
     partition,
     plan_memory,
+    quantize,
     remove_identity,
     reorder_for_memory,
 )
 
-__all__ = ["eliminate_dead", "fold_batchnorm", "fold_constants", "partition", "plan_memory", "remove_identity", "reorder_for_memory"]
+__all__ = ["eliminate_dead", "fold_batchnorm", "fold_constants", "partition", "plan_memory", "quantize", "remove_identity", "reorder_for_memory"]

@@ -5,6 +5,8 @@ Rules:
   ``Constant`` and ``ConstantOfShape`` of a constant shape), it is in the default
   ONNX domain, and it is deterministic (no Random* ops) with no subgraphs.
 - Its outputs become initializers with the same names, so graph outputs keep theirs.
+- DequantizeLinear never folds: quantized weights stay integers in the graph (a
+  quarter of the bytes), and integer lowering needs to see the DQ -> op pattern.
 - ``size-limit`` caps the bytes of any one folded output (default 1GiB). Weights stored
   as ``ConstantOfShape`` (as in onnx's model-zoo test files) are far below it; the cap
   exists for ops like Expand or Tile that can blow a tiny constant up. A node that would
@@ -29,6 +31,7 @@ from edgec.units import human_size
 
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}
 CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
+KEPT = {"DequantizeLinear"}
 
 
 @register_pass
@@ -69,7 +72,7 @@ class FoldConstants(Pass):
 
     @staticmethod
     def foldable(node: Node) -> bool:
-        if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC | CONTROL_FLOW:
+        if node.domain not in ("", "ai.onnx") or node.op_type in NONDETERMINISTIC | CONTROL_FLOW | KEPT:
             return False
         if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for attr in node.attrs.values()):
             return False
