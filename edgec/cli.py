@@ -75,6 +75,46 @@ def pipeline_options(command):
     return command
 
 
+def quantize_options(calib_required: bool):
+    """The static-quantization flags of ``quantize`` and ``compile`` (where --calib turns quantization on)."""
+    from .calibration import CALIBRATORS
+
+    extra = "" if calib_required else " Quantizes the model to int8 QDQ before lowering."
+    decorators = [
+        click.option("--calib", type=click.Path(path_type=Path), required=calib_required, metavar="DATA.npz",
+                     help="Calibration data: an .npz with one array per model input, samples on the first axis." + extra),
+        click.option("--calibrator", type=click.Choice(CALIBRATORS), default="minmax", show_default=True,
+                     help="How activation ranges are chosen from the calibration run."),
+        click.option("--no-quantize", "no_quantize", multiple=True, metavar="NODE", help="Keep this node in float. Repeatable."),
+        click.option("--per-tensor-weights", is_flag=True, help="One weight scale per tensor, not per output channel."),
+        click.option("--unsigned", is_flag=True, help="uint8 activations instead of int8."),
+        click.option("--reduce-range", is_flag=True,
+                     help="7-bit weights, so onnxruntime's int8 kernels on x86 without VNNI do not saturate."),
+    ]
+
+    def apply(command):
+        for decorate in reversed(decorators):
+            command = decorate(command)
+        return command
+
+    return apply
+
+
+def quantized_pipeline(pipeline: str, options: dict) -> str:
+    """``pipeline`` with a quantize step configured by the flags, when --calib is given."""
+    from .passes.quantize import QuantizeOptions, with_quantize
+
+    if not options["calib"]:
+        flags = ("no_quantize", "per_tensor_weights", "unsigned", "reduce_range")
+        if any(options[flag] for flag in flags) or options["calibrator"] != "minmax":
+            raise UsageError("--calibrator, --no-quantize, --per-tensor-weights, --unsigned and --reduce-range need --calib")
+        return pipeline
+    settings = QuantizeOptions(calib=str(options["calib"]), calibrator=options["calibrator"], exclude=";".join(options["no_quantize"]),
+                               per_tensor_weights=options["per_tensor_weights"], unsigned=options["unsigned"],
+                               reduce_range=options["reduce_range"])
+    return with_quantize(pipeline, settings)
+
+
 def profile_options(command):
     """How a command names a profile: a built-in or a file, plus ``--set`` overrides."""
     decorators = [
@@ -157,6 +197,7 @@ def main_group(verbose: int) -> None:
 @profile_options
 @click.option("--allow-violations", is_flag=True,
               help="Compile even when the model violates its profile; the violations are recorded in the artifact.")
+@quantize_options(calib_required=False)
 @pipeline_options
 def compile_command(model: Path, target: str, output: Path | None, quiet: bool, as_json: bool, depfile, cache_dir,
                     profile, overrides, allow_violations, **options) -> None:
@@ -173,7 +214,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         target=target,
         output=output or Path(model.stem + ".edgec"),
         input_shapes=parse_shapes(options["input_shapes"]),
-        pipeline=options["pipeline"],
+        pipeline=quantized_pipeline(options["pipeline"], options),
         verify_each=options["verify_each"],
         depfile=depfile,
         cache_dir=cache_dir,
@@ -223,6 +264,41 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
         onnx.save(export_model(ir_model), output)
     else:
         output.write_text(print_model(ir_model))
+
+
+@main_group.command("quantize", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="The QDQ ONNX file [default: MODEL's stem + .qdq.onnx].")
+@quantize_options(calib_required=True)
+def quantize_command(model: Path, output: Path | None, **options) -> None:
+    """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
+
+    Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz'."""
+    import onnx
+
+    from .compliance import weight_bytes
+    from .driver import check_writable
+    from .exporter import export_model
+    from .importer import load_model
+    from .pass_manager import PassManager, Pipeline
+    from .passes.quantize import PREPARE
+
+    output = output or Path(model.stem + ".qdq.onnx")
+    check_writable(output)
+    pipeline = Pipeline.parse(quantized_pipeline(PREPARE, options))
+    ir_model = load_model(model, {})
+    pipeline.check_inputs(ir_model)
+    before = weight_bytes(ir_model.graph)
+    manager = PassManager(pipeline)
+    ir_model = manager.run(ir_model)
+    for pass_name, diagnostic in manager.diagnostics:
+        if pass_name == "quantize":
+            click.echo(f"edgec: {diagnostic}", err=True)
+    onnx.save(export_model(ir_model), output)
+    ops = sum(n.op_type == "QuantizeLinear" for n in ir_model.graph.nodes)
+    click.echo(f"wrote {output}: {ops} activation Q/DQ pairs, weights {before / 1e3:.1f} kB -> "
+               f"{weight_bytes(ir_model.graph) / 1e3:.1f} kB", err=True)
 
 
 def read_inputs(compiled, inputs_file: Path | None, input_specs, random_inputs: bool, seed: int) -> dict:

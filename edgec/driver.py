@@ -129,6 +129,8 @@ def compile_model(
     inputs = [*model.source_files, *([Path(request.target)] if request.target.endswith(".toml") else [])]
     if profile:
         inputs += [Path(source) for source in profile.sources if Path(source).is_file()]
+    pipeline.check_inputs(model)  # files the passes read (calibration data) fail here, as usage errors
+    inputs += [Path(name) for name in pipeline.files()]
     plan = Plan(request, target, pipeline, profile, inputs)
 
     if request.cache_dir and not instruments:
@@ -154,7 +156,9 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
 
     request, target, profile = plan.request, plan.target, plan.profile
     # Quantization is judged on the graph as imported: fold-constants turns Q/DQ weights into floats.
-    imported = convert_model(export_model(model)) if profile and profile.quantization.required else None
+    # A pipeline that quantizes is judged on its result (DequantizeLinear is never folded).
+    quantizes = any(spec.name == "quantize" for spec in plan.pipeline)
+    imported = convert_model(export_model(model)) if profile and profile.quantization.required and not quantizes else None
 
     progress("running passes")
     manager = PassManager(plan.pipeline, instruments, verify_each=request.verify_each)

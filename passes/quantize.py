@@ -9,8 +9,8 @@ Rules:
 - Conv, ConvTranspose, Gemm and MatMul get QuantizeLinear -> DequantizeLinear in
   front of their float32 activation inputs (per tensor, asymmetric int8, or uint8
   with ``unsigned``).
-- Their constant weights are stored as symmetric int8 (range +-127, zero point 0)
-  followed by a DequantizeLinear: per output channel (Conv axis 0, ConvTranspose
+- Their constant weights are stored as symmetric int8 (range +-127, zero point 0;
+  +-63 with ``reduce-range``) followed by a DequantizeLinear: per output channel (Conv axis 0, ConvTranspose
   axis 1 when ungrouped, Gemm by ``transB``, MatMul's last axis), or per tensor
   with ``per-tensor-weights``. A float weight left without users is dropped.
 - A constant 1-D bias of Conv/ConvTranspose, or of a Gemm with alpha = beta = 1,
@@ -27,6 +27,10 @@ Rules:
   in float, with a note.
 - Nodes named in ``exclude`` (``;``-separated node names, or first output names
   for unnamed nodes) are neither quantized nor shared through.
+- ``reduce-range`` exists for onnxruntime on x86 without VNNI: its fused int8
+  kernels sum pairs of u8 x s8 products in int16 (vpmaddubsw), which saturates with
+  8-bit weights, so its results drift from the QDQ graph's meaning; with 7-bit
+  weights they are exact.
 - Inputs that already come from a DequantizeLinear are left alone, so a second run
   changes nothing.
 """
@@ -52,6 +56,7 @@ LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 DATA_MOVEMENT = {"MaxPool": (0,), "Reshape": (0,), "Transpose": (0,), "Slice": (0,), "Flatten": (0,), "Concat": None}
 """Ops whose output values are some of their input values, by data input index (None: all)."""
 WEIGHT_QMAX = 127
+REDUCED_QMAX = 63
 
 
 @dataclass
@@ -64,6 +69,7 @@ class QuantizeOptions:
     unsigned: bool = False
     exclude: str = ""
     mask_threshold: float = 1e4
+    reduce_range: bool = False
 
     @property
     def excluded(self) -> list[str]:
@@ -119,18 +125,18 @@ def weight_axis(node: Node, index: int, weight: Value) -> int | None:
     return None
 
 
-def quantize_weight(data: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric int8: (int8 weight, float32 scale per channel along ``axis``, or a scalar)."""
+def quantize_weight(data: np.ndarray, axis: int | None, qmax: int = WEIGHT_QMAX) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric int8 in ``[-qmax, qmax]``: (int8 weight, float32 scale per channel along ``axis``, or a scalar)."""
     w = data.astype(np.float64)
     if axis is None:
         amax = np.array(np.abs(w).max())
     else:
         amax = np.abs(np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)).max(axis=1)
-    scale = np.where(amax > 0, amax / WEIGHT_QMAX, 1.0).astype(np.float32)
+    scale = np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
     shape = [1] * w.ndim
     if axis is not None:
         shape[axis] = -1
-    q = np.clip(np.round(w / scale.astype(np.float64).reshape(shape)), -WEIGHT_QMAX, WEIGHT_QMAX).astype(np.int8)
+    q = np.clip(np.round(w / scale.astype(np.float64).reshape(shape)), -qmax, qmax).astype(np.int8)
     return q, scale
 
 
@@ -373,7 +379,7 @@ class Quantize(Pass):
         return restored
 
     def quantize_constant(self, graph: Graph, node: Node, weight: Value, axis: int | None) -> tuple[Value, np.ndarray]:
-        q, scale = quantize_weight(weight.const, axis)
+        q, scale = quantize_weight(weight.const, axis, REDUCED_QMAX if self.options.reduce_range else WEIGHT_QMAX)
         first = min(weight.uses, key=graph.nodes.index)
         return self.dequantize_constant(graph, first, weight.name, q, scale, axis, weight.shape), scale
 
