@@ -155,8 +155,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     from edgec.targets import lower
 
     request, target, profile = plan.request, plan.target, plan.profile
-    # Quantization is judged on the graph as imported: fold-constants turns Q/DQ weights into floats.
-    # A pipeline that quantizes is judged on its result (DequantizeLinear is never folded).
+    # Quantization is judged on the graph as imported, or on the result when the pipeline quantizes.
     quantizes = any(spec.name == "quantize" for spec in plan.pipeline)
     imported = convert_model(export_model(model)) if profile and profile.quantization.required and not quantizes else None
 
