@@ -7,6 +7,13 @@ Members, in this order:
 - ``model.so``: the compiled library (it takes the weights as arguments);
 - ``weights.bin``: every weight, raw and little-endian, each at a 64-byte-aligned offset.
 
+A model split into several partitions (format version 2) has one library per
+partition instead of ``model.so``: ``partition0.so``, ``partition1.so``... in the
+order they run, each for its own device. The manifest's ``partitions`` list names
+each one's library, device, input and output tensors and weights, and
+``partition_plan`` records the plan with the tensors crossing between partitions.
+A single-partition artifact stays at version 1, which readers of one ``model.so`` load.
+
 Why tar: any language reads it (512-byte headers, data at 512-byte boundaries), and
 members are stored uncompressed at known offsets, so the runtime maps
 ``weights.bin`` straight from the artifact file instead of copying it.
@@ -32,6 +39,8 @@ from .errors import ArtifactError
 
 FORMAT = "edgec-artifact"
 FORMAT_VERSION = 1
+MULTI_PARTITION_VERSION = 2
+VERSIONS = (FORMAT_VERSION, MULTI_PARTITION_VERSION)
 ALIGNMENT = 64
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
@@ -74,25 +83,26 @@ def tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_artifact(path: Path, manifest: dict, library: bytes, weights: list[tuple[str, np.ndarray]]) -> dict:
+def write_artifact(path: Path, manifest: dict, library: bytes | dict[str, bytes],
+                   weights: list[tuple[str, np.ndarray]]) -> dict:
     """Write the artifact atomically (a temp file in the same directory, then a rename)
-    and return the complete manifest it holds."""
+    and return the complete manifest it holds. ``library`` is ``model.so``'s bytes, or
+    member name -> bytes for one library per partition."""
+    libraries = {LIBRARY: library} if isinstance(library, bytes) else dict(library)
     blob, index = pack_weights(weights)
     manifest = dict(manifest)
     manifest["format"] = FORMAT
-    manifest["format_version"] = FORMAT_VERSION
+    manifest["format_version"] = FORMAT_VERSION if list(libraries) == [LIBRARY] else MULTI_PARTITION_VERSION
     manifest["weights"] = index
-    manifest["members"] = {
-        LIBRARY: {"sha256": sha256_bytes(library), "size": len(library)},
-        WEIGHTS: {"sha256": sha256_bytes(blob), "size": len(blob)},
-    }
+    members = {**libraries, WEIGHTS: blob}
+    manifest["members"] = {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in members.items()}
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
 
     path = Path(path)
     handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in ((MANIFEST, manifest_bytes), (LIBRARY, library), (WEIGHTS, blob)):
+            for name, data in ((MANIFEST, manifest_bytes), *members.items()):
                 tar.addfile(tar_member(name, len(data)), io.BytesIO(data))
         os.chmod(handle.name, 0o644)
         os.replace(handle.name, path)
@@ -116,6 +126,10 @@ class ArtifactFile:
             handle.seek(offset)
             return handle.read(size)
 
+    def libraries(self) -> list[str]:
+        """The library members in the order they run: ``model.so``, or one per partition."""
+        return [p["library"] for p in self.manifest.get("partitions") or [{"library": LIBRARY}]]
+
     def verify_members(self) -> None:
         """Check each member against the sha256 recorded in the manifest."""
         for name, expected in self.manifest["members"].items():
@@ -137,12 +151,13 @@ def open_artifact(path: str | os.PathLike) -> ArtifactFile:
         raise ArtifactError(f"{path}: not an edgec artifact ({exc})") from None
     if not manifest or manifest.get("format") != FORMAT:
         raise ArtifactError(f"{path}: not an edgec artifact (no edgec manifest)")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in VERSIONS:
         raise ArtifactError(
             f"{path}: artifact format version {manifest.get('format_version')} is not supported "
-            f"(this edgec reads version {FORMAT_VERSION}); recompile the model"
+            f"(this edgec reads versions {', '.join(map(str, VERSIONS))}); recompile the model"
         )
-    missing = [m for m in (LIBRARY, WEIGHTS) if m not in offsets]
+    libraries = [p["library"] for p in manifest.get("partitions") or [{"library": LIBRARY}]]
+    missing = [m for m in (*libraries, WEIGHTS) if m not in offsets]
     if missing:
         raise ArtifactError(f"{path}: artifact is missing member(s) {', '.join(missing)}")
     return ArtifactFile(path, manifest, offsets)

@@ -197,6 +197,12 @@ def main_group(verbose: int) -> None:
 @profile_options
 @click.option("--allow-violations", is_flag=True,
               help="Compile even when the model violates its profile; the violations are recorded in the artifact.")
+@click.option("--fallback", type=click.Choice(["cpu", "error"]),
+              help="Nodes the accelerator refuses: stay on the CPU (the default on targets with one), or fail the "
+                   "compile naming each node and why (exit code 1).")
+@click.option("--explain-partitions", is_flag=True,
+              help="Print each partition, its device, nodes and share of MACs, the tensors crossing between "
+                   "partitions, and why each CPU node stays there (in the summary with --json).")
 @quantize_options(calib_required=False)
 @pipeline_options
 def compile_command(model: Path, target: str, output: Path | None, quiet: bool, as_json: bool, depfile, cache_dir,
@@ -221,6 +227,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         profile=profile,
         profile_overrides=tuple(overrides),
         allow_violations=allow_violations,
+        fallback=options["fallback"],
     )
     started = time.perf_counter()
     with progress_display(not quiet and not as_json) as progress:
@@ -233,11 +240,111 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
             "cached": result.cached,
             "inputs": [str(p) for p in result.inputs],
             "seconds": round(time.perf_counter() - started, 3),
+            **({"partitions": partition_summary(result.manifest)} if options["explain_partitions"] else {}),
         }, indent=2))
+        return
+    if options["explain_partitions"]:
+        click.echo(explain_partitions(result.manifest))
     elif not quiet:
         size = result.output.stat().st_size
         origin = " (from the cache)" if result.cached else ""
         click.echo(f"wrote {result.output} ({size / 1e6:.1f} MB) for {result.manifest['target']['name']}{origin}", err=True)
+
+
+def partition_summary(manifest: dict) -> dict | None:
+    """The partition plan's summary with each partition's library and crossing bytes; None unpartitioned."""
+    from .passes.partition import PartitionPlan
+
+    if not manifest.get("partition_plan"):
+        return None
+    summary = PartitionPlan.from_dict(manifest["partition_plan"]).summary()
+    libraries = [p["library"] for p in manifest["partitions"]]
+    for entry, lowered in zip(summary["partitions"], manifest["partitions"]):
+        entry.update({k: lowered[k] for k in ("library", "runs_on", "input_bytes", "output_bytes")})
+    for crossing in summary["crossings"]:
+        for side in ("from", "to"):
+            crossing[f"{side}_library"] = None if crossing[side] is None else libraries[crossing[side]]
+    return summary
+
+
+def explain_partitions(manifest: dict) -> str:
+    """The plan as tables, or one line saying the compile did not partition."""
+    from .passes.partition import PartitionPlan
+
+    if not manifest.get("partition_plan"):
+        target = manifest["target"]
+        return f"not partitioned: the whole graph runs on {target.get('device', 'cpu')} (target {target['name']})"
+    return PartitionPlan.from_dict(manifest["partition_plan"]).explain()
+
+
+@main_group.command("tune", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", required=True, help="Target name (see 'edgec targets').")
+@click.option("--db", "db_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Tuning-record directory: created, or resumed (its earlier trials count toward --trials).")
+@click.option("--trials", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Measurements in total over the model's kernels, earlier runs included.")
+@click.option("--device", metavar="rpc://HOST:PORT/KEY",
+              help="Measure on a lab device behind a TVM RPC tracker instead of this CPU.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxD...",
+              help="Bind an input's symbolic dims, e.g. input=1x3x224x224. Repeatable.")
+@click.option("--seed", default=0, show_default=True, help="Search seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-kernel summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display and no summary.")
+def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: str | None, input_shapes, seed: int,
+                 as_json: bool, quiet: bool) -> None:
+    """Measure schedules for MODEL's kernels with MetaSchedule and save them in --db.
+
+    Records are appended as they are measured, so a killed run resumes where it stopped.
+    'edgec compile --tuning-db DIR' then uses them."""
+    from .driver import DEFAULT_PIPELINE
+    from .importer import ensure_static, load_model
+    from .pass_manager import PassManager, Pipeline
+    from .remote import parse_device
+    from .targets import get_target
+    from .targets.tuning import tune
+
+    spec = get_target(target)
+    rpc_device = parse_device(device) if device else None
+    loaded = load_model(model, parse_shapes(input_shapes))
+    ensure_static(loaded, str(model))
+    graph = PassManager(Pipeline.parse(DEFAULT_PIPELINE)).run(loaded)  # the graph compile lowers
+    with tuning_progress(not quiet and not as_json) as progress:
+        summary = tune(graph, spec, db_dir, trials, rpc_device, progress, seed=seed,
+                       verbose=logger.getEffectiveLevel() <= logging.DEBUG)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    elif not quiet:
+        click.echo(format_tuning(summary), err=True)
+
+
+@contextmanager
+def tuning_progress(enabled: bool):
+    """A progress bar with the trial count and the best time of the kernel that last improved."""
+    if not enabled:
+        yield lambda done, budget, kernel: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[best]}")]
+    with Progress(*columns, console=stderr_console(), transient=True) as bar:
+        task = bar.add_task("tuning", total=None, best="")
+
+        def update(done: int, budget: int, kernel) -> None:
+            fields = {"best": f"best {kernel.name}: {kernel.best_seconds * 1e6:.1f} us"} if kernel else {}
+            bar.update(task, completed=done, total=budget, **fields)
+
+        yield update
+
+
+def format_tuning(summary) -> str:
+    lines = [f"{summary.trials_run} new trial(s), {summary.trials_before} earlier, {summary.threads} thread(s); "
+             f"records in {summary.database}"]
+    for kernel in summary.kernels:
+        best = "no valid measurement" if kernel.best_seconds is None else f"best {kernel.best_seconds * 1e6:.1f} us"
+        lines.append(f"  {kernel.name} x{kernel.weight}: {kernel.trials} trial(s), {best}")
+    return "\n".join(lines)
 
 
 @main_group.command("opt", epilog=EXIT_CODES)
@@ -508,26 +615,42 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print the per-layer table as CSV.")
 @click.option("--memory", is_flag=True, help="The memory plan instead: arena, lower bound, weights, every tensor's offset.")
+@click.option("--partitions", is_flag=True,
+              help="The partitions instead: device, nodes, share of MACs, crossing tensors, why each CPU node stays.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
-              help="With --memory: draw tensor lifetimes against arena offsets to this PNG (needs matplotlib).")
-def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, plot: Path | None) -> None:
+              help="With --memory: draw tensor lifetimes against arena offsets; with --partitions: the partition "
+                   "graph colored by device. To this PNG (needs matplotlib).")
+def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, partitions: bool,
+                   plot: Path | None) -> None:
     """Per layer: op, output shape, MACs, parameters, weight bytes, dtype, device; then totals.
 
     With --memory: the arena, its lower bound, the weights, what TVM's VM allocates, and
-    a table of every planned tensor (offset, size, steps live); --plot draws it."""
+    a table of every planned tensor (offset, size, steps live); --plot draws it.
+    With --partitions: the partition plan; --plot draws it."""
     from .artifact import open_artifact
     from .driver import check_writable
-    from .report import format_csv, format_memory, format_table, plot_memory
+    from .report import format_csv, format_memory, format_table, plot_memory, plot_partitions
 
     if as_json and as_csv:
         raise UsageError("give at most one of --json and --csv")
-    if plot and not memory:
-        raise UsageError("--plot draws the memory plan: give it with --memory")
-    if memory and as_csv:
-        raise UsageError("--memory prints a table or --json, not --csv")
+    if memory and partitions:
+        raise UsageError("give at most one of --memory and --partitions")
+    if plot and not (memory or partitions):
+        raise UsageError("--plot draws the memory plan or the partitions: give it with --memory or --partitions")
+    if (memory or partitions) and as_csv:
+        raise UsageError(f"--{'memory' if memory else 'partitions'} prints a table or --json, not --csv")
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
     manifest = open_artifact(artifact).manifest
+    if partitions:
+        if plot:
+            if not manifest.get("partition_plan"):
+                raise UsageError(f"--plot: {artifact} was not partitioned ({explain_partitions(manifest)})")
+            check_writable(plot, "--plot")
+            plot_partitions(manifest, plot)
+        click.echo(json.dumps({"partitions": partition_summary(manifest)}, indent=2) if as_json
+                   else explain_partitions(manifest))
+        return
     if memory:
         if plot:
             check_writable(plot, "--plot")

@@ -46,6 +46,9 @@ class CompileRequest:
     """A built-in profile name or a profile file; None: the model's own, if it carries one."""
     profile_overrides: tuple[str, ...] = ()
     allow_violations: bool = False
+    fallback: str | None = None
+    """cpu or error: what happens to nodes the accelerator refuses; None: cpu on targets with
+    an accelerator, no partitioning on the others."""
 
 
 @dataclass
@@ -109,9 +112,12 @@ def compile_model(
     Instruments (IR printing, timing...) ask for the pipeline to run, so they bypass the cache."""
     # Cheap checks first, so a bad flag never costs an import or a TVM build.
     from edgec.targets import get_target
+    from edgec.targets.partitioned import with_partitioning
 
     target = get_target(request.target)
-    pipeline = Pipeline.parse(request.pipeline)
+    if request.fallback not in (None, "cpu", "error"):
+        raise UsageError(f"--fallback must be cpu or error, not {request.fallback!r}")
+    pipeline = with_partitioning(Pipeline.parse(request.pipeline), request.target, target, request.fallback)
     profile = load_profile(request.profile, request.profile_overrides) if request.profile else None
     if request.profile_overrides and not request.profile:
         raise UsageError("--set needs --profile (the profile it overrides)")
@@ -152,7 +158,9 @@ def compile_model(
 
 def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     """Passes, the profile's static checks, lowering and the artifact, for an imported model."""
+    from edgec.passes.partition import layer_devices, plan_of
     from edgec.targets import lower
+    from edgec.targets.partitioned import lower_partitions
 
     request, target, profile = plan.request, plan.target, plan.profile
     # Quantization is judged on the graph as imported, or on the result when the pipeline quantizes.
@@ -181,7 +189,11 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
             logger.warning("profile violations allowed by --allow-violations:\n%s", text)
 
     progress(f"lowering for {target.name} with TVM")
-    lowered = lower(model, target)
+    partition_plan = plan_of(model)
+    if partition_plan is not None:  # one library per partition, each for its device
+        lowered = lower_partitions(model, target, partition_plan)
+    else:
+        lowered = lower(model, target)
     if profile and profile.memory.activation_arena is not None and lowered.runtime_memory:
         # What the VM really allocates after TVM's layout changes and fusion, not the graph's plan.
         finding = lowered_arena_finding(profile.memory.activation_arena, lowered.runtime_memory)
@@ -203,11 +215,13 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "target": lowered.target_manifest,
         "pipeline": str(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
-        "report": with_runtime_memory(build_report(model, target.device, memory), lowered.runtime_memory),
+        "report": with_runtime_memory(build_report(model, layer_devices(model, partition_plan) or target.device, memory),
+                                      lowered.runtime_memory),
         "memory_plan": memory.to_dict(),
         "runtime_memory": lowered.runtime_memory,
         "profile": profile.to_dict() if profile else None,
         "compliance": compliance,
+        **({"partition_plan": partition_plan.to_dict(), "partitions": lowered.partitions} if partition_plan else {}),
     }
     manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
     return CompileResult(request.output, manifest, plan.inputs)

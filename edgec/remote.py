@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from .artifact import LIBRARY, WEIGHTS, ArtifactFile, open_artifact
-from .errors import DeviceError, EdgecError, UsageError
+from .errors import ArtifactError, DeviceError, EdgecError, UsageError
 from .runtime import Signature, check_arch, check_features
 
 logger = logging.getLogger(__name__)
@@ -377,4 +377,8 @@ def load_remote(
         device = parse_device(device)
     if timeout <= 0:
         raise UsageError(f"--timeout {timeout:g}: must be positive")
-    return RemoteModel(open_artifact(artifact_path), device, timeout)
+    artifact = open_artifact(artifact_path)
+    if artifact.libraries() != [LIBRARY]:
+        raise ArtifactError(f"{artifact_path}: a partitioned artifact ({len(artifact.libraries())} libraries) "
+                            "runs here, not on a lab device yet")
+    return RemoteModel(artifact, device, timeout)

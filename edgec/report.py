@@ -58,7 +58,9 @@ class Layer:
     device: str
 
 
-def layer_table(model: Model, device: str) -> list[Layer]:
+def layer_table(model: Model, device: str | list[str]) -> list[Layer]:
+    """``device``: where every layer runs, or each layer's device in graph order (a partitioned model)."""
+    devices = [device] * len(model.graph.nodes) if isinstance(device, str) else device
     layers = []
     for index, node in enumerate(model.graph.nodes):
         weights = [v for v in node.inputs if v is not None and v.is_constant]
@@ -72,13 +74,13 @@ def layer_table(model: Model, device: str) -> list[Layer]:
                 macs=macs(node),
                 parameters=sum(int(v.const.size) for v in weights),
                 weight_bytes=sum(int(v.const.nbytes) for v in weights),
-                device=device,
+                device=devices[index],
             )
         )
     return layers
 
 
-def build_report(model: Model, device: str, plan=None) -> dict:
+def build_report(model: Model, device: str | list[str], plan=None) -> dict:
     """``plan``, the model's memory plan, gives the arena; without one it is estimated."""
     layers = layer_table(model, device)
     arena = planned_arena(plan) if plan is not None else estimate_arena(model.graph)
@@ -210,6 +212,58 @@ def plot_memory(manifest: dict, path) -> None:
     axes.set_title(f"{manifest['source']['file']}: {len(plan['tensors'])} tensors in {human_size(plan['arena_bytes'])} "
                    f"({plan['algorithm']}; lower bound {human_size(plan['lower_bound_bytes'])})")
     axes.legend(loc="upper right")
+    figure.tight_layout()
+    figure.savefig(path, metadata={"Software": None})
+    pyplot.close(figure)
+
+
+DEVICE_COLORS = {"cpu": "#8fbcdb", "cuda": "#76b900", "cpu-test-double": "#f2b56b"}
+"""Partition colors by device (any other device gets grey)."""
+
+
+def plot_partitions(manifest: dict, path) -> None:
+    """The partition graph: one box per partition colored by its device, host inputs on the left and
+    outputs on the right, each edge labelled with the bytes that cross it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'edgec[plot]'") from None
+    import networkx as nx
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+    from matplotlib.patches import Patch
+
+    plan = manifest["partition_plan"]
+    graph = nx.DiGraph()
+    graph.add_node("inputs", layer=0, label="host inputs", device=None)
+    for partition in plan["partitions"]:
+        graph.add_node(partition["id"], device=partition["device"],
+                       label=f"#{partition['id']}\n{partition['device']}\n{len(partition['nodes'])} "
+                             f"node{'s' if len(partition['nodes']) != 1 else ''}")
+    graph.add_node("outputs", label="host outputs", device=None)
+    for crossing in plan["crossings"]:
+        source = "inputs" if crossing["from"] is None else crossing["from"]
+        dest = "outputs" if crossing["to"] is None else crossing["to"]
+        moved = graph.edges[source, dest]["bytes"] if graph.has_edge(source, dest) else 0
+        graph.add_edge(source, dest, bytes=moved + crossing["bytes"])
+    for layer, generation in enumerate(nx.topological_generations(graph)):
+        for node in generation:
+            graph.nodes[node]["layer"] = layer
+    positions = nx.multipartite_layout(graph, subset_key="layer")
+    colors = [DEVICE_COLORS.get(graph.nodes[n]["device"], "#dddddd") if graph.nodes[n]["device"] else "white"
+              for n in graph.nodes]
+    figure, axes = pyplot.subplots(figsize=(max(6, 2.2 * len(graph)), 5), dpi=100)
+    nx.draw_networkx_nodes(graph, positions, node_color=colors, node_size=2600, edgecolors="black", ax=axes)
+    nx.draw_networkx_labels(graph, positions, labels=nx.get_node_attributes(graph, "label"), font_size=8, ax=axes)
+    nx.draw_networkx_edges(graph, positions, node_size=2600, arrowsize=14, ax=axes)
+    nx.draw_networkx_edge_labels(graph, positions, font_size=7, ax=axes,
+                                 edge_labels={e: human_size(d["bytes"]) for e, d in graph.edges.items()})
+    devices = list(dict.fromkeys(p["device"] for p in plan["partitions"]))
+    axes.legend(handles=[Patch(facecolor=DEVICE_COLORS.get(d, "#dddddd"), edgecolor="black", label=d) for d in devices],
+                loc="upper right")
+    axes.set_title(f"{manifest['source']['file']} on {plan['target']}: {len(plan['partitions'])} partitions")
+    axes.set_axis_off()
     figure.tight_layout()
     figure.savefig(path, metadata={"Software": None})
     pyplot.close(figure)

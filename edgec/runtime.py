@@ -7,6 +7,11 @@ Weights are memory-mapped from the artifact file and handed to TVM without a
 copy, so loading costs no more than the weights' size, and only for pages used. TVM's thread pool uses one thread on a 2-core machine unless
 told otherwise, so ``TVM_NUM_THREADS`` is set to the physical core count before
 TVM starts, unless the user already set it.
+
+A partitioned artifact (one library per partition) runs its partitions in order,
+each in its own VM on its device; a tensor crossing to a partition on another
+device is copied there, once per run. The CPU test double's partitions run on the
+host CPU, like CPU ones, so their crossings are not copied.
 """
 
 from __future__ import annotations
@@ -81,6 +86,39 @@ class Signature:
         return feeds
 
 
+def partitions_of(manifest: dict) -> list[dict]:
+    """Each partition's library, device, tensors and weights; a single-library artifact
+    without a partition list is one partition on its target's device."""
+    if manifest.get("partitions"):
+        return manifest["partitions"]
+    return [{"id": 0, "library": LIBRARY, "runs_on": manifest["target"].get("device", "cpu"),
+             "inputs": [spec["name"] for spec in manifest["signature"]["inputs"]],
+             "outputs": [spec["name"] for spec in manifest["signature"]["outputs"]],
+             "weights": [w["name"] for w in manifest["weights"]]}]
+
+
+class Stage:
+    """One partition loaded: its VM on its device, its weights there, its tensors' names."""
+
+    def __init__(self, tvm, vm, artifact: ArtifactFile, partition: dict, weights: dict):
+        self.device = tvm.cuda(0) if partition["runs_on"] == "cuda" else tvm.cpu()
+        self.inputs, self.outputs = partition["inputs"], partition["outputs"]
+        self.main = vm.VirtualMachine(load_library(tvm, artifact, partition["library"]), self.device)["main"]
+        self.weights = [on_device(weights[name], self.device) for name in partition["weights"]]
+
+    def run(self, tensors: dict) -> None:
+        """Read this partition's inputs from ``tensors`` (copied to its device when elsewhere)
+        and add its outputs."""
+        result = self.main(*(on_device(tensors[name], self.device) for name in self.inputs), *self.weights)
+        results = [result] if hasattr(result, "numpy") else list(result)
+        tensors.update(zip(self.outputs, results))
+
+
+def on_device(tensor, device):
+    """``tensor`` on ``device``: itself when it is there already, else a copy."""
+    return tensor if tensor.device == device else tensor.copyto(device)
+
+
 class CompiledModel(Signature):
     """A loaded artifact: ``inputs``/``outputs`` describe the signature."""
 
@@ -91,35 +129,35 @@ class CompiledModel(Signature):
         tvm, vm = import_tvm_runtime()
         self._tvm = tvm
         self._device = tvm.cpu()
-        library = load_library(tvm, artifact)
-        self._vm = vm.VirtualMachine(library, self._device)
-        self._main = self._vm["main"]
-        self._weight_map, self._weights = map_weights(tvm, artifact, self._device)
+        self._weight_map, weights = map_weights(tvm, artifact, self._device)
+        named = dict(zip((w["name"] for w in artifact.manifest["weights"]), weights))
+        self._stages = [Stage(tvm, vm, artifact, p, named) for p in partitions_of(artifact.manifest)]
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once. Inputs are checked by name, dtype and shape against the signature."""
-        args = [self._tvm.runtime.tensor(array, self._device) for array in self.checked_inputs(inputs)]
-        result = self._main(*args, *self._weights)
-        results = [result] if hasattr(result, "numpy") else list(result)
-        return {spec["name"]: value.numpy() for spec, value in zip(self.outputs, results)}
+        tensors = {spec["name"]: self._tvm.runtime.tensor(array, self._device)
+                   for spec, array in zip(self.inputs, self.checked_inputs(inputs))}
+        for stage in self._stages:
+            stage.run(tensors)
+        return {spec["name"]: tensors[spec["name"]].numpy() for spec in self.outputs}
 
 
 def check_machine(artifact: ArtifactFile) -> None:
-    """Refuse, with the reason, an artifact this machine's CPU cannot run.
+    """Refuse, with the reason, an artifact this machine cannot run.
 
     On Linux the target's CPU features are checked too: code using a missing
     extension (AVX-512 on an AVX2 CPU, dotprod on a Cortex-A72) dies of SIGILL.
+    A partition for a GPU needs one here.
     """
-    target = artifact.manifest["target"]
-    if target.get("device", "cpu") != "cpu":
-        raise ArtifactError(
-            f"{artifact.path}: built for target {target['name']}, whose code runs on {target['device']}; "
-            "this runtime runs CPU artifacts (GPU execution is not implemented yet)"
-        )
     here = platform.machine()
     check_arch(artifact.path, artifact.manifest, here, "this machine", "; run it on the device")
     if sys.platform == "linux":
         check_features(artifact.path, artifact.manifest, cpu_features(), "this machine")
+    target = artifact.manifest["target"]
+    for partition in partitions_of(artifact.manifest):
+        if partition["runs_on"] == "cuda" and not Path("/dev/nvidiactl").exists():
+            raise ArtifactError(f"{artifact.path}: partition #{partition['id']} of target {target['name']} runs on "
+                                "cuda, and this machine has no NVIDIA GPU (no /dev/nvidiactl)")
 
 
 def normalize_machine(machine: str) -> str:
@@ -151,15 +189,15 @@ def check_features(path, manifest: dict, available: set[str], where: str) -> Non
         raise ArtifactError(f"{path}: {where} lacks CPU feature{plural} {names} required by target {target['name']}")
 
 
-def load_library(tvm, artifact: ArtifactFile):
-    """dlopen the library member: written to a private temp file, loaded, then unlinked."""
+def load_library(tvm, artifact: ArtifactFile, member: str = LIBRARY):
+    """dlopen a library member: written to a private temp file, loaded, then unlinked."""
     with tempfile.TemporaryDirectory(prefix="edgec-rt-") as workdir:
-        path = Path(workdir) / LIBRARY
-        path.write_bytes(artifact.read_member(LIBRARY))
+        path = Path(workdir) / member
+        path.write_bytes(artifact.read_member(member))
         try:
             return tvm.runtime.load_module(str(path))
         except Exception as exc:
-            raise ArtifactError(f"{artifact.path}: cannot load the compiled library: {exc}") from None
+            raise ArtifactError(f"{artifact.path}: cannot load the compiled library {member}: {exc}") from None
 
 
 def map_weights(tvm, artifact: ArtifactFile, device) -> tuple[np.memmap | None, list]:

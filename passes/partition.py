@@ -570,6 +570,13 @@ def node_keys(nodes: Iterable[Node]) -> dict[Node, str]:
     return keys
 
 
+def layer_devices(model: Model, plan: PartitionPlan | None) -> list[str] | None:
+    """Each node's device in graph order, for the per-layer report; None without a plan."""
+    if plan is None:
+        return None
+    return [plan.placements[key].device for key in node_keys(model.graph.nodes).values()]
+
+
 def plan_of(model: Model) -> PartitionPlan | None:
     """The plan recorded on a model by the partition pass; None when there is none.
 

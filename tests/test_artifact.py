@@ -50,7 +50,8 @@ def test_weights_are_views_of_the_mapped_file_not_copies(artifact):
     compiled = runtime.load(artifact)
     mapped = compiled._weight_map
     start, end = mapped.ctypes.data, mapped.ctypes.data + mapped.nbytes
-    assert compiled._weights and all(start <= t.data_ptr() < end for t in compiled._weights)
+    weights = compiled._stages[0].weights
+    assert weights and all(start <= t.data_ptr() < end for t in weights)
 
 
 def test_loaded_model_runs_repeatably(artifact):

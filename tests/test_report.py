@@ -104,4 +104,5 @@ def test_memory_report_and_plot(tmp_path, capsys):
     assert main(["report", str(tmp_path / "m.edgec"), "--memory", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["memory_plan"] == plan
     assert main(["report", str(tmp_path / "m.edgec"), "--plot", str(tmp_path / "p.png")]) == 2
-    assert "--plot draws the memory plan: give it with --memory" in capsys.readouterr().err
+    assert "--plot draws the memory plan or the partitions: give it with --memory or --partitions" \
+        in capsys.readouterr().err

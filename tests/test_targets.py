@@ -163,13 +163,17 @@ def test_cuda_targets_pair_a_gpu_with_its_host():
     assert get_target("cuda").tvm_target["host"]["mtriple"] == "x86_64-linux-gnu"
 
 
-def test_cuda_artifact_builds_here_and_its_run_is_refused_with_the_reason(tmp_path, capsys):
+def test_a_cuda_compile_of_a_tiny_cnn_stays_on_the_host_and_runs_without_a_gpu(tmp_path, capsys):
+    """The cost model finds the CNN too small to pay for its copies: one CPU partition in the
+    single-library layout, host code only. GPU partitions: tests/test_partitioned.py."""
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "cuda", "-o", str(tmp_path / "gpu.edgec"), "-q"]) == 0
-    library = open_artifact(tmp_path / "gpu.edgec").read_member("model.so")
-    assert b"__global__" in library  # CUDA kernels (as source: TVM 0.27 compiles them when the library loads)
-    assert main(["run", str(tmp_path / "gpu.edgec"), "--random-inputs"]) == 1
-    assert "whose code runs on cuda" in capsys.readouterr().err
+    opened = open_artifact(tmp_path / "gpu.edgec")
+    assert opened.manifest["format_version"] == 1
+    assert [(p["device"], p["library"]) for p in opened.manifest["partitions"]] == [("cpu", "model.so")]
+    assert b"__global__" not in opened.read_member("model.so")
+    assert opened.manifest["partition_plan"]["nodes"][0]["reason"].startswith("cost model: its cuda partition of 8 nodes")
+    assert main(["run", str(tmp_path / "gpu.edgec"), "--random-inputs"]) == 0
 
 
 def benchmark_model(name: str) -> onnx.ModelProto:
