@@ -197,6 +197,8 @@ def main_group(verbose: int) -> None:
 @profile_options
 @click.option("--allow-violations", is_flag=True,
               help="Compile even when the model violates its profile; the violations are recorded in the artifact.")
+@click.option("--tuning-db", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Use the tuning records in this directory ('edgec tune'); kernels without one keep the rules.")
 @click.option("--fallback", type=click.Choice(["cpu", "error"]),
               help="Nodes the accelerator refuses: stay on the CPU (the default on targets with one), or fail the "
                    "compile naming each node and why (exit code 1).")
@@ -206,7 +208,7 @@ def main_group(verbose: int) -> None:
 @quantize_options(calib_required=False)
 @pipeline_options
 def compile_command(model: Path, target: str, output: Path | None, quiet: bool, as_json: bool, depfile, cache_dir,
-                    profile, overrides, allow_violations, **options) -> None:
+                    profile, overrides, allow_violations, tuning_db, **options) -> None:
     """Compile an ONNX MODEL into one deployable .edgec artifact.
 
     Under a profile (--profile, or the one the model carries in its metadata) the compile
@@ -228,6 +230,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         profile_overrides=tuple(overrides),
         allow_violations=allow_violations,
         fallback=options["fallback"],
+        tuning_db=tuning_db,
     )
     started = time.perf_counter()
     with progress_display(not quiet and not as_json) as progress:
@@ -275,6 +278,76 @@ def explain_partitions(manifest: dict) -> str:
         target = manifest["target"]
         return f"not partitioned: the whole graph runs on {target.get('device', 'cpu')} (target {target['name']})"
     return PartitionPlan.from_dict(manifest["partition_plan"]).explain()
+
+
+@main_group.command("tune", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", required=True, help="Target name (see 'edgec targets').")
+@click.option("--db", "db_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Tuning-record directory: created, or resumed (its earlier trials count toward --trials).")
+@click.option("--trials", default=64, show_default=True, type=click.IntRange(min=1),
+              help="Measurements in total over the model's kernels, earlier runs included.")
+@click.option("--device", metavar="rpc://HOST:PORT/KEY",
+              help="Measure on a lab device behind a TVM RPC tracker instead of this CPU.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxD...",
+              help="Bind an input's symbolic dims, e.g. input=1x3x224x224. Repeatable.")
+@click.option("--seed", default=0, show_default=True, help="Search seed.")
+@click.option("--json", "as_json", is_flag=True, help="Print the per-kernel summary as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress display and no summary.")
+def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: str | None, input_shapes, seed: int,
+                 as_json: bool, quiet: bool) -> None:
+    """Measure schedules for MODEL's kernels with MetaSchedule and save them in --db.
+
+    Records are appended as they are measured, so a killed run resumes where it stopped.
+    'edgec compile --tuning-db DIR' then uses them."""
+    from .driver import DEFAULT_PIPELINE
+    from .importer import ensure_static, load_model
+    from .pass_manager import PassManager, Pipeline
+    from .remote import parse_device
+    from .targets import get_target
+    from .targets.tuning import tune
+
+    spec = get_target(target)
+    rpc_device = parse_device(device) if device else None
+    loaded = load_model(model, parse_shapes(input_shapes))
+    ensure_static(loaded, str(model))
+    graph = PassManager(Pipeline.parse(DEFAULT_PIPELINE)).run(loaded)  # the graph compile lowers
+    with tuning_progress(not quiet and not as_json) as progress:
+        summary = tune(graph, spec, db_dir, trials, rpc_device, progress, seed=seed,
+                       verbose=logger.getEffectiveLevel() <= logging.DEBUG)
+    if as_json:
+        click.echo(json.dumps(summary.to_dict(), indent=2))
+    elif not quiet:
+        click.echo(format_tuning(summary), err=True)
+
+
+@contextmanager
+def tuning_progress(enabled: bool):
+    """A progress bar with the trial count and the best time of the kernel that last improved."""
+    if not enabled:
+        yield lambda done, budget, kernel: None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = [TextColumn("tuning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[best]}")]
+    with Progress(*columns, console=stderr_console(), transient=True) as bar:
+        task = bar.add_task("tuning", total=None, best="")
+
+        def update(done: int, budget: int, kernel) -> None:
+            fields = {"best": f"best {kernel.name}: {kernel.best_seconds * 1e6:.1f} us"} if kernel else {}
+            bar.update(task, completed=done, total=budget, **fields)
+
+        yield update
+
+
+def format_tuning(summary) -> str:
+    lines = [f"{summary.trials_run} new trial(s), {summary.trials_before} earlier, {summary.threads} thread(s); "
+             f"records in {summary.database}"]
+    for kernel in summary.kernels:
+        best = "no valid measurement" if kernel.best_seconds is None else f"best {kernel.best_seconds * 1e6:.1f} us"
+        lines.append(f"  {kernel.name} x{kernel.weight}: {kernel.trials} trial(s), {best}")
+    return "\n".join(lines)
 
 
 @main_group.command("opt", epilog=EXIT_CODES)

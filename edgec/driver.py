@@ -46,6 +46,8 @@ class CompileRequest:
     """A built-in profile name or a profile file; None: the model's own, if it carries one."""
     profile_overrides: tuple[str, ...] = ()
     allow_violations: bool = False
+    tuning_db: Path | None = None
+    """A directory of tuning records (``edgec tune``); kernels without a record keep the rules."""
     fallback: str | None = None
     """cpu or error: what happens to nodes the accelerator refuses; None: cpu on targets with
     an accelerator, no partitioning on the others."""
@@ -137,6 +139,10 @@ def compile_model(
         inputs += [Path(source) for source in profile.sources if Path(source).is_file()]
     pipeline.check_inputs(model)  # files the passes read (calibration data) fail here, as usage errors
     inputs += [Path(name) for name in pipeline.files()]
+    if request.tuning_db:
+        from edgec.targets.tuning import record_files
+
+        inputs += [path for path in record_files(request.tuning_db) if path.is_file()]
     plan = Plan(request, target, pipeline, profile, inputs)
 
     if request.cache_dir and not instruments:
@@ -193,7 +199,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     if partition_plan is not None:  # one library per partition, each for its device
         lowered = lower_partitions(model, target, partition_plan)
     else:
-        lowered = lower(model, target)
+        lowered = lower(model, target, tuning_db=request.tuning_db)
     if profile and profile.memory.activation_arena is not None and lowered.runtime_memory:
         # What the VM really allocates after TVM's layout changes and fusion, not the graph's plan.
         finding = lowered_arena_finding(profile.memory.activation_arena, lowered.runtime_memory)

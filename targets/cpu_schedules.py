@@ -69,7 +69,7 @@ class Tiles:
         return max(1, min(12, free // max(1, channel_vectors)))
 
 
-def schedule_for_cpu(mod, target) -> tuple[object, list[str]]:
+def schedule_for_cpu(mod, target, database=None, tuned: list[str] | None = None) -> tuple[object, list[str]]:
     """Rewrite an imported Relax module into one whose kernels are all scheduled.
 
     ``mod`` is what ``from_onnx(..., keep_params_in_input=True)`` returns, before
@@ -80,14 +80,27 @@ def schedule_for_cpu(mod, target) -> tuple[object, list[str]]:
     weights the weight transforms stay in ``main`` (run on every call) and a note
     says so.
 
+    ``database`` (a MetaSchedule database, see ``tuning``) supplies measured
+    schedules; kernels it has no record for get the rules. The names of the
+    kernels scheduled from records are appended to ``tuned``.
+
     Returns the module to hand to ``tvm.compile`` and human-readable notes on the
     kernels left to TVM's default (slow) code.
     """
+    notes: list[str] = []
+    mod = prepare_for_schedules(mod, notes)
+    tiles = Tiles.for_target(target)
+    return _step("schedule", lambda m: _schedule_module(m, tiles, notes, database, target, tuned), mod), notes
+
+
+def prepare_for_schedules(mod, notes: list[str]):
+    """The graph-level rewrites before scheduling, ending in fused, unscheduled PrimFuncs.
+
+    Tuning extracts its tasks from this module, so a tuned record matches the
+    kernel a later compile schedules exactly."""
     import tvm
     from tvm import relax
 
-    tiles = Tiles.for_target(target)
-    notes: list[str] = []
     mod = _step("sum-of-stack", _rewrite_sum_of_stack, mod)
     mod = _step("convert-layout", lambda m: tvm.transform.Sequential([
         relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
@@ -95,7 +108,7 @@ def schedule_for_cpu(mod, target) -> tuple[object, list[str]]:
         relax.transform.DeadCodeElimination(),
     ])(m), mod)
     mod = _step("lift-weight-transforms", lambda m: _lift_weight_transforms(m, notes), mod)
-    mod = _step("legalize-and-fuse", lambda m: tvm.transform.Sequential([
+    return _step("legalize-and-fuse", lambda m: tvm.transform.Sequential([
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -103,7 +116,6 @@ def schedule_for_cpu(mod, target) -> tuple[object, list[str]]:
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
     ])(m), mod)
-    return _step("schedule", lambda m: _schedule_module(m, tiles, notes), mod), notes
 
 
 def _step(name: str, fn, mod):
@@ -204,12 +216,21 @@ def _lift_weight_transforms(mod, notes: list[str]):
 # --- TIR schedules --------------------------------------------------------------------------
 
 
-def _schedule_module(mod, tiles: Tiles, notes: list[str]):
+def _schedule_module(mod, tiles: Tiles, notes: list[str], database=None, target=None, tuned=None):
     import tvm
 
+    from .tuning import apply_database
+
+    tvm_target = tvm.target.Target(target.tvm_target) if database is not None else None
     updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
     for gvar, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
+            continue
+        scheduled = apply_database(func, database, tvm_target) if database is not None else None
+        if scheduled is not None:
+            if tuned is not None:
+                tuned.append(gvar.name_hint)
+            updated[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
             continue
         scheduled, problem = schedule_primfunc(func, tiles)
         if problem:
@@ -218,6 +239,15 @@ def _schedule_module(mod, tiles: Tiles, notes: list[str]):
         if scheduled is not None:
             updated[gvar] = scheduled
     return updated
+
+
+def has_reduction(func) -> bool:
+    """Whether a PrimFunc computes a reduction (conv, dense, pooling): what tuning measures."""
+    import tvm
+    from tvm import s_tir
+
+    sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+    return any("R" in _iter_kinds(sch, block) for block in sch.get_child_blocks(sch.get_sblock("root")))
 
 
 def _is_scheduled(func) -> bool:

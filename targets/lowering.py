@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.errors import CompileError
+from edgec.errors import CompileError, UsageError
 from edgec.exporter import export_model, tensor_proto
 from edgec.ir import Model
 
@@ -74,12 +74,16 @@ def onnx_for_tvm(model: Model) -> onnx.ModelProto:
     return proto
 
 
-def lower(model: Model, target: TargetSpec) -> Lowered:
+def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lowered:
+    """Compile ``model`` for ``target``; kernels with a record in ``tuning_db`` use it."""
     import tvm
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
+    if tuning_db is not None and target.device != "cpu":
+        raise UsageError(f"--tuning-db holds CPU kernel records; target {target.name} runs on {target.device}")
     options = export_options(target)  # a missing cross toolchain fails before any TVM work
+    target_manifest = target.manifest()
     proto = onnx_for_tvm(model)
     try:
         mod = from_onnx(proto, keep_params_in_input=True)
@@ -88,10 +92,16 @@ def lower(model: Model, target: TargetSpec) -> Lowered:
     if target.device == "cpu":
         # TVM's default CPU pipeline schedules nothing; edgec's rules do (see cpu_schedules).
         from .cpu_schedules import schedule_for_cpu
+        from .tuning import open_database
 
-        mod, notes = schedule_for_cpu(mod, target)
+        database = open_database(tuning_db, target) if tuning_db else None
+        tuned: list[str] = []
+        mod, notes = schedule_for_cpu(mod, target, database, tuned)
         for note in notes:
             logger.info("kernel left to a fallback schedule: %s", note)
+        if database is not None:
+            logger.info("%d kernel(s) scheduled from tuning records in %s", len(tuned), tuning_db)
+            target_manifest["tuned_kernels"] = sorted(tuned)
     main = mod["main"]
     num_inputs = int(main.attrs["num_input"])
     names = [param.name for param in main.params[num_inputs:]]
@@ -115,7 +125,7 @@ def lower(model: Model, target: TargetSpec) -> Lowered:
         library_path = Path(workdir) / "model.so"
         executable.export_library(str(library_path), **options)
         library = library_path.read_bytes()
-    return Lowered(library, list(zip(names, arrays)), target.manifest(), tvm.__version__, runtime_memory)
+    return Lowered(library, list(zip(names, arrays)), target_manifest, tvm.__version__, runtime_memory)
 
 
 def export_options(target: TargetSpec) -> dict:
