@@ -27,7 +27,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from .artifact import LIBRARY, open_artifact, sha256_file
+from .artifact import open_artifact, sha256_file
 from .errors import UsageError
 from .ir import Model, Node, Value
 from .profile import METRICS, QUANTIZED_STORAGE, Profile
@@ -780,13 +780,17 @@ def locality_measurement(profile: Profile, artifact_path: Path) -> Measurement:
         return Measurement("data_locality", "network allowed" + (f" ({qos})" if qos else ""), None,
                            "a network QoS is a requirement on the deployment's network: edgec records it, "
                            "it does not measure it", NOT_REQUIRED)
-    library = open_artifact(artifact_path).read_member(LIBRARY)
-    symbols, needed = elf_imports(library)
+    artifact = open_artifact(artifact_path)
+    symbols, needed = set(), []
+    for member in artifact.libraries():  # model.so, or one library per partition
+        imported, libraries = elf_imports(artifact.read_member(member))
+        symbols |= imported
+        needed += [lib for lib in libraries if lib not in needed]
     network = sorted(symbols & NETWORK_SYMBOLS)
     opaque = sorted(symbols & OPAQUE_SYMBOLS)
     others = [lib for lib in needed if not lib.startswith(SYSTEM_LIBRARIES)]
-    how = ("the dynamic symbol table of the artifact's model.so: every function it imports, and the "
-           "libraries it needs (DT_NEEDED); the TVM runtime that loads it is not examined")
+    how = ("the dynamic symbol table of the artifact's model.so (or each partition's library): every function "
+           "it imports, and the libraries it needs (DT_NEEDED); the TVM runtime that loads it is not examined")
     values = {"imported": sorted(symbols), "needed": needed}
     if network:
         return Measurement("data_locality", "on-device: no network", f"imports {', '.join(network)}", how, FAIL,

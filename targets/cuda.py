@@ -1,7 +1,9 @@
 """NVIDIA GPUs through TVM's CUDA backend, with their host CPU.
 
-Until partitioning lands, the whole graph runs on the GPU: TVM's CUDA pipeline
-schedules every kernel with dlight, and the host CPU only drives the VM.
+The partition pass (passes/partition.py) gives each node the GPU or the host CPU, with
+the reason for every node that stays on the CPU; each GPU partition is lowered with TVM's
+CUDA pipeline, which schedules every kernel with dlight, and each CPU partition through
+edgec's CPU path for the host (targets/partitioned.py).
 
 Compiling needs no GPU. TVM 0.27 keeps the kernels as CUDA source inside the
 library (``fmt == "cuda"``) and its CUDA runtime compiles them when the library is

@@ -85,6 +85,19 @@ def test_a_multi_partition_artifact_matches_onnxruntime(double_artifact, tmp_pat
         assert_close(dict(got), ort_run(small_cnn(), feeds), rtol=1e-4, atol=1e-5)
 
 
+def test_check_runs_every_partition_and_reads_every_library(double_artifact, capsys):
+    """``edgec check --model`` compares the partitioned run with onnxruntime; the profile's
+    no-network rule reads the symbols of each partition's library."""
+    from edgec.compliance import locality_measurement
+    from edgec.profile import load_profile
+
+    code, out, err = edgec(capsys, "check", double_artifact, "--model", double_artifact.parent / "cnn.onnx")
+    assert code == 0, err
+    assert out.startswith("logits: max|diff| ") and out.rstrip().endswith(": ok")
+    measurement = locality_measurement(load_profile("mobile"), double_artifact)
+    assert measurement.status == "pass" and "imported symbols" in measurement.measured
+
+
 def test_each_partition_plans_the_tensors_crossing_into_and_out_of_it(double_artifact):
     manifest = open_artifact(double_artifact).manifest
     partitions = manifest["partitions"]
