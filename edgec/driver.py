@@ -197,7 +197,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     progress(f"lowering for {target.name} with TVM")
     partition_plan = plan_of(model)
     if partition_plan is not None:  # one library per partition, each for its device
-        lowered = lower_partitions(model, target, partition_plan)
+        lowered = lower_partitions(model, target, partition_plan, tuning_db=request.tuning_db)
     else:
         lowered = lower(model, target, tuning_db=request.tuning_db)
     if profile and profile.memory.activation_arena is not None and lowered.runtime_memory:

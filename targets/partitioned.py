@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -131,6 +132,8 @@ class LoweredPartition:
     weights: list[str]
     memory_plan: dict
     runtime_memory: dict | None
+    lowering: dict
+    """What lowering adds to the target's manifest for this partition (tuned or integer kernels)."""
 
     def manifest(self, model: Model) -> dict:
         values = {v.name: v for v in [*model.graph.inputs, *model.graph.outputs]}
@@ -147,6 +150,7 @@ class LoweredPartition:
             "output_bytes": sum(values[name].nbytes or 0 for name in self.outputs),
             "memory_plan": self.memory_plan,
             "runtime_memory": self.runtime_memory,
+            "lowering": self.lowering,
         }
 
 
@@ -169,8 +173,10 @@ def weight_digest(array: np.ndarray) -> str:
     return hashlib.sha256(f"{data.dtype}{data.shape}".encode() + data.tobytes()).hexdigest()
 
 
-def lower_partitions(model: Model, target: TargetSpec, plan: PartitionPlan) -> PartitionedLowering:
-    """Lower each partition of ``plan`` for its device; see the module's rules."""
+def lower_partitions(model: Model, target: TargetSpec, plan: PartitionPlan,
+                     tuning_db: Path | None = None) -> PartitionedLowering:
+    """Lower each partition of ``plan`` for its device; see the module's rules. Tuning
+    records (CPU kernels) apply to the CPU partitions."""
     if plan.target != target.name:
         raise CompileError(f"the partition pass planned for target {plan.target}, but the compile is for {target.name}")
     several = len(plan.partitions) > 1
@@ -181,13 +187,16 @@ def lower_partitions(model: Model, target: TargetSpec, plan: PartitionPlan) -> P
     """A weight's digest -> its name in the artifact: a constant two partitions read is stored once."""
     tvm_version = None
     for partition, sub in zip(plan.partitions, parts):
-        spec = target if runs_on(partition.device) == "cuda" else host_target(target)
+        on_gpu = runs_on(partition.device) == "cuda"
+        spec = target if on_gpu else host_target(target)
         logger.info("lowering partition #%d (%d nodes) for %s", partition.id, len(sub.graph.nodes), partition.device)
         try:
-            lowered = lower(sub, spec)
+            lowered = lower(sub, spec, tuning_db=None if on_gpu else tuning_db)
         except CompileError as exc:
             raise CompileError(f"partition #{partition.id} ({partition.device}): {exc}") from None
         tvm_version = lowered.tvm_version
+        base = spec.manifest()
+        notes = {key: value for key, value in lowered.target_manifest.items() if key not in base}
         names = []
         for name, array in lowered.params:
             digest = weight_digest(array)
@@ -199,12 +208,12 @@ def lower_partitions(model: Model, target: TargetSpec, plan: PartitionPlan) -> P
             partition.id, partition.device, f"partition{partition.id}.so" if several else LIBRARY, lowered.library,
             [v.name for v in sub.graph.inputs], [v.name for v in sub.graph.outputs],
             names, plan_memory(sub, target_alignment(spec)).to_dict(),
-            lowered.runtime_memory,
+            lowered.runtime_memory, notes,
         ))
     return PartitionedLowering(
         library={p.library: p.code for p in lowered_parts},
         params=list(weights.items()),
-        target_manifest=target.manifest(),
+        target_manifest={**target.manifest(), **({} if several else lowered_parts[0].lowering)},
         tvm_version=tvm_version,
         runtime_memory=None if several else lowered_parts[0].runtime_memory,
         partitions=[p.manifest(sub) for p, sub in zip(lowered_parts, parts)],
