@@ -255,7 +255,8 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
 
 
 def partition_summary(manifest: dict) -> dict | None:
-    """The partition plan's summary with each partition's library and crossing bytes; None unpartitioned."""
+    """The partition plan's summary with each partition's library, its arena and the bytes crossing
+    into and out of it; None unpartitioned."""
     from .passes.partition import PartitionPlan
 
     if not manifest.get("partition_plan"):
@@ -264,6 +265,7 @@ def partition_summary(manifest: dict) -> dict | None:
     libraries = [p["library"] for p in manifest["partitions"]]
     for entry, lowered in zip(summary["partitions"], manifest["partitions"]):
         entry.update({k: lowered[k] for k in ("library", "runs_on", "input_bytes", "output_bytes")})
+        entry["arena_bytes"] = lowered["memory_plan"]["arena_bytes"]
     for crossing in summary["crossings"]:
         for side in ("from", "to"):
             crossing[f"{side}_library"] = None if crossing[side] is None else libraries[crossing[side]]
@@ -271,13 +273,18 @@ def partition_summary(manifest: dict) -> dict | None:
 
 
 def explain_partitions(manifest: dict) -> str:
-    """The plan as tables, or one line saying the compile did not partition."""
-    from .passes.partition import PartitionPlan
+    """The plan as tables, then each partition's library and memory; or one line saying the
+    compile did not partition."""
+    from .passes.partition import PartitionPlan, table
+    from .units import human_size
 
     if not manifest.get("partition_plan"):
         target = manifest["target"]
         return f"not partitioned: the whole graph runs on {target.get('device', 'cpu')} (target {target['name']})"
-    return PartitionPlan.from_dict(manifest["partition_plan"]).explain()
+    rows = [(f"#{p['id']}", p["library"], p["runs_on"], human_size(p["memory_plan"]["arena_bytes"]),
+             human_size(p["input_bytes"]), human_size(p["output_bytes"])) for p in manifest["partitions"]]
+    return "\n".join([PartitionPlan.from_dict(manifest["partition_plan"]).explain(), "",
+                      *table(("partition", "library", "runs on", "arena", "in", "out"), rows)])
 
 
 @main_group.command("tune", epilog=EXIT_CODES)

@@ -19,8 +19,9 @@ Rules:
 - One partition keeps the single-library layout (``model.so``, format 1) and the whole
   model, so its library takes the inputs and gives the outputs in the signature's
   order; more get one library each (format 2), and the runtime passes tensors by name.
-- Compiles without an accelerator partition only when asked: :func:`with_partitioning`
-  adds the partition pass to the pipeline for GPU targets and for ``--fallback=error``.
+- :func:`with_partitioning` adds the partition pass at the end of the pipeline for
+  targets with an accelerator and whenever ``--fallback`` is given; a pipeline with its
+  own partition pass (the CPU test double's, say) partitions as that pass says.
 """
 
 from __future__ import annotations

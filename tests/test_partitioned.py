@@ -125,8 +125,12 @@ def test_report_partitions_json_has_devices_shares_crossings_and_reasons(double_
     reasons = {n["node"]: n["reason"] for n in summary["cpu_nodes"]}
     assert reasons["conv1"] == "Conv is not in the cpu-test-double capability table"
     assert len(reasons) == 6 and all(reasons.values())
+    manifest = open_artifact(double_artifact).manifest
+    assert [p["arena_bytes"] for p in summary["partitions"]] == [
+        p["memory_plan"]["arena_bytes"] for p in manifest["partitions"]]
     code, out, _ = edgec(capsys, "report", double_artifact, "--partitions")
     assert code == 0 and "second device cpu-test-double: a test double of the host CPU, not an accelerator" in out
+    assert out.splitlines()[-5].split() == ["#0", "partition0.so", "cpu", "11.0", "KiB", "3.0", "KiB", "8.0", "KiB"]
     layers = open_artifact(double_artifact).manifest["report"]["layers"]
     assert [layer["device"] for layer in layers][:3] == ["cpu", "cpu-test-double", "cpu"]
 
