@@ -90,6 +90,12 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lo
     except Exception as exc:  # TVM raises a variety of types; the op name is in the text
         raise CompileError(f"TVM's ONNX frontend rejected the model: {first_line(exc)}") from exc
     if target.device == "cpu":
+        # Quantized conv2d/matmul patterns become int8 x int8 -> int32 kernels (see int8).
+        from .int8 import lower_integer_kernels
+
+        mod, integer = lower_integer_kernels(mod)
+        if integer.lowered or integer.kept_float:
+            target_manifest["integer_kernels"] = integer.to_dict()
         # TVM's default CPU pipeline schedules nothing; edgec's rules do (see cpu_schedules).
         from .cpu_schedules import schedule_for_cpu
         from .tuning import open_database

@@ -1,0 +1,175 @@
+"""Integer kernels: quantized conv2d and matmul patterns run as int8 x int8 -> int32.
+
+TVM's ONNX frontend imports QDQ as fake quantization: ``dequantize`` in front of
+float kernels. This rewrite, on the Relax module after import, turns a linear op
+whose inputs are both dequantized into an integer kernel and a rescale:
+
+    conv2d(dequantize(x_q, s_x, z_x), dequantize(W_q, s_w, 0))
+      -> multiply(cast_f32(conv2d_i32(pad(x_q, value=z_x), W_q) - z_x * sum(W_q[c])), s_x * s_w[c])
+
+Rules:
+- ``x_q`` is int8 with a constant scalar scale and zero point; ``W_q`` is a constant
+  int8 weight with zero points all 0 (symmetric) and a scalar scale or one per
+  output channel (conv2d axis 0; matmul the output axis).
+- conv2d: NCHW/OIHW, any stride, dilation and groups. The input is padded with
+  its zero point (the integer that means float 0), so the integer conv runs
+  without padding; ``z_x * sum(W_q[c])`` is folded to an int32 constant.
+- matmul: ``x @ W`` and the transposed weight Gemm imports as
+  ``x @ permute_dims(W)``; the weight is transposed as int8 at compile time.
+- What follows (bias add, relu, the next quantize) stays as imported and fuses
+  into the kernel's epilogue: that is the requantize step.
+- A pattern that cannot be lowered stays in float; ``notes`` says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+QUANTIZED_INPUTS = ("int8",)
+"""Activation dtypes lowered to integers; uint8 (the unsigned scheme) stays float for now."""
+
+
+@dataclass
+class IntegerReport:
+    lowered: list[str] = field(default_factory=list)
+    """The op of each pattern that became an integer kernel, in order."""
+    kept_float: list[str] = field(default_factory=list)
+    """``op: reason`` for each quantized pattern left in float."""
+
+    def to_dict(self) -> dict:
+        return {"lowered": list(self.lowered), "kept_float": list(self.kept_float)}
+
+
+def constant(expr) -> np.ndarray | None:
+    from tvm.ir.expr import GenericConst
+
+    return expr.value.numpy() if isinstance(expr, GenericConst) and hasattr(expr.value, "numpy") else None
+
+
+def dtype_of(expr) -> str:
+    return str(expr.ty.dtype)
+
+
+def dequantize_parts(call):
+    """(data, scale array, zero array, axis) of a ``relax.dequantize`` call."""
+    return call.args[0], constant(call.args[1]), constant(call.args[2]), int(call.attrs.axis)
+
+
+def why_not(x_dq, w_dq) -> str | None:
+    """The reason this activation/weight pair cannot become integer, or None."""
+    x, sx, zx, _ = dequantize_parts(x_dq)
+    w, sw, zw, _ = dequantize_parts(w_dq)
+    if dtype_of(x) not in QUANTIZED_INPUTS:
+        return f"activation is {dtype_of(x)}"
+    if sx is None or zx is None or sx.size != 1 or zx.size != 1:
+        return "activation scale or zero point is not a constant scalar"
+    if constant(w) is None or dtype_of(w) != "int8":
+        return "weight is not a constant int8 tensor"
+    if sw is None or zw is None or np.any(zw != 0):
+        return "weight is not symmetric (zero point not 0) or its scale is not constant"
+    return None
+
+
+def conv_rewriter(report: IntegerReport):
+    from tvm import relax
+    from tvm.relax.dpl import is_op, wildcard
+
+    x_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
+    w_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
+    pattern = is_op("relax.nn.conv2d")(x_dq, w_dq)
+
+    def rewrite(call, matchings):
+        x_call, w_call = matchings[x_dq], matchings[w_dq]
+        attrs = call.attrs
+        reason = why_not(x_call, w_call)
+        if reason is None and (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
+            reason = f"layout {attrs.data_layout}/{attrs.kernel_layout}"
+        if reason is not None:
+            report.kept_float.append(f"conv2d: {reason}")
+            return call
+        x, sx, zx, _ = dequantize_parts(x_call)
+        w, sw, _, w_axis = dequantize_parts(w_call)
+        weight = constant(w)
+        channels = weight.shape[0]
+        if sw.size != 1 and w_axis != 0:
+            report.kept_float.append(f"conv2d: weight scales along axis {w_axis}, not the output channels")
+            return call
+        top, left, bottom, right = (int(p) for p in attrs.padding)
+        zero = int(zx.reshape(()))
+        padded = relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero))
+        acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
+                                 groups=int(attrs.groups), out_dtype="int32")
+        correction = -zero * weight.astype(np.int64).reshape(channels, -1).sum(axis=1)
+        scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (channels,))).astype(np.float32)
+        result = rescale(acc, correction.reshape(1, channels, 1, 1), scale.reshape(1, channels, 1, 1))
+        report.lowered.append("conv2d")
+        return result
+
+    return pattern, rewrite
+
+
+def matmul_rewriter(report: IntegerReport, transposed: bool):
+    from tvm import relax
+    from tvm.relax.dpl import is_op, wildcard
+
+    x_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
+    w_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
+    weight_pattern = is_op("relax.permute_dims")(w_dq) if transposed else w_dq
+    pattern = is_op("relax.matmul")(x_dq, weight_pattern)
+
+    def rewrite(call, matchings):
+        x_call, w_call = matchings[x_dq], matchings[w_dq]
+        reason = why_not(x_call, w_call)
+        weight = constant(w_call.args[0])
+        if reason is None and weight.ndim != 2:
+            reason = f"{weight.ndim}-D weight"
+        if reason is not None:
+            report.kept_float.append(f"matmul: {reason}")
+            return call
+        x, sx, zx, _ = dequantize_parts(x_call)
+        _, sw, _, w_axis = dequantize_parts(w_call)
+        if transposed:
+            weight, out_axis = weight.T, 0  # Gemm transB: W is [N, K], its scales run along axis 0
+        else:
+            out_axis = 1
+        if sw.size != 1 and w_axis != out_axis:
+            report.kept_float.append(f"matmul: weight scales along axis {w_axis}, not the output columns")
+            return call
+        columns = weight.shape[1]
+        zero = int(zx.reshape(()))
+        acc = relax.op.matmul(x, relax.const(np.ascontiguousarray(weight), "int8"), out_dtype="int32")
+        correction = -zero * weight.astype(np.int64).sum(axis=0)
+        scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (columns,))).astype(np.float32)
+        report.lowered.append("matmul")
+        return rescale(acc, correction, scale)
+
+    return pattern, rewrite
+
+
+def rescale(acc, correction: np.ndarray, scale: np.ndarray):
+    """float32((acc + correction) * scale): the zero-point correction in int32, then the requantize scale."""
+    from tvm import relax
+
+    shifted = relax.op.add(acc, relax.const(correction.astype(np.int32), "int32"))
+    return relax.op.multiply(relax.op.astype(shifted, "float32"), relax.const(scale, "float32"))
+
+
+def lower_integer_kernels(mod):
+    """Rewrite every function of ``mod``; returns the new module and what happened."""
+    from tvm import relax
+    from tvm.relax.dpl import rewrite_call
+
+    report = IntegerReport()
+    rewriters = [conv_rewriter(report), matmul_rewriter(report, transposed=True), matmul_rewriter(report, transposed=False)]
+    updated = {}
+    for gvar, func in mod.functions.items():
+        if not isinstance(func, relax.Function):
+            continue
+        for pattern, rewrite in rewriters:
+            func = rewrite_call(pattern, rewrite, func)
+        updated[gvar] = func
+    for gvar, func in updated.items():
+        mod[gvar] = func
+    return mod, report

@@ -1,0 +1,123 @@
+"""Integer lowering: quantized conv2d/matmul become int8 x int8 -> int32 kernels, the
+lowered TIR shows it, and the compiled artifact stays within 1 LSB of onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edgec.cli import main
+from edgec.importer import load_model
+from tests.models import make_model, small_cnn
+
+tvm = pytest.importorskip("tvm")
+
+
+@pytest.fixture(scope="module")
+def qdq_cnn(tmp_path_factory):
+    """small_cnn quantized by ``edgec quantize``, with the int8 input of conv2 (MaxPool's
+    output after its Q/DQ) exposed as an extra graph output."""
+    folder = tmp_path_factory.mktemp("int8")
+    onnx.save(small_cnn(), folder / "cnn.onnx")
+    np.savez(folder / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 1, 3, 16, 16)).astype(np.float32))
+    assert main(["quantize", str(folder / "cnn.onnx"), "--calib", str(folder / "calib.npz"), "-o", str(folder / "q.onnx")]) == 0
+    proto = onnx.load(folder / "q.onnx")
+    conv2 = next(n for n in proto.graph.node if n.name == "conv2")
+    proto.graph.output.append(helper.make_tensor_value_info(conv2.input[0], TensorProto.FLOAT, [1, 8, 8, 8]))
+    onnx.save(proto, folder / "q.onnx")
+    return folder / "q.onnx"
+
+
+def imported(path):
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from edgec.targets.lowering import onnx_for_tvm
+
+    return from_onnx(onnx_for_tvm(load_model(path, {})), keep_params_in_input=True)
+
+
+def test_linear_ops_become_integer_kernels(qdq_cnn):
+    from tvm import relax
+    from tvm.ir.expr import Call
+
+    from edgec.targets.int8 import lower_integer_kernels
+
+    mod, report = lower_integer_kernels(imported(qdq_cnn))
+    assert report.lowered == ["conv2d", "conv2d", "matmul"] and report.kept_float == []
+    calls = []
+
+    def visit(expr):
+        if isinstance(expr, Call) and getattr(expr.op, "name", "") in ("relax.nn.conv2d", "relax.matmul"):
+            calls.append(expr)
+
+    relax.analysis.post_order_visit(mod["main"], visit)
+    assert len(calls) == 3
+    for call in calls:
+        assert [str(arg.ty.dtype) for arg in call.args] == ["int8", "int8"]
+        assert str(call.ty.dtype) == "int32"
+
+    # Legalized to TIR: int8 buffers in, int32 out, products accumulated in int32, no float at all.
+    legalized = relax.transform.LegalizeOps()(mod)
+    kernels = {gv.name_hint: f.script() for gv, f in legalized.functions.items()
+               if gv.name_hint.startswith(("conv2d", "matmul"))}
+    assert len(kernels) == 3, list(kernels)
+    for name, text in kernels.items():
+        header = text[text.index("def main("):text.index("):")]
+        assert header.count('"int8")') == 2 and header.count('"int32")') == 1, name
+        assert 'T.Cast("int32"' in text and "float" not in text, name
+
+
+def test_patterns_that_cannot_be_integer_stay_float_with_a_reason():
+    """An asymmetric weight (zero point 3) cannot use the folded correction."""
+    from edgec.targets.int8 import lower_integer_kernels
+
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z"),
+        numpy_helper.from_array(rng.integers(-50, 50, (4, 2, 1, 1)).astype(np.int8), "wq"),
+        numpy_helper.from_array(np.array(0.01, np.float32), "ws"), numpy_helper.from_array(np.array(3, np.int8), "wz"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"]),
+        helper.make_node("Conv", ["xd", "w"], ["y"]),
+    ]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])], inits)
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from edgec.importer import convert_model
+    from edgec.targets.lowering import onnx_for_tvm
+
+    _, report = lower_integer_kernels(from_onnx(onnx_for_tvm(convert_model(proto)), keep_params_in_input=True))
+    assert report.lowered == []
+    assert report.kept_float == ["conv2d: weight is not symmetric (zero point not 0) or its scale is not constant"]
+
+
+def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(qdq_cnn, tmp_path):
+    import onnxruntime as ort
+
+    from edgec.artifact import open_artifact
+    from edgec.runtime import load
+
+    artifact = tmp_path / "q.edgec"
+    assert main(["compile", str(qdq_cnn), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
+    assert open_artifact(artifact).manifest["target"]["integer_kernels"]["lowered"] == ["conv2d", "conv2d", "matmul"]
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ graph's meaning, op by op
+    session = ort.InferenceSession(str(qdq_cnn), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    proto = onnx.load(qdq_cnn)
+    dq = next(n for n in proto.graph.node if n.output[0] == names[1])
+    lsb = numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == dq.input[1]))
+    compiled = load(artifact)
+    rng = np.random.default_rng(2)
+    for _ in range(8):
+        feeds = {"x": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)}
+        expected = dict(zip(names, session.run(None, feeds)))
+        actual = compiled.run(feeds)
+        assert np.abs(actual[names[1]] - expected[names[1]]).max() <= lsb * 1.001  # the requantized int8 activation
+        np.testing.assert_allclose(actual["logits"], expected["logits"], atol=0.05 * np.abs(expected["logits"]).max())
