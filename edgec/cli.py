@@ -615,6 +615,9 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
             lines.append(f"{kind[:-1]:<10} {spec['name']}: {spec['dtype']}{spec['shape']}")
     weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
     lines.append(f"weights    {len(manifest['weights'])} tensors, {weight_bytes / 1e6:.2f} MB")
+    for part in manifest.get("partitions", []):
+        lines.append(f"partition  #{part['id']} {part['device']} ({part['nodes']} nodes) in {part['library']}: "
+                     f"{', '.join(part['inputs'])} -> {', '.join(part['outputs'])}")
     for name, member in manifest["members"].items():
         lines.append(f"member     {name}: {member['size']} bytes sha256:{member['sha256'][:16]}")
     click.echo("\n".join(lines))

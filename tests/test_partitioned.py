@@ -85,6 +85,16 @@ def test_a_multi_partition_artifact_matches_onnxruntime(double_artifact, tmp_pat
         assert_close(dict(got), ort_run(small_cnn(), feeds), rtol=1e-4, atol=1e-5)
 
 
+def test_a_multi_partition_artifact_is_reproducible_and_inspectable(double_artifact, tmp_path, capsys):
+    code = main(["compile", str(double_artifact.parent / "cnn.onnx"), "-t", "x86-64", "--passes", DOUBLE,
+                 "-o", str(tmp_path / "again.edgec"), "-q"])
+    assert code == 0
+    assert (tmp_path / "again.edgec").read_bytes() == double_artifact.read_bytes()
+    code, out, err = edgec(capsys, "inspect", double_artifact)
+    assert code == 0, err
+    assert "partition  #1 cpu-test-double (1 nodes) in partition1.so: c1 -> r1" in out.splitlines()
+
+
 def test_check_runs_every_partition_and_reads_every_library(double_artifact, capsys):
     """``edgec check --model`` compares the partitioned run with onnxruntime; the profile's
     no-network rule reads the symbols of each partition's library."""
