@@ -8,17 +8,20 @@ whose inputs are both dequantized into an integer kernel and a rescale:
       -> multiply(cast_f32(conv2d_i32(pad(x_q, value=z_x), W_q) - z_x * sum(W_q[c])), s_x * s_w[c])
 
 Rules:
-- ``x_q`` is int8 with a constant scalar scale and zero point; ``W_q`` is a constant
-  int8 weight with zero points all 0 (symmetric) and a scalar scale or one per
-  output channel (conv2d axis 0; matmul the output axis).
+- ``x_q`` is int8 or uint8 with a constant scalar scale and zero point; ``W_q`` is
+  a constant int8 weight with zero points all 0 (symmetric) and a scalar scale or
+  one per output channel (conv2d axis 0; matmul the output axis).
 - conv2d: NCHW/OIHW, any stride, dilation and groups. The input is padded with
   its zero point (the integer that means float 0), so the integer conv runs
   without padding; ``z_x * sum(W_q[c])`` is folded to an int32 constant.
 - matmul: ``x @ W`` and the transposed weight Gemm imports as
   ``x @ permute_dims(W)``; the weight is transposed as int8 at compile time.
-- What follows (bias add, relu, the next quantize) stays as imported and fuses
-  into the kernel's epilogue: that is the requantize step.
-- A pattern that cannot be lowered stays in float; ``notes`` says why.
+- A following bias add whose bias is an int32 constant with scale exactly
+  ``s_x * s_w`` and zero point 0 (what the quantize pass writes) is folded into
+  the int32 correction; any other bias stays a float add after the rescale.
+- What follows (relu, the next quantize) stays as imported and fuses into the
+  kernel's epilogue: that is the requantize step.
+- A pattern that cannot be lowered stays in float; the report says why.
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-QUANTIZED_INPUTS = ("int8",)
-"""Activation dtypes lowered to integers; uint8 (the unsigned scheme) stays float for now."""
+QUANTIZED_INPUTS = ("int8", "uint8")
+"""Activation dtypes lowered to integers (uint8 x int8 accumulates in int32 too)."""
 
 
 @dataclass
@@ -72,77 +75,102 @@ def why_not(x_dq, w_dq) -> str | None:
     return None
 
 
-def conv_rewriter(report: IntegerReport):
+def integer_conv(call, x_call, w_call):
+    """(int32 accumulator expr, int32 correction, float32 scale), shaped for NCHW, or why not."""
     from tvm import relax
+
+    attrs = call.attrs
+    reason = why_not(x_call, w_call)
+    if reason is None and (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
+        reason = f"layout {attrs.data_layout}/{attrs.kernel_layout}"
+    if reason is not None:
+        return reason
+    x, sx, zx, _ = dequantize_parts(x_call)
+    w, sw, _, w_axis = dequantize_parts(w_call)
+    if sw.size != 1 and w_axis != 0:
+        return f"weight scales along axis {w_axis}, not the output channels"
+    weight = constant(w)
+    channels = weight.shape[0]
+    top, left, bottom, right = (int(p) for p in attrs.padding)
+    zero = int(zx.reshape(()))
+    padded = relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero))
+    acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
+                             groups=int(attrs.groups), out_dtype="int32")
+    correction = -zero * weight.astype(np.int64).reshape(channels, -1).sum(axis=1)
+    scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (channels,))).astype(np.float32)
+    return acc, correction.reshape(1, channels, 1, 1), scale.reshape(1, channels, 1, 1)
+
+
+def integer_matmul(x_call, w_call, transposed: bool):
+    """(int32 accumulator expr, int32 correction, float32 scale) over the output columns, or why not."""
+    from tvm import relax
+
+    reason = why_not(x_call, w_call)
+    weight = constant(w_call.args[0])
+    if reason is None and weight.ndim != 2:
+        reason = f"{weight.ndim}-D weight"
+    if reason is not None:
+        return reason
+    x, sx, zx, _ = dequantize_parts(x_call)
+    _, sw, _, w_axis = dequantize_parts(w_call)
+    if transposed:
+        weight, out_axis = weight.T, 0  # Gemm transB: W is [N, K], its scales run along axis 0
+    else:
+        out_axis = 1
+    if sw.size != 1 and w_axis != out_axis:
+        return f"weight scales along axis {w_axis}, not the output columns"
+    columns = weight.shape[1]
+    zero = int(zx.reshape(()))
+    acc = relax.op.matmul(x, relax.const(np.ascontiguousarray(weight), "int8"), out_dtype="int32")
+    correction = -zero * weight.astype(np.int64).sum(axis=0)
+    scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (columns,))).astype(np.float32)
+    return acc, correction, scale
+
+
+def folded_bias(b_call, scale: np.ndarray) -> np.ndarray | None:
+    """The int32 bias, when its scale is exactly ``s_x * s_w`` and its zero point 0 (else None)."""
+    bias, sb, zb, _ = dequantize_parts(b_call)
+    bias = constant(bias)
+    if bias is None or bias.dtype != np.int32 or bias.ndim != 1 or sb is None or zb is None or np.any(zb != 0):
+        return None
+    flat = scale.reshape(-1)
+    if bias.shape[0] != flat.shape[0] or not np.array_equal(np.broadcast_to(sb.astype(np.float32), flat.shape), flat):
+        return None
+    return bias.astype(np.int64)
+
+
+def linear_rewriter(report: IntegerReport, op: str, with_bias: bool):
+    """A (pattern, rewriter) pair for ``op`` (conv2d, matmul or matmul-transposed), optionally
+    with the bias add after it. The bias form only fires when the bias folds into the int32
+    correction; otherwise it leaves the call for the plain form, which records any reason."""
     from tvm.relax.dpl import is_op, wildcard
 
     x_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
     w_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
-    pattern = is_op("relax.nn.conv2d")(x_dq, w_dq)
+    if op == "conv2d":
+        linear = is_op("relax.nn.conv2d")(x_dq, w_dq)
+    else:
+        linear = is_op("relax.matmul")(x_dq, is_op("relax.permute_dims")(w_dq) if op == "matmul-transposed" else w_dq)
+    b_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
+    bias = is_op("relax.reshape")(b_dq, wildcard()) if op == "conv2d" else b_dq
+    pattern = is_op("relax.add")(linear, bias) if with_bias else linear
 
     def rewrite(call, matchings):
-        x_call, w_call = matchings[x_dq], matchings[w_dq]
-        attrs = call.attrs
-        reason = why_not(x_call, w_call)
-        if reason is None and (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
-            reason = f"layout {attrs.data_layout}/{attrs.kernel_layout}"
-        if reason is not None:
-            report.kept_float.append(f"conv2d: {reason}")
-            return call
-        x, sx, zx, _ = dequantize_parts(x_call)
-        w, sw, _, w_axis = dequantize_parts(w_call)
-        weight = constant(w)
-        channels = weight.shape[0]
-        if sw.size != 1 and w_axis != 0:
-            report.kept_float.append(f"conv2d: weight scales along axis {w_axis}, not the output channels")
-            return call
-        top, left, bottom, right = (int(p) for p in attrs.padding)
-        zero = int(zx.reshape(()))
-        padded = relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero))
-        acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
-                                 groups=int(attrs.groups), out_dtype="int32")
-        correction = -zero * weight.astype(np.int64).reshape(channels, -1).sum(axis=1)
-        scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (channels,))).astype(np.float32)
-        result = rescale(acc, correction.reshape(1, channels, 1, 1), scale.reshape(1, channels, 1, 1))
-        report.lowered.append("conv2d")
-        return result
-
-    return pattern, rewrite
-
-
-def matmul_rewriter(report: IntegerReport, transposed: bool):
-    from tvm import relax
-    from tvm.relax.dpl import is_op, wildcard
-
-    x_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
-    w_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
-    weight_pattern = is_op("relax.permute_dims")(w_dq) if transposed else w_dq
-    pattern = is_op("relax.matmul")(x_dq, weight_pattern)
-
-    def rewrite(call, matchings):
-        x_call, w_call = matchings[x_dq], matchings[w_dq]
-        reason = why_not(x_call, w_call)
-        weight = constant(w_call.args[0])
-        if reason is None and weight.ndim != 2:
-            reason = f"{weight.ndim}-D weight"
-        if reason is not None:
-            report.kept_float.append(f"matmul: {reason}")
-            return call
-        x, sx, zx, _ = dequantize_parts(x_call)
-        _, sw, _, w_axis = dequantize_parts(w_call)
-        if transposed:
-            weight, out_axis = weight.T, 0  # Gemm transB: W is [N, K], its scales run along axis 0
+        if op == "conv2d":
+            lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq])
         else:
-            out_axis = 1
-        if sw.size != 1 and w_axis != out_axis:
-            report.kept_float.append(f"matmul: weight scales along axis {w_axis}, not the output columns")
+            lowered = integer_matmul(matchings[x_dq], matchings[w_dq], op == "matmul-transposed")
+        if isinstance(lowered, str):
+            if not with_bias:
+                report.kept_float.append(f"{op.split('-')[0]}: {lowered}")
             return call
-        columns = weight.shape[1]
-        zero = int(zx.reshape(()))
-        acc = relax.op.matmul(x, relax.const(np.ascontiguousarray(weight), "int8"), out_dtype="int32")
-        correction = -zero * weight.astype(np.int64).sum(axis=0)
-        scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (columns,))).astype(np.float32)
-        report.lowered.append("matmul")
+        acc, correction, scale = lowered
+        if with_bias:
+            bias = folded_bias(matchings[b_dq], scale)
+            if bias is None:
+                return call
+            correction = correction + bias.reshape(correction.shape)
+        report.lowered.append(op.split("-")[0] + ("+bias" if with_bias else ""))
         return rescale(acc, correction, scale)
 
     return pattern, rewrite
@@ -162,7 +190,8 @@ def lower_integer_kernels(mod):
     from tvm.relax.dpl import rewrite_call
 
     report = IntegerReport()
-    rewriters = [conv_rewriter(report), matmul_rewriter(report, transposed=True), matmul_rewriter(report, transposed=False)]
+    rewriters = [linear_rewriter(report, op, with_bias) for with_bias in (True, False)
+                 for op in ("conv2d", "matmul-transposed", "matmul")]
     updated = {}
     for gvar, func in mod.functions.items():
         if not isinstance(func, relax.Function):

@@ -45,7 +45,7 @@ def test_linear_ops_become_integer_kernels(qdq_cnn):
     from edgec.targets.int8 import lower_integer_kernels
 
     mod, report = lower_integer_kernels(imported(qdq_cnn))
-    assert report.lowered == ["conv2d", "conv2d", "matmul"] and report.kept_float == []
+    assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"] and report.kept_float == []
     calls = []
 
     def visit(expr):
@@ -105,7 +105,7 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(qdq_cnn, tmp_pat
 
     artifact = tmp_path / "q.edgec"
     assert main(["compile", str(qdq_cnn), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
-    assert open_artifact(artifact).manifest["target"]["integer_kernels"]["lowered"] == ["conv2d", "conv2d", "matmul"]
+    assert open_artifact(artifact).manifest["target"]["integer_kernels"]["lowered"] == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ graph's meaning, op by op
     session = ort.InferenceSession(str(qdq_cnn), options, providers=["CPUExecutionProvider"])
@@ -121,3 +121,19 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(qdq_cnn, tmp_pat
         actual = compiled.run(feeds)
         assert np.abs(actual[names[1]] - expected[names[1]]).max() <= lsb * 1.001  # the requantized int8 activation
         np.testing.assert_allclose(actual["logits"], expected["logits"], atol=0.05 * np.abs(expected["logits"]).max())
+
+
+def test_unsigned_activations_lower_too(tmp_path):
+    """The uint8 scheme: uint8 x int8 kernels, int32 accumulation, same numbers as onnxruntime."""
+    from tvm import relax
+
+    from edgec.targets.int8 import lower_integer_kernels
+
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(3).standard_normal((4, 1, 3, 16, 16)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "cnn.onnx"), "--calib", str(tmp_path / "calib.npz"), "--unsigned",
+                 "-o", str(tmp_path / "q.onnx")]) == 0
+    mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"))
+    assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
+    text = relax.transform.LegalizeOps()(mod).script()
+    assert 'T.Buffer((T.int64(1), T.int64(3), T.int64(18), T.int64(18)), "uint8")' in text  # conv1's padded input
