@@ -33,7 +33,8 @@ Rules:
   the target's accelerator. That second device is the host CPU again, lowered and
   run like any CPU partition; it exists so that multi-partition artifacts are built
   and checked against onnxruntime on machines without an accelerator, and it is
-  never presented as one. Its copies cost nothing, so the cost model leaves it be.
+  never presented as one. It works in host memory, so tensors crossing to it are not
+  copies and cost nothing, and the cost model leaves it be.
 - The plan is recorded on the model as JSON in ``model.metadata["edgec.partition"]``,
   which the exporter writes to ONNX ``metadata_props`` and the text IR prints, so
   it survives export and round-trips. :func:`plan_of` reads it back and refuses a
@@ -336,15 +337,17 @@ TEST_DOUBLE_OPS: dict[str, tuple[str, ...]] = ops("Relu LeakyRelu Sigmoid Tanh C
 its partitions and the CPU's, and every crossing is exercised."""
 
 
-def test_double_capability(target: TargetSpec) -> Predicate:
+def double_capability(target: TargetSpec) -> Predicate:
     return chain(default_domain, not_control_flow, static_outputs, op_dtypes(TEST_DOUBLE_OPS, TEST_DOUBLE))
 
 
-CAPABILITIES: dict[str, Callable] = {"cuda": cuda_capability, TEST_DOUBLE: test_double_capability}
+CAPABILITIES: dict[str, Callable] = {"cuda": cuda_capability, TEST_DOUBLE: double_capability}
 """Second device -> capability for a target. The CPU takes every node."""
 
 DEVICE_LABELS = {TEST_DOUBLE: f"second device {TEST_DOUBLE}: a test double of the host CPU, not an accelerator"}
 """How plans name a second device that is not an accelerator."""
+HOST_MEMORY = frozenset({CPU, TEST_DOUBLE})
+"""Devices that work in host memory: a tensor crossing between them is not copied."""
 
 
 def accelerator_support(target: TargetSpec, profile: Profile | None, device: str = "") -> Predicate:
@@ -458,7 +461,7 @@ class PartitionPlan:
             work[placement.device] = work.get(placement.device, 0) + placement.macs
         total = sum(work.values())
         devices = {p.device: None for p in self.partitions}
-        copied = [c for c in self.crossings if self.device_at(c.source) != self.device_at(c.dest)]
+        copied = [c for c in self.crossings if self.is_copy(c)]
         return {
             "partitions": len(self.partitions),
             "nodes": nodes,
@@ -470,6 +473,11 @@ class PartitionPlan:
 
     def device_at(self, partition: int | None) -> str:
         return CPU if partition is None else self.partitions[partition].device
+
+    def is_copy(self, crossing: Crossing) -> bool:
+        """Whether the runtime copies ``crossing`` between memories (host and accelerator)."""
+        devices = {self.device_at(crossing.source), self.device_at(crossing.dest)}
+        return len(devices) > 1 and not devices <= HOST_MEMORY
 
     def to_dict(self) -> dict:
         return {
@@ -494,7 +502,7 @@ class PartitionPlan:
     def summary(self) -> dict:
         """What ``--explain-partitions`` and ``report --partitions`` show, for machines: each
         partition's device, node count and share of MACs; each crossing with its bytes and
-        whether it is a copy between devices; every CPU node's reason; the totals."""
+        whether it is copied between memories; every CPU node's reason; the totals."""
         work = [0] * len(self.partitions)
         for placement in self.placements.values():
             work[placement.partition] += placement.macs
@@ -507,7 +515,7 @@ class PartitionPlan:
                             "macs_share": work[p.id] / total if total else 0.0} for p in self.partitions],
             "crossings": [{"tensor": c.tensor, "bytes": c.bytes, "from": c.source, "to": c.dest,
                            "from_device": self.device_at(c.source), "to_device": self.device_at(c.dest),
-                           "copy": self.device_at(c.source) != self.device_at(c.dest)} for c in self.crossings],
+                           "copy": self.is_copy(c)} for c in self.crossings],
             "cpu_nodes": [{"node": p.node, "op": p.op, "partition": p.partition, "reason": p.reason}
                           for p in self.placements.values() if p.device == CPU],
             "totals": self.stats(),

@@ -130,8 +130,9 @@ def test_report_partitions_json_has_devices_shares_crossings_and_reasons(double_
     assert sum(p["macs_share"] for p in summary["partitions"]) == pytest.approx(1.0)
     assert summary["partitions"][1]["macs_share"] == 0.0  # a Relu
     assert summary["crossings"][1] == {"tensor": "c1", "bytes": 8192, "from": 0, "to": 1, "from_device": "cpu",
-                                       "to_device": "cpu-test-double", "copy": True, "from_library": "partition0.so",
+                                       "to_device": "cpu-test-double", "copy": False, "from_library": "partition0.so",
                                        "to_library": "partition1.so"}
+    assert summary["totals"]["copies"] == 0  # the test double works in host memory
     reasons = {n["node"]: n["reason"] for n in summary["cpu_nodes"]}
     assert reasons["conv1"] == "Conv is not in the cpu-test-double capability table"
     assert len(reasons) == 6 and all(reasons.values())

@@ -202,6 +202,7 @@ def test_the_test_double_table_gives_its_own_partitions_and_refuses_the_cycle():
                              "e": "MatMul is not in the cpu-test-double capability table"}
     assert plan.explain().splitlines()[0] == ("partition plan for x86-64 (second device cpu-test-double: "
                                               "a test double of the host CPU, not an accelerator, fallback=cpu)")
+    assert plan.stats()["copies"] == 0  # it works in host memory: nothing crossing to it is copied
 
 
 def test_the_test_double_keeps_an_island_the_cuda_cost_model_sends_back():
