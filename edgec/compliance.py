@@ -164,6 +164,34 @@ def lowered_arena_finding(budget: int, runtime_memory: dict) -> Finding:
                    "quantization or a smaller batch lowers it")
 
 
+def partitions_intermediates(partitions: list[dict]) -> tuple[int, str]:
+    """Bytes the partitions' VMs allocate for intermediates, and how that was found. Each
+    partition's VM keeps its own, so they add up; partitions TVM's GPU pipeline lowered are
+    not analysed, and are named."""
+    analysed = [p for p in partitions if p["runtime_memory"]]
+    needed = sum(runtime_intermediates(p["runtime_memory"]) for p in analysed)
+    how = f"the sum over {len(analysed)} partitions' VMs, each in its own arena or storages after lowering"
+    skipped = [f"#{p['id']} ({p['device']})" for p in partitions if not p["runtime_memory"]]
+    if skipped:
+        how += f"; not counted: {', '.join(skipped)}, whose memory TVM's GPU pipeline plans"
+    return needed, how
+
+
+def partitions_analysed(partitions: list[dict]) -> bool:
+    """Whether a model has several partitions and edgec analysed the VM of at least one."""
+    return len(partitions) > 1 and any(p["runtime_memory"] for p in partitions)
+
+
+def lowered_arena_check(budget: int, runtime_memory: dict | None, partitions: list[dict]) -> Finding | None:
+    """The activation budget against what the lowered model's VMs allocate: the one VM's, or the
+    sum over a partitioned model's; None when none was analysed (a model all on the GPU)."""
+    if partitions_analysed(partitions):
+        needed, how = partitions_intermediates(partitions)
+        return Finding("memory.activation_arena", f"<= {format_size_exact(budget)}",
+                       f"{human_size(needed)} after lowering", needed <= budget, [], how)
+    return lowered_arena_finding(budget, runtime_memory) if runtime_memory else None
+
+
 def op_matches(node: Node, names: tuple[str, ...]) -> bool:
     domain = node.domain if node.domain not in ("", "ai.onnx") else ""
     return node.qualified_op in names or f"{domain}::*" in names
@@ -424,6 +452,9 @@ def arena_measurement(budget: int, manifest: dict) -> Measurement:
         arena = runtime_intermediates(runtime)
         how = ("planned at compile time: " + ("the one arena the VM runs in, at edgec's offsets" if runtime["runs_in_arena"]
                else f"TVM's own storages ({runtime['why_not']})"))
+    elif partitions_analysed(manifest.get("partitions") or []):
+        arena, how = partitions_intermediates(manifest["partitions"])
+        how = f"planned at compile time: {how}"
     else:
         arena = manifest["memory_plan"]["arena_bytes"]
         how = "planned at compile time: edgec's plan for the graph (the GPU allocates by TVM's plan)"

@@ -17,7 +17,7 @@ import onnx
 from . import __version__
 from .artifact import open_artifact, sha256_file, write_artifact
 from .cache import CompileCache, cache_key, write_depfile
-from .compliance import check_static, lowered_arena_finding
+from .compliance import check_static, lowered_arena_check
 from .errors import ProfileViolation, UsageError
 from .exporter import export_model
 from .importer import convert_model, ensure_static, load_model
@@ -200,9 +200,11 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         lowered = lower_partitions(model, target, partition_plan, tuning_db=request.tuning_db)
     else:
         lowered = lower(model, target, tuning_db=request.tuning_db)
-    if profile and profile.memory.activation_arena is not None and lowered.runtime_memory:
-        # What the VM really allocates after TVM's layout changes and fusion, not the graph's plan.
-        finding = lowered_arena_finding(profile.memory.activation_arena, lowered.runtime_memory)
+    # What the VMs really allocate after TVM's layout changes and fusion, not the graph's plan.
+    finding = (lowered_arena_check(profile.memory.activation_arena, lowered.runtime_memory,
+                                   lowered.partitions if partition_plan is not None else [])
+               if profile and profile.memory.activation_arena is not None else None)
+    if finding is not None:
         compliance["checks"].append(finding.to_dict())
         if not finding.ok:
             compliance["ok"] = False

@@ -23,6 +23,7 @@ from edgec.ir import parse_model
 from edgec.passes.partition import partition_graph
 from edgec.targets import get_target
 from edgec.targets.partitioned import split
+from edgec.units import human_size
 from tests.conftest import assert_close
 from tests.models import make_model, ort_run, random_feeds, small_cnn
 from tests.passes.test_partition import DIAMOND
@@ -231,3 +232,21 @@ def test_a_cuda_multi_partition_artifact_runs_and_matches_onnxruntime(tmp_path, 
     assert code == 0, err
     with np.load(tmp_path / "o.npz") as got:
         assert_close(dict(got), ort_run(model, feeds), rtol=1e-3, atol=1e-3)
+
+
+def test_a_profile_arena_budget_is_checked_against_the_sum_of_the_partitions_vms(tmp_path, capsys):
+    """Each partition's VM keeps its own intermediates, so the lowered check adds them up."""
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    code, _, err = edgec(capsys, "compile", tmp_path / "cnn.onnx", "-t", "x86-64", "--passes", DOUBLE,
+                         "--profile", "mobile", "--set", "memory.activation_arena=1KiB", "--allow-violations",
+                         "-o", tmp_path / "cnn.edgec", "-q")
+    assert code == 0, err
+    manifest = open_artifact(tmp_path / "cnn.edgec").manifest
+    lowered = [c for c in manifest["compliance"]["checks"]
+               if c["attribute"] == "memory.activation_arena" and c["found"].endswith("after lowering")]
+    total = sum(p["runtime_memory"]["arena_bytes"] if p["runtime_memory"]["runs_in_arena"]
+                else p["runtime_memory"]["tvm_storage_bytes"] for p in manifest["partitions"])
+    assert len(lowered) == 1 and not lowered[0]["ok"]
+    assert lowered[0]["how"] == "the sum over 5 partitions' VMs, each in its own arena or storages after lowering"
+    assert lowered[0]["found"] == f"{human_size(total)} after lowering"
+    assert total > 1024 and manifest["compliance"]["violations_allowed"]
