@@ -71,10 +71,11 @@ def matches(shape: tuple, expected: tuple) -> bool:
     return len(shape) == len(expected) and all(not isinstance(e, int) or e == s for s, e in zip(shape, expected))
 
 
-def load_calibration(path: Path, model: Model) -> CalibrationData:
-    """Read and check ``path`` against ``model``'s inputs; every failure is one UsageError line."""
+def load_calibration(path: Path, model: Model, flag: str = "--calib") -> CalibrationData:
+    """Read and check ``path`` against ``model``'s inputs; every failure is one UsageError line
+    starting with ``flag`` and the path."""
     path = Path(path)
-    where = f"--calib {path}"
+    where = f"{flag} {path}"
     if not path.is_file():
         raise UsageError(f"{where}: no such file")
     try:

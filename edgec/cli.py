@@ -388,7 +388,15 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="The QDQ ONNX file [default: MODEL's stem + .qdq.onnx].")
 @quantize_options(calib_required=True)
-def quantize_command(model: Path, output: Path | None, **options) -> None:
+@click.option("--data", type=click.Path(path_type=Path), metavar="DATA.npz",
+              help="Data for the accuracy budget: the model's inputs, plus 'labels' for top-1/top-5. With --max-drop, "
+                   "ops go back to float, lowest SQNR first, until the drop fits.")
+@click.option("--metric", type=click.Choice(["top1", "top5", "cosine", "mse", "mae"]), default="top1", show_default=True,
+              help="The accuracy metric of --data.")
+@click.option("--max-drop", type=float, metavar="DROP",
+              help="Largest allowed drop of --metric against the float model, in its units (0.005: half a point of top-1).")
+def quantize_command(model: Path, output: Path | None, data: Path | None, metric: str, max_drop: float | None,
+                     **options) -> None:
     """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
 
     Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz'."""
@@ -401,17 +409,34 @@ def quantize_command(model: Path, output: Path | None, **options) -> None:
     from .pass_manager import PassManager, Pipeline
     from .passes.quantize import PREPARE
 
+    if (data is None) != (max_drop is None):
+        raise UsageError("--data and --max-drop go together (the accuracy budget needs both)")
     output = output or Path(model.stem + ".qdq.onnx")
     check_writable(output)
     pipeline = Pipeline.parse(quantized_pipeline(PREPARE, options))
     ir_model = load_model(model, {})
     pipeline.check_inputs(ir_model)
     before = weight_bytes(ir_model.graph)
-    manager = PassManager(pipeline)
+    if data is None:
+        manager = PassManager(pipeline)
+    else:
+        manager = PassManager(Pipeline([spec for spec in pipeline if spec.name != "quantize"]))
     ir_model = manager.run(ir_model)
     for pass_name, diagnostic in manager.diagnostics:
         if pass_name == "quantize":
             click.echo(f"edgec: {diagnostic}", err=True)
+    if data is not None:
+        from .accuracy_budget import fit_budget
+
+        budget = fit_budget(ir_model, pipeline.passes[-1].options, data, metric, max_drop)
+        ir_model = budget.model
+        ir_model.metadata["edgec.quantization"] = json.dumps(budget.to_dict())
+        click.echo(f"edgec: {metric}: float {budget.float_value:.4g}, all quantized {budget.first_value:.4g}, "
+                   f"written {budget.quantized_value:.4g} (drop {budget.drop:.4g}, budget {max_drop:g})", err=True)
+        for name in budget.reverted:
+            click.echo(f"edgec: kept in float: {name} (SQNR {budget.sqnr_db[name]:.1f} dB alone)", err=True)
+        if budget.drop > max_drop:
+            click.echo("edgec: warning: the budget is not met even with every op reverted", err=True)
     onnx.save(export_model(ir_model), output)
     ops = sum(n.op_type == "QuantizeLinear" for n in ir_model.graph.nodes)
     click.echo(f"wrote {output}: {ops} activation Q/DQ pairs, weights {before / 1e3:.1f} kB -> "

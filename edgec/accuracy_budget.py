@@ -1,0 +1,130 @@
+"""The accuracy budget: revert the layers most sensitive to quantization to float until
+the quantized model is within the allowed drop (what NNCF's accuracy control and Intel
+Neural Compressor's tuning do).
+
+1. The float model and the quantized one run in onnxruntime with graph optimizations
+   off (the QDQ graph's meaning, which edgec's integer kernels match to 1 LSB) over the
+   data; the metric compares their outputs with the data's ``labels`` (top-k) or, for
+   the other metrics, with the float model's outputs.
+2. When the drop is over budget, each quantized op is ranked by SQNR: the model with
+   only that op quantized, its outputs against the float model's,
+   ``10 log10(sum f^2 / sum (f - q)^2)``. The lowest SQNR is the most sensitive.
+3. Ops go back to float (the quantize pass's ``exclude``) in that order, one at a
+   time, measuring again after each, until the drop fits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .calibration import load_calibration
+from .errors import UsageError
+from .exporter import export_model
+from .importer import convert_model
+from .ir import Model
+from .profile import METRICS
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class BudgetResult:
+    model: Model
+    """The quantized model that meets the budget (or the float-most one tried)."""
+    metric: str
+    float_value: float
+    quantized_value: float
+    max_drop: float
+    first_value: float
+    """The metric with every op quantized, before any revert."""
+    reverted: list[str] = field(default_factory=list)
+    sqnr_db: dict[str, float] = field(default_factory=dict)
+    """Per quantized op, measured only when the first try missed the budget."""
+
+    @property
+    def drop(self) -> float:
+        return drop(self.metric, self.float_value, self.quantized_value)
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "float": self.float_value, "quantized": self.quantized_value,
+                "all_quantized": self.first_value, "max_drop": self.max_drop,
+                "kept_float": [{"node": name, "sqnr_db": round(self.sqnr_db[name], 2),
+                                "why": "lowest SQNR, reverted to meet the accuracy budget"} for name in self.reverted]}
+
+
+def drop(metric: str, reference: float, value: float) -> float:
+    return reference - value if METRICS[metric] == "higher" else value - reference
+
+
+def sqnr_db(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> float:
+    signal = sum(float(np.sum(np.square(reference[n].astype(np.float64)))) for n in reference)
+    noise = sum(float(np.sum(np.square(reference[n].astype(np.float64) - actual[n]))) for n in reference)
+    return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, np.finfo(np.float64).tiny) / noise)
+
+
+def run_all(model: Model, data) -> dict[str, np.ndarray]:
+    """Every output over the data, in onnxruntime with graph optimizations off."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(export_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    parts: dict[str, list] = {name: [] for name in names}
+    for feed in data.feeds():
+        for name, value in zip(names, session.run(None, feed)):
+            parts[name].append(value)
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def fit_budget(prepared: Model, options, data_path: Path, metric: str, max_drop: float) -> BudgetResult:
+    """Quantize ``prepared`` (a float model after the prepare passes) with the quantize pass's
+    ``options``, then revert ops to float by SQNR until ``metric`` drops by at most ``max_drop``."""
+    from .compliance import expected_values, metric_value
+    from .passes.quantize import Quantize, node_key
+
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric '{metric}' (known: {', '.join(METRICS)})")
+    data = load_calibration(data_path, prepared, flag="--data")
+    with np.load(data_path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    user_excluded = options.excluded
+    sites = [node_key(n) for n in prepared.graph.nodes
+             if Quantize.find_site(n) is not None and node_key(n) not in user_excluded]
+
+    def quantized(excluded: list[str]) -> Model:
+        copy = convert_model(export_model(prepared))
+        settings = dataclasses.replace(options, exclude=";".join([*user_excluded, *excluded]))
+        return Quantize(settings)(copy).model
+
+    reference = run_all(prepared, data)
+    expected, _ = expected_values(metric, arrays, reference, reference)
+    float_value = metric_value(metric, reference, expected)
+
+    def measure(model: Model) -> float:
+        return metric_value(metric, run_all(model, data), expected)
+
+    model = quantized([])
+    value = measure(model)
+    result = BudgetResult(model, metric, float_value, value, max_drop, value)
+    logger.info("%s: float %.4g, quantized %.4g (drop %.4g, budget %.4g)", metric, float_value, value,
+                result.drop, max_drop)
+    if result.drop <= max_drop:
+        return result
+    for site in sites:
+        only = quantized([s for s in sites if s != site])
+        result.sqnr_db[site] = sqnr_db(reference, run_all(only, data))
+    for site in sorted(sites, key=lambda s: result.sqnr_db[s]):
+        result.reverted.append(site)
+        result.model = quantized(result.reverted)
+        result.quantized_value = measure(result.model)
+        logger.info("reverted %s (SQNR %.1f dB): %s %.4g", site, result.sqnr_db[site], metric, result.quantized_value)
+        if result.drop <= max_drop:
+            break
+    return result
