@@ -137,6 +137,10 @@ def compile_model(
     inputs = [*model.source_files, *([Path(request.target)] if request.target.endswith(".toml") else [])]
     if profile:
         inputs += [Path(source) for source in profile.sources if Path(source).is_file()]
+    if profile and profile.quantization.scheme == "per-tensor":
+        for spec in pipeline:  # a profile asking for one weight scale per tensor configures the quantize pass
+            if spec.name == "quantize":
+                spec.options.per_tensor_weights = True
     pipeline.check_inputs(model)  # files the passes read (calibration data) fail here, as usage errors
     inputs += [Path(name) for name in pipeline.files()]
     if request.tuning_db:

@@ -340,3 +340,19 @@ def test_compiled_qdq_matches_onnxruntime(capsys, tmp_path, digits):
         images = np.load(data_path)["image"][:32]
         actual = logits(artifact, images, lambda _, feeds: compiled.run(feeds)["logits"])
         np.testing.assert_allclose(actual, logits(qdq, images, ort_reference), rtol=1e-4, atol=1e-4)
+
+
+def test_profile_per_tensor_scheme_reaches_compile_quantization(capsys, tmp_path):
+    """A profile with quantization.scheme = per-tensor gets one weight scale per tensor from --calib."""
+    from edgec.artifact import open_artifact
+
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", x=np.random.default_rng(8).standard_normal((2, 1, 3, 16, 16)).astype(np.float32))
+    (tmp_path / "p.toml").write_text('schema = 1\nname = "per-tensor"\n[quantization]\nrequired = true\nscheme = "per-tensor"\n')
+    code, _, err = edgec(capsys, "compile", tmp_path / "m.onnx", "-t", "x86-64", "--calib", tmp_path / "c.npz",
+                         "--profile", tmp_path / "p.toml", "-o", tmp_path / "m.edgec", "-q")
+    assert code == 0, err
+    manifest = open_artifact(tmp_path / "m.edgec").manifest
+    assert "per-tensor-weights=true" in manifest["pipeline"]
+    checks = {c["attribute"]: c for c in manifest["compliance"]["checks"]}
+    assert checks["quantization.required"]["ok"] and checks["quantization.scheme"]["ok"]
