@@ -372,6 +372,7 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
     check_pass_names(options)
     pipeline = Pipeline.parse(options["pipeline"])
     ir_model = load_model(model, parse_shapes(options["input_shapes"]))
+    pipeline.check_inputs(ir_model)
     ir_model = PassManager(pipeline, build_instruments(options), options["verify_each"]).run(ir_model)
     if output is None:
         click.echo(print_model(ir_model), nl=False)

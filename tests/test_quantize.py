@@ -356,3 +356,10 @@ def test_profile_per_tensor_scheme_reaches_compile_quantization(capsys, tmp_path
     assert "per-tensor-weights=true" in manifest["pipeline"]
     checks = {c["attribute"]: c for c in manifest["compliance"]["checks"]}
     assert checks["quantization.required"]["ok"] and checks["quantization.scheme"]["ok"]
+
+
+def test_opt_checks_calibration_data_before_running(capsys, tmp_path):
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "c.npz", y=np.zeros((2, 3, 16, 16), np.float32))
+    code, _, err = edgec(capsys, "opt", tmp_path / "m.onnx", "--passes", f"quantize{{calib={tmp_path / 'c.npz'}}}")
+    assert code == 2 and "no array for input(s) x" in err
