@@ -15,11 +15,13 @@ the budget.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -108,8 +110,6 @@ def tuning_tasks(model, target):
     from .cpu_schedules import has_reduction, prepare_for_schedules
     from .lowering import onnx_for_tvm
 
-    if target.device != "cpu":
-        raise UsageError(f"edgec tune tunes CPU kernels; target {target.name} runs on {target.device}")
     mod = prepare_for_schedules(from_onnx(onnx_for_tvm(model), keep_params_in_input=True), [])
     extracted = ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
     return [task for task in extracted if has_reduction(task.dispatched[0]["main"])]
@@ -123,6 +123,7 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
 
     if trials < 1:
         raise UsageError(f"--trials {trials}: must be at least 1")
+    check_device(target, device)
     tasks = tuning_tasks(model, target)
     if not tasks:
         raise CompileError("the model has no compute kernels (conv, dense, matmul, reductions) to tune")
@@ -139,8 +140,9 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
         return summary
 
     os.environ["TVM_NUM_THREADS"] = str(threads)  # LocalRunner's workers inherit it
-    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-        tasks, str(db_dir), num_threads=threads, seed=seed)
+    with contextlib.redirect_stdout(sys.stderr):  # MetaSchedule's log handler binds sys.stdout here
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, str(db_dir), num_threads=threads, seed=seed)
     if not verbose:
         quiet_metaschedule_console()
     callback = progress_callback(kernels, summary, trials, progress)
@@ -148,7 +150,7 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
         ms.tune.tune_tasks(
             tasks=contexts, task_weights=weights, work_dir=str(db_dir),
             max_trials_global=remaining,
-            num_trials_per_iter=max(1, min(TRIALS_PER_ROUND, remaining // len(tasks))),
+            num_trials_per_iter=trials_per_round(remaining, len(tasks)),
             builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=BUILD_TIMEOUT_S, f_build=build_kernel,
                                             f_export=functools.partial(export_kernel, target.cross_compiler)),
             runner=make_runner(target, device),
@@ -181,16 +183,28 @@ def quiet_metaschedule_console() -> None:
             meta_logger.removeHandler(handler)
 
 
+def trials_per_round(remaining: int, tasks: int) -> int:
+    """At least two rounds per kernel, so even a tiny budget saves records before it ends."""
+    return max(1, min(TRIALS_PER_ROUND, remaining // (2 * tasks)))
+
+
+def check_device(target, device) -> None:
+    """Fail before any work when the measurements could not run where asked."""
+    if target.device != "cpu":
+        raise UsageError(f"edgec tune tunes CPU kernels; target {target.name} runs on {target.device}")
+    if device is None:
+        if reason := target.runs_here():
+            raise UsageError(f"{reason}; tune it on a lab device with --device rpc://HOST:PORT/KEY")
+    elif not device.via_tracker:
+        raise UsageError(f"--device {device}: tuning needs a tracker (rpc://HOST:PORT/KEY)")
+
+
 def make_runner(target, device):
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=5, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
     if device is None:
-        if reason := target.runs_here():
-            raise UsageError(f"{reason}; tune it on a lab device with --device rpc://HOST:PORT/KEY")
         return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60)
-    if not device.via_tracker:
-        raise UsageError(f"--device {device}: tuning needs a tracker (rpc://HOST:PORT/KEY)")
     config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
                                  session_timeout_sec=120)
     return ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1, f_alloc_argument=random_arguments,
