@@ -159,6 +159,76 @@ def mobilenet_v2(seed: int = 0, width: float = 1.0) -> onnx.ModelProto:
     return model
 
 
+def transformer_encoder(seed: int = 0, tokens: int = 128, width: int = 256, heads: int = 4, layers: int = 2,
+                        ffn: int = 1024) -> onnx.ModelProto:
+    """A small BERT-style encoder (opset 17) for 1 x tokens x width embeddings: per layer, multi-head
+    self-attention (MatMul+Add projections, Reshape/Transpose into heads, scaled QK^T plus an
+    additive attention mask, Softmax, the value MatMul, output projection), residual Add,
+    LayerNormalization, then a GELU feed-forward block (as exported by PyTorch: Div, Erf, Add, Mul),
+    residual Add and LayerNormalization. The mask input is 0 for kept tokens and -10000 for padding,
+    the huge-magnitude constant quantization must keep out of activation ranges."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    head = width // heads
+
+    def tensor(name: str, data, dtype=np.float32) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(data, dtype=dtype), name))
+        return name
+
+    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    def linear(x: str, n_in: int, n_out: int, name: str) -> str:
+        w = tensor(f"{name}.w", rng.standard_normal((n_in, n_out)) / np.sqrt(n_in))
+        b = tensor(f"{name}.b", rng.normal(0, 0.02, n_out))
+        return node("Add", [node("MatMul", [x, w], f"{name}.mm"), b], name)
+
+    def layer_norm(x: str, name: str) -> str:
+        scale = tensor(f"{name}.scale", rng.uniform(0.8, 1.2, width))
+        bias = tensor(f"{name}.bias", rng.normal(0, 0.02, width))
+        return node("LayerNormalization", [x, scale, bias], name, axis=-1, epsilon=1e-5)
+
+    split_heads = tensor("split_heads", [1, tokens, heads, head], np.int64)
+    merge_heads = tensor("merge_heads", [1, tokens, width], np.int64)
+    inv_sqrt = tensor("inv_sqrt_head", 1.0 / np.sqrt(head))
+    sqrt2, one, half = tensor("sqrt2", np.sqrt(2.0)), tensor("one", 1.0), tensor("half", 0.5)
+    mask = node("Unsqueeze", ["mask", tensor("mask_axes", [1, 2], np.int64)], "mask4d")  # 1 x 1 x 1 x tokens
+    x = "embeddings"
+    for i in range(layers):
+        def heads_of(t: str, kind: str, perm: list[int]) -> str:
+            return node("Transpose", [node("Reshape", [t, split_heads], f"l{i}.{kind}.split")], f"l{i}.{kind}.heads", perm=perm)
+
+        q = heads_of(linear(x, width, width, f"l{i}.q"), "q", [0, 2, 1, 3])
+        k = heads_of(linear(x, width, width, f"l{i}.k"), "k", [0, 2, 3, 1])
+        v = heads_of(linear(x, width, width, f"l{i}.v"), "v", [0, 2, 1, 3])
+        scores = node("Add", [node("Mul", [node("MatMul", [q, k], f"l{i}.qk"), inv_sqrt], f"l{i}.scaled"), mask],
+                      f"l{i}.masked")
+        attention = node("MatMul", [node("Softmax", [scores], f"l{i}.softmax", axis=-1), v], f"l{i}.context")
+        merged = node("Reshape", [node("Transpose", [attention], f"l{i}.context.t", perm=[0, 2, 1, 3]), merge_heads],
+                      f"l{i}.merged")
+        x = layer_norm(node("Add", [x, linear(merged, width, width, f"l{i}.out")], f"l{i}.residual1"), f"l{i}.ln1")
+        hidden = linear(x, width, ffn, f"l{i}.ffn1")
+        erf = node("Erf", [node("Div", [hidden, sqrt2], f"l{i}.gelu.div")], f"l{i}.gelu.erf")
+        gelu = node("Mul", [node("Mul", [hidden, node("Add", [erf, one], f"l{i}.gelu.add")], f"l{i}.gelu.mul"), half],
+                    f"l{i}.gelu")
+        x = layer_norm(node("Add", [x, linear(gelu, ffn, width, f"l{i}.ffn2")], f"l{i}.residual2"), f"l{i}.ln2")
+    nodes.append(helper.make_node("Identity", [x], ["hidden"], name="output"))
+    graph = helper.make_graph(
+        nodes, "transformer_encoder",
+        [helper.make_tensor_value_info("embeddings", onnx.TensorProto.FLOAT, [1, tokens, width]),
+         helper.make_tensor_value_info("mask", onnx.TensorProto.FLOAT, [1, tokens])],
+        [helper.make_tensor_value_info("hidden", onnx.TensorProto.FLOAT, [1, tokens, width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="edgec-benchmarks")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+BUILT = {"mobilenet_v2": mobilenet_v2, "transformer_encoder": transformer_encoder}
+"""Models made here, beside the zoo's."""
+
+
 def model_by_name(name: str, seed: int = 0) -> onnx.ModelProto:
-    """A benchmark model by name: a zoo architecture, or ``mobilenet_v2``."""
-    return mobilenet_v2(seed) if name == "mobilenet_v2" else zoo_model(name, seed)
+    """A benchmark model by name: a zoo architecture, ``mobilenet_v2`` or ``transformer_encoder``."""
+    return BUILT[name](seed) if name in BUILT else zoo_model(name, seed)

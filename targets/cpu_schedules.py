@@ -108,6 +108,9 @@ def prepare_for_schedules(mod, notes: list[str]):
         relax.transform.DeadCodeElimination(),
     ])(m), mod)
     mod = _step("lift-weight-transforms", lambda m: _lift_weight_transforms(m, notes), mod)
+    # erf, exp, tanh and softmax as polynomials that vectorize (LLVM calls libm per lane); the
+    # same kind of approximation onnxruntime's MLAS kernels use.
+    mod = _step("fast-math", relax.transform.FastMathTransform(), mod)
     return _step("legalize-and-fuse", lambda m: tvm.transform.Sequential([
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -343,6 +346,8 @@ def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
                 _injective(sch, epilogue, tiles)
         elif name.startswith("conv2d_nhwc") and kinds == "SSSSRRR":
             _conv2d_nhwc(sch, block, epilogue, tiles)
+        elif _is_matmul(sch, block):
+            _matmul(sch, block, epilogue, tiles)
         elif not _reduction_vector_inner(sch, block, epilogue, tiles):
             problems.append(f"block {name}: innermost axis not vectorizable, parallel only")
             _parallel_outer(sch, block, tiles)
@@ -409,6 +414,56 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
     else:
         sch.vectorize(co_i)
     init = sch.decompose_reduction(conv, rh)
+    _vectorize_innermost(sch, init, lanes)
+
+
+def _is_matmul(sch, block) -> bool:
+    """``C[..., i, j] += A[..., i, k] * B[..., k, j]``: one reduction, innermost, and the output's
+    last two indices are the last two spatial iterators (rows, contiguous columns)."""
+    import tvm
+
+    kinds = _iter_kinds(sch, block)
+    if not kinds.endswith("SSR") or kinds.count("R") != 1 or len(sch.get_loops(block)) != len(kinds):
+        return False
+    realize = sch.get(block)
+    region = realize.writes[0].region
+    if len(region) < 2:
+        return False
+    rows, columns = realize.iter_vars[-3].var, realize.iter_vars[-2].var
+    return all(isinstance(r.min, tvm.tirx.Var) and r.min.same_as(v)
+               for r, v in ((region[-2], rows), (region[-1], columns)))
+
+
+def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
+    """The conv rule's register tile for matmul/dense: a few rows x two vectors of columns in
+    registers, the reduction outside the tile, weights reused across the tile's rows."""
+    *batch, rows, columns, reduction = sch.get_loops(block)
+    lanes = tiles.lanes
+    col_tile = _channel_tile(_extent(sch, columns), lanes)
+    vectors = max(1, col_tile // lanes)
+    row_tile = _pixel_tile(_extent(sch, rows), tiles.max_output_pixels(vectors))
+
+    c_o, c_i = sch.split(columns, [None, col_tile])
+    r_o, r_i = sch.split(rows, [None, row_tile])
+    sch.reorder(*batch, c_o, r_o, reduction, r_i, c_i)
+    outer = sch.fuse(*batch, c_o, r_o)
+    sch.parallel(outer)
+    if epilogue is not None:
+        sch.set_scope(block, 0, "local")
+        sch.reverse_compute_at(epilogue, outer)
+        _vectorize_innermost(sch, epilogue, lanes)
+    else:
+        store = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(store, outer)
+        _vectorize_innermost(sch, store, lanes)
+    sch.unroll(r_i)
+    if vectors > 1:
+        c_v, c_l = sch.split(c_i, [vectors, lanes])
+        sch.unroll(c_v)
+        sch.vectorize(c_l)
+    else:
+        sch.vectorize(c_i)
+    init = sch.decompose_reduction(block, reduction)
     _vectorize_innermost(sch, init, lanes)
 
 

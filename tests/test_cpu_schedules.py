@@ -189,3 +189,78 @@ def test_zoo_squeezenet_matches_onnxruntime():
     actual, notes, _ = run_scheduled(model, feeds)
     expected = list(ort_run(model, feeds).values())
     np.testing.assert_allclose(actual[0], expected[0], rtol=1e-3, atol=1e-4)
+
+
+def matmul_model(batch: list[int], rows: int, inner: int, columns: int, weight: bool, epilogue: str = "") -> object:
+    """``x @ w`` (a constant weight, dense) or ``x @ y`` (two activations, attention's QK^T)."""
+    rng = np.random.default_rng(0)
+    inits, inputs = [], [helper.make_tensor_value_info("x", TensorProto.FLOAT, [*batch, rows, inner])]
+    if weight:
+        inits.append(numpy_helper.from_array((rng.standard_normal((inner, columns)) / np.sqrt(inner)).astype(np.float32), "w"))
+    else:
+        inputs.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [*batch, inner, columns]))
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"])]
+    if epilogue == "gelu":  # PyTorch's export of exact GELU
+        inits += [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("sqrt2", np.sqrt(2)), ("one", 1.0), ("half", 0.5))]
+        nodes += [helper.make_node("Div", ["m", "sqrt2"], ["d"]), helper.make_node("Erf", ["d"], ["e"]),
+                  helper.make_node("Add", ["e", "one"], ["p"]), helper.make_node("Mul", ["m", "p"], ["q"]),
+                  helper.make_node("Mul", ["q", "half"], ["y"])]
+    elif epilogue == "softmax":
+        nodes.append(helper.make_node("Softmax", ["m"], ["y"], axis=-1))
+    else:
+        nodes.append(helper.make_node("Identity", ["m"], ["y"]))
+    return make_model(nodes, inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [*batch, rows, columns])], inits)
+
+
+MATMULS = {
+    # name: (batch, rows, inner, columns, constant weight, epilogue)
+    "dense-ffn-gelu": ([1], 64, 128, 256, True, "gelu"),
+    "dense-odd-sizes": ([1], 7, 33, 37, True, ""),
+    "dense-one-row": ([1], 1, 64, 10, True, ""),
+    "dense-rows-not-a-tile-multiple": ([1], 23, 16, 64, True, ""),
+    "attention-scores-softmax": ([1, 4], 17, 16, 19, False, "softmax"),
+    "attention-context": ([1, 4], 32, 32, 16, False, ""),
+}
+
+
+@pytest.mark.parametrize("case", list(MATMULS))
+def test_matmul_matches_onnxruntime(case):
+    notes, mod = assert_matches_ort(matmul_model(*MATMULS[case]), rtol=1e-4, atol=2e-5)
+    kernel_notes = [note for note in notes if not note.startswith("weights are not attached")]  # no weights
+    assert kernel_notes == [], kernel_notes
+
+
+@pytest.mark.parametrize("case", ["dense-ffn-gelu", "attention-scores-softmax"])
+def test_matmul_kernels_get_the_register_tile_rule(case):
+    """The matmul rule, not the generic reduction rule, takes dense and batched matmul kernels."""
+    from tvm import relax, s_tir
+    from tvm.relax.frontend.onnx import from_onnx
+
+    from edgec.importer import import_proto
+    from edgec.targets.cpu_schedules import _is_matmul, prepare_for_schedules
+    from edgec.targets.lowering import onnx_for_tvm
+
+    mod = prepare_for_schedules(from_onnx(onnx_for_tvm(import_proto(matmul_model(*MATMULS[case]))),
+                                          keep_params_in_input=True), [])
+    kernels = [f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
+    assert kernels
+    for func in kernels:
+        sch = s_tir.Schedule(tvm.IRModule({"main": func}))
+        (block,) = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if "matmul" in sch.get(b).name_hint]
+        assert _is_matmul(sch, block)
+
+
+def test_transformer_encoder_matches_onnxruntime():
+    """Attention with a -10000 mask, LayerNormalization and GELU, through every rule and fast math."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_models", Path(__file__).parent.parent / "benchmarks" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.transformer_encoder(tokens=32, width=64, heads=4, layers=1, ffn=128)
+    feeds = random_feeds(model)
+    feeds["mask"] = np.where(np.arange(32) < 24, 0.0, -10000.0).astype(np.float32)[None]
+    actual, notes, _ = run_scheduled(model, feeds)
+    assert notes == [], notes
+    np.testing.assert_allclose(actual[0], ort_run(model, feeds)["hidden"], rtol=1e-3, atol=1e-4)
