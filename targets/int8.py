@@ -45,51 +45,65 @@ class IntegerReport:
         return {"lowered": list(self.lowered), "kept_float": list(self.kept_float)}
 
 
-def constant(expr) -> np.ndarray | None:
-    from tvm.ir.expr import GenericConst
+class Constants:
+    """Compile-time values of a function: literal constants, and the weights the import
+    passed as parameters (``params`` attribute), which is where lowering puts float
+    tensors over 256 bytes, per-channel scales included."""
 
-    return expr.value.numpy() if isinstance(expr, GenericConst) and hasattr(expr.value, "numpy") else None
+    def __init__(self, func):
+        self.params = {}
+        if "params" in func.attrs:
+            weights = func.params[int(func.attrs["num_input"]):]
+            self.params = {var.name: (var, value.numpy()) for var, value in zip(weights, func.attrs["params"])}
+
+    def of(self, expr) -> np.ndarray | None:
+        from tvm.ir.expr import GenericConst
+
+        if isinstance(expr, GenericConst):
+            return expr.value.numpy() if hasattr(expr.value, "numpy") else None
+        var, value = self.params.get(getattr(expr, "name", None), (None, None))
+        return value if var is not None and var.same_as(expr) else None
 
 
 def dtype_of(expr) -> str:
     return str(expr.ty.dtype)
 
 
-def dequantize_parts(call):
+def dequantize_parts(call, values: Constants):
     """(data, scale array, zero array, axis) of a ``relax.dequantize`` call."""
-    return call.args[0], constant(call.args[1]), constant(call.args[2]), int(call.attrs.axis)
+    return call.args[0], values.of(call.args[1]), values.of(call.args[2]), int(call.attrs.axis)
 
 
-def why_not(x_dq, w_dq) -> str | None:
+def why_not(x_dq, w_dq, values: Constants) -> str | None:
     """The reason this activation/weight pair cannot become integer, or None."""
-    x, sx, zx, _ = dequantize_parts(x_dq)
-    w, sw, zw, _ = dequantize_parts(w_dq)
+    x, sx, zx, _ = dequantize_parts(x_dq, values)
+    w, sw, zw, _ = dequantize_parts(w_dq, values)
     if dtype_of(x) not in QUANTIZED_INPUTS:
         return f"activation is {dtype_of(x)}"
     if sx is None or zx is None or sx.size != 1 or zx.size != 1:
         return "activation scale or zero point is not a constant scalar"
-    if constant(w) is None or dtype_of(w) != "int8":
+    if values.of(w) is None or dtype_of(w) != "int8":
         return "weight is not a constant int8 tensor"
     if sw is None or zw is None or np.any(zw != 0):
         return "weight is not symmetric (zero point not 0) or its scale is not constant"
     return None
 
 
-def integer_conv(call, x_call, w_call):
+def integer_conv(call, x_call, w_call, values: Constants):
     """(int32 accumulator expr, int32 correction, float32 scale), shaped for NCHW, or why not."""
     from tvm import relax
 
     attrs = call.attrs
-    reason = why_not(x_call, w_call)
+    reason = why_not(x_call, w_call, values)
     if reason is None and (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
         reason = f"layout {attrs.data_layout}/{attrs.kernel_layout}"
     if reason is not None:
         return reason
-    x, sx, zx, _ = dequantize_parts(x_call)
-    w, sw, _, w_axis = dequantize_parts(w_call)
+    x, sx, zx, _ = dequantize_parts(x_call, values)
+    w, sw, _, w_axis = dequantize_parts(w_call, values)
     if sw.size != 1 and w_axis != 0:
         return f"weight scales along axis {w_axis}, not the output channels"
-    weight = constant(w)
+    weight = values.of(w)
     channels = weight.shape[0]
     top, left, bottom, right = (int(p) for p in attrs.padding)
     zero = int(zx.reshape(()))
@@ -101,18 +115,18 @@ def integer_conv(call, x_call, w_call):
     return acc, correction.reshape(1, channels, 1, 1), scale.reshape(1, channels, 1, 1)
 
 
-def integer_matmul(x_call, w_call, transposed: bool):
+def integer_matmul(x_call, w_call, transposed: bool, values: Constants):
     """(int32 accumulator expr, int32 correction, float32 scale) over the output columns, or why not."""
     from tvm import relax
 
-    reason = why_not(x_call, w_call)
-    weight = constant(w_call.args[0])
+    reason = why_not(x_call, w_call, values)
+    weight = values.of(w_call.args[0])
     if reason is None and weight.ndim != 2:
         reason = f"{weight.ndim}-D weight"
     if reason is not None:
         return reason
-    x, sx, zx, _ = dequantize_parts(x_call)
-    _, sw, _, w_axis = dequantize_parts(w_call)
+    x, sx, zx, _ = dequantize_parts(x_call, values)
+    _, sw, _, w_axis = dequantize_parts(w_call, values)
     if transposed:
         weight, out_axis = weight.T, 0  # Gemm transB: W is [N, K], its scales run along axis 0
     else:
@@ -127,10 +141,10 @@ def integer_matmul(x_call, w_call, transposed: bool):
     return acc, correction, scale
 
 
-def folded_bias(b_call, scale: np.ndarray) -> np.ndarray | None:
+def folded_bias(b_call, scale: np.ndarray, values: Constants) -> np.ndarray | None:
     """The int32 bias, when its scale is exactly ``s_x * s_w`` and its zero point 0 (else None)."""
-    bias, sb, zb, _ = dequantize_parts(b_call)
-    bias = constant(bias)
+    bias, sb, zb, _ = dequantize_parts(b_call, values)
+    bias = values.of(bias)
     if bias is None or bias.dtype != np.int32 or bias.ndim != 1 or sb is None or zb is None or np.any(zb != 0):
         return None
     flat = scale.reshape(-1)
@@ -139,7 +153,7 @@ def folded_bias(b_call, scale: np.ndarray) -> np.ndarray | None:
     return bias.astype(np.int64)
 
 
-def linear_rewriter(report: IntegerReport, op: str, with_bias: bool):
+def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Constants):
     """A (pattern, rewriter) pair for ``op`` (conv2d, matmul or matmul-transposed), optionally
     with the bias add after it. The bias form only fires when the bias folds into the int32
     correction; otherwise it leaves the call for the plain form, which records any reason."""
@@ -157,16 +171,16 @@ def linear_rewriter(report: IntegerReport, op: str, with_bias: bool):
 
     def rewrite(call, matchings):
         if op == "conv2d":
-            lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq])
+            lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq], values)
         else:
-            lowered = integer_matmul(matchings[x_dq], matchings[w_dq], op == "matmul-transposed")
+            lowered = integer_matmul(matchings[x_dq], matchings[w_dq], op == "matmul-transposed", values)
         if isinstance(lowered, str):
             if not with_bias:
                 report.kept_float.append(f"{op.split('-')[0]}: {lowered}")
             return call
         acc, correction, scale = lowered
         if with_bias:
-            bias = folded_bias(matchings[b_dq], scale)
+            bias = folded_bias(matchings[b_dq], scale, values)
             if bias is None:
                 return call
             correction = correction + bias.reshape(correction.shape)
@@ -190,13 +204,13 @@ def lower_integer_kernels(mod):
     from tvm.relax.dpl import rewrite_call
 
     report = IntegerReport()
-    rewriters = [linear_rewriter(report, op, with_bias) for with_bias in (True, False)
-                 for op in ("conv2d", "matmul-transposed", "matmul")]
     updated = {}
     for gvar, func in mod.functions.items():
         if not isinstance(func, relax.Function):
             continue
-        for pattern, rewrite in rewriters:
+        values = Constants(func)
+        for pattern, rewrite in [linear_rewriter(report, op, with_bias, values) for with_bias in (True, False)
+                                 for op in ("conv2d", "matmul-transposed", "matmul")]:
             func = rewrite_call(pattern, rewrite, func)
         updated[gvar] = func
     for gvar, func in updated.items():

@@ -137,3 +137,24 @@ def test_unsigned_activations_lower_too(tmp_path):
     assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     text = relax.transform.LegalizeOps()(mod).script()
     assert 'T.Buffer((T.int64(1), T.int64(3), T.int64(18), T.int64(18)), "uint8")' in text  # conv1's padded input
+
+
+def test_scales_passed_as_weights_are_read_too(tmp_path):
+    """Lowering passes float tensors over 256 bytes as weights, so 80 per-channel scales
+    arrive as a function parameter, not a constant; the conv still becomes integer."""
+    from edgec.targets.int8 import lower_integer_kernels
+
+    rng = np.random.default_rng(4)
+    inits = [numpy_helper.from_array(rng.standard_normal((80, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal(80).astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1, 1, 1, 1], name="conv")]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 80, 8, 8])], inits)
+    onnx.save(proto, tmp_path / "wide.onnx")
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((2, 1, 3, 8, 8)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "wide.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                 "-o", str(tmp_path / "q.onnx")]) == 0
+    module = imported(tmp_path / "q.onnx")
+    assert len(module["main"].params) > 1  # the scales really are parameters here
+    _, report = lower_integer_kernels(module)
+    assert report.lowered == ["conv2d+bias"] and report.kept_float == []
