@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import multiprocessing
 import os
 import platform
@@ -29,13 +30,14 @@ import click
 import numpy as np
 import onnx
 
-from models import ZOO, model_by_name
+from models import BUILT, ZOO, model_by_name
 
-MODELS = [*ZOO, "mobilenet_v2"]
+MODELS = [*ZOO, *BUILT]
 
 logger = logging.getLogger("bench_latency")
 
-ENGINES = ("edgec", "onnxruntime")
+ENGINES = ("edgec", "edgec-tuned", "onnxruntime")
+"""edgec-tuned runs only for models with tuning records (--tuning-db)."""
 ANSWER_TIMEOUT_S = 900  # far beyond any untuned run; only a hung worker reaches it
 WARMUP_MIN_S = 1.0  # fast engines warm up for at least this long, so caches and clocks settle
 
@@ -46,7 +48,7 @@ class EngineError(Exception):
 
 def load_engine(engine: str, path: str, threads: int):
     """A ``run(feeds) -> [outputs]`` for one engine, limited to ``threads`` threads."""
-    if engine == "edgec":
+    if engine.startswith("edgec"):
         os.environ["TVM_NUM_THREADS"] = str(threads)  # before TVM starts its thread pool
         import edgec.runtime
 
@@ -156,28 +158,32 @@ def compare(edgec_out: list, ort_out: list) -> dict:
     return {"max_abs_diff": diff, "rel_diff": diff / scale if scale else diff}
 
 
-def measure(context, onnx_path: Path, artifact: Path, feeds: dict, options: dict) -> dict:
-    """Interleaved timing of both engines, each in its own process."""
-    paths = {"edgec": artifact, "onnxruntime": onnx_path}
-    engines = [Engine(context, name, paths[name], options["threads"], feeds) for name in ENGINES]
+def measure(context, paths: dict[str, Path], feeds: dict, options: dict) -> dict:
+    """Interleaved timing of the engines in ``paths``, each in its own process."""
+    names = [name for name in ENGINES if name in paths]
+    engines = [Engine(context, name, paths[name], options["threads"], feeds) for name in names]
     try:
         for engine in engines:  # both load in parallel; nothing is timed yet
             engine.answer()
-        counts, outputs, times = {}, {}, {name: [] for name in ENGINES}
+        counts, outputs, times = {}, {}, {name: [] for name in names}
         for engine in engines:  # one at a time, like everything timed
             warm, outputs[engine.name] = engine.ask("warmup", options["warmup"])
             per_run = statistics.median(warm[1:] or warm)  # the first run pays for lazy initialization
             counts[engine.name] = max(1, round(options["budget"] / options["rounds"] / per_run))
             logger.info("  %s: %.1f ms per run after warmup, %d per round", engine.name, per_run * 1e3, counts[engine.name])
         result = compare(outputs["edgec"], outputs["onnxruntime"])
+        if "edgec-tuned" in outputs:
+            result["tuned_max_abs_diff"] = compare(outputs["edgec-tuned"], outputs["onnxruntime"])["max_abs_diff"]
         for round_index in range(options["rounds"]):
             for engine in engines if round_index % 2 == 0 else engines[::-1]:
                 times[engine.name] += engine.ask("time", counts[engine.name])
     finally:
         for engine in engines:
             engine.stop()
-    result.update({name: summary(times[name]) for name in ENGINES})
-    result["ratio"] = result["edgec"]["median_ms"] / result["onnxruntime"]["median_ms"]
+    result.update({name: summary(times[name]) for name in names})
+    # Speed-up over onnxruntime (> 1: edgec faster), as the targets in issue 3 are stated.
+    for name in names[:-1]:
+        result[f"{name}_speedup"] = result["onnxruntime"]["median_ms"] / result[name]["median_ms"]
     return result
 
 
@@ -203,15 +209,22 @@ def bench_model(name: str, options: dict, context) -> dict:
         model = model_by_name(name, seed=options["seed"])
         onnx_path, artifact = Path(workdir) / f"{name}.onnx", Path(workdir) / f"{name}.edgec"
         onnx.save(model, onnx_path)
+        paths = {"edgec": artifact, "onnxruntime": onnx_path}
+        records_dir = options["tuning_db"] / name if options["tuning_db"] else None
         stage = "compile"
         try:
             start = time.perf_counter()
             compile_model(CompileRequest(model=onnx_path, target="x86-64", output=artifact))
             record["compile_s"] = time.perf_counter() - start
             logger.info("  compiled in %.1f s", record["compile_s"])
+            if records_dir and records_dir.is_dir():
+                stage = "tuned compile"
+                paths["edgec-tuned"] = Path(workdir) / f"{name}.tuned.edgec"
+                compile_model(CompileRequest(model=onnx_path, target="x86-64", output=paths["edgec-tuned"],
+                                             tuning_db=records_dir))
             stage = "run"
             start, busy, own = time.perf_counter(), busy_cpu_s(), own_cpu_s()
-            record.update(measure(context, onnx_path, artifact, random_feeds(model, options["seed"]), options))
+            record.update(measure(context, paths, random_feeds(model, options["seed"]), options))
             # Cores kept busy by other processes while timing: on a shared machine, the row's noise level.
             other = (busy_cpu_s() - busy) - (own_cpu_s() - own)  # can dip below 0 by a clock tick
             record["other_load"] = max(0.0, other) / (time.perf_counter() - start)
@@ -267,18 +280,61 @@ def machine_info(threads: int) -> dict:
     }
 
 
+def geomean(values: list[float]) -> float:
+    return math.exp(statistics.fmean(math.log(v) for v in values)) if values else math.nan
+
+
 def markdown_table(records: list[dict]) -> str:
-    lines = ["| model | compile s | edgec ms | ort ms | ratio | max abs diff | rel diff | other load |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | compile s | edgec ms | tuned ms | ort ms | speed-up | tuned speed-up | max abs diff | rel diff | other load |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         compile_s = f"{r['compile_s']:.1f}" if "compile_s" in r else "-"
         if "error" in r:
-            lines.append(f"| {r['model']} | {compile_s} | failed | - | - | - | - | - |")
-        else:
-            lines.append(f"| {r['model']} | {compile_s} | {r['edgec']['median_ms']:.1f} | {r['onnxruntime']['median_ms']:.2f}"
-                         f" | {r['ratio']:.1f} | {r['max_abs_diff']:.2e} | {r['rel_diff']:.1e} | {r['other_load']:.2f} |")
+            lines.append(f"| {r['model']} | {compile_s} | failed | - | - | - | - | - | - | - |")
+            continue
+        tuned_ms = f"{r['edgec-tuned']['median_ms']:.2f}" if "edgec-tuned" in r else "-"
+        tuned_speedup = f"{r['edgec-tuned_speedup']:.2f}" if "edgec-tuned" in r else "-"
+        lines.append(f"| {r['model']} | {compile_s} | {r['edgec']['median_ms']:.2f} | {tuned_ms} | "
+                     f"{r['onnxruntime']['median_ms']:.2f} | {r['edgec_speedup']:.2f} | {tuned_speedup} | "
+                     f"{r['max_abs_diff']:.2e} | {r['rel_diff']:.1e} | {r['other_load']:.2f} |")
+    done = [r for r in records if "error" not in r]
+    default = [r["edgec_speedup"] for r in done]
+    tuned = [r.get("edgec-tuned_speedup", r["edgec_speedup"]) for r in done]
+    lines.append(f"| **geomean** | | | | | **{geomean(default):.2f}** | **{geomean(tuned):.2f}** | | | |")
+    lines.append(f"| **worst** | | | | | **{min(default, default=math.nan):.2f}** | **{min(tuned, default=math.nan):.2f}** | | | |")
     lines += [f"\n{r['model']}: {r['error']}" for r in records if "error" in r]
     return "\n".join(lines)
+
+
+def draw_chart(records: list[dict], path: Path, title: str) -> None:
+    """Speed-up over onnxruntime per model, default and tuned, with the issue's target lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    done = [r for r in records if "error" not in r]
+    positions = np.arange(len(done))
+    figure, axes = plt.subplots(figsize=(max(6, 0.9 * len(done) + 2), 4.2))
+    axes.bar(positions - 0.2, [r["edgec_speedup"] for r in done], 0.4, label="edgec (rules)", color="#3b75af")
+    axes.bar(positions + 0.2, [r.get("edgec-tuned_speedup", np.nan) for r in done], 0.4,
+             label="edgec + tuning records", color="#ef8636")
+    axes.axhline(1.0, color="black", linewidth=1, label="onnxruntime (1.0)")
+    axes.axhline(0.67, color="grey", linestyle="--", linewidth=1, label="per-model floor (0.67)")
+    axes.set_yscale("log")
+    values = [v for r in done for v in (r["edgec_speedup"], r.get("edgec-tuned_speedup", np.nan)) if v == v]
+    axes.set_ylim(min(0.25, 0.8 * min(values, default=1)), max(2.0, 1.25 * max(values, default=1)))
+    axes.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.2g"))
+    axes.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes.set_yticks([0.25, 0.5, 0.67, 1, 1.5, 2])
+    axes.set_xticks(positions, [r["model"] for r in done], rotation=30, ha="right")
+    axes.set_ylabel("speed-up over onnxruntime (ort ms / edgec ms)")
+    axes.set_title(title, fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
 
 
 @click.command()
@@ -288,8 +344,13 @@ def markdown_table(records: list[dict]) -> str:
 @click.option("--warmup", default=1, show_default=True, help="Untimed runs per engine before timing (at least 1 s worth).")
 @click.option("--budget", default=10.0, show_default=True, help="Seconds of timed runs per engine per model (a target, not a cap).")
 @click.option("--seed", default=0, show_default=True, help="Seed for weights and inputs.")
-@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), help="Write results as JSON here, and a Markdown table beside it (.md).")
-def main(models: str, threads: int | None, rounds: int, warmup: int, budget: float, seed: int, output: Path | None) -> None:
+@click.option("--tuning-db", type=click.Path(file_okay=False, exists=True, path_type=Path),
+              help="Directory of tuning records, one subdirectory per model (edgec tune --db DIR/MODEL); "
+                   "models with records also run as edgec-tuned.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write results as JSON here, a Markdown table (.md) and a chart (.png) beside it.")
+def main(models: str, threads: int | None, rounds: int, warmup: int, budget: float, seed: int, tuning_db: Path | None,
+         output: Path | None) -> None:
     """Compile each model with edgec and time it against onnxruntime."""
     from edgec.host import physical_cores
 
@@ -300,7 +361,8 @@ def main(models: str, threads: int | None, rounds: int, warmup: int, budget: flo
         raise click.BadParameter(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}", param_hint="--models")
     if rounds < 3 or warmup < 1:
         raise click.BadParameter("need --rounds >= 3 (so every median has 3 samples) and --warmup >= 1")
-    options = {"threads": threads or physical_cores(), "rounds": rounds, "warmup": warmup, "budget": budget, "seed": seed}
+    options = {"threads": threads or physical_cores(), "rounds": rounds, "warmup": warmup, "budget": budget, "seed": seed,
+               "tuning_db": tuning_db}
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TVM or ORT state inherited
     info = machine_info(options["threads"])
     start = time.perf_counter()
@@ -313,15 +375,18 @@ def main(models: str, threads: int | None, rounds: int, warmup: int, budget: flo
     table = markdown_table(records)
     click.echo(table)
     if output:
-        output.write_text(json.dumps({"machine": info, "settings": options, "models": records}, indent=2) + "\n")
+        settings = {**options, "tuning_db": str(tuning_db) if tuning_db else None}
+        output.write_text(json.dumps({"machine": info, "settings": settings, "models": records}, indent=2) + "\n")
         header = (f"# edgec vs onnxruntime, {info['date'][:10]}\n\n{info['cpu']} ({info['llvm_cpu']}), "
                   f"{info['physical_cores']} cores, {options['threads']} threads for both engines; edgec "
                   f"{info['versions']['edgec']} ({info['versions']['edgec_commit']}), TVM {info['versions']['tvm']}, "
                   f"onnxruntime {info['versions']['onnxruntime']}.\nMedians over {rounds} interleaved rounds; "
-                  f"ratio = edgec / ort (> 1: edgec slower); rel diff = max abs diff / ort's largest |output|.\n"
+                  f"speed-up = ort ms / edgec ms (> 1: edgec faster); rel diff = max abs diff / ort's largest |output|.\n"
                   f"Whole run: {info['wall_s']:.0f} s; load average before {info['load_average_before'][0]:.2f}, "
                   f"after {info['load_average_after'][0]:.2f}.\n\n")
-        output.with_suffix(".md").write_text(header + table + "\n")
+        chart = output.with_suffix(".png")
+        draw_chart(records, chart, f"edgec vs onnxruntime, {info['llvm_cpu']}, {options['threads']} threads, {info['date'][:10]}")
+        output.with_suffix(".md").write_text(header + table + f"\n\n![speed-up over onnxruntime]({chart.name})\n")
 
 
 if __name__ == "__main__":
