@@ -36,7 +36,7 @@ from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.models import model_by_name  # noqa: E402
+from benchmarks.models import model_by_name
 
 
 def weight_bytes(path: Path) -> int:
@@ -93,7 +93,12 @@ def edgec_quantize(source: Path, calib: Path, output: Path) -> None:
 
 
 def ort_quantize(source: Path, calib_arrays: dict[str, np.ndarray], output: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     class Reader(CalibrationDataReader):
         def __init__(self):

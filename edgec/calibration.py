@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import logging
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 

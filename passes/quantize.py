@@ -44,11 +44,24 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.calibration import CALIBRATORS, Statistics, calibrate, load_calibration, quant_params
+from edgec.calibration import (
+    CALIBRATORS,
+    Statistics,
+    calibrate,
+    load_calibration,
+    quant_params,
+)
 from edgec.errors import CompileError, UsageError
 from edgec.exporter import export_model
 from edgec.ir import Attr, Graph, Model, Node, Value
-from edgec.pass_manager import Diagnostic, Pass, PassResult, PassSpec, Pipeline, register_pass
+from edgec.pass_manager import (
+    Diagnostic,
+    Pass,
+    PassResult,
+    PassSpec,
+    Pipeline,
+    register_pass,
+)
 
 logger = logging.getLogger(__name__)
 

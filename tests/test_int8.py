@@ -31,18 +31,16 @@ def qdq_cnn(tmp_path_factory):
 
 
 def imported(path):
-    from tvm.relax.frontend.onnx import from_onnx
-
     from edgec.targets.lowering import onnx_for_tvm
+    from tvm.relax.frontend.onnx import from_onnx
 
     return from_onnx(onnx_for_tvm(load_model(path, {})), keep_params_in_input=True)
 
 
 def test_linear_ops_become_integer_kernels(qdq_cnn):
+    from edgec.targets.int8 import lower_integer_kernels
     from tvm import relax
     from tvm.ir.expr import Call
-
-    from edgec.targets.int8 import lower_integer_kernels
 
     mod, report = lower_integer_kernels(imported(qdq_cnn))
     assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"] and report.kept_float == []
@@ -87,10 +85,10 @@ def test_patterns_that_cannot_be_integer_stay_float_with_a_reason():
     ]
     proto = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 3, 3])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3])], inits)
+    from edgec.targets.lowering import onnx_for_tvm
     from tvm.relax.frontend.onnx import from_onnx
 
     from edgec.importer import convert_model
-    from edgec.targets.lowering import onnx_for_tvm
 
     _, report = lower_integer_kernels(from_onnx(onnx_for_tvm(convert_model(proto)), keep_params_in_input=True))
     assert report.lowered == []
@@ -125,9 +123,8 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(qdq_cnn, tmp_pat
 
 def test_unsigned_activations_lower_too(tmp_path):
     """The uint8 scheme: uint8 x int8 kernels, int32 accumulation, same numbers as onnxruntime."""
-    from tvm import relax
-
     from edgec.targets.int8 import lower_integer_kernels
+    from tvm import relax
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(3).standard_normal((4, 1, 3, 16, 16)).astype(np.float32))

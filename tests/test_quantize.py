@@ -136,7 +136,7 @@ def qdq_params_of(value: Value):
 def test_weights_per_channel_biases_int32_and_options(tmp_path):
     model = import_proto(small_cnn())
     calib = save_calib(tmp_path / "c.npz", x=np.random.default_rng(2).standard_normal((4, 1, 3, 16, 16)))
-    result = run_pass(f"fold-batchnorm", model)
+    result = run_pass("fold-batchnorm", model)
     result = quantize(result.model, calib)
     nodes = {n.name: n for n in result.model.graph.nodes}
     weight_dq, bias_dq = nodes["conv2"].inputs[1].producer, nodes["conv2"].inputs[2].producer
@@ -338,7 +338,7 @@ def test_compiled_qdq_matches_onnxruntime(capsys, tmp_path, digits):
         assert code == 0, err
         compiled = load(artifact)
         images = np.load(data_path)["image"][:32]
-        actual = logits(artifact, images, lambda _, feeds: compiled.run(feeds)["logits"])
+        actual = logits(artifact, images, lambda _, feeds, compiled=compiled: compiled.run(feeds)["logits"])
         np.testing.assert_allclose(actual, logits(qdq, images, ort_reference), rtol=1e-4, atol=1e-4)
 
 
