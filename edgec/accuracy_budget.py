@@ -67,14 +67,20 @@ def sqnr_db(reference: dict[str, np.ndarray], actual: dict[str, np.ndarray]) -> 
     return float("inf") if noise == 0 else 10.0 * np.log10(max(signal, np.finfo(np.float64).tiny) / noise)
 
 
-def run_all(model: Model, data) -> dict[str, np.ndarray]:
-    """Every output over the data, in onnxruntime with graph optimizations off."""
+def run_all(model: Model, data, extra_outputs: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Every output (and each of ``extra_outputs``, node outputs exposed for the run) over the
+    data, in onnxruntime with graph optimizations off."""
+    import onnx
     import onnxruntime as ort
 
+    proto = export_model(model)
+    typed = {vi.name: vi for vi in proto.graph.value_info}
+    for name in extra_outputs:
+        proto.graph.output.append(typed.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
-    session = ort.InferenceSession(export_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
     parts: dict[str, list] = {name: [] for name in names}
     for feed in data.feeds():

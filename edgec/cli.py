@@ -396,8 +396,11 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
               help="The accuracy metric of --data.")
 @click.option("--max-drop", type=float, metavar="DROP",
               help="Largest allowed drop of --metric against the float model, in its units (0.005: half a point of top-1).")
+@click.option("--report", is_flag=True,
+              help="Print per layer: placement, scales and zero points, SQNR against float over --data (else the "
+                   "calibration data). Also recorded in the file's edgec.quantization metadata.")
 def quantize_command(model: Path, output: Path | None, data: Path | None, metric: str, max_drop: float | None,
-                     **options) -> None:
+                     report: bool, **options) -> None:
     """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
 
     Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz'."""
@@ -406,7 +409,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     from .compliance import weight_bytes
     from .driver import check_writable
     from .exporter import export_model
-    from .importer import load_model
+    from .importer import convert_model, load_model
     from .pass_manager import PassManager, Pipeline
     from .passes.quantize import PREPARE
 
@@ -415,29 +418,42 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     output = output or Path(model.stem + ".qdq.onnx")
     check_writable(output)
     pipeline = Pipeline.parse(quantized_pipeline(PREPARE, options))
+    quantize = pipeline.passes[-1]
     ir_model = load_model(model, {})
     pipeline.check_inputs(ir_model)
     before = weight_bytes(ir_model.graph)
+    prepared = PassManager(Pipeline(pipeline.passes[:-1])).run(ir_model)
+    float_model = convert_model(export_model(prepared)) if report else None
+    record: dict = {}
+    reasons = {name: "--no-quantize" for name in quantize.options.excluded}
     if data is None:
-        manager = PassManager(pipeline)
-    else:
-        manager = PassManager(Pipeline([spec for spec in pipeline if spec.name != "quantize"]))
-    ir_model = manager.run(ir_model)
-    for pass_name, diagnostic in manager.diagnostics:
-        if pass_name == "quantize":
+        manager = PassManager(Pipeline([quantize]))
+        ir_model = manager.run(prepared)
+        for _, diagnostic in manager.diagnostics:
             click.echo(f"edgec: {diagnostic}", err=True)
-    if data is not None:
+    else:
         from .accuracy_budget import fit_budget
 
-        budget = fit_budget(ir_model, pipeline.passes[-1].options, data, metric, max_drop)
+        budget = fit_budget(prepared, quantize.options, data, metric, max_drop)
         ir_model = budget.model
-        ir_model.metadata["edgec.quantization"] = json.dumps(budget.to_dict())
+        record.update(budget.to_dict())
+        reasons.update({name: f"accuracy budget (SQNR {budget.sqnr_db[name]:.1f} dB quantized alone)" for name in budget.reverted})
         click.echo(f"edgec: {metric}: float {budget.float_value:.4g}, all quantized {budget.first_value:.4g}, "
                    f"written {budget.quantized_value:.4g} (drop {budget.drop:.4g}, budget {max_drop:g})", err=True)
         for name in budget.reverted:
             click.echo(f"edgec: kept in float: {name} (SQNR {budget.sqnr_db[name]:.1f} dB alone)", err=True)
         if budget.drop > max_drop:
             click.echo("edgec: warning: the budget is not met even with every op reverted", err=True)
+    if report:
+        from .calibration import load_calibration
+        from .quant_report import format_rows, layer_rows, rows_to_dicts
+
+        source = load_calibration(data, float_model, "--data") if data else load_calibration(options["calib"], float_model)
+        rows = layer_rows(float_model, ir_model, source, reasons)
+        click.echo(format_rows(rows))
+        record["layers"] = rows_to_dicts(rows)
+    if record:
+        ir_model.metadata["edgec.quantization"] = json.dumps(record)
     onnx.save(export_model(ir_model), output)
     ops = sum(n.op_type == "QuantizeLinear" for n in ir_model.graph.nodes)
     click.echo(f"wrote {output}: {ops} activation Q/DQ pairs, weights {before / 1e3:.1f} kB -> "

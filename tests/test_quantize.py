@@ -363,3 +363,21 @@ def test_opt_checks_calibration_data_before_running(capsys, tmp_path):
     np.savez(tmp_path / "c.npz", y=np.zeros((2, 3, 16, 16), np.float32))
     code, _, err = edgec(capsys, "opt", tmp_path / "m.onnx", "--passes", f"quantize{{calib={tmp_path / 'c.npz'}}}")
     assert code == 2 and "no array for input(s) x" in err
+
+
+def test_report_lists_placement_scales_and_sqnr(capsys, tmp_path):
+    import json
+
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    save_calib(tmp_path / "c.npz", x=np.random.default_rng(9).standard_normal((8, 1, 3, 16, 16)))
+    code, out, err = edgec(capsys, "quantize", tmp_path / "m.onnx", "--calib", tmp_path / "c.npz", "--report",
+                           "--no-quantize", "conv2", "-o", tmp_path / "q.onnx")
+    assert code == 0, err
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert list(rows) == ["conv1", "conv2", "fc"]
+    assert " int8 " in rows["conv1"] and rows["conv2"].split()[2] == "float" and rows["conv2"].endswith("--no-quantize")
+    record = json.loads({p.key: p.value for p in onnx.load(tmp_path / "q.onnx").metadata_props}["edgec.quantization"])
+    layers = {row["node"]: row for row in record["layers"]}
+    assert layers["conv1"]["weight_scales"][2] == 8 and layers["conv1"]["activation_zero_point"] is not None
+    assert layers["conv2"]["activation_scale"] is None
+    assert all(10 < row["sqnr_db"] < 80 for row in record["layers"])  # 8-bit noise, cumulative, is finite

@@ -1,0 +1,87 @@
+"""The per-layer quantization report: placement, scales and zero points, SQNR against float.
+
+For each Conv, ConvTranspose, Gemm and MatMul of the quantized model:
+- placement: ``int8`` when its first input comes from a DequantizeLinear, else ``float``
+  with the reason (``--no-quantize``, the accuracy budget, or what the quantize pass noted);
+- the activation's scale and zero point, and the weight's scales (one, or the range of the
+  per-channel ones);
+- SQNR of the layer's output against the float model's, over the given data, in dB. It is
+  cumulative: the error of every quantized layer before it is included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .accuracy_budget import run_all, sqnr_db
+from .ir import Model, Node
+
+LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+@dataclass
+class LayerRow:
+    node: str
+    op: str
+    placement: str
+    why: str
+    activation_scale: float | None
+    activation_zero_point: int | None
+    weight_scales: tuple[float, float, int] | None
+    """(smallest, largest, how many)."""
+    sqnr_db: float
+
+
+def dequantized_by(node: Node, index: int):
+    """The DequantizeLinear feeding input ``index``, or None."""
+    value = node.inputs[index] if index < len(node.inputs) else None
+    producer = value.producer if value is not None else None
+    return producer if producer is not None and producer.op_type == "DequantizeLinear" else None
+
+
+def layer_rows(float_model: Model, quantized: Model, data, reasons: dict[str, str]) -> list[LayerRow]:
+    """``reasons``: why a layer stayed float, by node name (first output name for unnamed ones)."""
+    layers = [n for n in quantized.graph.nodes if n.op_type in LINEAR_OPS and n.domain in ("", "ai.onnx")]
+    names = tuple(n.outputs[0].name for n in layers)
+    graph_outputs = {v.name for v in quantized.graph.outputs}
+    extra = tuple(name for name in names if name not in graph_outputs)
+    reference, actual = run_all(float_model, data, extra), run_all(quantized, data, extra)
+    rows = []
+    for node, name in zip(layers, names):
+        key = node.name or name
+        activation, weight = dequantized_by(node, 0), dequantized_by(node, 1)
+        scale = zero = None
+        if activation is not None and activation.inputs[1].is_constant:
+            scale = float(activation.inputs[1].const.reshape(-1)[0])
+            zero = int(activation.inputs[2].const.reshape(-1)[0]) if len(activation.inputs) > 2 else 0
+        weight_scales = None
+        if weight is not None and weight.inputs[1].is_constant:
+            scales = weight.inputs[1].const.reshape(-1)
+            weight_scales = (float(scales.min()), float(scales.max()), int(scales.size))
+        placement = "int8" if activation is not None else "float"
+        why = "" if activation is not None else reasons.get(key, "no float32 activation input to quantize")
+        rows.append(LayerRow(key, node.op_type, placement, why, scale, zero, weight_scales,
+                             sqnr_db({name: reference[name]}, {name: actual[name]})))
+    return rows
+
+
+def format_rows(rows: list[LayerRow]) -> str:
+    lines = [f"{'layer':<24} {'op':<8} {'place':<6} {'x scale':>10} {'x zp':>5} {'w scales':>23} {'SQNR dB':>8}  why"]
+    for r in rows:
+        x_scale = f"{r.activation_scale:.4g}" if r.activation_scale is not None else "-"
+        x_zero = str(r.activation_zero_point) if r.activation_zero_point is not None else "-"
+        if r.weight_scales is None:
+            w = "-"
+        elif r.weight_scales[2] == 1:
+            w = f"{r.weight_scales[0]:.4g}"
+        else:
+            w = f"{r.weight_scales[0]:.3g}..{r.weight_scales[1]:.3g} x{r.weight_scales[2]}"
+        sqnr = "inf" if np.isinf(r.sqnr_db) else f"{r.sqnr_db:.1f}"
+        lines.append(f"{r.node[:24]:<24} {r.op:<8} {r.placement:<6} {x_scale:>10} {x_zero:>5} {w:>23} {sqnr:>8}  {r.why}")
+    return "\n".join(lines)
+
+
+def rows_to_dicts(rows: list[LayerRow]) -> list[dict]:
+    return [{**asdict(r), "sqnr_db": None if np.isinf(r.sqnr_db) else round(r.sqnr_db, 2)} for r in rows]
