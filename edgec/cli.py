@@ -353,7 +353,8 @@ def format_tuning(summary) -> str:
              f"records in {summary.database}"]
     for kernel in summary.kernels:
         best = "no valid measurement" if kernel.best_seconds is None else f"best {kernel.best_seconds * 1e6:.1f} us"
-        lines.append(f"  {kernel.name} x{kernel.weight}: {kernel.trials} trial(s), {best}")
+        rules = "" if kernel.rule_seconds is None else f" (rules {kernel.rule_seconds * 1e6:.1f} us)"
+        lines.append(f"  {kernel.name} x{kernel.weight}: {kernel.trials} trial(s), {best}{rules}")
     return "\n".join(lines)
 
 

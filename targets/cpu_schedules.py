@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 PARALLEL_MIN_ELEMENTS = 4096
 """Injective kernels smaller than this run serial: a parallel launch costs more."""
+PARALLEL_MIN_WORK = 65536
+"""Reductions with fewer loop iterations than this (a tiny dense, a small pool) run serial:
+waking the thread pool costs several microseconds, more than the work."""
 
 
 @dataclass(frozen=True)
@@ -80,8 +83,8 @@ def schedule_for_cpu(mod, target, database=None, tuned: list[str] | None = None)
     weights the weight transforms stay in ``main`` (run on every call) and a note
     says so.
 
-    ``database`` (a MetaSchedule database, see ``tuning``) supplies measured
-    schedules; kernels it has no record for get the rules. The names of the
+    ``database`` (``tuning.TuningRecords``) supplies measured schedules; kernels
+    without a record faster than their rule-based schedule get the rules. The names of the
     kernels scheduled from records are appended to ``tuned``.
 
     Returns the module to hand to ``tvm.compile`` and human-readable notes on the
@@ -222,14 +225,12 @@ def _lift_weight_transforms(mod, notes: list[str]):
 def _schedule_module(mod, tiles: Tiles, notes: list[str], database=None, target=None, tuned=None):
     import tvm
 
-    from .tuning import apply_database
-
     tvm_target = tvm.target.Target(target.tvm_target) if database is not None else None
     updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
     for gvar, func in mod.functions_items():
         if not isinstance(func, tvm.tirx.PrimFunc) or _is_scheduled(func):
             continue
-        scheduled = apply_database(func, database, tvm_target) if database is not None else None
+        scheduled = database.schedule_for(func, tvm_target) if database is not None else None
         if scheduled is not None:
             if tuned is not None:
                 tuned.append(gvar.name_hint)
@@ -383,7 +384,18 @@ def _pixel_tile(width: int, limit: int) -> int:
     return math.ceil(width / pieces)
 
 
+def _work(sch, block) -> int:
+    """Loop iterations of a block, before any split: the parallel-or-not measure."""
+    return math.prod(_extent(sch, loop) or PARALLEL_MIN_WORK for loop in sch.get_loops(block))
+
+
+def _parallel(sch, loop, work: int) -> None:
+    if work >= PARALLEL_MIN_WORK:
+        sch.parallel(loop)
+
+
 def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
+    work = _work(sch, conv)
     n, h, w, co, rh, rw, rc = sch.get_loops(conv)
     width, channels = _extent(sch, w), _extent(sch, co)
     lanes = tiles.lanes
@@ -395,7 +407,7 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
     w_o, w_i = sch.split(w, [None, ow_tile])
     sch.reorder(n, co_o, h, w_o, rh, rw, rc, w_i, co_i)
     outer = sch.fuse(n, co_o, h)
-    sch.parallel(outer)
+    _parallel(sch, outer, work)
 
     if epilogue is not None:
         sch.set_scope(conv, 0, "local")
@@ -437,6 +449,7 @@ def _is_matmul(sch, block) -> bool:
 def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
     """The conv rule's register tile for matmul/dense: a few rows x two vectors of columns in
     registers, the reduction outside the tile, weights reused across the tile's rows."""
+    work = _work(sch, block)
     *batch, rows, columns, reduction = sch.get_loops(block)
     lanes = tiles.lanes
     col_tile = _channel_tile(_extent(sch, columns), lanes)
@@ -447,7 +460,7 @@ def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
     r_o, r_i = sch.split(rows, [None, row_tile])
     sch.reorder(*batch, c_o, r_o, reduction, r_i, c_i)
     outer = sch.fuse(*batch, c_o, r_o)
-    sch.parallel(outer)
+    _parallel(sch, outer, work)
     if epilogue is not None:
         sch.set_scope(block, 0, "local")
         sch.reverse_compute_at(epilogue, outer)
@@ -483,6 +496,7 @@ def _reduction_vector_inner(sch, block, epilogue, tiles: Tiles) -> bool:
     """Vectorize the innermost spatial axis inside the reduction loops. False if it is not contiguous."""
     import tvm
 
+    work = _work(sch, block)
     loops = sch.get_loops(block)
     kinds = _iter_kinds(sch, block)
     if len(loops) != len(kinds):
@@ -512,7 +526,7 @@ def _reduction_vector_inner(sch, block, epilogue, tiles: Tiles) -> bool:
     reductions = [loops[i] for i in reduce]
     sch.reorder(*outer_spatial, *reductions, s_i)
     fused = sch.fuse(*outer_spatial) if len(outer_spatial) > 1 else outer_spatial[0]
-    sch.parallel(fused)
+    _parallel(sch, fused, work)
     if epilogue is not None:
         sch.set_scope(block, 0, "local")
         sch.reverse_compute_at(epilogue, fused)
@@ -531,6 +545,7 @@ def _reduction_vector_inner(sch, block, epilogue, tiles: Tiles) -> bool:
 
 def _parallel_outer(sch, block, tiles: Tiles) -> None:
     """Parallelize the spatial loops outside the first reduction loop."""
+    work = _work(sch, block)
     loops = sch.get_loops(block)
     kinds = _iter_kinds(sch, block)
     outer = []
@@ -541,7 +556,7 @@ def _parallel_outer(sch, block, tiles: Tiles) -> None:
     if not outer:
         return
     fused = sch.fuse(*outer) if len(outer) > 1 else outer[0]
-    sch.parallel(fused)
+    _parallel(sch, fused, work)
 
 
 def _injective(sch, block, tiles: Tiles) -> None:

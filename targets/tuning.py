@@ -48,10 +48,15 @@ class KernelTuning:
     flops: float
     trials: int = 0
     best_seconds: float | None = None
+    rule_seconds: float | None = None
+    """The rule-based schedule's time, measured the same way: a record is used only if faster."""
 
     def to_dict(self) -> dict:
+        def micros(seconds):
+            return None if seconds is None else round(seconds * 1e6, 3)
+
         return {"name": self.name, "weight": self.weight, "flops": self.flops, "trials": self.trials,
-                "best_us": None if self.best_seconds is None else round(self.best_seconds * 1e6, 3)}
+                "best_us": micros(self.best_seconds), "rules_us": micros(self.rule_seconds)}
 
 
 @dataclass
@@ -78,8 +83,55 @@ def record_files(db_dir: Path) -> list[Path]:
     return [db_dir / TUNING_META, *(db_dir / name for name in RECORD_FILES)]
 
 
-def open_database(db_dir: Path, target, create: bool = False):
-    """MetaSchedule's JSON database in ``db_dir``, refused when it was tuned for another target."""
+class TuningRecords:
+    """A database directory: MetaSchedule's records, plus the time of each kernel's rule-based
+    schedule measured the same way, so a compile takes a record only where it beats the rules."""
+
+    def __init__(self, db_dir: Path, database, meta: dict):
+        self.db_dir, self.database, self.meta = db_dir, database, meta
+
+    @property
+    def rule_seconds(self) -> dict[str, float]:
+        return self.meta.setdefault("rule_seconds", {})
+
+    def save_meta(self) -> None:
+        path = self.db_dir / TUNING_META
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.meta, indent=2, sort_keys=True) + "\n")
+        temporary.replace(path)
+
+    def schedule_for(self, func, tvm_target):
+        """The tuned version of a PrimFunc, or None: no record, or one no faster than the rules."""
+        query = kernel_module(func)
+        record = self.database.query_tuning_record(query, tvm_target, workload_name="main")
+        if record is None or not record.run_secs:
+            return None
+        rules = self.rule_seconds.get(kernel_key(query))
+        if rules is not None and median_seconds(record.run_secs) >= rules:
+            return None
+        schedule = self.database.query_schedule(query, tvm_target, workload_name="main")
+        return None if schedule is None else schedule.mod["main"].without_attr("global_symbol")
+
+
+def kernel_module(func):
+    """A PrimFunc as MetaSchedule's tasks hold it (the workload records are keyed on)."""
+    import tvm
+
+    return tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+
+
+def kernel_key(mod) -> str:
+    import tvm_ffi
+
+    return f"{tvm_ffi.structural_hash(mod) & (2**64 - 1):016x}"
+
+
+def median_seconds(run_secs) -> float:
+    return float(np.median([float(s) for s in run_secs]))
+
+
+def open_database(db_dir: Path, target, create: bool = False) -> TuningRecords:
+    """The records in ``db_dir``, refused when they were measured for another target."""
     from tvm.s_tir import meta_schedule as ms
 
     meta_path = db_dir / TUNING_META
@@ -95,10 +147,13 @@ def open_database(db_dir: Path, target, create: bool = False):
                              f"({meta.get('tvm_target')}), not {target.name} ({target.tvm_target})")
     elif create:
         db_dir.mkdir(parents=True, exist_ok=True)
-        meta_path.write_text(json.dumps({"target": target.name, "tvm_target": target.tvm_target}, indent=2) + "\n")
+        meta = {"target": target.name, "tvm_target": target.tvm_target, "rule_seconds": {}}
     else:
         raise UsageError(f"tuning database {db_dir}: no {TUNING_META}; create one with 'edgec tune'")
-    return ms.database.JSONDatabase(work_dir=str(db_dir))
+    records = TuningRecords(db_dir, ms.database.JSONDatabase(work_dir=str(db_dir)), meta)
+    if not meta_path.exists():
+        records.save_meta()
+    return records
 
 
 def tuning_tasks(model, target):
@@ -127,19 +182,28 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
     tasks = tuning_tasks(model, target)
     if not tasks:
         raise CompileError("the model has no compute kernels (conv, dense, matmul, reductions) to tune")
-    database = open_database(db_dir, target, create=True)
+    records = open_database(db_dir, target, create=True)
+    database = records.database
     threads = max(1, int(target.cores))  # what the deployed runtime uses (edgec.runtime)
     kernels = [KernelTuning(task.task_name, int(task.weight), float(flop_count(task.dispatched[0])))
                for task in tasks]
     measured = recorded_trials(database, [task.dispatched[0] for task in tasks])
-    for kernel, (count, best) in zip(kernels, measured):
+    for kernel, task, (count, best) in zip(kernels, tasks, measured):
         kernel.trials, kernel.best_seconds = count, best
+        kernel.rule_seconds = records.rule_seconds.get(kernel_key(task.dispatched[0]))
     summary = TuneSummary(db_dir, target.name, threads, kernels, trials_before=sum(k.trials for k in kernels))
     remaining = trials - summary.trials_before
     if remaining <= 0:
         return summary
 
     os.environ["TVM_NUM_THREADS"] = str(threads)  # LocalRunner's workers inherit it
+    builder = ms.builder.LocalBuilder(max_workers=1, timeout_sec=BUILD_TIMEOUT_S, f_build=build_kernel,
+                                      f_export=functools.partial(export_kernel, target.cross_compiler))
+    runner = make_runner(target, device)
+    measure_rules(records, tasks, target, builder, runner)
+    for kernel, task in zip(kernels, tasks):
+        kernel.rule_seconds = records.rule_seconds.get(kernel_key(task.dispatched[0]))
+    progress(summary.trials_before, trials, None)
     with contextlib.redirect_stdout(sys.stderr):  # MetaSchedule's log handler binds sys.stdout here
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             tasks, str(db_dir), num_threads=threads, seed=seed)
@@ -151,9 +215,8 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
             tasks=contexts, task_weights=weights, work_dir=str(db_dir),
             max_trials_global=remaining,
             num_trials_per_iter=trials_per_round(remaining, len(tasks)),
-            builder=ms.builder.LocalBuilder(max_workers=1, timeout_sec=BUILD_TIMEOUT_S, f_build=build_kernel,
-                                            f_export=functools.partial(export_kernel, target.cross_compiler)),
-            runner=make_runner(target, device),
+            builder=builder,
+            runner=runner,
             database=database,
             cost_model=cost_model(threads),
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), callback],
@@ -161,6 +224,32 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
     except tvm.error.TVMError as exc:
         raise CompileError(f"tuning failed: {str(exc).strip().splitlines()[-1]}") from exc
     return summary
+
+
+def measure_rules(records: TuningRecords, tasks, target, builder, runner) -> None:
+    """Time each kernel's rule-based schedule with the tuning's own builder and runner, once."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from .cpu_schedules import Tiles, schedule_primfunc
+
+    tvm_target = tvm.target.Target(target.tvm_target)
+    missing = [task.dispatched[0] for task in tasks if kernel_key(task.dispatched[0]) not in records.rule_seconds]
+    if not missing:
+        return
+    inputs = []
+    for mod in missing:
+        scheduled, _ = schedule_primfunc(mod["main"], Tiles.for_target(target))
+        inputs.append(ms.builder.BuilderInput(kernel_module(scheduled) if scheduled is not None else mod, tvm_target))
+    built = builder.build(inputs)
+    runnable = [(mod, result) for mod, result in zip(missing, built) if result.error_msg is None]
+    futures = runner.run([ms.runner.RunnerInput(result.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
+                          for mod, result in runnable])
+    for (mod, _), future in zip(runnable, futures):
+        outcome = future.result()
+        if outcome.error_msg is None and outcome.run_secs:
+            records.rule_seconds[kernel_key(mod)] = median_seconds(outcome.run_secs)
+    records.save_meta()
 
 
 def cost_model(threads: int):
@@ -313,14 +402,3 @@ def progress_callback(kernels, summary, budget, progress):
             self.progress(done, self.budget, kernel if improved else None)
 
     return Callback(kernels, summary, budget, progress)
-
-
-def apply_database(func, database, tvm_target):
-    """The tuned version of a PrimFunc, or None when the database has no record for it."""
-    import tvm
-
-    query = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    schedule = database.query_schedule(query, tvm_target, workload_name="main")
-    if schedule is None:
-        return None
-    return schedule.mod["main"].without_attr("global_symbol")
