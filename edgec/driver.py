@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +22,7 @@ from .errors import ProfileViolation, UsageError
 from .exporter import export_model
 from .importer import convert_model, ensure_static, load_model
 from .ir import Model
-from .pass_manager import Instrument, PassManager, Pipeline
+from .pass_manager import Instrument, PassManager, PassSpec, Pipeline
 from .profile import Profile, from_metadata_props, load_profile
 from .passes.plan_memory import plan_memory, target_alignment
 from .report import build_report, with_runtime_memory
@@ -82,6 +82,17 @@ def signature(values) -> list[dict]:
     return [{"name": v.name, "dtype": v.dtype, "shape": list(v.shape)} for v in values]
 
 
+def recorded_pipeline(pipeline: Pipeline) -> str:
+    """The pipeline as the artifact and the cache key record it: files its passes read (calibration
+    data) by name alone, like the source model, so the same inputs in another directory give the
+    same bytes. The files' contents are in the cache key."""
+    return str(Pipeline([
+        PassSpec(spec.name, replace(spec.options, **{
+            f.name: Path(value).name for f in fields(spec.options)
+            if f.metadata.get("file") and (value := getattr(spec.options, f.name))}))
+        for spec in pipeline]))
+
+
 @dataclass
 class Plan:
     """What a compile will do, settled before the expensive steps."""
@@ -96,7 +107,7 @@ class Plan:
         request = self.request
         return {
             "target": self.target.manifest(),
-            "pipeline": str(self.pipeline),
+            "pipeline": recorded_pipeline(self.pipeline),
             "input_shapes": {name: list(shape) for name, shape in sorted(request.input_shapes.items())},
             "source_name": Path(request.model).name,
             "profile": self.profile.to_dict() if self.profile else None,
@@ -225,7 +236,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "onnx_version": onnx.__version__,
         "source": {"file": Path(request.model).name, "sha256": sha256_file(Path(request.model))},
         "target": lowered.target_manifest,
-        "pipeline": str(plan.pipeline),
+        "pipeline": recorded_pipeline(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
         "report": with_runtime_memory(build_report(model, layer_devices(model, partition_plan) or target.device, memory),
                                       lowered.runtime_memory),
