@@ -16,6 +16,8 @@ Rules:
   without padding; ``z_x * sum(W_q[c])`` is folded to an int32 constant.
 - matmul: ``x @ W`` and the transposed weight Gemm imports as
   ``x @ permute_dims(W)``; the weight is transposed as int8 at compile time.
+- matmul of two dequantized activations (attention): int32 product, and the
+  zero-point terms from the operands' row and column sums at run time.
 - A following bias add whose bias is an int32 constant with scale exactly
   ``s_x * s_w`` and zero point 0 (what the quantize pass writes) is folded into
   the int32 correction; any other bias stays a float add after the rescale.
@@ -141,6 +143,38 @@ def integer_matmul(x_call, w_call, transposed: bool, values: Constants):
     return acc, correction, scale
 
 
+def integer_matmul_activations(x_call, y_call, values: Constants):
+    """``x @ y`` of two dequantized activations (attention's QK^T and weights x V): the int32
+    product, less the zero-point terms, which need the operands' row and column sums at
+    run time (``zy * rowsum(x) + zx * colsum(y) - K * zx * zy``), then the scale ``s_x * s_y``."""
+    from tvm import relax
+
+    operands = []
+    for call in (x_call, y_call):
+        data, scale, zero, _ = dequantize_parts(call, values)
+        if dtype_of(data) not in QUANTIZED_INPUTS:
+            return f"operand is {dtype_of(data)}"
+        if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+            return "an operand's scale or zero point is not a constant scalar"
+        operands.append((data, np.float32(scale.reshape(())), int(zero.reshape(()))))
+    (x, sx, zx), (y, sy, zy) = operands
+    depth = x.ty.shape.values[-1] if isinstance(x.ty.shape, relax.ShapeExpr) else None
+    if depth is None or not hasattr(depth, "value"):
+        return "the reduction length is not static"
+    result = relax.op.matmul(x, y, out_dtype="int32")
+
+    def summed(t, axis: int):
+        return relax.op.sum(relax.op.astype(t, "int32"), axis=[axis], keepdims=True)
+
+    if zy:
+        result = relax.op.subtract(result, relax.op.multiply(summed(x, -1), relax.const(zy, "int32")))
+    if zx:
+        result = relax.op.subtract(result, relax.op.multiply(summed(y, -2), relax.const(zx, "int32")))
+    if zx and zy:
+        result = relax.op.add(result, relax.const(int(depth.value) * zx * zy, "int32"))
+    return relax.op.multiply(relax.op.astype(result, "float32"), relax.const(np.float32(sx * sy), "float32"))
+
+
 def folded_bias(b_call, scale: np.ndarray, values: Constants) -> np.ndarray | None:
     """The int32 bias, when its scale is exactly ``s_x * s_w`` and its zero point 0 (else None)."""
     bias, sb, zb, _ = dequantize_parts(b_call, values)
@@ -168,16 +202,24 @@ def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Con
     b_dq = is_op("relax.dequantize")(wildcard(), wildcard(), wildcard())
     bias = is_op("relax.reshape")(b_dq, wildcard()) if op == "conv2d" else b_dq
     pattern = is_op("relax.add")(linear, bias) if with_bias else linear
+    reported = []
 
     def rewrite(call, matchings):
+        activations = op == "matmul" and values.of(matchings[w_dq].args[0]) is None
         if op == "conv2d":
             lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq], values)
+        elif activations:
+            lowered = integer_matmul_activations(matchings[x_dq], matchings[w_dq], values)
         else:
             lowered = integer_matmul(matchings[x_dq], matchings[w_dq], op == "matmul-transposed", values)
-        if isinstance(lowered, str):
-            if not with_bias:
+        if isinstance(lowered, str) or with_bias and activations:
+            if not with_bias and not any(seen.same_as(call) for seen in reported):
+                reported.append(call)  # rewrite_call may offer the same call again
                 report.kept_float.append(f"{op.split('-')[0]}: {lowered}")
             return call
+        if activations:
+            report.lowered.append("matmul-activations")
+            return lowered
         acc, correction, scale = lowered
         if with_bias:
             bias = folded_bias(matchings[b_dq], scale, values)

@@ -155,3 +155,47 @@ def test_scales_passed_as_weights_are_read_too(tmp_path):
     assert len(module["main"].params) > 1  # the scales really are parameters here
     _, report = lower_integer_kernels(module)
     assert report.lowered == ["conv2d+bias"] and report.kept_float == []
+
+
+def transformer_encoder(**sizes) -> onnx.ModelProto:
+    """The benchmarks' small BERT-style encoder (its mask input is 0 or -10000 per token)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_models", Path(__file__).parent.parent / "benchmarks" / "models.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.transformer_encoder(**sizes)
+
+
+def test_transformer_encoder_int8_close_to_float_and_to_onnxruntime(tmp_path):
+    """Every MatMul of the encoder becomes integer, attention's activation x activation ones
+    included; the int8 artifact stays within cosine 0.99 of float and matches onnxruntime's QDQ."""
+    import onnxruntime as ort
+
+    from edgec.artifact import open_artifact
+    from edgec.runtime import load
+
+    onnx.save(transformer_encoder(tokens=32, width=64, heads=4, layers=1, ffn=128), tmp_path / "enc.onnx")
+    rng = np.random.default_rng(5)
+    lengths = rng.integers(16, 33, 24)
+    masks = np.where(np.arange(32)[None, :] < lengths[:, None], 0.0, -10000.0).astype(np.float32)[:, None, :]
+    embeddings = rng.standard_normal((24, 1, 32, 64)).astype(np.float32)
+    np.savez(tmp_path / "calib.npz", embeddings=embeddings[:16], mask=masks[:16])
+    assert main(["quantize", str(tmp_path / "enc.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
+    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    kernels = open_artifact(tmp_path / "q.edgec").manifest["target"]["integer_kernels"]
+    assert sorted(kernels["lowered"]) == ["matmul"] * 6 + ["matmul-activations"] * 2 and kernels["kept_float"] == []
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    float_session = ort.InferenceSession(str(tmp_path / "enc.onnx"), options, providers=["CPUExecutionProvider"])
+    qdq_session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    compiled = load(tmp_path / "q.edgec")
+    for i in range(16, 24):  # held out from calibration
+        feeds = {"embeddings": embeddings[i], "mask": masks[i]}
+        reference, qdq = float_session.run(None, feeds)[0].ravel(), qdq_session.run(None, feeds)[0].ravel()
+        actual = compiled.run(feeds)["hidden"].ravel()
+        assert actual @ reference / (np.linalg.norm(actual) * np.linalg.norm(reference)) > 0.99
+        assert actual @ qdq / (np.linalg.norm(actual) * np.linalg.norm(qdq)) > 0.9999
