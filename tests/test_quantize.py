@@ -381,3 +381,13 @@ def test_report_lists_placement_scales_and_sqnr(capsys, tmp_path):
     assert layers["conv1"]["weight_scales"][2] == 8 and layers["conv1"]["activation_zero_point"] is not None
     assert layers["conv2"]["activation_scale"] is None
     assert all(10 < row["sqnr_db"] < 80 for row in record["layers"])  # 8-bit noise, cumulative, is finite
+
+
+def test_calibration_data_is_a_compile_input(capsys, tmp_path):
+    """The depfile (and the cache key) include the calibration file: changing it recompiles."""
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    save_calib(tmp_path / "c.npz", x=np.random.default_rng(10).standard_normal((2, 1, 3, 16, 16)))
+    code, _, err = edgec(capsys, "compile", tmp_path / "m.onnx", "-t", "x86-64", "--calib", tmp_path / "c.npz",
+                         "--depfile", tmp_path / "m.d", "-o", tmp_path / "m.edgec", "-q")
+    assert code == 0, err
+    assert str(tmp_path / "c.npz") in (tmp_path / "m.d").read_text()
