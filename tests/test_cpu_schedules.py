@@ -101,6 +101,9 @@ CONVS = {
     "stride2-pad1": (16, 32, 15, 3, 2, 1, 1),
     "asymmetric-no-pad-5x5": (4, 16, 12, 5, 1, 0, 1),
     "groups": (16, 32, 10, 3, 1, 1, 4),
+    "groups-1x1-unaligned": (16, 24, 9, 1, 1, 0, 4),
+    "groups-at-the-densify-limit": (16, 16, 6, 3, 2, 1, 8),
+    "groups-above-the-densify-limit": (18, 36, 6, 3, 1, 1, 9),
     "depthwise": (32, 32, 12, 3, 1, 1, 32),
     "depthwise-stride2": (24, 24, 13, 3, 2, 1, 24),
 }
@@ -110,9 +113,17 @@ CONVS = {
 def test_conv_matches_onnxruntime(case):
     cin, cout, size, kernel, stride, pad, groups = CONVS[case]
     notes, mod = assert_matches_ort(conv_model(cin, cout, size, kernel, stride, pad, groups))
-    if groups == 1:
+    if groups == 1 or (groups <= 8 and cin != groups):  # few groups: densified onto the conv rule
         assert notes == [], notes
         assert any("conv2d" in name for name in kernel_names(mod))
+
+
+@pytest.mark.parametrize("groups, dense", [(4, True), (8, True), (9, False), (16, False)])
+def test_grouped_convs_with_few_groups_become_dense(groups, dense):
+    """The block-diagonal weight is built at compile time; the kernel is an ordinary conv."""
+    mod, weights, _ = compile_scheduled(conv_model(144, 144, 6, 1, groups=groups), host_spec())
+    conv_weight = next(w for w in weights if len(w.shape) == 4)
+    assert tuple(conv_weight.shape) == ((1, 1, 144, 144) if dense else (1, 1, 144 // groups, 144))
 
 
 def test_conv_without_bias_or_relu_writes_through_a_local_tile():
