@@ -400,8 +400,9 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
 @click.option("--report", is_flag=True,
               help="Print per layer: placement, scales and zero points, SQNR against float over --data (else the "
                    "calibration data). Also recorded in the file's edgec.quantization metadata.")
+@profile_options
 def quantize_command(model: Path, output: Path | None, data: Path | None, metric: str, max_drop: float | None,
-                     report: bool, **options) -> None:
+                     report: bool, profile: str | None, overrides, **options) -> None:
     """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
 
     Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz'."""
@@ -414,8 +415,17 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     from .pass_manager import PassManager, Pipeline
     from .passes.quantize import PREPARE
 
+    if profile or overrides:  # a profile's accuracy section is the budget; its scheme picks the weight scales
+        from .profile import load_profile
+
+        if not profile:
+            raise UsageError("--set needs --profile (the profile it overrides)")
+        resolved = load_profile(profile, overrides)
+        metric = resolved.accuracy.metric or metric
+        max_drop = resolved.accuracy.max_drop if max_drop is None and data is not None else max_drop
+        options["per_tensor_weights"] = options["per_tensor_weights"] or resolved.quantization.scheme == "per-tensor"
     if (data is None) != (max_drop is None):
-        raise UsageError("--data and --max-drop go together (the accuracy budget needs both)")
+        raise UsageError("--data and --max-drop (or a profile's accuracy.max_drop) go together: the accuracy budget needs both")
     output = output or Path(model.stem + ".qdq.onnx")
     check_writable(output)
     pipeline = Pipeline.parse(quantized_pipeline(PREPARE, options))

@@ -63,7 +63,7 @@ def test_budget_flags_go_together(tmp_path, capsys):
     np.savez(tmp_path / "calib.npz", x=np.zeros((2, 16), np.float32))
     code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--max-drop", "0.01",
                  "-o", str(tmp_path / "q.onnx")])
-    assert code == 2 and "--data and --max-drop go together" in capsys.readouterr().err
+    assert code == 2 and "--data and --max-drop (or a profile's accuracy.max_drop) go together" in capsys.readouterr().err
 
 
 def test_bad_budget_data_is_a_usage_error(tmp_path, capsys):
@@ -74,3 +74,25 @@ def test_bad_budget_data_is_a_usage_error(tmp_path, capsys):
                  "--data", str(tmp_path / "data.npz"), "--max-drop", "0.01", "-o", str(tmp_path / "q.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(f"edgec: error: --data {tmp_path / 'data.npz'}: input 'x' has 64 NaN/Inf")
+
+
+def test_a_profile_gives_the_budget_and_the_scheme(tmp_path, capsys):
+    """accuracy.metric and accuracy.max_drop are the budget once --data is given; the profile's
+    per-tensor scheme is what makes fc2 fragile here."""
+    proto = fragile_model()
+    onnx.save(proto, tmp_path / "m.onnx")
+    x = np.random.default_rng(2).standard_normal((48, 16)).astype(np.float32)
+    labels = np.array([ort_run(proto, {"x": x[i : i + 1]})["logits"].argmax() for i in range(48)])
+    np.savez(tmp_path / "calib.npz", x=x[:24])
+    np.savez(tmp_path / "data.npz", x=x, labels=labels)
+    (tmp_path / "p.toml").write_text('schema = 1\nname = "budget"\n[accuracy]\nmetric = "top1"\nmax_drop = 0.02\n'
+                                     '[quantization]\nscheme = "per-tensor"\n')
+    code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--profile",
+                 str(tmp_path / "p.toml"), "--data", str(tmp_path / "data.npz"), "-o", str(tmp_path / "q.onnx")])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "kept in float: fc2" in err and "budget 0.02" in err
+    # Without --data the profile's budget is not applied, and nothing is reverted.
+    code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--profile",
+                 str(tmp_path / "p.toml"), "-o", str(tmp_path / "q2.onnx")])
+    assert code == 0 and "kept in float" not in capsys.readouterr().err
