@@ -286,6 +286,15 @@ def check_device(target, device) -> None:
             raise UsageError(f"{reason}; tune it on a lab device with --device rpc://HOST:PORT/KEY")
     elif not device.via_tracker:
         raise UsageError(f"--device {device}: tuning needs a tracker (rpc://HOST:PORT/KEY)")
+    else:
+        from edgec.errors import DeviceError
+        from edgec.remote import registered_keys, tracker_summary
+
+        keys = registered_keys(tracker_summary(device.host, device.port))  # unreachable: a DeviceError
+        if device.key not in keys:
+            known = ", ".join(sorted(keys)) or "none"
+            raise DeviceError(f"no server is registered under key {device.key!r} at tracker "
+                              f"{device.host}:{device.port} (registered: {known})")
 
 
 def make_runner(target, device):

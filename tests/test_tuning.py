@@ -162,3 +162,26 @@ def test_bad_tuning_requests_are_usage_errors(tmp_path, capsys, args, message):
     code = main(["tune", str(model_path), *target, "--db", str(tmp_path / "db"), *args])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_unreachable_tracker_fails_before_any_work(tmp_path, capsys):
+    model_path = tmp_path / "conv.onnx"
+    onnx.save(one_kernel_model(), model_path)
+    port = lab.free_port()  # nothing listens there
+    code = main(["tune", str(model_path), "--target", "x86-64", "--db", str(tmp_path / "db"),
+                 "--device", f"rpc://127.0.0.1:{port}/{KEY}"])
+    assert code == 1
+    assert f"127.0.0.1:{port}" in capsys.readouterr().err
+    assert not (tmp_path / "db").exists()
+
+
+@pytest.mark.slow
+def test_an_unknown_key_is_named_with_the_registered_ones(tracker, tmp_path, capsys):
+    model_path = tmp_path / "conv.onnx"
+    onnx.save(one_kernel_model(), model_path)
+    device = tracker.rsplit("/", 1)[0] + "/no-such-board"
+    code = main(["tune", str(model_path), "--target", "x86-64", "--db", str(tmp_path / "db"), "--device", device])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "no server is registered under key 'no-such-board'" in err and KEY in err
+    assert not (tmp_path / "db").exists()
