@@ -21,7 +21,6 @@ def host_spec():
 
 
 def compile_scheduled(model, spec):
-    from tvm import relax
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -244,7 +243,7 @@ def test_matmul_matches_onnxruntime(case):
 @pytest.mark.parametrize("case", ["dense-ffn-gelu", "attention-scores-softmax"])
 def test_matmul_kernels_get_the_register_tile_rule(case):
     """The matmul rule, not the generic reduction rule, takes dense and batched matmul kernels."""
-    from tvm import relax, s_tir
+    from tvm import s_tir
     from tvm.relax.frontend.onnx import from_onnx
 
     from edgec.importer import import_proto
