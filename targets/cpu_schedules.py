@@ -10,13 +10,15 @@ Pipeline, in order (each step named in the notes when it fails):
 
 1. ``sum-of-stack``: ONNX ``Sum`` imports as ``sum(stack(broadcast_to(x)...))``;
    it becomes a chain of ``add`` (ConvertLayout cannot handle the 5-D stack).
+   Then ``densify-grouped-conv``: grouped convs with at most 8 groups become dense
+   ones with a block-diagonal weight.
 2. ``convert-layout``: conv2d to NHWC activations and HWIO weights, so output
    channels are the contiguous, vectorized axis.
 3. ``lift-weight-transforms``: computations on weights alone (the OIHW->HWIO
    permutes, bias reshapes) move to ``main_transform_params``; it is compiled for
    the host and run once, here, and the module's attached weights are replaced by
    its results. The compiled ``main`` takes the transformed weights.
-4. ``legalize-and-fuse``: LegalizeOps, FoldConstant, FuseOps, FuseTIR.
+4. ``fast-math``, then ``legalize-and-fuse``: LegalizeOps, FoldConstant, FuseOps, FuseTIR.
 5. ``schedule``: each PrimFunc gets the first rule that applies:
 
    - ``conv2d-nhwc``: register-blocked output tile of ``ow`` pixels x 2 vectors of
@@ -24,6 +26,8 @@ Pipeline, in order (each step named in the notes when it fails):
      the tile, tile loops unrolled and vectorized, ``(n, co-block, oh)``
      parallel, epilogue (bias, residual add, relu) computed per tile, padding
      materialized by its own parallel loop.
+   - ``matmul``: the same register tile over rows x columns for dense and
+     batched matmul.
    - ``reduction-vector-inner``: any reduction whose innermost spatial axis is
      the output's contiguous axis (depthwise/grouped conv in NHWC, pooling,
      dense/matmul with a KxN weight, reductions over H and W): that axis split
@@ -32,7 +36,10 @@ Pipeline, in order (each step named in the notes when it fails):
    - ``injective``: every other block is fused flat, vectorized and parallel.
 
    Tile sizes come from ``TargetSpec.vector_bits`` (lanes) and
-   ``TargetSpec.vector_registers`` (how many output pixels fit the tile).
+   ``TargetSpec.vector_registers`` (how many output pixels fit the tile). The conv
+   and matmul rules also ask for their weights packed by channel block.
+6. ``prepack-weights``: those packings become kernels of their own, which lifting
+   runs once, here, like step 3.
 
 A kernel no rule can schedule still compiles (TVM's default, serial) and is
 reported in the returned notes.
@@ -93,7 +100,21 @@ def schedule_for_cpu(mod, target, database=None, tuned: list[str] | None = None)
     notes: list[str] = []
     mod = prepare_for_schedules(mod, notes)
     tiles = Tiles.for_target(target)
-    return _step("schedule", lambda m: _schedule_module(m, tiles, notes, database, target, tuned), mod), notes
+    mod = _step("schedule", lambda m: _schedule_module(m, tiles, notes, database, target, tuned), mod)
+    return _step("prepack-weights", lambda m: _prepack_weights(m, notes), mod), notes
+
+
+def _prepack_weights(mod, notes: list[str]):
+    """Run the weight re-layouts the conv rule asked for once, at compile time.
+
+    The rule marks a block that copies a weight into its packed layout
+    (``meta_schedule.layout_rewrite_preproc``); SplitLayoutRewritePreproc moves it into
+    its own kernel called on the weight, which lifting then computes now."""
+    from tvm import relax
+
+    split = relax.transform.SplitLayoutRewritePreproc()(mod)
+    lifted = _lift_weight_transforms(relax.transform.DeadCodeElimination()(split), notes)
+    return relax.transform.DeadCodeElimination(["main"])(lifted)  # the packing kernels ran here
 
 
 def prepare_for_schedules(mod, notes: list[str]):
@@ -244,12 +265,12 @@ def _lift_weight_transforms(mod, notes: list[str]):
     if params is None:
         notes.append("weights are not attached to main: weight layout transforms run on every call")
         return mod
-    transform = lifted["main_transform_params"]
-    transform_mod = tvm.IRModule({"main": transform.with_attr("global_symbol", "main")})
+    # The transform with the kernels it calls (packing kernels, when lifted after scheduling).
+    transform_mod = tvm.IRModule({gv: f for gv, f in lifted.functions_items() if gv.name_hint != "main"})
     host = tvm.target.Target({"kind": "llvm"})
     executable = tvm.compile(transform_mod, target=host)
     vm = relax.VirtualMachine(executable, tvm.cpu())
-    result = vm["main"]([tvm.runtime.tensor(p.numpy()) for p in params])
+    result = vm["main_transform_params"]([tvm.runtime.tensor(p.numpy()) for p in params])
     new_params = [tvm.runtime.tensor(r.numpy()) for r in result]
 
     new_main = lifted["main"]
@@ -421,12 +442,12 @@ def _channel_tile(channels: int, lanes: int) -> int:
 def _pixel_tile(width: int, limit: int) -> int:
     """Output pixels per tile: a divisor of ``width`` near ``limit``, else an even split.
 
-    One pixel over the limit is allowed when it divides (7 for ResNet's and ShuffleNet's 7- and
-    14-wide maps): one register spill costs less than a ragged tail, whose bounds checks sit in
-    the unrolled inner loop."""
-    if width <= limit + 1:
+    Not one pixel more than the registers hold: a 7-pixel tile where 6 fit (to avoid the
+    ragged tail of 7- and 14-wide maps) made ResNet50's kernels 1.2x and DenseNet121's 1.6x
+    slower, so the spill costs more than the tail."""
+    if width <= limit:
         return width
-    for tile in range(limit + 1, (limit + 1) // 2 - 1, -1):
+    for tile in range(limit, (limit + 1) // 2 - 1, -1):
         if width % tile == 0:
             return tile
     pieces = math.ceil(width / limit)
@@ -452,6 +473,14 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
     vectors = max(1, oc_tile // lanes)
     ow_tile = _pixel_tile(width, tiles.max_output_pixels(vectors))
 
+    if channels % oc_tile == 0 and _is_parameter(sch, sch.get(conv).reads[1].source):
+        # Weights HWIO -> (channel block, H, W, I, channel in block): a tile streams its weights
+        # contiguously, not one cache line per input channel; 2-4x on wide layers (see
+        # _prepack_weights for when the packing runs).
+        packed = sch.cache_read(conv, 1, "global")
+        sch.transform_layout(conv, ("read", 1),
+                             lambda kh, kw, ci, co_: (co_ // oc_tile, kh, kw, ci, co_ % oc_tile))
+        sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
     co_o, co_i = sch.split(co, [None, oc_tile])
     w_o, w_i = sch.split(w, [None, ow_tile])
     sch.reorder(n, co_o, h, w_o, rh, rw, rc, w_i, co_i)
@@ -480,7 +509,8 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
 
 def _is_matmul(sch, block) -> bool:
     """``C[..., i, j] += A[..., i, k] * B[..., k, j]``: one reduction, innermost, and the output's
-    last two indices are the last two spatial iterators (rows, contiguous columns)."""
+    last two indices are the last two spatial iterators (rows, contiguous columns). The row
+    reductions of softmax and layer norm have the same loop nest and take the same tile."""
     import tvm
 
     kinds = _iter_kinds(sch, block)
@@ -505,6 +535,13 @@ def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
     vectors = max(1, col_tile // lanes)
     row_tile = _pixel_tile(_extent(sch, rows), tiles.max_output_pixels(vectors))
 
+    reads = sch.get(block).reads
+    if (_extent(sch, columns) % col_tile == 0 and len(reads) == 2 and len(reads[1].region) == 2
+            and _is_parameter(sch, reads[1].source)):
+        # A 2-D (weight) operand packed like the conv's: column blocks contiguous.
+        packed = sch.cache_read(block, 1, "global")
+        sch.transform_layout(block, ("read", 1), lambda k, n: (n // col_tile, k, n % col_tile))
+        sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
     c_o, c_i = sch.split(columns, [None, col_tile])
     r_o, r_i = sch.split(rows, [None, row_tile])
     sch.reorder(*batch, c_o, r_o, reduction, r_i, c_i)
@@ -527,6 +564,11 @@ def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
         sch.vectorize(c_i)
     init = sch.decompose_reduction(block, reduction)
     _vectorize_innermost(sch, init, lanes)
+
+
+def _is_parameter(sch, buffer) -> bool:
+    """Whether a buffer is the kernel's argument (a weight can be packed outside), not computed in it."""
+    return any(buffer.same_as(param) for param in sch.mod["main"].params)
 
 
 def _vectorize_innermost(sch, block, lanes: int) -> None:

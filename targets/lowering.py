@@ -110,7 +110,7 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lo
             target_manifest["tuned_kernels"] = sorted(tuned)
     main = mod["main"]
     num_inputs = int(main.attrs["num_input"])
-    names = [param.name for param in main.params[num_inputs:]]
+    names = unique_names([param.name for param in main.params[num_inputs:]])
     mod, detached = detach_params(mod)
     arrays = [param.numpy() for param in detached.get("main", [])]
     if len(arrays) != len(names):
@@ -132,6 +132,14 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lo
         executable.export_library(str(library_path), **options)
         library = library_path.read_bytes()
     return Lowered(library, list(zip(names, arrays)), target_manifest, tvm.__version__, runtime_memory)
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Weight names as the artifact stores them: TVM's lifting can give two parameters one name."""
+    seen: dict[str, int] = {}
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+    return [name if seen[name] == 1 else f"{name}#{position}" for position, name in enumerate(names)]
 
 
 def export_options(target: TargetSpec) -> dict:

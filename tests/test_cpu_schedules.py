@@ -121,8 +121,8 @@ def test_conv_matches_onnxruntime(case):
 def test_grouped_convs_with_few_groups_become_dense(groups, dense):
     """The block-diagonal weight is built at compile time; the kernel is an ordinary conv."""
     mod, weights, _ = compile_scheduled(conv_model(144, 144, 6, 1, groups=groups), host_spec())
-    conv_weight = next(w for w in weights if len(w.shape) == 4)
-    assert tuple(conv_weight.shape) == ((1, 1, 144, 144) if dense else (1, 1, 144 // groups, 144))
+    conv_weight = max(weights, key=lambda w: np.prod(w.shape))
+    assert np.prod(conv_weight.shape) == (144 * 144 if dense else 144 * 144 // groups)
 
 
 def test_conv_without_bias_or_relu_writes_through_a_local_tile():
@@ -177,10 +177,21 @@ def test_every_kernel_is_marked_scheduled():
 
 
 def test_weight_transforms_run_at_compile_time():
-    """The OIHW->HWIO permute is applied to the attached weights, not left in main."""
+    """The OIHW->HWIO permute and the packing by 16-channel block (two AVX2 vectors) are applied
+    to the attached weights, not left in main."""
     mod, weights, _ = compile_scheduled(conv_model(16, 32, 8, 3, pad=1), host_spec())
-    assert [tuple(w.shape) for w in weights][0] == (3, 3, 16, 32)
-    assert "main_transform_params" not in [gv.name_hint for gv in mod.get_global_vars()]
+    assert [tuple(w.shape) for w in weights][0] == (2, 3, 3, 16, 16)
+    names = [gv.name_hint for gv in mod.get_global_vars()]
+    assert "main_transform_params" not in names and not any(name.endswith("_weight_prepack") for name in names)
+    assert any(name.endswith("_prepacked") for name in names)
+
+
+def test_dense_weights_are_packed_by_column_block_but_activations_are_not():
+    """A constant 2-D matmul operand is packed at compile time; attention's two activations are not."""
+    mod, weights, _ = compile_scheduled(matmul_model(*MATMULS["dense-ffn-gelu"]), host_spec())
+    assert (16, 128, 16) in [tuple(w.shape) for w in weights]
+    mod, _, _ = compile_scheduled(matmul_model(*MATMULS["attention-context"]), host_spec())
+    assert not any("prepack" in gv.name_hint for gv in mod.get_global_vars())
 
 
 def test_compiles_for_arm64_neon():
