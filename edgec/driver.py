@@ -29,7 +29,7 @@ from .report import build_report, with_runtime_memory
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead,reorder-for-memory"
+DEFAULT_PIPELINE = "remove-identity,fold-constants,fold-batchnorm,fold-conv-affine,eliminate-dead,reorder-for-memory"
 
 
 @dataclass

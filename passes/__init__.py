@@ -4,6 +4,7 @@ from . import (
     eliminate_dead,
     fold_batchnorm,
     fold_constants,
+    fold_conv_affine,
     partition,
     plan_memory,
     quantize,
@@ -11,4 +12,4 @@ from . import (
     reorder_for_memory,
 )
 
-__all__ = ["eliminate_dead", "fold_batchnorm", "fold_constants", "partition", "plan_memory", "quantize", "remove_identity", "reorder_for_memory"]
+__all__ = ["eliminate_dead", "fold_batchnorm", "fold_constants", "fold_conv_affine", "partition", "plan_memory", "quantize", "remove_identity", "reorder_for_memory"]

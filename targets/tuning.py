@@ -193,7 +193,7 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
         kernel.rule_seconds = records.rule_seconds.get(kernel_key(task.dispatched[0]))
     summary = TuneSummary(db_dir, target.name, threads, kernels, trials_before=sum(k.trials for k in kernels))
     remaining = trials - summary.trials_before
-    if remaining <= 0:
+    if remaining <= 0 and all(kernel.rule_seconds is not None for kernel in kernels):
         return summary
 
     os.environ["TVM_NUM_THREADS"] = str(threads)  # LocalRunner's workers inherit it
@@ -203,6 +203,8 @@ def tune(model, target, db_dir: Path, trials: int, device=None, progress: Progre
     measure_rules(records, tasks, target, builder, runner)
     for kernel, task in zip(kernels, tasks):
         kernel.rule_seconds = records.rule_seconds.get(kernel_key(task.dispatched[0]))
+    if remaining <= 0:
+        return summary
     progress(summary.trials_before, trials, None)
     with contextlib.redirect_stdout(sys.stderr):  # MetaSchedule's log handler binds sys.stdout here
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
@@ -237,15 +239,17 @@ def measure_rules(records: TuningRecords, tasks, target, builder, runner) -> Non
     missing = [task.dispatched[0] for task in tasks if kernel_key(task.dispatched[0]) not in records.rule_seconds]
     if not missing:
         return
-    inputs = []
+    scheduled = []
     for mod in missing:
-        scheduled, _ = schedule_primfunc(mod["main"], Tiles.for_target(target))
-        inputs.append(ms.builder.BuilderInput(kernel_module(scheduled) if scheduled is not None else mod, tvm_target))
-    built = builder.build(inputs)
-    runnable = [(mod, result) for mod, result in zip(missing, built) if result.error_msg is None]
-    futures = runner.run([ms.runner.RunnerInput(result.artifact_path, "cpu", ms.arg_info.ArgInfo.from_prim_func(mod["main"]))
-                          for mod, result in runnable])
-    for (mod, _), future in zip(runnable, futures):
+        func, _ = schedule_primfunc(mod["main"], Tiles.for_target(target))
+        scheduled.append(kernel_module(func) if func is not None else mod)
+    built = builder.build([ms.builder.BuilderInput(kernel, tvm_target) for kernel in scheduled])
+    runnable = [(mod, kernel, result) for mod, kernel, result in zip(missing, scheduled, built) if result.error_msg is None]
+    # Packed weights are arguments, as in the compiled model (the packing runs at compile time).
+    futures = runner.run([ms.runner.RunnerInput(result.artifact_path, "cpu",
+                                                ms.arg_info.ArgInfo.from_entry_func(kernel, remove_preproc=True))
+                          for _, kernel, result in runnable])
+    for (mod, _, _), future in zip(runnable, futures):
         outcome = future.result()
         if outcome.error_msg is None and outcome.run_secs:
             records.rule_seconds[kernel_key(mod)] = median_seconds(outcome.run_secs)
