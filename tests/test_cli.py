@@ -67,7 +67,7 @@ def test_inspect_shows_the_manifest(cnn_artifact, capsys):
     manifest = json.loads(out)
     assert code == 0
     assert manifest["format_version"] == 1
-    assert manifest["pipeline"] == "remove-identity,fold-constants,fold-batchnorm,eliminate-dead,reorder-for-memory"
+    assert manifest["pipeline"] == "remove-identity,fold-constants,fold-batchnorm,fold-conv-affine,eliminate-dead,reorder-for-memory"
     assert manifest["signature"]["inputs"] == [{"name": "x", "dtype": "float32", "shape": [1, 3, 16, 16]}]
     assert manifest["target"]["tvm_target"]["kind"] == "llvm"
     assert set(manifest["members"]) == {"model.so", "weights.bin"}

@@ -14,7 +14,7 @@ from edgec.ir import Model, parse_model
 from edgec.pass_manager import PASS_REGISTRY, Pass, PassError, PassManager, PassResult, Pipeline, register_pass
 from tests.models import small_cnn
 
-DEFAULT = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead,reorder-for-memory"
+DEFAULT = "remove-identity,fold-constants,fold-batchnorm,fold-conv-affine,eliminate-dead,reorder-for-memory"
 
 
 @pytest.mark.parametrize(
