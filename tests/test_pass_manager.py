@@ -82,7 +82,8 @@ def test_dump_ir_dir_writes_numbered_files(tmp_path):
     PassManager(Pipeline.parse(DEFAULT), [DumpIRInstrument(tmp_path / "ir")]).run(cnn())
     names = sorted(p.name for p in (tmp_path / "ir").iterdir())
     assert names == ["000_input.txt", "001_remove-identity.txt", "002_fold-constants.txt",
-                     "003_fold-batchnorm.txt", "004_eliminate-dead.txt", "005_reorder-for-memory.txt"]
+                     "003_fold-batchnorm.txt", "004_fold-conv-affine.txt", "005_eliminate-dead.txt",
+                     "006_reorder-for-memory.txt"]
     assert "BatchNormalization" in (tmp_path / "ir" / "000_input.txt").read_text()
     assert "BatchNormalization" not in (tmp_path / "ir" / "003_fold-batchnorm.txt").read_text()
 
