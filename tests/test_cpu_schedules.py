@@ -1,7 +1,7 @@
 """Rule-based CPU schedules (targets/cpu_schedules.py) keep results: each rule is
 checked against onnxruntime on the shapes it treats specially (odd channel counts,
 strides, padding, 1x1, groups, depthwise, dense), plus a zoo model end to end.
-No timing here: benchmarks/schedule_probe.py measures."""
+No timing here: benchmarks/bench_latency.py and roofline.py measure."""
 
 from __future__ import annotations
 
@@ -105,6 +105,9 @@ CONVS = {
     "groups-above-the-densify-limit": (18, 36, 6, 3, 1, 1, 9),
     "depthwise": (32, 32, 12, 3, 1, 1, 32),
     "depthwise-stride2": (24, 24, 13, 3, 2, 1, 24),
+    "depthwise-half-vectors": (136, 136, 9, 3, 1, 1, 136),
+    "depthwise-5x5-stride2-no-pad": (48, 48, 15, 5, 2, 0, 48),
+    "depthwise-odd-channels": (7, 7, 9, 3, 1, 1, 7),
 }
 
 
@@ -123,6 +126,22 @@ def test_grouped_convs_with_few_groups_become_dense(groups, dense):
     mod, weights, _ = compile_scheduled(conv_model(144, 144, 6, 1, groups=groups), host_spec())
     conv_weight = max(weights, key=lambda w: np.prod(w.shape))
     assert np.prod(conv_weight.shape) == (144 * 144 if dense else 144 * 144 // groups)
+
+
+@pytest.mark.parametrize("channels, tiled", [(32, True), (136, True), (20, True), (7, False)])
+def test_depthwise_convs_take_the_register_tile_with_inlined_padding(channels, tiled):
+    """Where a vector width divides the channels, the depthwise rule takes the conv and no padded
+    copy is written; otherwise it falls to parallel loops, with the padding materialized, and
+    the notes say so."""
+    mod, _, notes = compile_scheduled(conv_model(channels, channels, 10, 3, pad=1, groups=channels), host_spec())
+    (kernel,) = [f.script() for gv, f in mod.functions_items()
+                 if isinstance(f, tvm.tirx.PrimFunc) and "group_conv2d_nhwc" in f.script()]
+    assert ("pad_temp" not in kernel) == tiled
+    kernel_notes = [note for note in notes if "group_conv2d_nhwc" in note]
+    if tiled:
+        assert "T.vectorized" in kernel and kernel_notes == []
+    else:
+        assert kernel_notes and "not vectorizable" in kernel_notes[0]
 
 
 def test_conv_without_bias_or_relu_writes_through_a_local_tile():
