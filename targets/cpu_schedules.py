@@ -378,16 +378,16 @@ def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
     blocks = sch.get_child_blocks(root)
     outputs = {sch.get(b).name_hint for b in sch.get_output_blocks(root)}
 
-    # Inline injective intermediates. Not a conv's padding: evaluating its condition per
-    # broadcast input scalar in the innermost loop costs more than materializing it once. A
-    # depthwise conv reads whole vectors, so there the condition is cheap and the padded copy
-    # (written and read again) was most of its time.
+    # Inline injective intermediates. Not a dense conv's padding: evaluating its condition per
+    # broadcast input scalar in the innermost loop costs more than materializing it once.
+    # Depthwise convs and pooling read whole vectors, so there the condition is cheap and the
+    # padded copy (written and read again) was most of their time.
     for block in blocks:
         name = sch.get(block).name_hint
         if name in outputs or "R" in _iter_kinds(sch, block):
             continue
-        if _is_padding(sch, block) and not (simple or all(_depthwise_tile(sch, c, tiles)
-                                                          for c in sch.get_consumers(block))):
+        if not simple and _is_padding(sch, block) and any(
+                sch.get(c).name_hint.startswith("conv2d_nhwc") for c in sch.get_consumers(block)):
             continue
         try:
             sch.compute_inline(block)
@@ -482,13 +482,14 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
     n, h, w, co, rh, rw, rc = sch.get_loops(conv)
     width, channels = _extent(sch, w), _extent(sch, co)
     lanes = tiles.lanes
-    # 1x1 convs (AVX2, znver3): four channel vectors by two pixels beat two by four or six on
-    # every ResNet50 shape, up to 2x on 7-wide maps; an odd ragged tile (5 pixels on a 14-wide
-    # map) ran at 40% of the speed of an even one. 3x3 convs showed neither.
+    # 1x1 convs (AVX2, znver3): four channel vectors by two pixels beat two vectors by four to
+    # six pixels on every ResNet50 shape, 2x on 14- and 7-wide maps. With two vectors, an odd
+    # ragged tile (5 pixels on a 14-wide map) ran at 40% of the speed of an even one: LLVM keeps
+    # the accumulators of the tile's conditional last pixel in memory. 3x3 convs showed neither.
     one_by_one = _extent(sch, rh) == 1 and _extent(sch, rw) == 1
     oc_tile = _channel_tile(channels, lanes, wide=one_by_one)
     vectors = max(1, oc_tile // lanes)
-    ow_tile = _pixel_tile(width, tiles.max_output_pixels(vectors), even=one_by_one)
+    ow_tile = _pixel_tile(width, tiles.max_output_pixels(vectors), even=one_by_one and vectors > 1)
 
     if channels % oc_tile == 0 and _is_parameter(sch, sch.get(conv).reads[1].source):
         # Weights HWIO -> (channel block, H, W, I, channel in block): a tile streams its weights
