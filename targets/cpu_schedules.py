@@ -8,7 +8,7 @@ small set of rules before ``tvm.compile``, which then leaves them alone
 
 Pipeline, in order (each step named in the notes when it fails):
 
-1. ``sum-of-stack``: ONNX ``Sum`` imports as ``sum(stack(broadcast_to(x)...))``;
+1. ``sum-of-stack``: ONNX ``Sum`` (and ``Max``, ``Min``) imports as ``sum(stack(broadcast_to(x)...))``;
    it becomes a chain of ``add`` (ConvertLayout cannot handle the 5-D stack).
    Then ``densify-grouped-conv``: grouped convs with at most 8 groups become dense
    ones with a block-diagonal weight.
@@ -159,13 +159,16 @@ def _step(name: str, fn, mod):
 
 
 def _rewrite_sum_of_stack(mod):
-    """``sum(stack([broadcast_to(x_i, s)...], axis=0), axis=0)`` -> ``x_0 + x_1 + ...``."""
+    """``sum(stack([broadcast_to(x_i, s)...], axis=0), axis=0)`` -> ``x_0 + x_1 + ...``, and
+    the same for max and min (ONNX Max and Min, e.g. a rewritten ReLU6) with maximum, minimum."""
     import tvm
     import tvm_ffi
     from tvm import relax
 
     def op_name(expr) -> str:
         return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+
+    PAIRWISE = {"relax.sum": relax.op.add, "relax.max": relax.op.maximum, "relax.min": relax.op.minimum}
 
     @relax.expr_functor.mutator
     class SumOfStack(relax.PyExprMutator):
@@ -177,7 +180,8 @@ def _rewrite_sum_of_stack(mod):
 
         def visit_call_(self, original):
             call = self.builder_.normalize(super().visit_call_(original))
-            if op_name(call) != "relax.sum" or call.attrs.keepdims or call.attrs.axis is None:
+            pairwise = PAIRWISE.get(op_name(call))
+            if pairwise is None or call.attrs.keepdims or call.attrs.axis is None:
                 return call
             if [int(a) for a in call.attrs.axis] != [0]:
                 return call
@@ -194,7 +198,7 @@ def _rewrite_sum_of_stack(mod):
                 terms.append(value.args[0] if op_name(value) == "relax.broadcast_to" else item)
             total = terms[0]
             for term in terms[1:]:
-                total = self.builder_.normalize(relax.op.add(total, term))
+                total = self.builder_.normalize(pairwise(total, term))
             if shape is not None and not tvm_ffi.structural_equal(total.ty.shape, shape):
                 total = self.builder_.normalize(relax.op.broadcast_to(total, shape))
             return total

@@ -71,7 +71,34 @@ def onnx_for_tvm(model: Model) -> onnx.ModelProto:
     for position, node in enumerate(nodes):
         graph.node.insert(position, node)
     proto.ir_version = max(proto.ir_version, 4)  # initializers need not be listed as inputs
+    _clip_as_max_min(proto, {t.name: model.graph.initializers[t.name].const for t in constants})
     return proto
+
+
+def _clip_as_max_min(proto: onnx.ModelProto, constants: dict[str, np.ndarray]) -> None:
+    """Clip with constant bounds (ReLU6) becomes Max then Min, in place.
+
+    TVM imports Clip as opaque TE kernels that ConvertLayout cannot see through, so every
+    ReLU6 of an NHWC CNN sat between two transposes in a kernel of its own; Max and Min import
+    as Relax ops that take any layout and fuse into the conv before them. Only the opset-11+
+    form with constant, non-NaN bounds is rewritten (earlier Max/Min do not broadcast)."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 11:
+        return
+    rewritten = []
+    for node in proto.graph.node:
+        steps = [(op, bound) for op, bound in zip(("Max", "Min"), node.input[1:3]) if bound]
+        if (node.op_type != "Clip" or node.domain not in ("", "ai.onnx") or not steps
+                or any(b not in constants or np.isnan(constants[b]).any() for _, b in steps)):
+            rewritten.append(node)
+            continue
+        value = node.input[0]
+        for position, (op, bound) in enumerate(steps, 1):
+            output = node.output[0] if position == len(steps) else f"{node.output[0]}.{op.lower()}"
+            rewritten.append(onnx.helper.make_node(op, [value, bound], [output], name=f"{node.name or node.output[0]}.{op.lower()}"))
+            value = output
+    del proto.graph.node[:]
+    proto.graph.node.extend(rewritten)
 
 
 def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lowered:

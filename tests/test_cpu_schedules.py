@@ -303,3 +303,38 @@ def test_transformer_encoder_matches_onnxruntime():
     actual, notes, _ = run_scheduled(model, feeds)
     assert notes == [], notes
     np.testing.assert_allclose(actual[0], ort_run(model, feeds)["hidden"], rtol=1e-3, atol=1e-4)
+
+
+def clip_model(lo, hi, nan_bound=False):
+    """Conv then Clip(lo, hi) (ReLU6 when 0, 6); ``None`` leaves a bound out."""
+    w = numpy_helper.from_array((np.random.default_rng(0).standard_normal((16, 8, 3, 3)) * 0.5).astype(np.float32), "w")
+    inits = [w]
+    bounds = []
+    for name, value in (("lo", lo), ("hi", hi)):
+        bounds.append(name if value is not None else "")
+        if value is not None:
+            inits.append(numpy_helper.from_array(np.array(np.nan if nan_bound else value, np.float32), name))
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", *bounds], ["y"], name="relu6")]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 12, 12])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 12, 12])], inits, opset=13)
+
+
+@pytest.mark.parametrize("lo, hi", [(0.0, 6.0), (None, 1.0), (-1.0, None)])
+def test_clip_with_constant_bounds_fuses_into_the_conv(lo, hi):
+    """ReLU6 and one-sided clips run in the conv's epilogue, not between two transposes."""
+    _, mod = assert_matches_ort(clip_model(lo, hi))
+    names = kernel_names(mod)
+    op = "minimum" if hi is not None else "maximum"
+    assert any("conv2d" in name and op in name for name in names), names
+    assert not any("transpose" in name and op in name for name in names), names
+
+
+def test_clip_with_a_nan_bound_is_left_to_tvm():
+    """onnxruntime treats a NaN bound as no bound; the rewrite leaves such a Clip alone."""
+    from edgec.importer import import_proto
+    from edgec.targets.lowering import onnx_for_tvm
+
+    proto = onnx_for_tvm(import_proto(clip_model(0.0, 6.0, nan_bound=True)))
+    assert [n.op_type for n in proto.graph.node if n.op_type in ("Clip", "Max", "Min")] == ["Clip"]
+    assert_matches_ort(clip_model(0.0, 6.0, nan_bound=True))
