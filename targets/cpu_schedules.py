@@ -215,9 +215,10 @@ DENSIFY_MAX_GROUPS = 8
 
 
 def _densify_grouped_conv(mod):
-    """A grouped conv with few groups (ShuffleNet's 1x1s) as a dense conv with a block-diagonal
-    weight: ``groups`` times the FLOPs, but on the register-tiled conv rule, where the grouped
-    form's vectors straddle groups and run ~20x slower. The block-diagonal weight is built from
+    """A grouped conv with few groups whose output channels per group fill no whole 128-bit
+    vector (ShuffleNet's 34) as a dense conv with a block-diagonal weight: ``groups`` times the
+    FLOPs, but on the register-tiled conv rule, where the grouped form's vectors would straddle
+    groups and run ~20x slower. The block-diagonal weight is built from
     the weight alone, so lifting computes it once at compile time. Exact: the added terms are 0*x."""
     import numpy as np
     import tvm
@@ -240,6 +241,8 @@ def _densify_grouped_conv(mod):
             if int(data_shape[1]) == groups:  # depthwise: its own rule handles it
                 return call
             out_per_group = out_channels // groups
+            if out_per_group % 4 == 0:  # whole vectors per group: the grouped conv rule takes it
+                return call
             grouped = relax.op.reshape(call.args[1], (groups, out_per_group, 1, in_per_group, kh, kw))
             eye = relax.const(np.eye(groups, dtype="float32").reshape(groups, 1, groups, 1, 1, 1))
             dense = relax.op.reshape(relax.op.multiply(grouped, eye), (out_channels, groups * in_per_group, kh, kw))
@@ -391,7 +394,8 @@ def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
         if name in outputs or "R" in _iter_kinds(sch, block):
             continue
         if not simple and _is_padding(sch, block) and any(
-                sch.get(c).name_hint.startswith("conv2d_nhwc") for c in sch.get_consumers(block)):
+                sch.get(c).name_hint.startswith("conv2d_nhwc") or _group_channels(sch, c)
+                for c in sch.get_consumers(block)):
             continue
         try:
             sch.compute_inline(block)
@@ -426,6 +430,8 @@ def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
             _conv2d_nhwc(sch, block, epilogue, tiles)
         elif _depthwise_tile(sch, block, tiles):
             _depthwise_nhwc(sch, block, epilogue, tiles)
+        elif _group_channels(sch, block):
+            _conv2d_nhwc(sch, block, epilogue, tiles, _group_channels(sch, block))
         elif _is_matmul(sch, block):
             _matmul(sch, block, epilogue, tiles)
         elif not _reduction_vector_inner(sch, block, epilogue, tiles):
@@ -481,11 +487,17 @@ def _parallel(sch, loop, work: int) -> None:
         sch.parallel(loop)
 
 
-def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
+def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None = None) -> None:
+    """The register-tiled conv; for a grouped conv, ``group_channels`` (output channels per
+    group) caps the channel tile, so that a tile reads one group's input (narrower vectors
+    where a full one does not divide it)."""
     work = _work(sch, conv)
     n, h, w, co, rh, rw, rc = sch.get_loops(conv)
     width, channels = _extent(sch, w), _extent(sch, co)
     lanes = tiles.lanes
+    if group_channels is not None:
+        lanes = _vector_width(group_channels, tiles)
+        channels = group_channels
     # 1x1 convs (AVX2, znver3): four channel vectors by two pixels beat two vectors by four to
     # six pixels on every ResNet50 shape, 2x on 14- and 7-wide maps. With two vectors, an odd
     # ragged tile (5 pixels on a 14-wide map) ran at 40% of the speed of an even one: LLVM keeps
@@ -495,7 +507,7 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
     vectors = max(1, oc_tile // lanes)
     ow_tile = _pixel_tile(width, tiles.max_output_pixels(vectors), even=one_by_one and vectors > 1)
 
-    if channels % oc_tile == 0 and _is_parameter(sch, sch.get(conv).reads[1].source):
+    if _extent(sch, co) % oc_tile == 0 and _is_parameter(sch, sch.get(conv).reads[1].source):
         # Weights HWIO -> (channel block, H, W, I, channel in block): a tile streams its weights
         # contiguously, not one cache line per input channel; 2-4x on wide layers (see
         # _prepack_weights for when the packing runs).
@@ -527,6 +539,26 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
         sch.vectorize(co_i)
     init = sch.decompose_reduction(conv, rh)
     _vectorize_innermost(sch, init, lanes)
+
+
+def _vector_width(channels: int, tiles: Tiles) -> int:
+    """The widest vector (down to 4 lanes, a 128-bit register) whose lanes divide ``channels``."""
+    return next((w for w in (tiles.lanes, tiles.lanes // 2) if w >= 4 and channels % w == 0), 4)
+
+
+def _group_channels(sch, block) -> int | None:
+    """Output channels per group of a grouped (not depthwise) NHWC conv, when a 128-bit vector
+    divides them; None otherwise."""
+    realize = sch.get(block)
+    if not (realize.name_hint.startswith("group_conv2d_nhwc") and _iter_kinds(sch, block) == "SSSSRRR"):
+        return None
+    data, weight = realize.reads[0].source, realize.reads[1].source
+    in_per_group, out_channels = int(weight.shape[2]), int(weight.shape[3])
+    groups = int(data.shape[3]) // in_per_group
+    if in_per_group == 1 or groups <= 1 or out_channels % groups:
+        return None
+    per_group = out_channels // groups
+    return per_group if per_group % 4 == 0 else None
 
 
 def _depthwise_tile(sch, block, tiles: Tiles) -> int | None:

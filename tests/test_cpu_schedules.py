@@ -115,17 +115,23 @@ CONVS = {
 def test_conv_matches_onnxruntime(case):
     cin, cout, size, kernel, stride, pad, groups = CONVS[case]
     notes, mod = assert_matches_ort(conv_model(cin, cout, size, kernel, stride, pad, groups))
-    if groups == 1 or (groups <= 8 and cin != groups):  # few groups: densified onto the conv rule
+    # Every conv gets a vectorized rule except grouped ones that are neither few (densified) nor
+    # a whole number of 128-bit vectors per group (nor depthwise over such a channel count).
+    if groups == 1 or (cout // groups) % 4 == 0 or (groups <= 8 and cin != groups):
         assert notes == [], notes
         assert any("conv2d" in name for name in kernel_names(mod))
 
 
-@pytest.mark.parametrize("groups, dense", [(4, True), (8, True), (9, False), (16, False)])
-def test_grouped_convs_with_few_groups_become_dense(groups, dense):
-    """The block-diagonal weight is built at compile time; the kernel is an ordinary conv."""
-    mod, weights, _ = compile_scheduled(conv_model(144, 144, 6, 1, groups=groups), host_spec())
+@pytest.mark.parametrize("channels, groups, dense", [(136, 4, True), (136, 8, True), (144, 4, False),
+                                                     (144, 9, False), (144, 16, False)])
+def test_grouped_convs_with_few_groups_and_ragged_vectors_become_dense(channels, groups, dense):
+    """With at most 8 groups of a channel count no 128-bit vector divides (136 / 4 = 34), the
+    block-diagonal weight is built at compile time and the kernel is an ordinary conv; whole
+    vectors per group (144 / 4 = 36) stay grouped, for the grouped conv rule."""
+    mod, weights, notes = compile_scheduled(conv_model(channels, channels, 6, 1, groups=groups), host_spec())
     conv_weight = max(weights, key=lambda w: np.prod(w.shape))
-    assert np.prod(conv_weight.shape) == (144 * 144 if dense else 144 * 144 // groups)
+    assert np.prod(conv_weight.shape) == (channels * channels if dense else channels * channels // groups)
+    assert [note for note in notes if "conv" in note] == []
 
 
 @pytest.mark.parametrize("channels, tiled", [(32, True), (136, True), (20, True), (7, False)])
