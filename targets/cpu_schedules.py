@@ -492,7 +492,7 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None =
     group) caps the channel tile, so that a tile reads one group's input (narrower vectors
     where a full one does not divide it)."""
     work = _work(sch, conv)
-    n, h, w, co, rh, rw, rc = sch.get_loops(conv)
+    _, _, w, co, rh, rw, _ = sch.get_loops(conv)
     width, channels = _extent(sch, w), _extent(sch, co)
     lanes = tiles.lanes
     if group_channels is not None:
@@ -515,29 +515,43 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None =
         sch.transform_layout(conv, ("read", 1),
                              lambda kh, kw, ci, co_: (co_ // oc_tile, kh, kw, ci, co_ % oc_tile))
         sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
+    _tile_conv(sch, conv, epilogue, work, lanes, oc_tile, ow_tile, channel_blocks_outer=True)
+
+
+def _tile_conv(sch, conv, epilogue, work: int, lanes: int, oc_tile: int, ow_tile: int,
+               channel_blocks_outer: bool) -> None:
+    """An NHWC conv's register tile: ``ow_tile`` output pixels x ``oc_tile`` channels, the
+    kernel window and input channels outside it, (batch, channel block, row) parallel."""
+    n, h, w, co, rh, rw, rc = sch.get_loops(conv)
     co_o, co_i = sch.split(co, [None, oc_tile])
     w_o, w_i = sch.split(w, [None, ow_tile])
-    sch.reorder(n, co_o, h, w_o, rh, rw, rc, w_i, co_i)
-    outer = sch.fuse(n, co_o, h)
-    _parallel(sch, outer, work)
+    outer = (n, co_o, h) if channel_blocks_outer else (n, h, co_o)
+    sch.reorder(*outer, w_o, rh, rw, rc, w_i, co_i)
+    fused = sch.fuse(*outer)
+    _parallel(sch, fused, work)
+    _finish_register_tile(sch, conv, epilogue, w_o, w_i, co_i, lanes, rh)
 
+
+def _finish_register_tile(sch, block, epilogue, anchor, rows, columns, lanes: int, first_reduction) -> None:
+    """Accumulate in a local tile, written out (through the epilogue, if any) once per
+    ``anchor`` iteration; ``rows`` unrolled, ``columns`` as unrolled vectors of ``lanes``."""
     if epilogue is not None:
-        sch.set_scope(conv, 0, "local")
-        sch.reverse_compute_at(epilogue, w_o)
+        sch.set_scope(block, 0, "local")
+        sch.reverse_compute_at(epilogue, anchor)
         _vectorize_innermost(sch, epilogue, lanes)
     else:
-        store = sch.cache_write(conv, 0, "local")
-        sch.reverse_compute_at(store, w_o)
+        store = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(store, anchor)
         _vectorize_innermost(sch, store, lanes)
-
-    sch.unroll(w_i)
+    sch.unroll(rows)
+    vectors = max(1, (_extent(sch, columns) or lanes) // lanes)
     if vectors > 1:
-        co_v, co_l = sch.split(co_i, [vectors, lanes])
-        sch.unroll(co_v)
-        sch.vectorize(co_l)
+        outer, inner = sch.split(columns, [vectors, lanes])
+        sch.unroll(outer)
+        sch.vectorize(inner)
     else:
-        sch.vectorize(co_i)
-    init = sch.decompose_reduction(conv, rh)
+        sch.vectorize(columns)
+    init = sch.decompose_reduction(block, first_reduction)
     _vectorize_innermost(sch, init, lanes)
 
 
@@ -582,34 +596,11 @@ def _depthwise_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
     """The conv rule's register tile (pixels x channel vectors, kernel window outside the tile)
     for depthwise convs; the padding is inlined (see ``_schedule``). 2-6x over the generic
     reduction rule on MobileNetV2's depthwise layers."""
-    work = _work(sch, conv)
     oc_tile = _depthwise_tile(sch, conv, tiles)
-    n, h, w, co, rh, rw, rc = sch.get_loops(conv)
     lanes = min(tiles.lanes, oc_tile)
-    vectors = oc_tile // lanes
-    ow_tile = _pixel_tile(_extent(sch, w), tiles.max_output_pixels(vectors))
-    co_o, co_i = sch.split(co, [None, oc_tile])
-    w_o, w_i = sch.split(w, [None, ow_tile])
-    sch.reorder(n, h, co_o, w_o, rh, rw, rc, w_i, co_i)
-    outer = sch.fuse(n, h, co_o)
-    _parallel(sch, outer, work)
-    if epilogue is not None:
-        sch.set_scope(conv, 0, "local")
-        sch.reverse_compute_at(epilogue, w_o)
-        _vectorize_innermost(sch, epilogue, lanes)
-    else:
-        store = sch.cache_write(conv, 0, "local")
-        sch.reverse_compute_at(store, w_o)
-        _vectorize_innermost(sch, store, lanes)
-    sch.unroll(w_i)
-    if vectors > 1:
-        co_v, co_l = sch.split(co_i, [vectors, lanes])
-        sch.unroll(co_v)
-        sch.vectorize(co_l)
-    else:
-        sch.vectorize(co_i)
-    init = sch.decompose_reduction(conv, rh)
-    _vectorize_innermost(sch, init, lanes)
+    width = _extent(sch, sch.get_loops(conv)[2])
+    ow_tile = _pixel_tile(width, tiles.max_output_pixels(oc_tile // lanes))
+    _tile_conv(sch, conv, epilogue, _work(sch, conv), lanes, oc_tile, ow_tile, channel_blocks_outer=False)
 
 
 def _is_matmul(sch, block) -> bool:
@@ -652,23 +643,7 @@ def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
     sch.reorder(*batch, c_o, r_o, reduction, r_i, c_i)
     outer = sch.fuse(*batch, c_o, r_o)
     _parallel(sch, outer, work)
-    if epilogue is not None:
-        sch.set_scope(block, 0, "local")
-        sch.reverse_compute_at(epilogue, outer)
-        _vectorize_innermost(sch, epilogue, lanes)
-    else:
-        store = sch.cache_write(block, 0, "local")
-        sch.reverse_compute_at(store, outer)
-        _vectorize_innermost(sch, store, lanes)
-    sch.unroll(r_i)
-    if vectors > 1:
-        c_v, c_l = sch.split(c_i, [vectors, lanes])
-        sch.unroll(c_v)
-        sch.vectorize(c_l)
-    else:
-        sch.vectorize(c_i)
-    init = sch.decompose_reduction(block, reduction)
-    _vectorize_innermost(sch, init, lanes)
+    _finish_register_tile(sch, block, epilogue, outer, r_i, c_i, lanes, reduction)
 
 
 def _is_parameter(sch, buffer) -> bool:
