@@ -38,8 +38,9 @@ def per_channel(constant: np.ndarray, output_rank: int, channels: int) -> np.nda
     return np.broadcast_to(constant.reshape(-1).astype(np.float64), (channels,))
 
 
-def fold_site(graph: Graph, node: Node) -> tuple[Node, np.ndarray] | tuple[None, str]:
-    """(the Conv, the per-channel vector), or None and why the node does not fold."""
+def fold_site(graph: Graph, node: Node) -> tuple[Node, np.ndarray] | tuple[None, str | None]:
+    """(the Conv, the per-channel vector), or None and why the node does not fold (None
+    again when no input is a Conv's output: nothing to explain)."""
     if len(node.inputs) != 2:
         return None, "it does not have two inputs"
     for position in (0, 1):
@@ -61,7 +62,7 @@ def fold_site(graph: Graph, node: Node) -> tuple[Node, np.ndarray] | tuple[None,
         if vector is None:
             return None, f"its constant of shape {list(other.const.shape)} is not per output channel"
         return producer, vector
-    return None, "no input is a Conv's output"
+    return None, None
 
 
 @register_pass
@@ -79,7 +80,7 @@ class FoldConvAffine(Pass):
                     continue
                 conv, vector = fold_site(graph, node)
                 if conv is None:
-                    if vector != "no input is a Conv's output":
+                    if vector is not None:
                         diagnostics.append(Diagnostic("note", f"not folded: {vector}", node.describe()))
                     continue
                 self.fold(graph, node, conv, vector)

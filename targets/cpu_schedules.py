@@ -21,13 +21,14 @@ Pipeline, in order (each step named in the notes when it fails):
 4. ``fast-math``, then ``legalize-and-fuse``: LegalizeOps, FoldConstant, FuseOps, FuseTIR.
 5. ``schedule``: each PrimFunc gets the first rule that applies:
 
-   - ``conv2d-nhwc``: register-blocked output tile of ``ow`` pixels x 2 vectors of
+   - ``conv2d-nhwc``: register-blocked output tile of ``ow`` pixels x 2 (1x1: 4) vectors of
      output channels (accumulators in a local buffer), reduction loops outside
      the tile, tile loops unrolled and vectorized, ``(n, co-block, oh)``
      parallel, epilogue (bias, residual add, relu) computed per tile, padding
      materialized by its own parallel loop.
    - ``depthwise-nhwc``: the same tile for depthwise convs, with the padding
-     inlined (the input is read as whole vectors, so the bounds check is cheap).
+     inlined (the input is read as whole vectors, so the bounds check is cheap);
+     and for grouped convs with whole 128-bit vectors per group, within a group.
    - ``matmul``: the same register tile over rows x columns for dense and
      batched matmul.
    - ``reduction-vector-inner``: any reduction whose innermost spatial axis is
@@ -428,10 +429,10 @@ def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
                 _injective(sch, epilogue, tiles)
         elif name.startswith("conv2d_nhwc") and kinds == "SSSSRRR":
             _conv2d_nhwc(sch, block, epilogue, tiles)
-        elif _depthwise_tile(sch, block, tiles):
-            _depthwise_nhwc(sch, block, epilogue, tiles)
-        elif _group_channels(sch, block):
-            _conv2d_nhwc(sch, block, epilogue, tiles, _group_channels(sch, block))
+        elif depthwise_tile := _depthwise_tile(sch, block, tiles):
+            _depthwise_nhwc(sch, block, epilogue, tiles, depthwise_tile)
+        elif group_channels := _group_channels(sch, block):
+            _conv2d_nhwc(sch, block, epilogue, tiles, group_channels)
         elif _is_matmul(sch, block):
             _matmul(sch, block, epilogue, tiles)
         elif not _reduction_vector_inner(sch, block, epilogue, tiles):
@@ -511,11 +512,16 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None =
         # Weights HWIO -> (channel block, H, W, I, channel in block): a tile streams its weights
         # contiguously, not one cache line per input channel; 2-4x on wide layers (see
         # _prepack_weights for when the packing runs).
-        packed = sch.cache_read(conv, 1, "global")
-        sch.transform_layout(conv, ("read", 1),
-                             lambda kh, kw, ci, co_: (co_ // oc_tile, kh, kw, ci, co_ % oc_tile))
-        sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
+        _pack_weight(sch, conv, lambda kh, kw, ci, co_: (co_ // oc_tile, kh, kw, ci, co_ % oc_tile))
     _tile_conv(sch, conv, epilogue, work, lanes, oc_tile, ow_tile, channel_blocks_outer=True)
+
+
+def _pack_weight(sch, block, index_map) -> None:
+    """Read the block's weight (its second input) in the layout ``index_map`` gives, through a
+    copy marked for ``_prepack_weights`` to run once at compile time."""
+    packed = sch.cache_read(block, 1, "global")
+    sch.transform_layout(block, ("read", 1), index_map)
+    sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
 
 
 def _tile_conv(sch, conv, epilogue, work: int, lanes: int, oc_tile: int, ow_tile: int,
@@ -592,11 +598,10 @@ def _depthwise_tile(sch, block, tiles: Tiles) -> int | None:
     return next((width for width in widths if channels % width == 0), None)
 
 
-def _depthwise_nhwc(sch, conv, epilogue, tiles: Tiles) -> None:
-    """The conv rule's register tile (pixels x channel vectors, kernel window outside the tile)
-    for depthwise convs; the padding is inlined (see ``_schedule``). 2-6x over the generic
-    reduction rule on MobileNetV2's depthwise layers."""
-    oc_tile = _depthwise_tile(sch, conv, tiles)
+def _depthwise_nhwc(sch, conv, epilogue, tiles: Tiles, oc_tile: int) -> None:
+    """The conv rule's register tile (pixels x ``oc_tile`` channels, kernel window outside the
+    tile) for depthwise convs; the padding is inlined (see ``_schedule``). 2-6x over the
+    generic reduction rule on MobileNetV2's depthwise layers."""
     lanes = min(tiles.lanes, oc_tile)
     width = _extent(sch, sch.get_loops(conv)[2])
     ow_tile = _pixel_tile(width, tiles.max_output_pixels(oc_tile // lanes))
@@ -635,9 +640,7 @@ def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
     if (_extent(sch, columns) % col_tile == 0 and len(reads) == 2 and len(reads[1].region) == 2
             and _is_parameter(sch, reads[1].source)):
         # A 2-D (weight) operand packed like the conv's: column blocks contiguous.
-        packed = sch.cache_read(block, 1, "global")
-        sch.transform_layout(block, ("read", 1), lambda k, n: (n // col_tile, k, n % col_tile))
-        sch.annotate(packed, "meta_schedule.layout_rewrite_preproc", True)
+        _pack_weight(sch, block, lambda k, n: (n // col_tile, k, n % col_tile))
     c_o, c_i = sch.split(columns, [None, col_tile])
     r_o, r_i = sch.split(rows, [None, row_tile])
     sch.reorder(*batch, c_o, r_o, reduction, r_i, c_i)
