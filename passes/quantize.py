@@ -9,12 +9,12 @@ Rules:
 - Conv, ConvTranspose, Gemm and MatMul get QuantizeLinear -> DequantizeLinear in
   front of their float32 activation inputs (per tensor, asymmetric int8, or uint8
   with ``unsigned``).
-- Their constant weights are stored as symmetric int8 (range +-127, zero point 0;
-  +-63 with ``reduce-range``) followed by a DequantizeLinear: per output channel (Conv axis 0, ConvTranspose
+- Their constant weights are stored as symmetric int8 (range +-127, zero point 0,
+  left out as ONNX's default; +-63 with ``reduce-range``) followed by a DequantizeLinear: per output channel (Conv axis 0, ConvTranspose
   axis 1 when ungrouped, Gemm by ``transB``, MatMul's last axis), or per tensor
   with ``per-tensor-weights``. A float weight left without users is dropped.
 - A constant 1-D bias of Conv/ConvTranspose, or of a Gemm with alpha = beta = 1,
-  is stored as int32 with scale ``s_x * s_w`` and zero point 0, as integer
+  is stored as int32 with scale ``s_x * s_w`` and zero point 0 (left out), as integer
   kernels need it.
 - Scales are shared through data-movement ops (MaxPool, Reshape, Transpose,
   Concat, Slice, Flatten): when a quantized tensor is such an op's output, the
@@ -382,12 +382,13 @@ class Quantize(Pass):
     @staticmethod
     def dequantize_constant(graph: Graph, node: Node, name: str, q: np.ndarray, scale: np.ndarray,
                             axis: int | None, shape) -> Value:
+        """A DequantizeLinear of the stored integers. Their zero point is 0, ONNX's default, so
+        it is left out: on a small model one per channel is a visible share of the bytes."""
         stored = graph.add_initializer(graph.fresh_name(f"{name}_quantized"), q)
         scale_value = graph.add_initializer(graph.fresh_name(f"{name}_scale"), scale)
-        zero_value = graph.add_initializer(graph.fresh_name(f"{name}_zero_point"), np.zeros(scale.shape, q.dtype))
         restored = Value(graph.fresh_name(f"{name}_dequantized"), "float32", shape)
         attrs = {"axis": Attr(onnx.AttributeProto.INT, axis)} if scale.ndim == 1 else {}
-        graph.make_node("DequantizeLinear", [stored, scale_value, zero_value], [restored], attrs,
+        graph.make_node("DequantizeLinear", [stored, scale_value], [restored], attrs,
                         name=graph.fresh_name(f"{name}/DequantizeLinear"), before=node)
         return restored
 

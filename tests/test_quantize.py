@@ -34,11 +34,10 @@ model ir_version=8 opset_import={"": 17} {
   init %x_zero_point1: int8[] = [-43]
   init %w_quantized6: int8[2,2] = [127, -64, 64, 127]
   init %w_scale7: float32[2] = [0.003937008, 0.015748031]
-  init %w_zero_point8: int8[2] = [0, 0]
   %x_quantized2 = QuantizeLinear(%x, %x_scale0, %x_zero_point1) : int8[1,2] @"x/QuantizeLinear4"
   %x_dequantized3 = DequantizeLinear(%x_quantized2, %x_scale0, %x_zero_point1) : float32[1,2] @"x/DequantizeLinear5"
-  %w_dequantized9 = DequantizeLinear(%w_quantized6, %w_scale7, %w_zero_point8) {axis=1} : float32[2,2] @"w/DequantizeLinear10"
-  %y = MatMul(%x_dequantized3, %w_dequantized9) : float32[1,2]
+  %w_dequantized8 = DequantizeLinear(%w_quantized6, %w_scale7) {axis=1} : float32[2,2] @"w/DequantizeLinear9"
+  %y = MatMul(%x_dequantized3, %w_dequantized8) : float32[1,2]
   output %y
 }
 """
