@@ -115,6 +115,26 @@ def quantized_pipeline(pipeline: str, options: dict) -> str:
     return with_quantize(pipeline, settings)
 
 
+def budget_options(command):
+    """The accuracy budget of ``quantize`` and ``compile``."""
+    from .profile import METRICS
+
+    decorators = [
+        click.option("--data", type=click.Path(path_type=Path), metavar="DATA.npz",
+                     help="Data for the accuracy budget: the model's inputs, plus 'labels' for top-1/top-5. With "
+                          "--max-drop (or the profile's accuracy section), quantized ops go back to float, lowest "
+                          "SQNR first, until the int8 model is within the budget."),
+        click.option("--metric", type=click.Choice(list(METRICS)),
+                     help="The accuracy metric of --data [default: the profile's accuracy.metric, else top1]."),
+        click.option("--max-drop", type=float, metavar="DROP",
+                     help="Largest allowed drop of --metric against the float model, in its units (0.005: half a "
+                          "point of top-1) [default: the profile's accuracy.max_drop]."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
 def profile_options(command):
     """How a command names a profile: a built-in or a file, plus ``--set`` overrides."""
     decorators = [
@@ -206,13 +226,16 @@ def main_group(verbose: int) -> None:
               help="Print each partition, its device, nodes and share of MACs, the tensors crossing between "
                    "partitions, and why each CPU node stays there (in the summary with --json).")
 @quantize_options(calib_required=False)
+@budget_options
 @pipeline_options
 def compile_command(model: Path, target: str, output: Path | None, quiet: bool, as_json: bool, depfile, cache_dir,
-                    profile, overrides, allow_violations, tuning_db, **options) -> None:
+                    profile, overrides, allow_violations, tuning_db, data, metric, max_drop, **options) -> None:
     """Compile an ONNX MODEL into one deployable .edgec artifact.
 
     Under a profile (--profile, or the one the model carries in its metadata) the compile
-    fails with exit code 3 when the model violates a hard constraint."""
+    fails with exit code 3 when the model violates a hard constraint. With --calib and
+    --data it fails the same way when the int8 model misses the accuracy budget with
+    every quantized op reverted to float."""
     from .artifact import sha256_file
     from .driver import CompileRequest, compile_model
 
@@ -231,6 +254,9 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         allow_violations=allow_violations,
         fallback=options["fallback"],
         tuning_db=tuning_db,
+        accuracy_data=data,
+        metric=metric,
+        max_drop=max_drop,
     )
     started = time.perf_counter()
     with progress_display(not quiet and not as_json) as progress:
@@ -390,24 +416,20 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="The QDQ ONNX file [default: MODEL's stem + .qdq.onnx].")
 @quantize_options(calib_required=True)
-@click.option("--data", type=click.Path(path_type=Path), metavar="DATA.npz",
-              help="Data for the accuracy budget: the model's inputs, plus 'labels' for top-1/top-5. With --max-drop, "
-                   "ops go back to float, lowest SQNR first, until the drop fits.")
-@click.option("--metric", type=click.Choice(["top1", "top5", "cosine", "mse", "mae"]), default="top1", show_default=True,
-              help="The accuracy metric of --data.")
-@click.option("--max-drop", type=float, metavar="DROP",
-              help="Largest allowed drop of --metric against the float model, in its units (0.005: half a point of top-1).")
+@budget_options
 @click.option("--report", is_flag=True,
               help="Print per layer: placement, scales and zero points, SQNR against float over --data (else the "
-                   "calibration data). Also recorded in the file's edgec.quantization metadata.")
+                   "calibration data). Also recorded in the file's edgec.quantization metadata, which "
+                   "'edgec compile' copies into the artifact for 'edgec report --quantization'.")
 @profile_options
-def quantize_command(model: Path, output: Path | None, data: Path | None, metric: str, max_drop: float | None,
+def quantize_command(model: Path, output: Path | None, data: Path | None, metric: str | None, max_drop: float | None,
                      report: bool, profile: str | None, overrides, **options) -> None:
     """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
 
     Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz'."""
     import onnx
 
+    from .accuracy_budget import fit_budget, resolve_budget
     from .compliance import weight_bytes
     from .driver import check_writable
     from .exporter import export_model
@@ -415,17 +437,15 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     from .pass_manager import PassManager, Pipeline
     from .passes.quantize import PREPARE
 
+    resolved = None
     if profile or overrides:  # a profile's accuracy section is the budget; its scheme picks the weight scales
         from .profile import load_profile
 
         if not profile:
             raise UsageError("--set needs --profile (the profile it overrides)")
         resolved = load_profile(profile, overrides)
-        metric = resolved.accuracy.metric or metric
-        max_drop = resolved.accuracy.max_drop if max_drop is None and data is not None else max_drop
         options["per_tensor_weights"] = options["per_tensor_weights"] or resolved.quantization.scheme == "per-tensor"
-    if (data is None) != (max_drop is None):
-        raise UsageError("--data and --max-drop (or a profile's accuracy.max_drop) go together: the accuracy budget needs both")
+    budget = resolve_budget(data, metric, max_drop, resolved)
     output = output or Path(model.stem + ".qdq.onnx")
     check_writable(output)
     pipeline = Pipeline.parse(quantized_pipeline(PREPARE, options))
@@ -437,24 +457,18 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     float_model = convert_model(export_model(prepared)) if report else None
     record: dict = {}
     reasons = {name: "--no-quantize" for name in quantize.options.excluded}
-    if data is None:
+    if budget is None:
         manager = PassManager(Pipeline([quantize]))
         ir_model = manager.run(prepared)
         for _, diagnostic in manager.diagnostics:
             click.echo(f"edgec: {diagnostic}", err=True)
     else:
-        from .accuracy_budget import fit_budget
-
-        budget = fit_budget(prepared, quantize.options, data, metric, max_drop)
-        ir_model = budget.model
-        record.update(budget.to_dict())
-        reasons.update({name: f"accuracy budget (SQNR {budget.sqnr_db[name]:.1f} dB quantized alone)" for name in budget.reverted})
-        click.echo(f"edgec: {metric}: float {budget.float_value:.4g}, all quantized {budget.first_value:.4g}, "
-                   f"written {budget.quantized_value:.4g} (drop {budget.drop:.4g}, budget {max_drop:g})", err=True)
-        for name in budget.reverted:
-            click.echo(f"edgec: kept in float: {name} (SQNR {budget.sqnr_db[name]:.1f} dB alone)", err=True)
-        if budget.drop > max_drop:
-            click.echo("edgec: warning: the budget is not met even with every op reverted", err=True)
+        fitted = fit_budget(prepared, quantize.options, budget)
+        ir_model = fitted.model
+        record["budget"] = fitted.to_dict()
+        reasons.update({name: fitted.why(name) for name in fitted.reverted})
+        for line in fitted.summary():
+            click.echo(f"edgec: {'warning: ' if line.startswith('the budget') else ''}{line}", err=True)
     if report:
         from .calibration import load_calibration
         from .quant_report import format_rows, layer_rows, rows_to_dicts
@@ -462,7 +476,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
         source = load_calibration(data, float_model, "--data") if data else load_calibration(options["calib"], float_model)
         rows = layer_rows(float_model, ir_model, source, reasons)
         click.echo(format_rows(rows))
-        record["layers"] = rows_to_dicts(rows)
+        record.update(layers=rows_to_dicts(rows), sqnr_data=Path(data or options["calib"]).name)
     if record:
         ir_model.metadata["edgec.quantization"] = json.dumps(record)
     onnx.save(export_model(ir_model), output)
@@ -683,31 +697,47 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
 @click.option("--memory", is_flag=True, help="The memory plan instead: arena, lower bound, weights, every tensor's offset.")
 @click.option("--partitions", is_flag=True,
               help="The partitions instead: device, nodes, share of MACs, crossing tensors, why each CPU node stays.")
+@click.option("--quantization", is_flag=True,
+              help="The quantization instead: per layer int8 or float (and why), scales and zero points, SQNR "
+                   "against float; the accuracy budget; the integer kernels.")
 @click.option("--plot", type=click.Path(dir_okay=False, path_type=Path),
               help="With --memory: draw tensor lifetimes against arena offsets; with --partitions: the partition "
                    "graph colored by device. To this PNG (needs matplotlib).")
-def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, partitions: bool,
+def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, partitions: bool, quantization: bool,
                    plot: Path | None) -> None:
     """Per layer: op, output shape, MACs, parameters, weight bytes, dtype, device; then totals.
 
     With --memory: the arena, its lower bound, the weights, what TVM's VM allocates, and
     a table of every planned tensor (offset, size, steps live); --plot draws it.
-    With --partitions: the partition plan; --plot draws it."""
+    With --partitions: the partition plan; --plot draws it.
+    With --quantization: the per-layer quantization and the accuracy budget."""
     from .artifact import open_artifact
     from .driver import check_writable
     from .report import format_csv, format_memory, format_table, plot_memory, plot_partitions
 
     if as_json and as_csv:
         raise UsageError("give at most one of --json and --csv")
-    if memory and partitions:
-        raise UsageError("give at most one of --memory and --partitions")
+    views = [name for name, chosen in (("memory", memory), ("partitions", partitions), ("quantization", quantization)) if chosen]
+    if len(views) > 1:
+        raise UsageError(f"give at most one of --memory, --partitions and --quantization (got --{' and --'.join(views)})")
     if plot and not (memory or partitions):
         raise UsageError("--plot draws the memory plan or the partitions: give it with --memory or --partitions")
-    if (memory or partitions) and as_csv:
-        raise UsageError(f"--{'memory' if memory else 'partitions'} prints a table or --json, not --csv")
+    if views and as_csv:
+        raise UsageError(f"--{views[0]} prints a table or --json, not --csv")
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
     manifest = open_artifact(artifact).manifest
+    if quantization:
+        from .quant_report import format_record
+
+        record, integer = manifest.get("quantization"), manifest["target"].get("integer_kernels")
+        if as_json:
+            click.echo(json.dumps({"quantization": record, "integer_kernels": integer}, indent=2))
+        else:
+            click.echo(format_record(record, integer) if record else
+                       f"no quantization record: {artifact} was compiled without --calib, from a model without "
+                       "'edgec quantize --report' metadata")
+        return
     if partitions:
         if plot:
             if not manifest.get("partition_plan"):

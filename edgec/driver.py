@@ -6,6 +6,7 @@ with what it was working on, and nothing is written unless every step succeeded.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field, fields, replace
@@ -15,6 +16,7 @@ from typing import Callable
 import onnx
 
 from . import __version__
+from .accuracy_budget import Budget, fit_budget, resolve_budget
 from .artifact import open_artifact, sha256_file, write_artifact
 from .cache import CompileCache, cache_key, write_depfile
 from .compliance import check_static, lowered_arena_check
@@ -23,8 +25,8 @@ from .exporter import export_model
 from .importer import convert_model, ensure_static, load_model
 from .ir import Model
 from .pass_manager import Instrument, PassManager, PassSpec, Pipeline
-from .profile import Profile, from_metadata_props, load_profile
 from .passes.plan_memory import plan_memory, target_alignment
+from .profile import Profile, from_metadata_props, load_profile
 from .report import build_report, with_runtime_memory
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,11 @@ class CompileRequest:
     fallback: str | None = None
     """cpu or error: what happens to nodes the accelerator refuses; None: cpu on targets with
     an accelerator, no partitioning on the others."""
+    accuracy_data: Path | None = None
+    """Data for the accuracy budget of quantization (``--data``), with ``metric`` and ``max_drop``
+    or the profile's accuracy section."""
+    metric: str | None = None
+    max_drop: float | None = None
 
 
 @dataclass
@@ -102,6 +109,7 @@ class Plan:
     pipeline: Pipeline
     profile: Profile | None
     inputs: list[Path]
+    budget: Budget | None = None
 
     def cache_settings(self) -> dict:
         request = self.request
@@ -112,6 +120,7 @@ class Plan:
             "source_name": Path(request.model).name,
             "profile": self.profile.to_dict() if self.profile else None,
             "allow_violations": request.allow_violations,
+            "accuracy_budget": self.budget.to_dict() if self.budget else None,
         }
 
 
@@ -154,11 +163,16 @@ def compile_model(
                 spec.options.per_tensor_weights = True
     pipeline.check_inputs(model)  # files the passes read (calibration data) fail here, as usage errors
     inputs += [Path(name) for name in pipeline.files()]
+    budget = resolve_budget(request.accuracy_data, request.metric, request.max_drop, profile)
+    if budget is not None:
+        if not any(spec.name == "quantize" for spec in pipeline):
+            raise UsageError("--data measures the accuracy of quantization: give --calib DATA.npz too")
+        inputs.append(budget.data)
     if request.tuning_db:
         from edgec.targets.tuning import record_files
 
         inputs += [path for path in record_files(request.tuning_db) if path.is_file()]
-    plan = Plan(request, target, pipeline, profile, inputs)
+    plan = Plan(request, target, pipeline, profile, inputs, budget)
 
     if request.cache_dir and not instruments:
         cache = CompileCache(request.cache_dir)
@@ -177,6 +191,52 @@ def compile_model(
     return result
 
 
+def quantize_spec(pipeline: Pipeline) -> PassSpec:
+    return next(spec for spec in pipeline if spec.name == "quantize")
+
+
+def before_quantize(plan: Plan, model: Model) -> Model:
+    """A copy of the model after the passes before quantize: the float reference of the
+    accuracy budget and of the per-layer report."""
+    at = [spec.name for spec in plan.pipeline].index("quantize")
+    copy = convert_model(export_model(model))
+    return PassManager(Pipeline(plan.pipeline.passes[:at]), verify_each=plan.request.verify_each).run(copy)
+
+
+def fit_accuracy_budget(plan: Plan, prepared: Model):
+    """Settle which ops the budget keeps in float, and add them to the quantize step's
+    ``exclude``, so the recorded pipeline rebuilds the same graph. A budget that cannot be
+    met, even with every op in float, is a profile violation."""
+    spec = quantize_spec(plan.pipeline)
+    fitted = fit_budget(prepared, spec.options, plan.budget)
+    for line in fitted.summary():
+        logger.info("accuracy budget: %s", line)
+    if not fitted.met:
+        text = f"{plan.request.model} cannot meet its accuracy budget: {fitted.summary()[0]}"
+        if not plan.request.allow_violations:
+            raise ProfileViolation(f"{text} (--allow-violations to compile anyway)")
+        logger.warning("%s, allowed by --allow-violations", text)
+    if fitted.reverted:
+        spec.options.exclude = ";".join([*spec.options.excluded, *fitted.reverted])
+    return fitted
+
+
+def quantization_record(plan: Plan, prepared: Model, model: Model, fitted) -> dict:
+    """Per quantized layer: placement, scales and zero points, and SQNR against the float model
+    over the budget's data (else the calibration data); and the budget's outcome."""
+    from .calibration import load_calibration
+    from .quant_report import layer_rows, rows_to_dicts
+
+    spec = quantize_spec(plan.pipeline)
+    reasons = {name: "--no-quantize" for name in spec.options.excluded}
+    if fitted is not None:
+        reasons.update({name: fitted.why(name) for name in fitted.reverted})
+    source = plan.budget.data if plan.budget else Path(spec.options.calib)
+    data = load_calibration(source, prepared, "--data" if plan.budget else "--calib")
+    return {"sqnr_data": source.name, "budget": fitted.to_dict() if fitted else None,
+            "layers": rows_to_dicts(layer_rows(prepared, model, data, reasons))}
+
+
 def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     """Passes, the profile's static checks, lowering and the artifact, for an imported model."""
     from edgec.passes.partition import layer_devices, plan_of
@@ -189,11 +249,20 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     imported = convert_model(export_model(model)) if profile and profile.quantization.required and not quantizes else None
 
     progress("running passes")
+    prepared = before_quantize(plan, model) if quantizes else None
+    fitted = None
+    if plan.budget is not None:
+        progress("fitting the accuracy budget")
+        fitted = fit_accuracy_budget(plan, prepared)
     manager = PassManager(plan.pipeline, instruments, verify_each=request.verify_each)
     model = manager.run(model)
     for pass_name, diagnostic in manager.diagnostics:
         if diagnostic.severity == "warning":
             logger.warning("%s: %s", pass_name, diagnostic)
+    if quantizes:
+        quantization = quantization_record(plan, prepared, model, fitted)
+    else:  # a QDQ model from 'edgec quantize' carries its own record
+        quantization = json.loads(model.metadata["edgec.quantization"]) if "edgec.quantization" in model.metadata else None
 
     memory = plan_memory(model, target_alignment(target))  # in the final node order
     compliance = None
@@ -244,6 +313,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "runtime_memory": lowered.runtime_memory,
         "profile": profile.to_dict() if profile else None,
         "compliance": compliance,
+        "quantization": quantization,
         **({"partition_plan": partition_plan.to_dict(), "partitions": lowered.partitions} if partition_plan else {}),
     }
     manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)

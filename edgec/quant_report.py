@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .accuracy_budget import run_all, sqnr_db
+from .accuracy_budget import ratio_db, session
 from .ir import Model, Node
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -42,14 +42,23 @@ def dequantized_by(node: Node, index: int):
 
 
 def layer_rows(float_model: Model, quantized: Model, data, reasons: dict[str, str]) -> list[LayerRow]:
-    """``reasons``: why a layer stayed float, by node name (first output name for unnamed ones)."""
+    """``reasons``: why a layer stayed float, by node name (first output name for unnamed ones).
+    The SQNR sums run sample by sample, so a big model's layer outputs are never all held."""
     layers = [n for n in quantized.graph.nodes if n.op_type in LINEAR_OPS and n.domain in ("", "ai.onnx")]
     names = tuple(n.outputs[0].name for n in layers)
     graph_outputs = {v.name for v in quantized.graph.outputs}
     extra = tuple(name for name in names if name not in graph_outputs)
-    reference, actual = run_all(float_model, data, extra), run_all(quantized, data, extra)
+    reference, actual = session(float_model, extra), session(quantized, extra)
+    signal, noise = np.zeros(len(names)), np.zeros(len(names))
+    for feed in data.feeds():
+        expected = dict(zip([o.name for o in reference.get_outputs()], reference.run(None, feed)))
+        got = dict(zip([o.name for o in actual.get_outputs()], actual.run(None, feed)))
+        for i, name in enumerate(names):
+            f = expected[name].astype(np.float64)
+            signal[i] += float(np.sum(np.square(f)))
+            noise[i] += float(np.sum(np.square(f - got[name])))
     rows = []
-    for node, name in zip(layers, names):
+    for i, (node, name) in enumerate(zip(layers, names)):
         key = node.name or name
         activation, weight = dequantized_by(node, 0), dequantized_by(node, 1)
         scale = zero = None
@@ -62,8 +71,7 @@ def layer_rows(float_model: Model, quantized: Model, data, reasons: dict[str, st
             weight_scales = (float(scales.min()), float(scales.max()), int(scales.size))
         placement = "int8" if activation is not None else "float"
         why = "" if activation is not None else reasons.get(key, "no float32 activation input to quantize")
-        rows.append(LayerRow(key, node.op_type, placement, why, scale, zero, weight_scales,
-                             sqnr_db({name: reference[name]}, {name: actual[name]})))
+        rows.append(LayerRow(key, node.op_type, placement, why, scale, zero, weight_scales, ratio_db(signal[i], noise[i])))
     return rows
 
 
@@ -85,3 +93,27 @@ def format_rows(rows: list[LayerRow]) -> str:
 
 def rows_to_dicts(rows: list[LayerRow]) -> list[dict]:
     return [{**asdict(r), "sqnr_db": None if np.isinf(r.sqnr_db) else round(r.sqnr_db, 2)} for r in rows]
+
+
+def rows_from_dicts(entries: list[dict]) -> list[LayerRow]:
+    return [LayerRow(**{**e, "sqnr_db": float("inf") if e["sqnr_db"] is None else e["sqnr_db"],
+                        "weight_scales": tuple(e["weight_scales"]) if e["weight_scales"] else None}) for e in entries]
+
+
+def format_record(record: dict, integer_kernels: dict | None) -> str:
+    """``edgec report --quantization``: the budget's outcome, the layer table, and what the
+    lowering made integer (``integer_kernels`` from the target manifest)."""
+    lines = []
+    budget = record.get("budget")
+    if budget:
+        verdict = "met" if budget["met"] else "NOT met"
+        lines.append(f"accuracy budget {verdict}: {budget['metric']} float {budget['float']:.4g}, all quantized "
+                     f"{budget['all_quantized']:.4g}, kept {budget['quantized']:.4g} (allowed drop {budget['max_drop']:g})")
+    if "layers" in record:
+        lines += [format_rows(rows_from_dicts(record["layers"])), f"SQNR: cumulative, against float, over {record['sqnr_data']}"]
+    if integer_kernels:
+        lowered = integer_kernels["lowered"]
+        counts = ", ".join(f"{kind} x{lowered.count(kind)}" for kind in sorted(set(lowered)))
+        lines.append(f"integer kernels: {len(lowered)} ({counts or 'none'})")
+        lines += [f"kept float by the lowering: {why}" for why in integer_kernels["kept_float"]]
+    return "\n".join(lines)

@@ -52,7 +52,7 @@ def test_budget_reverts_the_most_sensitive_layer(tmp_path, capsys):
     producers = {o: n.op_type for n in quantized.graph.node for o in n.output}
     assert producers[nodes["fc1"].input[1]] == "DequantizeLinear"  # fc1 stays int8
     assert nodes["fc2"].input[1] == "w2"  # fc2's weight is the float original
-    record = json.loads({p.key: p.value for p in quantized.metadata_props}["edgec.quantization"])
+    record = json.loads({p.key: p.value for p in quantized.metadata_props}["edgec.quantization"])["budget"]
     assert [entry["node"] for entry in record["kept_float"]] == ["fc2"] and record["all_quantized"] < 0.5
     top1 = np.mean([ort_run(quantized, {"x": x[i : i + 1]})["logits"].argmax() == labels[i] for i in range(64)])
     assert top1 >= 0.98 and record["quantized"] == top1
@@ -63,7 +63,7 @@ def test_budget_flags_go_together(tmp_path, capsys):
     np.savez(tmp_path / "calib.npz", x=np.zeros((2, 16), np.float32))
     code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--max-drop", "0.01",
                  "-o", str(tmp_path / "q.onnx")])
-    assert code == 2 and "--data and --max-drop (or a profile's accuracy.max_drop) go together" in capsys.readouterr().err
+    assert code == 2 and "--data and --max-drop (or a profile's accuracy.max_drop or accuracy.min) go together" in capsys.readouterr().err
 
 
 def test_bad_budget_data_is_a_usage_error(tmp_path, capsys):
@@ -96,3 +96,69 @@ def test_a_profile_gives_the_budget_and_the_scheme(tmp_path, capsys):
     code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--profile",
                  str(tmp_path / "p.toml"), "-o", str(tmp_path / "q2.onnx")])
     assert code == 0 and "kept in float" not in capsys.readouterr().err
+
+
+def budget_data(tmp_path, proto, samples: int = 64, seed: int = 1):
+    x = np.random.default_rng(seed).standard_normal((samples, 16)).astype(np.float32)
+    labels = np.array([ort_run(proto, {"x": x[i : i + 1]})["logits"].argmax() for i in range(samples)])
+    np.savez(tmp_path / "calib.npz", x=x[: samples // 2])
+    np.savez(tmp_path / "data.npz", x=x, labels=labels)
+    return x, labels
+
+
+def test_compile_fits_the_budget_and_records_it(tmp_path, capsys):
+    """In 'edgec compile' the reverted layer joins the quantize step's exclude list, so the
+    recorded pipeline rebuilds the same graph; the artifact's outputs keep the top-1 and
+    'edgec report --quantization' says which layer is float and why."""
+    from edgec.runtime import load
+
+    proto = fragile_model()
+    onnx.save(proto, tmp_path / "m.onnx")
+    x, labels = budget_data(tmp_path, proto)
+    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--calib", str(tmp_path / "calib.npz"),
+                 "--per-tensor-weights", "--data", str(tmp_path / "data.npz"), "--max-drop", "0.02",
+                 "-o", str(tmp_path / "m.edgec"), "-q"])
+    assert code == 0, capsys.readouterr().err
+    compiled = load(tmp_path / "m.edgec")
+    manifest = compiled.manifest
+    assert "quantize{calib=calib.npz,per-tensor-weights=true,exclude=fc2}" in manifest["pipeline"]
+    record = manifest["quantization"]
+    assert record["budget"]["met"] and [e["node"] for e in record["budget"]["kept_float"]] == ["fc2"]
+    assert {row["node"]: row["placement"] for row in record["layers"]} == {"fc1": "int8", "fc2": "float"}
+    top1 = np.mean([compiled.run({"x": x[i : i + 1]})["logits"].argmax() == labels[i] for i in range(len(x))])
+    assert top1 >= 0.98
+
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "m.edgec"), "--quantization"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("accuracy budget met: top1 float 1")
+    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("fc")}
+    assert " int8 " in rows["fc1"] and "accuracy budget (SQNR" in rows["fc2"]
+    assert "integer kernels: 1 (matmul+bias x1)" in out
+
+
+def test_compile_fails_a_budget_no_revert_can_meet(tmp_path, capsys):
+    """A profile asking for more top-1 than the float model has: exit 3, no artifact."""
+    proto = fragile_model()
+    onnx.save(proto, tmp_path / "m.onnx")
+    x, labels = budget_data(tmp_path, proto, samples=32)
+    np.savez(tmp_path / "data.npz", x=x, labels=(labels + 1) % 10)  # float top-1 is 0
+    (tmp_path / "p.toml").write_text('schema = 1\nname = "strict"\n[accuracy]\nmetric = "top1"\nmin = 0.9\n')
+    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--calib", str(tmp_path / "calib.npz"),
+                 "--profile", str(tmp_path / "p.toml"), "--data", str(tmp_path / "data.npz"),
+                 "-o", str(tmp_path / "m.edgec"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "m.onnx cannot meet its accuracy budget: top1: float" in err
+    assert not (tmp_path / "m.edgec").exists()
+
+
+def test_compile_budget_flags_need_quantization(tmp_path, capsys):
+    onnx.save(fragile_model(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "data.npz", x=np.zeros((2, 16), np.float32), labels=np.zeros(2))
+    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--data", str(tmp_path / "data.npz"),
+                 "--max-drop", "0.01", "-o", str(tmp_path / "m.edgec"), "-q"])
+    assert code == 2 and "--data measures the accuracy of quantization: give --calib" in capsys.readouterr().err
+    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--max-drop", "0.01", "-o", str(tmp_path / "m.edgec")])
+    assert code == 2 and "--data and --max-drop" in capsys.readouterr().err
+    assert not (tmp_path / "m.edgec").exists()

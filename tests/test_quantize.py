@@ -381,6 +381,13 @@ def test_report_lists_placement_scales_and_sqnr(capsys, tmp_path):
     assert layers["conv2"]["activation_scale"] is None
     assert all(10 < row["sqnr_db"] < 80 for row in record["layers"])  # 8-bit noise, cumulative, is finite
 
+    # Compiling the QDQ file carries the record into the artifact, for 'edgec report --quantization'.
+    code, _, err = edgec(capsys, "compile", tmp_path / "q.onnx", "-t", "x86-64", "-o", tmp_path / "q.edgec", "-q")
+    assert code == 0, err
+    code, out, _ = edgec(capsys, "report", tmp_path / "q.edgec", "--quantization")
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["conv1", "Conv", "int8"]
+    assert "integer kernels: 2 (" in out and "SQNR: cumulative, against float, over c.npz" in out
+
 
 def test_calibration_data_is_a_compile_input(capsys, tmp_path):
     """The depfile (and the cache key) include the calibration file: changing it recompiles."""
