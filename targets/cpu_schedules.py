@@ -26,6 +26,9 @@ Pipeline, in order (each step named in the notes when it fails):
      the tile, tile loops unrolled and vectorized, ``(n, co-block, oh)``
      parallel, epilogue (bias, residual add, relu) computed per tile, padding
      materialized by its own parallel loop.
+     On AVX2 targets an integer conv reading uint8 activations (7-bit weights, see
+     ``int8.dot_operand``) takes ``int8_schedules``' tile instead: the same shape, its inner
+     8 channels x 4 input channels on vpmaddubsw/vpmaddwd.
    - ``depthwise-nhwc``: the same tile for depthwise convs, with the padding
      inlined (the input is read as whole vectors, so the bounds check is cheap);
      and for grouped convs with whole 128-bit vectors per group, within a group.
@@ -70,10 +73,13 @@ class Tiles:
     lanes: int
     """float32 lanes in one vector register."""
     registers: int
+    u8i8_dot: bool = False
+    """The uint8 x int8 dot product of ``int8_schedules`` (AVX2) is available."""
 
     @classmethod
     def for_target(cls, target) -> Tiles:
-        return cls(lanes=max(1, int(target.vector_bits) // 32), registers=int(target.vector_registers))
+        return cls(lanes=max(1, int(target.vector_bits) // 32), registers=int(target.vector_registers),
+                   u8i8_dot="avx2" in target.features)
 
     def max_output_pixels(self, channel_vectors: int) -> int:
         """Output pixels whose accumulators fit the register file, leaving room for
@@ -275,8 +281,11 @@ def _lift_weight_transforms(mod, notes: list[str]):
     if params is None:
         notes.append("weights are not attached to main: weight layout transforms run on every call")
         return mod
-    # The transform with the kernels it calls (packing kernels, when lifted after scheduling).
+    # The transform with the kernels it calls (packing kernels, when lifted after scheduling),
+    # and only those: the others may hold the target's intrinsics, which the host build
+    # below (generic llvm) cannot compile.
     transform_mod = tvm.IRModule({gv: f for gv, f in lifted.functions_items() if gv.name_hint != "main"})
+    transform_mod = relax.transform.DeadCodeElimination(["main_transform_params"])(transform_mod)
     host = tvm.target.Target({"kind": "llvm"})
     executable = tvm.compile(transform_mod, target=host)
     vm = relax.VirtualMachine(executable, tvm.cpu())
@@ -492,6 +501,10 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None =
     """The register-tiled conv; for a grouped conv, ``group_channels`` (output channels per
     group) caps the channel tile, so that a tile reads one group's input (narrower vectors
     where a full one does not divide it)."""
+    from .int8_schedules import conv2d_nhwc_u8i8, is_u8i8_dot
+
+    if group_channels is None and tiles.u8i8_dot and is_u8i8_dot(sch, conv) and conv2d_nhwc_u8i8(sch, conv, epilogue):
+        return
     work = _work(sch, conv)
     _, _, w, co, rh, rw, _ = sch.get_loops(conv)
     width, channels = _extent(sch, w), _extent(sch, co)

@@ -13,7 +13,9 @@ Rules:
   one per output channel (conv2d axis 0; matmul the output axis).
 - conv2d: NCHW/OIHW, any stride, dilation and groups. The input is padded with
   its zero point (the integer that means float 0), so the integer conv runs
-  without padding; ``z_x * sum(W_q[c])`` is folded to an int32 constant.
+  without padding; ``z_x * sum(W_q[c])`` is folded to an int32 constant. Its
+  activation is uint8 when the weights are 7-bit, else int8 (``dot_operand``), the
+  contract of ``int8_schedules``' dot-product rule.
 - matmul: ``x @ W`` and the transposed weight Gemm imports as
   ``x @ permute_dims(W)``; the weight is transposed as int8 at compile time.
 - matmul of two dequantized activations (attention): int32 product, and the
@@ -91,8 +93,11 @@ def why_not(x_dq, w_dq, values: Constants) -> str | None:
     return None
 
 
-def integer_conv(call, x_call, w_call, values: Constants):
-    """(int32 accumulator expr, int32 correction, float32 scale), shaped for NCHW, or why not."""
+def integer_conv(call, x_call, w_call, values: Constants, dot_depth: int | None = None):
+    """(int32 accumulator expr, int32 correction, float32 scale), shaped for NCHW, or why not.
+    ``dot_depth``: the target's dot product sums this many input channels per step, so an
+    ungrouped conv whose activation goes uint8 gets its input channels padded to a multiple
+    (zero weights): an RGB stem then takes the dot product too."""
     from tvm import relax
 
     attrs = call.attrs
@@ -108,13 +113,34 @@ def integer_conv(call, x_call, w_call, values: Constants):
     weight = values.of(w)
     channels = weight.shape[0]
     top, left, bottom, right = (int(p) for p in attrs.padding)
-    zero = int(zx.reshape(()))
-    padded = relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(zero))
+    x, zero, unsigned = dot_operand(x, int(zx.reshape(())), weight)
+    extra = 0
+    if dot_depth and int(attrs.groups) == 1 and unsigned and weight.shape[1] % dot_depth:
+        extra = dot_depth - weight.shape[1] % dot_depth
+        w = relax.const(np.pad(weight, [(0, 0), (0, extra), (0, 0), (0, 0)]), "int8")
+    padded = relax.op.nn.pad(x, [0, 0, 0, extra, top, bottom, left, right], pad_value=float(zero))
     acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
                              groups=int(attrs.groups), out_dtype="int32")
     correction = -zero * weight.astype(np.int64).reshape(channels, -1).sum(axis=1)
     scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (channels,))).astype(np.float32)
     return acc, correction.reshape(1, channels, 1, 1), scale.reshape(1, channels, 1, 1)
+
+
+def dot_operand(x, zero: int, weight: np.ndarray):
+    """(activation, zero point, whether it is uint8) as the dot-product schedules want them: uint8 when every weight
+    is within +-64 (the uint8 x int8 instructions' int16 pair sums cannot saturate), int8
+    otherwise, shifting by 128 where needed (the zero point moves with it). The schedules rely
+    on this: they see only dtypes, and take the uint8 x int8 instructions for uint8 inputs."""
+    from tvm import relax
+
+    from .int8_schedules import DOT_WEIGHT_LIMIT
+
+    narrow = int(np.abs(weight.astype(np.int32)).max(initial=0)) <= DOT_WEIGHT_LIMIT
+    shift = {("int8", True): 128, ("uint8", False): -128}.get((dtype_of(x), narrow))
+    if shift is None:
+        return x, zero, narrow
+    wide = relax.op.add(relax.op.astype(x, "int16"), relax.const(shift, "int16"))
+    return relax.op.astype(wide, "uint8" if narrow else "int8"), zero + shift, narrow
 
 
 def integer_matmul(x_call, w_call, transposed: bool, values: Constants):
@@ -187,7 +213,7 @@ def folded_bias(b_call, scale: np.ndarray, values: Constants) -> np.ndarray | No
     return bias.astype(np.int64)
 
 
-def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Constants):
+def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Constants, dot_depth: int | None):
     """A (pattern, rewriter) pair for ``op`` (conv2d, matmul or matmul-transposed), optionally
     with the bias add after it. The bias form only fires when the bias folds into the int32
     correction; otherwise it leaves the call for the plain form, which records any reason."""
@@ -207,7 +233,7 @@ def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Con
     def rewrite(call, matchings):
         activations = op == "matmul" and values.of(matchings[w_dq].args[0]) is None
         if op == "conv2d":
-            lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq], values)
+            lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq], values, dot_depth)
         elif activations:
             lowered = integer_matmul_activations(matchings[x_dq], matchings[w_dq], values)
         else:
@@ -240,8 +266,9 @@ def rescale(acc, correction: np.ndarray, scale: np.ndarray):
     return relax.op.multiply(relax.op.astype(shifted, "float32"), relax.const(scale, "float32"))
 
 
-def lower_integer_kernels(mod):
-    """Rewrite every function of ``mod``; returns the new module and what happened."""
+def lower_integer_kernels(mod, dot_depth: int | None = None):
+    """Rewrite every function of ``mod``; returns the new module and what happened.
+    ``dot_depth``: see ``integer_conv``."""
     from tvm import relax
     from tvm.relax.dpl import rewrite_call
 
@@ -251,7 +278,7 @@ def lower_integer_kernels(mod):
         if not isinstance(func, relax.Function):
             continue
         values = Constants(func)
-        for pattern, rewrite in [linear_rewriter(report, op, with_bias, values) for with_bias in (True, False)
+        for pattern, rewrite in [linear_rewriter(report, op, with_bias, values, dot_depth) for with_bias in (True, False)
                                  for op in ("conv2d", "matmul-transposed", "matmul")]:
             func = rewrite_call(pattern, rewrite, func)
         updated[gvar] = func

@@ -17,12 +17,16 @@ tvm = pytest.importorskip("tvm")
 
 @pytest.fixture(scope="module")
 def qdq_cnn(tmp_path_factory):
+    return quantized_cnn(tmp_path_factory.mktemp("int8"))
+
+
+def quantized_cnn(folder, *flags):
     """small_cnn quantized by ``edgec quantize``, with the int8 input of conv2 (MaxPool's
     output after its Q/DQ) exposed as an extra graph output."""
-    folder = tmp_path_factory.mktemp("int8")
     onnx.save(small_cnn(), folder / "cnn.onnx")
     np.savez(folder / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 1, 3, 16, 16)).astype(np.float32))
-    assert main(["quantize", str(folder / "cnn.onnx"), "--calib", str(folder / "calib.npz"), "-o", str(folder / "q.onnx")]) == 0
+    assert main(["quantize", str(folder / "cnn.onnx"), "--calib", str(folder / "calib.npz"), *flags,
+                 "-o", str(folder / "q.onnx")]) == 0
     proto = onnx.load(folder / "q.onnx")
     conv2 = next(n for n in proto.graph.node if n.name == "conv2")
     proto.graph.output.append(helper.make_tensor_value_info(conv2.input[0], TensorProto.FLOAT, [1, 8, 8, 8]))
@@ -95,12 +99,15 @@ def test_patterns_that_cannot_be_integer_stay_float_with_a_reason():
     assert report.kept_float == ["conv2d: weight is not symmetric (zero point not 0) or its scale is not constant"]
 
 
-def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(qdq_cnn, tmp_path):
+@pytest.mark.parametrize("flags", [(), ("--unsigned",), ("--reduce-range",)])
+def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, flags):
+    """int8, uint8 shifted to int8 (8-bit weights), and uint8 on the dot product (7-bit)."""
     import onnxruntime as ort
 
     from edgec.artifact import open_artifact
     from edgec.runtime import load
 
+    qdq_cnn = quantized_cnn(tmp_path, *flags)
     artifact = tmp_path / "q.edgec"
     assert main(["compile", str(qdq_cnn), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
     assert open_artifact(artifact).manifest["target"]["integer_kernels"]["lowered"] == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
@@ -121,19 +128,82 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(qdq_cnn, tmp_pat
         np.testing.assert_allclose(actual["logits"], expected["logits"], atol=0.05 * np.abs(expected["logits"]).max())
 
 
-def test_unsigned_activations_lower_too(tmp_path):
-    """The uint8 scheme: uint8 x int8 kernels, int32 accumulation, same numbers as onnxruntime."""
+@pytest.mark.parametrize("flags, conv_input", [(("--unsigned",), "int8"), (("--unsigned", "--reduce-range"), "uint8"),
+                                                (("--reduce-range",), "uint8")])
+def test_activation_dtype_follows_the_weights(tmp_path, flags, conv_input):
+    """The contract with the dot-product schedules: a conv reads uint8 activations only when its
+    weights are 7-bit (so uint8 x int8 pair sums cannot saturate int16); otherwise int8, shifted
+    by 128 from uint8. Both still accumulate in int32."""
     from edgec.targets.int8 import lower_integer_kernels
     from tvm import relax
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(3).standard_normal((4, 1, 3, 16, 16)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "cnn.onnx"), "--calib", str(tmp_path / "calib.npz"), "--unsigned",
+    assert main(["quantize", str(tmp_path / "cnn.onnx"), "--calib", str(tmp_path / "calib.npz"), *flags,
                  "-o", str(tmp_path / "q.onnx")]) == 0
     mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"))
     assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     text = relax.transform.LegalizeOps()(mod).script()
-    assert 'T.Buffer((T.int64(1), T.int64(3), T.int64(18), T.int64(18)), "uint8")' in text  # conv1's padded input
+    assert f'T.Buffer((T.int64(1), T.int64(3), T.int64(18), T.int64(18)), "{conv_input}")' in text  # conv1's padded input
+
+
+def dot_product_cnn() -> onnx.ModelProto:
+    """Conv shapes the dot-product rule meets: an RGB stem (3 input channels, padded to 4),
+    3x3 stride 2 onto a 7-wide map, a 1x1 on it (24 channels: three vectors), and a 1x1
+    with 20 output channels (not whole vectors: the generic rule)."""
+    rng = np.random.default_rng(7)
+    shapes = {"c1": (16, 3, 3, 3), "c2": (32, 16, 3, 3), "c3": (24, 32, 1, 1), "c4": (20, 24, 1, 1)}
+    inits, nodes, x = [], [], "x"
+    for name, shape in shapes.items():
+        fan_in = int(np.prod(shape[1:]))
+        inits += [numpy_helper.from_array((rng.standard_normal(shape) * np.sqrt(2 / fan_in)).astype(np.float32), f"{name}.w"),
+                  numpy_helper.from_array(rng.normal(0, 0.1, shape[0]).astype(np.float32), f"{name}.b")]
+        k = shape[2]
+        attrs = {"pads": [k // 2] * 4, "strides": [2, 2] if name == "c2" else [1, 1]}
+        nodes += [helper.make_node("Conv", [x, f"{name}.w", f"{name}.b"], [f"{name}.y"], name=name, **attrs),
+                  helper.make_node("Relu", [f"{name}.y"], [f"{name}.r"], name=f"{name}.relu")]
+        x = f"{name}.r"
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 14, 14])],
+                      [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 20, 7, 7])], inits)
+
+
+def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
+    """With 7-bit weights, the convs whose channels fit are scheduled on vpmaddubsw/vpmaddwd (in the
+    scheduled TIR, for an AVX2 target), and the compiled artifact matches onnxruntime running the
+    QDQ graph op by op to float rounding: the int16 pair sums never saturate."""
+    import onnxruntime as ort
+    from edgec.targets import get_target
+    from edgec.targets.cpu_schedules import schedule_for_cpu
+    from edgec.targets.int8 import lower_integer_kernels
+    from edgec.targets.int8_schedules import DOT_DEPTH
+
+    from edgec.host import cpu_features
+    from edgec.runtime import load
+
+    onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(8)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--reduce-range",
+                 "-o", str(tmp_path / "q.onnx")]) == 0
+
+    mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), DOT_DEPTH)
+    assert report.lowered == ["conv2d+bias"] * 4
+    scheduled, _ = schedule_for_cpu(mod, get_target("x86-64-v3"))
+    dot = sorted(gv.name_hint for gv, f in scheduled.functions_items()
+                 if "llvm.x86.avx2.pmadd.ub.sw" in f.script() and "llvm.x86.avx2.pmadd.wd" in f.script())
+    assert len(dot) == 3, dot  # the stem, the stride-2 3x3, the 24-channel 1x1; not the 20-channel one
+
+    if "avx2" not in cpu_features():
+        pytest.skip("this CPU has no AVX2: the dot-product kernels cannot run here")
+    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    compiled = load(tmp_path / "q.edgec")
+    for _ in range(4):
+        feeds = {"x": rng.standard_normal((1, 3, 14, 14)).astype(np.float32)}
+        expected = session.run(None, feeds)[0]
+        np.testing.assert_allclose(compiled.run(feeds)["c4.r"], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
 
 
 def test_scales_passed_as_weights_are_read_too(tmp_path):
