@@ -88,8 +88,10 @@ def quantize_options(calib_required: bool):
         click.option("--no-quantize", "no_quantize", multiple=True, metavar="NODE", help="Keep this node in float. Repeatable."),
         click.option("--per-tensor-weights", is_flag=True, help="One weight scale per tensor, not per output channel."),
         click.option("--unsigned", is_flag=True, help="uint8 activations instead of int8."),
-        click.option("--reduce-range", is_flag=True,
-                     help="7-bit weights, so onnxruntime's int8 kernels on x86 without VNNI do not saturate."),
+        click.option("--reduce-range/--full-range", "reduce_range", default=None,
+                     help="7-bit weights (or 8-bit): what the uint8 x int8 dot product of x86 without VNNI needs, "
+                          "in edgec's kernels and onnxruntime's. 'compile' picks the target's preference "
+                          "(7-bit on AVX2 targets); 'quantize' knows no target: 8-bit unless asked."),
     ]
 
     def apply(command):
@@ -100,18 +102,21 @@ def quantize_options(calib_required: bool):
     return apply
 
 
-def quantized_pipeline(pipeline: str, options: dict) -> str:
-    """``pipeline`` with a quantize step configured by the flags, when --calib is given."""
+def quantized_pipeline(pipeline: str, options: dict, weight_bits: int = 8) -> str:
+    """``pipeline`` with a quantize step configured by the flags, when --calib is given;
+    ``weight_bits``: the target's preference, when neither --reduce-range nor --full-range is."""
     from .passes.quantize import QuantizeOptions, with_quantize
 
     if not options["calib"]:
-        flags = ("no_quantize", "per_tensor_weights", "unsigned", "reduce_range")
-        if any(options[flag] for flag in flags) or options["calibrator"] != "minmax":
-            raise UsageError("--calibrator, --no-quantize, --per-tensor-weights, --unsigned and --reduce-range need --calib")
+        flags = ("no_quantize", "per_tensor_weights", "unsigned")
+        if any(options[flag] for flag in flags) or options["reduce_range"] is not None or options["calibrator"] != "minmax":
+            raise UsageError("--calibrator, --no-quantize, --per-tensor-weights, --unsigned and --reduce-range/--full-range "
+                             "need --calib")
         return pipeline
+    reduce_range = options["reduce_range"] if options["reduce_range"] is not None else weight_bits == 7
     settings = QuantizeOptions(calib=str(options["calib"]), calibrator=options["calibrator"], exclude=";".join(options["no_quantize"]),
                                per_tensor_weights=options["per_tensor_weights"], unsigned=options["unsigned"],
-                               reduce_range=options["reduce_range"])
+                               reduce_range=reduce_range)
     return with_quantize(pipeline, settings)
 
 
@@ -133,6 +138,13 @@ def budget_options(command):
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
+
+
+def target_weight_bits(name: str) -> int:
+    """The int8 weight bits target ``name`` prefers (an unknown target is a usage error here)."""
+    from edgec.targets import get_target
+
+    return get_target(name).int8_weight_bits
 
 
 def profile_options(command):
@@ -245,7 +257,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         target=target,
         output=output or Path(model.stem + ".edgec"),
         input_shapes=parse_shapes(options["input_shapes"]),
-        pipeline=quantized_pipeline(options["pipeline"], options),
+        pipeline=quantized_pipeline(options["pipeline"], options, target_weight_bits(target)),
         verify_each=options["verify_each"],
         depfile=depfile,
         cache_dir=cache_dir,
@@ -426,7 +438,8 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
                      report: bool, profile: str | None, overrides, **options) -> None:
     """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
 
-    Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz'."""
+    Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz' with the same
+    flags (on AVX2 targets compile defaults to --reduce-range; quantize knows no target)."""
     import onnx
 
     from .accuracy_budget import fit_budget, resolve_budget

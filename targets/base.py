@@ -53,6 +53,12 @@ class TargetSpec:
             return f"target {self.name} needs CPU features this machine lacks: {', '.join(missing)}"
         return None
 
+    @property
+    def int8_weight_bits(self) -> int:
+        """Weight bits the target's int8 kernels want: 7 with AVX2's uint8 x int8 dot product,
+        whose int16 pair sums saturate with 8-bit weights (``int8_schedules``); else 8."""
+        return 7 if self.device == "cpu" and "avx2" in self.features else 8
+
     def manifest(self) -> dict:
         return {
             "name": self.name,

@@ -121,7 +121,7 @@ def test_compile_fits_the_budget_and_records_it(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     compiled = load(tmp_path / "m.edgec")
     manifest = compiled.manifest
-    assert "quantize{calib=calib.npz,per-tensor-weights=true,exclude=fc2}" in manifest["pipeline"]
+    assert "quantize{calib=calib.npz,per-tensor-weights=true,exclude=fc2" in manifest["pipeline"]
     record = manifest["quantization"]
     assert record["budget"]["met"] and [e["node"] for e in record["budget"]["kept_float"]] == ["fc2"]
     assert {row["node"]: row["placement"] for row in record["layers"]} == {"fc1": "int8", "fc2": "float"}

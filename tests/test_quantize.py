@@ -325,13 +325,14 @@ def test_reduce_range_makes_onnxruntime_fused_kernels_exact(capsys, tmp_path, di
 
 
 def test_compiled_qdq_matches_onnxruntime(capsys, tmp_path, digits):
-    """edgec's artifact, from the QDQ file or from --calib, equals onnxruntime running the QDQ file."""
+    """edgec's artifact, from the QDQ file or from --calib with the same weight bits (compile's
+    default on AVX2 is 7), equals onnxruntime running the QDQ file."""
     from edgec.runtime import load
 
     model_path, data_path, calib = digits
     qdq = tmp_path / "q.onnx"
     assert edgec(capsys, "quantize", model_path, "--calib", calib, "-o", qdq)[0] == 0
-    for source, flags in [(qdq, []), (model_path, ["--calib", calib])]:
+    for source, flags in [(qdq, []), (model_path, ["--calib", calib, "--full-range"])]:
         artifact = tmp_path / f"{source.stem}.edgec"
         code, _, err = edgec(capsys, "compile", source, "-t", "x86-64", *flags, "-o", artifact, "-q")
         assert code == 0, err
@@ -397,3 +398,22 @@ def test_calibration_data_is_a_compile_input(capsys, tmp_path):
                          "--depfile", tmp_path / "m.d", "-o", tmp_path / "m.edgec", "-q")
     assert code == 0, err
     assert str(tmp_path / "c.npz") in (tmp_path / "m.d").read_text()
+
+
+def test_compile_takes_the_targets_weight_bits(capsys, tmp_path):
+    """AVX2 targets ask for 7-bit weights (their uint8 x int8 dot product saturates with 8-bit
+    ones); --full-range overrides, and either flag without --calib is a usage error."""
+    from edgec.artifact import open_artifact
+    from edgec.targets import get_target
+
+    assert get_target("x86-64-v3").int8_weight_bits == 7 and get_target("arm64-a72").int8_weight_bits == 8
+    onnx.save(small_cnn(), tmp_path / "m.onnx")
+    save_calib(tmp_path / "c.npz", x=np.random.default_rng(11).standard_normal((2, 1, 3, 16, 16)))
+    seven_bit = get_target("x86-64").int8_weight_bits == 7
+    for flags, reduced in (((), seven_bit), (("--full-range",), False), (("--reduce-range",), True)):
+        code, _, err = edgec(capsys, "compile", tmp_path / "m.onnx", "-t", "x86-64", "--calib", tmp_path / "c.npz",
+                             *flags, "-o", tmp_path / "m.edgec", "-q")
+        assert code == 0, err
+        assert ("reduce-range=true" in open_artifact(tmp_path / "m.edgec").manifest["pipeline"]) == reduced, flags
+    code, _, err = edgec(capsys, "compile", tmp_path / "m.onnx", "-t", "x86-64", "--full-range", "-o", tmp_path / "n.edgec")
+    assert code == 2 and "need --calib" in err
