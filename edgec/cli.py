@@ -802,7 +802,7 @@ def lab_group() -> None:
 
 
 @lab_group.command("start")
-@click.option("--target", "-t", default="arm64-a72", show_default=True, help="Emulated core: arm64-a72 or arm64-a53.")
+@click.option("--target", "-t", default="arm64-a72", show_default=True, help="Emulated core: arm64-a72, arm64-a53 or arm64-a76 (dotprod).")
 @click.option("--tracker", metavar="HOST:PORT", help="Register with this tracker instead of starting one.")
 @click.option("--key", help="The device's key at the tracker [default: the target name].")
 def lab_start_command(target: str, tracker: str | None, key: str | None) -> None:

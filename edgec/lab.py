@@ -40,7 +40,7 @@ from .errors import DeviceError, UsageError
 
 logger = logging.getLogger(__name__)
 
-LAB_CPUS = {"arm64-a72": "cortex-a72", "arm64-a53": "cortex-a53"}
+LAB_CPUS = {"arm64-a72": "cortex-a72", "arm64-a53": "cortex-a53", "arm64-a76": "cortex-a76"}
 """Targets the lab emulates, with qemu's ``-cpu`` model for each."""
 
 SUITE = "bookworm"

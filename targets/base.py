@@ -55,9 +55,12 @@ class TargetSpec:
 
     @property
     def int8_weight_bits(self) -> int:
-        """Weight bits the target's int8 kernels want: 7 with AVX2's uint8 x int8 dot product,
-        whose int16 pair sums saturate with 8-bit weights (``int8_schedules``); else 8."""
-        return 7 if self.device == "cpu" and "avx2" in self.features else 8
+        """Weight bits the target's int8 kernels want: 7 where its int8 dot product is exact
+        only for 7-bit weights (AVX2's uint8 x int8 pair sums saturate int16), else 8."""
+        from .int8_schedules import dot_product_for
+
+        dot = dot_product_for(self)
+        return 7 if dot is not None and dot.weight_limit is not None else 8
 
     def manifest(self) -> dict:
         return {

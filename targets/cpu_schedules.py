@@ -26,9 +26,10 @@ Pipeline, in order (each step named in the notes when it fails):
      the tile, tile loops unrolled and vectorized, ``(n, co-block, oh)``
      parallel, epilogue (bias, residual add, relu) computed per tile, padding
      materialized by its own parallel loop.
-     On AVX2 targets an integer conv reading uint8 activations (7-bit weights, see
-     ``int8.dot_operand``) takes ``int8_schedules``' tile instead: the same shape, its inner
-     8 channels x 4 input channels on vpmaddubsw/vpmaddwd.
+     An integer conv in the dtypes of the target's int8 dot product (AVX2: uint8 x int8
+     with 7-bit weights; arm64 ``+dotprod``: int8 x int8; see ``int8.dot_operand``) takes
+     ``int8_schedules``' tile instead: the same shape, its inner step one register of
+     output channels x 4 input channels on the dot-product instruction.
    - ``depthwise-nhwc``: the same tile for depthwise convs, with the padding
      inlined (the input is read as whole vectors, so the bounds check is cheap);
      and for grouped convs with whole 128-bit vectors per group, within a group.
@@ -56,6 +57,10 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .int8_schedules import DotProduct
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +78,15 @@ class Tiles:
     lanes: int
     """float32 lanes in one vector register."""
     registers: int
-    u8i8_dot: bool = False
-    """The uint8 x int8 dot product of ``int8_schedules`` (AVX2) is available."""
+    dot: DotProduct | None = None
+    """The target's int8 dot product (``int8_schedules``), if it has one."""
 
     @classmethod
     def for_target(cls, target) -> Tiles:
+        from .int8_schedules import dot_product_for
+
         return cls(lanes=max(1, int(target.vector_bits) // 32), registers=int(target.vector_registers),
-                   u8i8_dot="avx2" in target.features)
+                   dot=dot_product_for(target))
 
     def max_output_pixels(self, channel_vectors: int) -> int:
         """Output pixels whose accumulators fit the register file, leaving room for
@@ -501,9 +508,10 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None =
     """The register-tiled conv; for a grouped conv, ``group_channels`` (output channels per
     group) caps the channel tile, so that a tile reads one group's input (narrower vectors
     where a full one does not divide it)."""
-    from .int8_schedules import conv2d_nhwc_u8i8, is_u8i8_dot
+    from .int8_schedules import conv2d_nhwc_dot, is_dot_block
 
-    if group_channels is None and tiles.u8i8_dot and is_u8i8_dot(sch, conv) and conv2d_nhwc_u8i8(sch, conv, epilogue):
+    dot = tiles.dot
+    if group_channels is None and dot and is_dot_block(sch, conv, dot) and conv2d_nhwc_dot(sch, conv, epilogue, dot):
         return
     work = _work(sch, conv)
     _, _, w, co, rh, rw, _ = sch.get_loops(conv)

@@ -14,8 +14,8 @@ Rules:
 - conv2d: NCHW/OIHW, any stride, dilation and groups. The input is padded with
   its zero point (the integer that means float 0), so the integer conv runs
   without padding; ``z_x * sum(W_q[c])`` is folded to an int32 constant. Its
-  activation is uint8 when the weights are 7-bit, else int8 (``dot_operand``), the
-  contract of ``int8_schedules``' dot-product rule.
+  activation takes the dtype of the target's int8 dot product where that is exact for
+  the weights, else int8 (``dot_operand``): the contract of ``int8_schedules``.
 - matmul: ``x @ W`` and the transposed weight Gemm imports as
   ``x @ permute_dims(W)``; the weight is transposed as int8 at compile time.
 - matmul of two dequantized activations (attention): int32 product, and the
@@ -31,8 +31,12 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .int8_schedules import DotProduct
 
 QUANTIZED_INPUTS = ("int8", "uint8")
 """Activation dtypes lowered to integers (uint8 x int8 accumulates in int32 too)."""
@@ -93,11 +97,11 @@ def why_not(x_dq, w_dq, values: Constants) -> str | None:
     return None
 
 
-def integer_conv(call, x_call, w_call, values: Constants, dot_depth: int | None = None):
+def integer_conv(call, x_call, w_call, values: Constants, dot: DotProduct | None = None):
     """(int32 accumulator expr, int32 correction, float32 scale), shaped for NCHW, or why not.
-    ``dot_depth``: the target's dot product sums this many input channels per step, so an
-    ungrouped conv whose activation goes uint8 gets its input channels padded to a multiple
-    (zero weights): an RGB stem then takes the dot product too."""
+    ``dot``: the target's int8 dot product, which sums 4 input channels per step; an
+    ungrouped conv it is exact for gets its input channels padded to a multiple (zero
+    weights), so an RGB stem takes it too."""
     from tvm import relax
 
     attrs = call.attrs
@@ -113,10 +117,10 @@ def integer_conv(call, x_call, w_call, values: Constants, dot_depth: int | None 
     weight = values.of(w)
     channels = weight.shape[0]
     top, left, bottom, right = (int(p) for p in attrs.padding)
-    x, zero, unsigned = dot_operand(x, int(zx.reshape(())), weight)
+    x, zero, fits = dot_operand(x, int(zx.reshape(())), weight, dot)
     extra = 0
-    if dot_depth and int(attrs.groups) == 1 and unsigned and weight.shape[1] % dot_depth:
-        extra = dot_depth - weight.shape[1] % dot_depth
+    if fits and int(attrs.groups) == 1 and weight.shape[1] % dot.depth:
+        extra = dot.depth - weight.shape[1] % dot.depth
         w = relax.const(np.pad(weight, [(0, 0), (0, extra), (0, 0), (0, 0)]), "int8")
     padded = relax.op.nn.pad(x, [0, 0, 0, extra, top, bottom, left, right], pad_value=float(zero))
     acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
@@ -126,21 +130,20 @@ def integer_conv(call, x_call, w_call, values: Constants, dot_depth: int | None 
     return acc, correction.reshape(1, channels, 1, 1), scale.reshape(1, channels, 1, 1)
 
 
-def dot_operand(x, zero: int, weight: np.ndarray):
-    """(activation, zero point, whether it is uint8) as the dot-product schedules want them: uint8 when every weight
-    is within +-64 (the uint8 x int8 instructions' int16 pair sums cannot saturate), int8
-    otherwise, shifting by 128 where needed (the zero point moves with it). The schedules rely
-    on this: they see only dtypes, and take the uint8 x int8 instructions for uint8 inputs."""
+def dot_operand(x, zero: int, weight: np.ndarray, dot: DotProduct | None):
+    """(activation, zero point, whether it is in ``dot``'s dtype) as the dot-product schedules
+    want them: the dtype of the target's dot product where that product is exact for these
+    weights (AVX2's uint8 x int8: 7-bit weights), else int8; shifted by 128 where needed (the
+    zero point moves with it). The schedules rely on this: they see only dtypes."""
     from tvm import relax
 
-    from .int8_schedules import DOT_WEIGHT_LIMIT
-
-    narrow = int(np.abs(weight.astype(np.int32)).max(initial=0)) <= DOT_WEIGHT_LIMIT
-    shift = {("int8", True): 128, ("uint8", False): -128}.get((dtype_of(x), narrow))
-    if shift is None:
-        return x, zero, narrow
+    fits = dot is not None and dot.exact_for(weight)
+    wanted = dot.activation if fits else "int8"
+    if dtype_of(x) == wanted:
+        return x, zero, fits
+    shift = 128 if wanted == "uint8" else -128
     wide = relax.op.add(relax.op.astype(x, "int16"), relax.const(shift, "int16"))
-    return relax.op.astype(wide, "uint8" if narrow else "int8"), zero + shift, narrow
+    return relax.op.astype(wide, wanted), zero + shift, fits
 
 
 def integer_matmul(x_call, w_call, transposed: bool, values: Constants):
@@ -213,7 +216,7 @@ def folded_bias(b_call, scale: np.ndarray, values: Constants) -> np.ndarray | No
     return bias.astype(np.int64)
 
 
-def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Constants, dot_depth: int | None):
+def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Constants, dot: DotProduct | None):
     """A (pattern, rewriter) pair for ``op`` (conv2d, matmul or matmul-transposed), optionally
     with the bias add after it. The bias form only fires when the bias folds into the int32
     correction; otherwise it leaves the call for the plain form, which records any reason."""
@@ -233,7 +236,7 @@ def linear_rewriter(report: IntegerReport, op: str, with_bias: bool, values: Con
     def rewrite(call, matchings):
         activations = op == "matmul" and values.of(matchings[w_dq].args[0]) is None
         if op == "conv2d":
-            lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq], values, dot_depth)
+            lowered = integer_conv(matchings[linear], matchings[x_dq], matchings[w_dq], values, dot)
         elif activations:
             lowered = integer_matmul_activations(matchings[x_dq], matchings[w_dq], values)
         else:
@@ -266,9 +269,9 @@ def rescale(acc, correction: np.ndarray, scale: np.ndarray):
     return relax.op.multiply(relax.op.astype(shifted, "float32"), relax.const(scale, "float32"))
 
 
-def lower_integer_kernels(mod, dot_depth: int | None = None):
+def lower_integer_kernels(mod, dot: DotProduct | None = None):
     """Rewrite every function of ``mod``; returns the new module and what happened.
-    ``dot_depth``: see ``integer_conv``."""
+    ``dot``: the target's int8 dot product (``int8_schedules.dot_product_for``)."""
     from tvm import relax
     from tvm.relax.dpl import rewrite_call
 
@@ -278,7 +281,7 @@ def lower_integer_kernels(mod, dot_depth: int | None = None):
         if not isinstance(func, relax.Function):
             continue
         values = Constants(func)
-        for pattern, rewrite in [linear_rewriter(report, op, with_bias, values, dot_depth) for with_bias in (True, False)
+        for pattern, rewrite in [linear_rewriter(report, op, with_bias, values, dot) for with_bias in (True, False)
                                  for op in ("conv2d", "matmul-transposed", "matmul")]:
             func = rewrite_call(pattern, rewrite, func)
         updated[gvar] = func

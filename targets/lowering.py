@@ -119,9 +119,9 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lo
     if target.device == "cpu":
         # Quantized conv2d/matmul patterns become int8 x int8 -> int32 kernels (see int8).
         from .int8 import lower_integer_kernels
-        from .int8_schedules import DOT_DEPTH
+        from .int8_schedules import dot_product_for
 
-        mod, integer = lower_integer_kernels(mod, DOT_DEPTH if "avx2" in target.features else None)
+        mod, integer = lower_integer_kernels(mod, dot_product_for(target))
         if integer.lowered or integer.kept_float:
             target_manifest["integer_kernels"] = integer.to_dict()
         # TVM's default CPU pipeline schedules nothing; edgec's rules do (see cpu_schedules).

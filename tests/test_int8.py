@@ -128,23 +128,28 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, flags)
         np.testing.assert_allclose(actual["logits"], expected["logits"], atol=0.05 * np.abs(expected["logits"]).max())
 
 
-@pytest.mark.parametrize("flags, conv_input", [(("--unsigned",), "int8"), (("--unsigned", "--reduce-range"), "uint8"),
-                                                (("--reduce-range",), "uint8")])
-def test_activation_dtype_follows_the_weights(tmp_path, flags, conv_input):
-    """The contract with the dot-product schedules: a conv reads uint8 activations only when its
-    weights are 7-bit (so uint8 x int8 pair sums cannot saturate int16); otherwise int8, shifted
-    by 128 from uint8. Both still accumulate in int32."""
+@pytest.mark.parametrize("dot, flags, conv_input", [
+    ("avx2", ("--unsigned",), "int8"), ("avx2", ("--unsigned", "--reduce-range"), "uint8"),
+    ("avx2", ("--reduce-range",), "uint8"), ("sdot", ("--unsigned", "--reduce-range"), "int8"),
+    (None, ("--unsigned", "--reduce-range"), "int8")])
+def test_activation_dtype_follows_the_dot_product(tmp_path, dot, flags, conv_input):
+    """The contract with the dot-product schedules: on AVX2 a conv reads uint8 activations only
+    when its weights are 7-bit (so uint8 x int8 pair sums cannot saturate int16); otherwise,
+    and on arm64's sdot (exact for any weights) or without a dot product, int8, shifted by 128
+    from uint8. All accumulate in int32."""
     from edgec.targets.int8 import lower_integer_kernels
+    from edgec.targets.int8_schedules import AVX2_U8I8, NEON_SDOT
     from tvm import relax
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(3).standard_normal((4, 1, 3, 16, 16)).astype(np.float32))
     assert main(["quantize", str(tmp_path / "cnn.onnx"), "--calib", str(tmp_path / "calib.npz"), *flags,
                  "-o", str(tmp_path / "q.onnx")]) == 0
-    mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"))
+    mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), {"avx2": AVX2_U8I8, "sdot": NEON_SDOT}.get(dot))
     assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     text = relax.transform.LegalizeOps()(mod).script()
-    assert f'T.Buffer((T.int64(1), T.int64(3), T.int64(18), T.int64(18)), "{conv_input}")' in text  # conv1's padded input
+    channels = 4 if dot == "sdot" or conv_input == "uint8" else 3  # the stem padded to the dot product's 4 inputs
+    assert f'T.Buffer((T.int64(1), T.int64({channels}), T.int64(18), T.int64(18)), "{conv_input}")' in text  # conv1's input
 
 
 def dot_product_cnn() -> onnx.ModelProto:
@@ -175,7 +180,7 @@ def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
     from edgec.targets import get_target
     from edgec.targets.cpu_schedules import schedule_for_cpu
     from edgec.targets.int8 import lower_integer_kernels
-    from edgec.targets.int8_schedules import DOT_DEPTH
+    from edgec.targets.int8_schedules import AVX2_U8I8
 
     from edgec.host import cpu_features
     from edgec.runtime import load
@@ -186,7 +191,7 @@ def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
     assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--reduce-range",
                  "-o", str(tmp_path / "q.onnx")]) == 0
 
-    mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), DOT_DEPTH)
+    mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), AVX2_U8I8)
     assert report.lowered == ["conv2d+bias"] * 4
     scheduled, _ = schedule_for_cpu(mod, get_target("x86-64-v3"))
     dot = sorted(gv.name_hint for gv, f in scheduled.functions_items()

@@ -299,3 +299,38 @@ def test_command_line_runs_checks_and_benches_on_the_device(lab_device, cnn, tmp
     assert "EMULATED" in capsys.readouterr().out
     assert main(["run", str(artifacts["arm64-a76"]), "--device", lab_device, "--random-inputs"]) == 1
     assert "lacks CPU features asimddp (dotprod)" in capsys.readouterr().err
+
+
+def test_a76_int8_convs_run_on_sdot_and_match_onnxruntime(lab_device, tmp_path):
+    """On arm64-a76 (+dotprod) the integer convs are scheduled on sdot (exact for 8-bit weights,
+    so the default quantization), and the artifact, on an emulated Cortex-A76 behind the
+    tracker, matches onnxruntime running the QDQ graph op by op."""
+    import onnxruntime as ort
+    from edgec.targets import get_target
+    from edgec.targets.cpu_schedules import schedule_for_cpu
+    from edgec.targets.int8 import lower_integer_kernels
+    from edgec.targets.int8_schedules import dot_product_for
+
+    from tests.test_int8 import dot_product_cnn, imported
+
+    onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(9)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
+    a76 = get_target("arm64-a76")
+    mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), dot_product_for(a76))
+    assert report.lowered == ["conv2d+bias"] * 4
+    scheduled, _ = schedule_for_cpu(mod, a76)
+    assert sum("llvm.aarch64.neon.sdot" in f.script() for _, f in scheduled.functions_items()) == 4
+
+    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "arm64-a76", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    state = lab.start("arm64-a76")
+    server = next(server for server in state.servers if server.target == "arm64-a76")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    feeds = {"x": rng.standard_normal((1, 3, 14, 14)).astype(np.float32)}
+    with load_remote(str(tmp_path / "q.edgec"), state.device_for(server), timeout=120) as remote:
+        actual = remote.run(feeds)["c4.r"]
+    expected = session.run(None, feeds)[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
