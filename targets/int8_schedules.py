@@ -10,6 +10,8 @@ channels (one register of int32 lanes) x 4 input channels:
   ``vpmaddwd`` with ones (int16 -> int32, pairs summed): 8 channels x 4. The int16 pair
   sum is exact only while ``|a0*w0 + a1*w1| <= 32767``: uint8 activations (0..255) with
   weights in [-64, 64], i.e. 7-bit weights (``quantize{reduce-range}``).
+- x86 with AVX-512 VNNI: ``vpdpbusd``, uint8 x int8 summed straight into int32, exact for
+  any weights: 16 channels x 4.
 - arm64 with ``+dotprod`` (Cortex-A76 and later): ``sdot``, int8 x int8 summed straight
   into int32, exact for any weights: 4 channels x 4.
 
@@ -17,8 +19,8 @@ The contract with ``int8.py`` (``dot_operand``): an integer conv reads the activ
 dtype of the target's dot product only when the product is exact for its weights; it
 shifts other activations by 128 to the other dtype. So the schedule can decide from
 dtypes alone (it never sees the weights' values): on AVX2 a uint8 x int8 conv takes the
-dot product and an int8 x int8 one the generic rule; on arm64 every int8 x int8 conv
-takes ``sdot``.
+dot product and an int8 x int8 one the generic rule; with VNNI every conv reads uint8 and
+takes ``vpdpbusd``; on arm64 every int8 x int8 conv takes ``sdot``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class DotProduct:
 
 
 AVX2_U8I8 = DotProduct("edgec_dot_8x4_u8i8i32_avx2", "uint8", lanes=8, depth=4, weight_limit=64, registers=16)
+AVX512_VNNI = DotProduct("edgec_dot_16x4_u8i8i32_vnni", "uint8", lanes=16, depth=4, weight_limit=None, registers=32)
 NEON_SDOT = DotProduct("edgec_dot_4x4_i8i8i32_sdot", "int8", lanes=4, depth=4, weight_limit=None, registers=32)
 
 
@@ -57,6 +60,8 @@ def dot_product_for(target) -> DotProduct | None:
     """The dot product a CPU target's features offer, if any."""
     if target.device != "cpu":
         return None
+    if "avx512_vnni" in target.features:
+        return AVX512_VNNI
     if "avx2" in target.features:
         return AVX2_U8I8
     if "asimddp" in target.features:
@@ -66,7 +71,7 @@ def dot_product_for(target) -> DotProduct | None:
 
 @cache
 def register_intrinsics() -> None:
-    """Register both dot products with TVM (once per process). The accumulator buffer is
+    """Register the dot products with TVM (once per process). The accumulator buffer is
     ``local``, the scope the register tile keeps it in."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
@@ -114,7 +119,21 @@ def register_intrinsics() -> None:
                 T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
                 C.vload([0], dtype="int32x4"), activations, B.vload([0, 0], dtype="int8x16"), dtype="int32x4")
 
+    @T.prim_func(s_tir=True)
+    def vnni(A: T.Buffer((4,), "uint8", offset_factor=1),
+             B: T.Buffer((16, 4), "int8", offset_factor=1),
+             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            activations = T.reinterpret(T.broadcast(quad, 16), dtype="uint8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"), activations, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
     TensorIntrin.register(AVX2_U8I8.intrinsic, description("uint8", 8), avx2)
+    TensorIntrin.register(AVX512_VNNI.intrinsic, description("uint8", 16), vnni)
     TensorIntrin.register(NEON_SDOT.intrinsic, description("int8", 4), sdot)
 
 

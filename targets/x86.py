@@ -34,7 +34,7 @@ LEVEL_V3 = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe")
 """x86-64-v3's features, as ``/proc/cpuinfo`` flags (x86-64 psABI, microarchitecture levels)."""
 LEVEL_V4 = LEVEL_V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
 """x86-64-v4's features: v3 plus the AVX-512 subsets every AVX-512 CPU since Skylake-SP has."""
-HOST_FEATURES = LEVEL_V4 + ("avx512vnni", "avx_vnni")
+HOST_FEATURES = LEVEL_V4 + ("avx512_vnni", "avx_vnni")
 """The flags recorded for the host target: the levels' and the int8 dot products (VNNI)."""
 NO_POWER_FIGURE = "none declared: no particular chip; declare one in a custom board file"
 
@@ -72,21 +72,25 @@ def x86_targets() -> list[TargetSpec]:
         ),
         level("x86-64-v3", LEVEL_V3, 256, 16, "portable x86-64 with AVX2 and FMA (Haswell, Zen 1 and later)"),
         level("x86-64-v4", LEVEL_V4, 512, 32, "portable x86-64 with AVX-512 (Skylake-SP, Ice Lake, Zen 4 and later)"),
+        level("x86-64-vnni", LEVEL_V4 + ("avx512_vnni",), 512, 32,
+              "AVX-512 with VNNI, the int8 dot product (Cascade Lake, Ice Lake, Zen 4 and later)", mcpu="cascadelake"),
     ]
 
 
 DTYPES = ("float32", "float16", "int8", "uint8", "int32", "int64", "bool")
 
 
-def level(name: str, features: tuple[str, ...], vector_bits: int, registers: int, description: str) -> TargetSpec:
-    """A psABI microarchitecture level: LLVM's CPU of that name, tuned generically, all host cores."""
+def level(name: str, features: tuple[str, ...], vector_bits: int, registers: int, description: str,
+          mcpu: str | None = None) -> TargetSpec:
+    """A psABI microarchitecture level (or ``mcpu``, the oldest LLVM CPU with ``features``),
+    tuned generically, all host cores."""
     cores = physical_cores()
     return TargetSpec(
         name=name,
         family="x86",
         description=description,
         triple="x86_64-linux-gnu",
-        tvm_target={"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": name, "num-cores": cores},
+        tvm_target={"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu or name, "num-cores": cores},
         host_machine="x86_64",
         cores=cores,
         features=features,

@@ -9,6 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.cli import main
+from edgec.host import cpu_features
 from edgec.importer import load_model
 from tests.models import make_model, small_cnn
 
@@ -182,7 +183,6 @@ def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
     from edgec.targets.int8 import lower_integer_kernels
     from edgec.targets.int8_schedules import AVX2_U8I8
 
-    from edgec.host import cpu_features
     from edgec.runtime import load
 
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
@@ -274,3 +274,57 @@ def test_transformer_encoder_int8_close_to_float_and_to_onnxruntime(tmp_path):
         actual = compiled.run(feeds)["hidden"].ravel()
         assert actual @ reference / (np.linalg.norm(actual) * np.linalg.norm(reference)) > 0.99
         assert actual @ qdq / (np.linalg.norm(actual) * np.linalg.norm(qdq)) > 0.9999
+
+
+def test_vnni_target_compiles_its_convs_to_vpdpbusd(tmp_path):
+    """x86-64-vnni (AVX-512 VNNI): every conv reads uint8 (vpdpbusd is exact for 8-bit weights)
+    and those with whole 16-channel registers are tensorized; the linked library holds the
+    instruction. Running it needs a VNNI CPU (the next test)."""
+    import shutil
+    import subprocess
+
+    from edgec.targets import get_target
+    from edgec.targets.cpu_schedules import schedule_for_cpu
+    from edgec.targets.int8 import lower_integer_kernels
+    from edgec.targets.int8_schedules import AVX512_VNNI, dot_product_for
+
+    from edgec.artifact import open_artifact
+
+    vnni = get_target("x86-64-vnni")
+    assert dot_product_for(vnni) is AVX512_VNNI and vnni.int8_weight_bits == 8
+    onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(10)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
+    mod, _ = lower_integer_kernels(imported(tmp_path / "q.onnx"), AVX512_VNNI)
+    scheduled, _ = schedule_for_cpu(mod, vnni)
+    assert sum("llvm.x86.avx512.vpdpbusd.512" in f.script() for _, f in scheduled.functions_items()) == 2  # 16, 32 channels
+
+    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64-vnni", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    artifact = open_artifact(tmp_path / "q.edgec")
+    (tmp_path / "model.so").write_bytes(artifact.read_member(artifact.libraries()[0]))
+    if shutil.which("objdump") is None:
+        pytest.skip("objdump (binutils) is not installed to disassemble the library")
+    disassembly = subprocess.run(["objdump", "-d", str(tmp_path / "model.so")], capture_output=True, text=True, check=True)
+    assert "vpdpbusd" in disassembly.stdout
+
+
+@pytest.mark.skipif("avx512_vnni" not in cpu_features(),
+                    reason="this CPU has no AVX-512 VNNI: the vpdpbusd kernels are compiled (test above), not run")
+def test_vnni_artifact_matches_onnxruntime(tmp_path):
+    import onnxruntime as ort
+
+    from edgec.runtime import load
+
+    onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
+    rng = np.random.default_rng(10)
+    np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
+    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
+    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64-vnni", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
+    compiled = load(tmp_path / "q.edgec")
+    feeds = {"x": rng.standard_normal((1, 3, 14, 14)).astype(np.float32)}
+    expected = session.run(None, feeds)[0]
+    np.testing.assert_allclose(compiled.run(feeds)["c4.r"], expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())

@@ -102,7 +102,7 @@ def test_custom_board_errors_name_file_line_and_field(tmp_path, edit, message):
         get_target(str(tmp_path / "board.toml"))
 
 
-PORTABLE = {"x86-64-v3", "x86-64-v4"}
+PORTABLE = {"x86-64-v3", "x86-64-v4", "x86-64-vnni"}
 """Targets naming no particular machine: no memory size to declare."""
 
 
