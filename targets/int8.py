@@ -122,7 +122,8 @@ def integer_conv(call, x_call, w_call, values: Constants, dot: DotProduct | None
     if fits and int(attrs.groups) == 1 and weight.shape[1] % dot.depth:
         extra = dot.depth - weight.shape[1] % dot.depth
         w = relax.const(np.pad(weight, [(0, 0), (0, extra), (0, 0), (0, 0)]), "int8")
-    padded = relax.op.nn.pad(x, [0, 0, 0, extra, top, bottom, left, right], pad_value=float(zero))
+    widths = [0, 0, 0, extra, top, bottom, left, right]
+    padded = relax.op.nn.pad(x, widths, pad_value=float(zero)) if any(widths) else x
     acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
                              groups=int(attrs.groups), out_dtype="int32")
     correction = -zero * weight.astype(np.int64).reshape(channels, -1).sum(axis=1)
