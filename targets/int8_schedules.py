@@ -106,35 +106,32 @@ def register_intrinsics() -> None:
             C[T.ramp(T.int32(0), 1, 8)] += T.call_llvm_pure_intrin(
                 T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.int16x16(1), dtype="int32x8")
 
-    @T.prim_func(s_tir=True)
-    def sdot(A: T.Buffer((4,), "int8", offset_factor=1),
-             B: T.Buffer((4, 4), "int8", offset_factor=1),
-             C: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-            T.writes(C[0:4])
-            quad = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
-            activations = T.reinterpret(T.broadcast(quad, 4), dtype="int8x16")
-            C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-                C.vload([0], dtype="int32x4"), activations, B.vload([0, 0], dtype="int8x16"), dtype="int32x4")
+    def summed_into_int32(activation: str, lanes: int, instruction: str):
+        """``C = instruction(C, A broadcast, B)``: each lane's four products summed straight into
+        int32 in one instruction (VNNI's vpdpbusd, arm64's sdot)."""
+        quad_dtype, wide_dtype, out_dtype = f"{activation}x4", f"{activation}x{4 * lanes}", f"int32x{lanes}"
+        weight_dtype = f"int8x{4 * lanes}"
 
-    @T.prim_func(s_tir=True)
-    def vnni(A: T.Buffer((4,), "uint8", offset_factor=1),
-             B: T.Buffer((16, 4), "int8", offset_factor=1),
-             C: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            activations = T.reinterpret(T.broadcast(quad, 16), dtype="uint8x64")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"), activations, B.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+        @T.prim_func(s_tir=True)
+        def impl(A: T.Buffer((4,), activation, offset_factor=1),
+                 B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+                 C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+                T.writes(C[0:lanes])
+                quad = T.reinterpret(A.vload([0], quad_dtype), dtype="int32")
+                activations = T.reinterpret(T.broadcast(quad, lanes), dtype=wide_dtype)
+                C[T.ramp(T.int32(0), 1, lanes)] = T.call_llvm_pure_intrin(
+                    T.llvm_lookup_intrinsic_id(instruction), C.vload([0], dtype=out_dtype), activations,
+                    B.vload([0, 0], dtype=weight_dtype), dtype=out_dtype)
+
+        return impl
 
     TensorIntrin.register(AVX2_U8I8.intrinsic, description("uint8", 8), avx2)
-    TensorIntrin.register(AVX512_VNNI.intrinsic, description("uint8", 16), vnni)
-    TensorIntrin.register(NEON_SDOT.intrinsic, description("int8", 4), sdot)
+    TensorIntrin.register(AVX512_VNNI.intrinsic, description("uint8", 16),
+                          summed_into_int32("uint8", 16, "llvm.x86.avx512.vpdpbusd.512"))
+    TensorIntrin.register(NEON_SDOT.intrinsic, description("int8", 4),
+                          summed_into_int32("int8", 4, "llvm.aarch64.neon.sdot.v4i32.v16i8"))
 
 
 def is_dot_block(sch, block, dot: DotProduct) -> bool:
