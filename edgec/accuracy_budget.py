@@ -35,6 +35,8 @@ from .profile import METRICS, Profile
 
 logger = logging.getLogger(__name__)
 
+NOT_MET = "the budget is not met even with every quantized op reverted"
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -106,10 +108,7 @@ class BudgetResult:
     def summary(self) -> list[str]:
         lines = [(f"{self.metric}: float {self.float_value:.4g}, all quantized {self.first_value:.4g}, "
                   f"kept {self.quantized_value:.4g} (drop {self.drop:.4g}, budget {self.max_drop:g})")]
-        lines += [f"kept in float: {name} (SQNR {self.sqnr_db[name]:.1f} dB alone)" for name in self.reverted]
-        if not self.met:
-            lines.append("the budget is not met even with every quantized op reverted")
-        return lines
+        return lines + [f"kept in float: {name} (SQNR {self.sqnr_db[name]:.1f} dB alone)" for name in self.reverted]
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "float": self.float_value, "quantized": self.quantized_value,

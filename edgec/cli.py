@@ -442,7 +442,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     flags (on AVX2 targets compile defaults to --reduce-range; quantize knows no target)."""
     import onnx
 
-    from .accuracy_budget import fit_budget, resolve_budget
+    from .accuracy_budget import NOT_MET, fit_budget, resolve_budget
     from .compliance import weight_bytes
     from .driver import check_writable
     from .exporter import export_model
@@ -469,7 +469,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     prepared = PassManager(Pipeline(pipeline.passes[:-1])).run(ir_model)
     float_model = convert_model(export_model(prepared)) if report else None
     record: dict = {}
-    reasons = {name: "--no-quantize" for name in quantize.options.excluded}
+    fitted = None
     if budget is None:
         manager = PassManager(Pipeline([quantize]))
         ir_model = manager.run(prepared)
@@ -479,17 +479,17 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
         fitted = fit_budget(prepared, quantize.options, budget)
         ir_model = fitted.model
         record["budget"] = fitted.to_dict()
-        reasons.update({name: fitted.why(name) for name in fitted.reverted})
         for line in fitted.summary():
-            click.echo(f"edgec: {'warning: ' if line.startswith('the budget') else ''}{line}", err=True)
+            click.echo(f"edgec: {line}", err=True)
+        if not fitted.met:
+            click.echo(f"edgec: warning: {NOT_MET}", err=True)
     if report:
-        from .calibration import load_calibration
-        from .quant_report import format_rows, layer_rows, rows_to_dicts
+        from .quant_report import format_rows, layer_record
 
-        source = load_calibration(data, float_model, "--data") if data else load_calibration(options["calib"], float_model)
-        rows = layer_rows(float_model, ir_model, source, reasons)
+        rows, layers = layer_record(float_model, ir_model, data or options["calib"], "--data" if data else "--calib",
+                                    quantize.options.excluded, fitted)
         click.echo(format_rows(rows))
-        record.update(layers=rows_to_dicts(rows), sqnr_data=Path(data or options["calib"]).name)
+        record.update(layers)
     if record:
         ir_model.metadata["edgec.quantization"] = json.dumps(record)
     onnx.save(export_model(ir_model), output)

@@ -224,17 +224,12 @@ def fit_accuracy_budget(plan: Plan, prepared: Model):
 def quantization_record(plan: Plan, prepared: Model, model: Model, fitted) -> dict:
     """Per quantized layer: placement, scales and zero points, and SQNR against the float model
     over the budget's data (else the calibration data); and the budget's outcome."""
-    from .calibration import load_calibration
-    from .quant_report import layer_rows, rows_to_dicts
+    from .quant_report import layer_record
 
     spec = quantize_spec(plan.pipeline)
-    reasons = {name: "--no-quantize" for name in spec.options.excluded}
-    if fitted is not None:
-        reasons.update({name: fitted.why(name) for name in fitted.reverted})
-    source = plan.budget.data if plan.budget else Path(spec.options.calib)
-    data = load_calibration(source, prepared, "--data" if plan.budget else "--calib")
-    return {"sqnr_data": source.name, "budget": fitted.to_dict() if fitted else None,
-            "layers": rows_to_dicts(layer_rows(prepared, model, data, reasons))}
+    source, flag = (plan.budget.data, "--data") if plan.budget else (Path(spec.options.calib), "--calib")
+    _, record = layer_record(prepared, model, source, flag, spec.options.excluded, fitted)
+    return {**record, "budget": fitted.to_dict() if fitted else None}
 
 
 def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:

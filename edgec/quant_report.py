@@ -12,6 +12,7 @@ For each Conv, ConvTranspose, Gemm and MatMul of the quantized model:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -73,6 +74,20 @@ def layer_rows(float_model: Model, quantized: Model, data, reasons: dict[str, st
         why = "" if activation is not None else reasons.get(key, "no float32 activation input to quantize")
         rows.append(LayerRow(key, node.op_type, placement, why, scale, zero, weight_scales, ratio_db(signal[i], noise[i])))
     return rows
+
+
+def layer_record(float_model: Model, quantized: Model, data_path, flag: str, excluded: list[str],
+                 fitted=None) -> tuple[list[LayerRow], dict]:
+    """The rows over ``data_path`` (read as ``flag``), and the record of them the QDQ file's
+    metadata and the artifact keep. A float layer says why: ``--no-quantize`` (``excluded``)
+    or the accuracy budget (``fitted``, its ``BudgetResult``)."""
+    from .calibration import load_calibration
+
+    reasons = {name: "--no-quantize" for name in excluded}
+    if fitted is not None:
+        reasons.update({name: fitted.why(name) for name in fitted.reverted})
+    rows = layer_rows(float_model, quantized, load_calibration(data_path, float_model, flag), reasons)
+    return rows, {"layers": rows_to_dicts(rows), "sqnr_data": Path(data_path).name}
 
 
 def format_rows(rows: list[LayerRow]) -> str:

@@ -562,14 +562,7 @@ def _tile_conv(sch, conv, epilogue, work: int, lanes: int, oc_tile: int, ow_tile
 def _finish_register_tile(sch, block, epilogue, anchor, rows, columns, lanes: int, first_reduction) -> None:
     """Accumulate in a local tile, written out (through the epilogue, if any) once per
     ``anchor`` iteration; ``rows`` unrolled, ``columns`` as unrolled vectors of ``lanes``."""
-    if epilogue is not None:
-        sch.set_scope(block, 0, "local")
-        sch.reverse_compute_at(epilogue, anchor)
-        _vectorize_innermost(sch, epilogue, lanes)
-    else:
-        store = sch.cache_write(block, 0, "local")
-        sch.reverse_compute_at(store, anchor)
-        _vectorize_innermost(sch, store, lanes)
+    _accumulate_locally(sch, block, epilogue, anchor, lanes)
     sch.unroll(rows)
     vectors = max(1, (_extent(sch, columns) or lanes) // lanes)
     if vectors > 1:
@@ -580,6 +573,19 @@ def _finish_register_tile(sch, block, epilogue, anchor, rows, columns, lanes: in
         sch.vectorize(columns)
     init = sch.decompose_reduction(block, first_reduction)
     _vectorize_innermost(sch, init, lanes)
+
+
+def _accumulate_locally(sch, block, epilogue, anchor, lanes: int) -> None:
+    """The block's output in a local buffer, written out (through the epilogue, if any) in
+    vectors of ``lanes`` once per ``anchor`` iteration."""
+    if epilogue is not None:
+        sch.set_scope(block, 0, "local")
+        sch.reverse_compute_at(epilogue, anchor)
+        _vectorize_innermost(sch, epilogue, lanes)
+    else:
+        store = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(store, anchor)
+        _vectorize_innermost(sch, store, lanes)
 
 
 def _vector_width(channels: int, tiles: Tiles) -> int:

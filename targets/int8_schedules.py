@@ -164,6 +164,7 @@ def conv2d_nhwc_dot(sch, conv, epilogue, dot: DotProduct) -> bool:
     of 4) outside. False, with the schedule untouched, when the shape does not fit (input
     channels not a multiple of 4, output channels not of a register's lanes)."""
     from .cpu_schedules import (
+        _accumulate_locally,
         _extent,
         _is_parameter,
         _pack_weight,
@@ -191,14 +192,7 @@ def conv2d_nhwc_dot(sch, conv, epilogue, dot: DotProduct) -> bool:
     rc_o, rc_i = sch.split(rc, [None, dot.depth])
     sch.reorder(n, co_o, h, w_o, rh, rw, rc_o, w_i, co_v, co_lanes, rc_i)
     _parallel(sch, sch.fuse(n, co_o, h), work)
-    if epilogue is not None:
-        sch.set_scope(conv, 0, "local")
-        sch.reverse_compute_at(epilogue, w_o)
-        _vectorize_innermost(sch, epilogue, dot.lanes)
-    else:
-        store = sch.cache_write(conv, 0, "local")
-        sch.reverse_compute_at(store, w_o)
-        _vectorize_innermost(sch, store, dot.lanes)
+    _accumulate_locally(sch, conv, epilogue, w_o, dot.lanes)
     init = sch.decompose_reduction(conv, rh)
     _vectorize_innermost(sch, init, dot.lanes)
     sch.unroll(w_i)
