@@ -200,21 +200,37 @@ def test_every_kernel_is_marked_scheduled():
     assert funcs and all(bool(f.attrs["tirx.is_scheduled"]) for f in funcs)
 
 
-def test_weight_transforms_run_at_compile_time():
-    """The OIHW->HWIO permute and the packing by 16-channel block (two AVX2 vectors) are applied
-    to the attached weights, not left in main."""
-    mod, weights, _ = compile_scheduled(conv_model(16, 32, 8, 3, pad=1), host_spec())
-    assert [tuple(w.shape) for w in weights][0] == (2, 3, 3, 16, 16)
+def channel_block(spec) -> int:
+    """The rules' output-channel block: two float32 vectors of the target."""
+    return 2 * spec.vector_bits // 32
+
+
+@pytest.mark.parametrize("target", ["x86-64-v3", "x86-64-v4"])
+def test_weight_transforms_run_at_compile_time(target):
+    """The OIHW->HWIO permute and the packing by two-vector channel block (16 channels on
+    AVX2, 32 on AVX-512) are applied to the attached weights, not left in main."""
+    from edgec.targets import get_target
+
+    spec = get_target(target)
+    block = channel_block(spec)
+    mod, weights, _ = compile_scheduled(conv_model(16, 32, 8, 3, pad=1), spec)
+    assert [tuple(w.shape) for w in weights][0] == (32 // block, 3, 3, 16, block)
     names = [gv.name_hint for gv in mod.get_global_vars()]
     assert "main_transform_params" not in names and not any(name.endswith("_weight_prepack") for name in names)
     assert any(name.endswith("_prepacked") for name in names)
 
 
-def test_dense_weights_are_packed_by_column_block_but_activations_are_not():
-    """A constant 2-D matmul operand is packed at compile time; attention's two activations are not."""
-    mod, weights, _ = compile_scheduled(matmul_model(*MATMULS["dense-ffn-gelu"]), host_spec())
-    assert (16, 128, 16) in [tuple(w.shape) for w in weights]
-    mod, _, _ = compile_scheduled(matmul_model(*MATMULS["attention-context"]), host_spec())
+@pytest.mark.parametrize("target", ["x86-64-v3", "x86-64-v4"])
+def test_dense_weights_are_packed_by_column_block_but_activations_are_not(target):
+    """A constant 2-D matmul operand is packed at compile time by two-vector column block;
+    attention's two activations are not."""
+    from edgec.targets import get_target
+
+    spec = get_target(target)
+    block = channel_block(spec)
+    mod, weights, _ = compile_scheduled(matmul_model(*MATMULS["dense-ffn-gelu"]), spec)
+    assert (256 // block, 128, block) in [tuple(w.shape) for w in weights]
+    mod, _, _ = compile_scheduled(matmul_model(*MATMULS["attention-context"]), spec)
     assert not any("prepack" in gv.name_hint for gv in mod.get_global_vars())
 
 
