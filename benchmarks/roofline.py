@@ -54,7 +54,7 @@ def measured_peak(threads: int) -> tuple[float, float]:
 
 
 def conv_kernels(name: str, threads: int) -> list[dict]:
-    from edgec.driver import DEFAULT_PIPELINE
+    from edgec.pipelines import DEFAULT_PIPELINE
     from edgec.importer import import_proto
     from edgec.pass_manager import PassManager, Pipeline
     from edgec.targets import get_target

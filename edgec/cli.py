@@ -49,7 +49,7 @@ def progress_display(enabled: bool):
 
 def pipeline_options(command):
     """The MLIR-style pass-pipeline flags shared by ``compile`` and ``opt``."""
-    from .driver import DEFAULT_PIPELINE
+    from .pipelines import DEFAULT_PIPELINE
 
     decorators = [
         click.option("--passes", "pipeline", default=DEFAULT_PIPELINE, show_default=True, metavar="PIPELINE",
@@ -345,7 +345,7 @@ def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: st
 
     Records are appended as they are measured, so a killed run resumes where it stopped.
     'edgec compile --tuning-db DIR' then uses them."""
-    from .driver import DEFAULT_PIPELINE
+    from .pipelines import DEFAULT_PIPELINE
     from .importer import ensure_static, load_model
     from .pass_manager import PassManager, Pipeline
     from .remote import parse_device
@@ -448,7 +448,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     from .exporter import export_model
     from .importer import convert_model, load_model
     from .pass_manager import PassManager, Pipeline
-    from .passes.quantize import PREPARE
+    from .pipelines import PIPELINES
 
     resolved = None
     if profile or overrides:  # a profile's accuracy section is the budget; its scheme picks the weight scales
@@ -461,7 +461,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     budget = resolve_budget(data, metric, max_drop, resolved)
     output = output or Path(model.stem + ".qdq.onnx")
     check_writable(output)
-    pipeline = Pipeline.parse(quantized_pipeline(PREPARE, options))
+    pipeline = Pipeline.parse(quantized_pipeline(",".join(PIPELINES["quantize-prepare"]), options))
     quantize = pipeline.passes[-1]
     ir_model = load_model(model, {})
     pipeline.check_inputs(ir_model)
@@ -926,6 +926,7 @@ def passes_command() -> None:
     import dataclasses
 
     from .pass_manager import format_option, registered_passes
+    from .pipelines import PIPELINES
 
     for name, cls in sorted(registered_passes().items()):
         options = ", ".join(
@@ -933,6 +934,9 @@ def passes_command() -> None:
         )
         summary = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"{name}: ")
         click.echo(f"{name:<18} {summary}" + (f"\n{'':<18} options: {options}" if options else ""))
+    click.echo("\nnamed pipelines:")
+    for name, steps in PIPELINES.items():
+        click.echo(f"{name:<18} {','.join(steps)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,13 +25,13 @@ from .exporter import export_model
 from .importer import convert_model, ensure_static, load_model
 from .ir import Model
 from .pass_manager import Instrument, PassManager, PassSpec, Pipeline
+from .pipelines import DEFAULT_PIPELINE
 from .passes.plan_memory import plan_memory, target_alignment
 from .profile import Profile, from_metadata_props, load_profile
 from .report import build_report, with_runtime_memory
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PIPELINE = "remove-identity,fold-constants,fold-batchnorm,fold-conv-affine,eliminate-dead,reorder-for-memory"
 
 
 @dataclass

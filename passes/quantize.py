@@ -62,6 +62,7 @@ from edgec.pass_manager import (
     Pipeline,
     register_pass,
 )
+from edgec.pipelines import insert_at_quantize_point
 
 logger = logging.getLogger(__name__)
 
@@ -423,16 +424,9 @@ class Quantize(Pass):
             raise CompileError(f"unknown calibrator '{self.options.calibrator}' (known: {', '.join(CALIBRATORS)})")
 
 
-PREPARE = "remove-identity,fold-constants,fold-batchnorm,eliminate-dead"
-"""What ``edgec quantize`` runs first: the default compile pipeline up to where it quantizes,
-so quantizing then compiling gives the same graph as compiling with ``--calib``."""
-
-
 def with_quantize(pipeline: str, options: QuantizeOptions) -> str:
-    """``pipeline`` with a quantize step before its memory passes (or at the end)."""
-    specs = Pipeline.parse(pipeline).passes
-    if any(spec.name == Quantize.name for spec in specs):
+    """``pipeline`` with a quantize step at its quantize point (before its memory passes)."""
+    parsed = Pipeline.parse(pipeline)
+    if any(spec.name == Quantize.name for spec in parsed):
         raise UsageError("--calib with a pipeline that already quantizes: give the options in one place")
-    at = next((i for i, spec in enumerate(specs) if spec.name in ("reorder-for-memory", "plan-memory")), len(specs))
-    specs.insert(at, PassSpec(Quantize.name, options))
-    return str(Pipeline(specs))
+    return str(insert_at_quantize_point(parsed, PassSpec(Quantize.name, options)))

@@ -38,6 +38,7 @@ from edgec.artifact import LIBRARY
 from edgec.errors import CompileError, UsageError
 from edgec.ir import Graph, Model, Node, Value, verify
 from edgec.pass_manager import PassSpec, Pipeline
+from edgec.pipelines import append_at_partition_point
 from edgec.passes.partition import CPU, PartitionOptions, PartitionPlan, node_keys
 from edgec.passes.plan_memory import plan_memory, target_alignment
 
@@ -59,7 +60,7 @@ def with_partitioning(pipeline: Pipeline, target_name: str, target: TargetSpec, 
     if target.device == CPU and fallback is None:
         return pipeline
     options = PartitionOptions(target=target_name, fallback=fallback or "cpu")
-    return Pipeline([*pipeline.passes, PassSpec("partition", options)])
+    return append_at_partition_point(pipeline, PassSpec("partition", options))
 
 
 def runs_on(device: str) -> str:

@@ -26,7 +26,7 @@ def compile_scheduled(model, spec):
 
     from edgec.targets.cpu_schedules import schedule_for_cpu
 
-    from edgec.driver import DEFAULT_PIPELINE
+    from edgec.pipelines import DEFAULT_PIPELINE
     from edgec.importer import import_proto
     from edgec.pass_manager import PassManager, Pipeline
     from edgec.targets.lowering import onnx_for_tvm

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper
 
 from edgec.artifact import open_artifact
 from edgec.cli import main
-from edgec.driver import DEFAULT_PIPELINE
+from edgec.pipelines import DEFAULT_PIPELINE
 from edgec.ir import parse_model
 from edgec.passes.partition import partition_graph
 from edgec.targets import get_target

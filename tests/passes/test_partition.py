@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import edgec.passes.partition  # noqa: F401  registers the pass until edgec.passes imports it
-from edgec.driver import DEFAULT_PIPELINE
+from edgec.pipelines import DEFAULT_PIPELINE
 from edgec.errors import CompileError
 from edgec.exporter import export_model
 from edgec.importer import import_proto
