@@ -409,6 +409,10 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
     from .pass_manager import PassManager, Pipeline
 
     check_pass_names(options)
+    if output is not None:
+        from .driver import check_writable
+
+        check_writable(output)
     pipeline = Pipeline.parse(options["pipeline"])
     ir_model = load_model(model, parse_shapes(options["input_shapes"]))
     pipeline.check_inputs(ir_model)
@@ -507,15 +511,33 @@ def read_inputs(compiled, inputs_file: Path | None, input_specs, random_inputs: 
     if inputs_file:
         if not inputs_file.is_file():
             raise UsageError(f"--inputs {inputs_file}: no such file")
-        with np.load(inputs_file) as data:
-            return {name: data[name] for name in data.files}
+        return dict(load_arrays(inputs_file, "--inputs"))
     feeds = {}
     for spec in input_specs:
         name, sep, file = spec.partition("=")
         if not sep or not Path(file).is_file():
             raise UsageError(f"--input {spec}: expected NAME=FILE.npy with an existing file")
-        feeds[name] = np.load(file)
+        feeds[name] = load_arrays(Path(file), "--input")
     return feeds
+
+
+def load_arrays(path: Path, flag: str):
+    """An .npz's arrays by name, or an .npy's array, refusing pickles (loading one runs code)."""
+    import zipfile
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded as data:
+            return {name: data[name] for name in data.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UsageError(f"{flag} {path}: holds pickled objects, which edgec does not load; "
+                             "save plain numeric arrays (np.savez)") from None
+        raise UsageError(f"{flag} {path}: not a NumPy file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{flag} {path}: not a NumPy file ({exc})") from None
 
 
 def input_options(command):
@@ -555,6 +577,10 @@ def load_artifact(artifact: Path, device: str | None = None, timeout: float = 12
 def run_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs: bool, seed: int,
                 output_file) -> None:
     """Run a compiled ARTIFACT, here or on a lab device, and print or save its outputs."""
+    if output_file:
+        from .driver import check_writable
+
+        check_writable(output_file, "--output")
     compiled = load_artifact(artifact, device, timeout)
     feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
     outputs = compiled.run(feeds)
@@ -597,6 +623,10 @@ def check_command(artifact: Path, model: Path | None, profile: str | None, overr
 
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
+    if certificate_file:
+        from .driver import check_writable
+
+        check_writable(certificate_file)
     manifest = open_artifact(artifact).manifest
     if overrides and not profile:
         raise UsageError("--set needs --profile (the profile it overrides)")
@@ -895,11 +925,14 @@ def annotate_command(model: Path, profile: str | None, overrides, output: Path) 
     from .importer import read_proto
     from .profile import load_profile, to_metadata_props
 
+    from .driver import check_writable
+
     if not profile:
         raise UsageError("annotate needs --profile")
     resolved = load_profile(profile, overrides)
     if not model.is_file():
         raise UsageError(f"{model}: no such file")
+    check_writable(output)
     proto = read_proto(model)  # external weights stay where they are; only the graph file is rewritten
     kept = [p for p in proto.metadata_props if not p.key.startswith("edge.profile.")]
     del proto.metadata_props[:]
@@ -956,7 +989,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"edgec: error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("edgec: interrupted", err=True)
+        click.echo("edgec: aborted", err=True)
         return 130
     except Exception as exc:  # a bug in edgec or a library: one line, the traceback with -v
         logger.info("traceback of the internal error:", exc_info=True)
