@@ -148,7 +148,7 @@ def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: 
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
-        raise ModelError(f"{source}: shape inference failed: {exc}") from None
+        raise ModelError(f"{source}: shape inference failed: {' '.join(str(exc).split())}") from None  # one line
     except ValueError:  # protos over 2 GiB cannot be inferred in memory
         inferred = proto
     return convert_model(inferred)

@@ -55,7 +55,19 @@ def check_proto(proto: onnx.ModelProto, source: str) -> None:
             raise ModelError(f"{source}: input '{value.name}' is a string tensor; edgec compiles numeric tensors only")
         if elem not in TensorProto.DataType.values() or elem == TensorProto.UNDEFINED:
             raise ModelError(f"{source}: input '{value.name}' has invalid element type {elem}")
+    check_defined(graph, source)
     check_acyclic(graph, source)
+
+
+def check_defined(graph: onnx.GraphProto, source: str) -> None:
+    """Every tensor a top-level node reads is a graph input, an initializer or some node's output."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    defined |= {out for node in graph.node for out in node.output}
+    for index, node in enumerate(graph.node):
+        for name in node.input:
+            if name and name not in defined:
+                label = node.name or (node.output[0] if node.output else f"#{index}")
+                raise ModelError(f"{source}: node '{label}' ({node.op_type}) uses '{name}', which nothing defines")
 
 
 def check_text(source: str, what: str, text) -> None:
@@ -82,6 +94,12 @@ def check_graph(graph: onnx.GraphProto, source: str, opsets: dict[str, int]) -> 
             check_attribute(attr, node, label, source, opsets)
             for subgraph in [attr.g] if attr.type == A.GRAPH else list(attr.graphs):
                 check_graph(subgraph, source, opsets)
+        schema = schema_of(node, opsets)
+        if schema is not None:
+            given = {a.name for a in node.attribute}
+            missing = sorted(name for name, attr in schema.attributes.items() if attr.required and name not in given)
+            if missing:
+                raise ModelError(f"{source}: {label}: required attribute '{missing[0]}' is missing")
 
 
 def check_attribute(attr: AttributeProto, node: onnx.NodeProto, label: str, source: str, opsets: dict[str, int]) -> None:
@@ -96,14 +114,21 @@ def check_attribute(attr: AttributeProto, node: onnx.NodeProto, label: str, sour
         raise ModelError(f"{where} is of type GRAPH but holds no graph")
     for tensor in attr.tensors:
         check_initializer(tensor, source, f"{label}: attribute '{attr.name}' tensor")
-    default = node.domain in ("", "ai.onnx")
-    version = opsets.get("", opsets.get("ai.onnx")) if default else opsets.get(node.domain)
-    if version is None or not onnx.defs.has(node.op_type, version, node.domain):
+    schema = schema_of(node, opsets)
+    if schema is None:
         return  # check_opsets names unknown ops
-    schema = onnx.defs.get_schema(node.op_type, version, node.domain)
     expected = schema.attributes.get(attr.name)
     if expected is not None and int(expected.type) != attr.type:
         raise ModelError(f"{where} must be {ATTRIBUTE_TYPES[int(expected.type)]}, got {ATTRIBUTE_TYPES[attr.type]}")
+
+
+def schema_of(node: onnx.NodeProto, opsets: dict[str, int]):
+    """The op's schema in the model's opset, or None for an op onnx does not define there."""
+    default = node.domain in ("", "ai.onnx")
+    version = opsets.get("", opsets.get("ai.onnx")) if default else opsets.get(node.domain)
+    if version is None or not onnx.defs.has(node.op_type, version, node.domain):
+        return None
+    return onnx.defs.get_schema(node.op_type, version, node.domain)
 
 
 def check_initializer(tensor: TensorProto, source: str, what: str | None = None) -> None:
