@@ -4,8 +4,11 @@ Members, in this order:
 - ``manifest.json``: format version, tool versions, the source model's sha256, the
   target, the exact pipeline, the input/output signature, the weight index and the
   sha256 and size of every other member;
+- ``manifest.sha256``: the sha256 of ``manifest.json``, in hex (the manifest digest);
 - ``model.so``: the compiled library (it takes the weights as arguments);
-- ``weights.bin``: every weight, raw and little-endian, each at a 64-byte-aligned offset.
+- ``weights.bin``: every weight, raw and little-endian, each at a 64-byte-aligned offset;
+- ``manifest.sig`` (only in signed artifacts, ``edgec compile --sign``): the Ed25519
+  signature of the 32-byte manifest digest (see :mod:`edgec.trust`).
 
 A model split into several partitions (format version 2) has one library per
 partition instead of ``model.so``: ``partition0.so``, ``partition1.so``... in the
@@ -20,6 +23,14 @@ members are stored uncompressed at known offsets, so the runtime maps
 
 The bytes are reproducible: fixed member order, mtime 0, uid/gid 0, no user names,
 sorted JSON keys, no timestamps in the manifest.
+
+Reading trusts nothing (:func:`open_artifact`): before any member is used, every tar
+header must be a regular file whose name matches :data:`MEMBER_NAME` (no separators,
+no ``..``, nothing absolute), the members must be exactly those the manifest lists,
+with the sizes it records, the manifest must match its digest and stay within
+:data:`MAX_MANIFEST_BYTES` and :data:`MAX_DEPTH`, and the weight index must lie inside
+``weights.bin``. A member's sha256 is checked when it is read or mapped. The digest
+catches corruption; only a signature (:mod:`edgec.trust`) says who wrote the artifact.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import tempfile
 from dataclasses import dataclass
@@ -45,6 +57,14 @@ ALIGNMENT = 64
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 WEIGHTS = "weights.bin"
+DIGEST = "manifest.sha256"
+SIGNATURE = "manifest.sig"
+MEMBER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\Z")
+"""A member name: one plain file name (no ``/``, no ``\\``, not absolute), and never ``..``."""
+MAX_MANIFEST_BYTES = 4 << 20
+MAX_DEPTH = 32
+"""How deep the manifest's JSON may nest; edgec's own manifests nest about 6 levels."""
+MAX_MEMBERS = 1024
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -83,12 +103,23 @@ def tar_member(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+def valid_member_name(name: str) -> bool:
+    return bool(MEMBER_NAME.match(name)) and ".." not in name
+
+
+def manifest_bytes_of(manifest: dict) -> bytes:
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_artifact(path: Path, manifest: dict, library: bytes | dict[str, bytes],
                    weights: list[tuple[str, np.ndarray]]) -> dict:
     """Write the artifact atomically (a temp file in the same directory, then a rename)
     and return the complete manifest it holds. ``library`` is ``model.so``'s bytes, or
     member name -> bytes for one library per partition."""
     libraries = {LIBRARY: library} if isinstance(library, bytes) else dict(library)
+    bad = [name for name in libraries if not valid_member_name(name) or name in (MANIFEST, DIGEST, SIGNATURE, WEIGHTS)]
+    if bad:
+        raise ValueError(f"invalid library member name(s): {', '.join(bad)}")
     blob, index = pack_weights(weights)
     manifest = dict(manifest)
     manifest["format"] = FORMAT
@@ -96,35 +127,88 @@ def write_artifact(path: Path, manifest: dict, library: bytes | dict[str, bytes]
     manifest["weights"] = index
     members = {**libraries, WEIGHTS: blob}
     manifest["members"] = {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in members.items()}
-    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    write_members(Path(path), manifest_bytes_of(manifest), members)
+    return manifest
 
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+
+def write_members(path: Path, manifest_bytes: bytes, members: dict[str, bytes], signature: bytes | None = None) -> None:
+    """Write the tar: the manifest, its digest, the members, then the signature if any.
+
+    Atomic: a temp file beside ``path`` named after this process, then a rename. Temp
+    files that a killed edgec left for the same path are removed first."""
+    remove_stale_temporaries(path)
+    digest = (sha256_bytes(manifest_bytes) + "\n").encode()
+    entries = [(MANIFEST, manifest_bytes), (DIGEST, digest), *members.items(),
+               *([(SIGNATURE, signature)] if signature is not None else [])]
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                                         delete=False)
     try:
         with handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in ((MANIFEST, manifest_bytes), *members.items()):
+            for name, data in entries:
                 tar.addfile(tar_member(name, len(data)), io.BytesIO(data))
         os.chmod(handle.name, 0o644)
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
-    return manifest
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete ``.NAME.PID-*.tmp`` files beside ``path`` whose process is gone (a compile
+    killed while writing); a live process's temp file is left alone."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)-[^/]*\.tmp\Z")
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return
+    for candidate in candidates:
+        found = pattern.match(candidate.name)
+        if found and not process_alive(int(found.group(1))):
+            candidate.unlink(missing_ok=True)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return pid > 0  # someone else's process, or a name we did not write
+    return True
 
 
 @dataclass
 class ArtifactFile:
-    """An opened artifact: its manifest plus where each member's bytes lie."""
+    """An opened, structurally checked artifact: its manifest plus where each member's bytes lie."""
 
     path: Path
     manifest: dict
     offsets: dict[str, tuple[int, int]]  # member -> (offset in file, size)
+    manifest_digest: bytes = b""
+    """The sha256 of ``manifest.json``: what a signature signs."""
 
     def read_member(self, name: str) -> bytes:
+        """A member's bytes, checked against the size and sha256 in the manifest."""
         offset, size = self.offsets[name]
         with open(self.path, "rb") as handle:
             handle.seek(offset)
-            return handle.read(size)
+            data = handle.read(size)
+        self._check(name, data)
+        return data
+
+    def map_member(self, name: str) -> np.memmap:
+        """A read-only memory map of a member, hashed once (every page read) before it is returned."""
+        offset, size = self.offsets[name]
+        blob = np.memmap(self.path, dtype=np.uint8, mode="r", offset=offset, shape=(size,))
+        self._check(name, blob)
+        return blob
+
+    def _check(self, name: str, data) -> None:
+        expected = self.manifest["members"][name]
+        if len(data) != expected["size"]:
+            raise ArtifactError(f"{self.path}: member '{name}' is truncated ({len(data)} of {expected['size']} bytes)")
+        if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+            raise ArtifactError(f"{self.path}: member '{name}' is corrupt (sha256 mismatch with the manifest)")
 
     def libraries(self) -> list[str]:
         """The library members in the order they run: ``model.so``, or one per partition."""
@@ -132,32 +216,136 @@ class ArtifactFile:
 
     def verify_members(self) -> None:
         """Check each member against the sha256 recorded in the manifest."""
-        for name, expected in self.manifest["members"].items():
-            if sha256_bytes(self.read_member(name)) != expected["sha256"]:
-                raise ArtifactError(f"{self.path}: member '{name}' is corrupt (sha256 mismatch)")
+        for name in self.manifest["members"]:
+            self._check(name, self.map_member(name) if name == WEIGHTS else self.read_member(name))
 
 
 def open_artifact(path: str | os.PathLike) -> ArtifactFile:
-    """Read the manifest and member offsets; errors name the file and the problem."""
+    """Read and check the tar headers, the manifest and its digest; nothing is written.
+
+    Errors name the file and the member; every one is an ArtifactError (exit 1)."""
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such artifact")
     try:
         with tarfile.open(path, mode="r:") as tar:
-            offsets = {m.name: (m.offset_data, m.size) for m in tar.getmembers()}
-            member = tar.extractfile(MANIFEST) if MANIFEST in offsets else None
-            manifest = json.loads(member.read()) if member else None
-    except (tarfile.TarError, json.JSONDecodeError, OSError) as exc:
+            headers = read_headers(path, tar, path.stat().st_size)
+            if MANIFEST not in headers:
+                raise ArtifactError(f"{path}: not an edgec artifact (no edgec manifest)")
+            if headers[MANIFEST].size > MAX_MANIFEST_BYTES:
+                raise ArtifactError(f"{path}: member '{MANIFEST}' is {headers[MANIFEST].size} bytes, "
+                                    f"over the limit of {MAX_MANIFEST_BYTES}")
+            manifest_bytes = tar.extractfile(headers[MANIFEST]).read()
+            digest = tar.extractfile(headers[DIGEST]).read(100) if DIGEST in headers else None
+    except (tarfile.TarError, OSError) as exc:
         raise ArtifactError(f"{path}: not an edgec artifact ({exc})") from None
-    if not manifest or manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: not an edgec artifact (no edgec manifest)")
+    manifest = parse_manifest(path, manifest_bytes)
     if manifest.get("format_version") not in VERSIONS:
         raise ArtifactError(
             f"{path}: artifact format version {manifest.get('format_version')} is not supported "
             f"(this edgec reads versions {', '.join(map(str, VERSIONS))}); recompile the model"
         )
-    libraries = [p["library"] for p in manifest.get("partitions") or [{"library": LIBRARY}]]
-    missing = [m for m in (*libraries, WEIGHTS) if m not in offsets]
+    actual = hashlib.sha256(manifest_bytes)
+    if digest is None:
+        raise ArtifactError(f"{path}: member '{DIGEST}' is missing (written by an older edgec, "
+                            "or tampered with); recompile the model")
+    if digest.strip() != actual.hexdigest().encode():
+        raise ArtifactError(f"{path}: member '{MANIFEST}' is corrupt (its sha256 does not match '{DIGEST}')")
+    check_members(path, manifest, headers)
+    offsets = {name: (info.offset_data, info.size) for name, info in headers.items()}
+    return ArtifactFile(path, manifest, offsets, actual.digest())
+
+
+def read_headers(path: Path, tar: tarfile.TarFile, file_size: int) -> dict[str, tarfile.TarInfo]:
+    """Every member header, refusing links, devices, sparse files, odd names, duplicates and
+    members running past the end of the file, before any data is read."""
+    headers: dict[str, tarfile.TarInfo] = {}
+    while (info := tar.next()) is not None:
+        name = info.name
+        if not valid_member_name(name):
+            raise ArtifactError(f"{path}: member {name!r} has an invalid name (a plain file name is required: "
+                                "no path separators, no '..', not absolute)")
+        if info.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+            raise ArtifactError(f"{path}: member '{name}' is not a regular file (links and special files are refused)")
+        if name in headers:
+            raise ArtifactError(f"{path}: member '{name}' appears twice")
+        if info.offset_data + info.size > file_size:
+            raise ArtifactError(f"{path}: member '{name}' is truncated (the file ends before its {info.size} bytes)")
+        headers[name] = info
+        if len(headers) > MAX_MEMBERS:
+            raise ArtifactError(f"{path}: more than {MAX_MEMBERS} members")
+    return headers
+
+
+def parse_manifest(path: Path, data: bytes) -> dict:
+    """The manifest's JSON, its nesting measured before parsing (a deep one would exhaust the stack)."""
+    depth = json_depth(data)
+    if depth > MAX_DEPTH:
+        raise ArtifactError(f"{path}: member '{MANIFEST}' nests {depth} levels deep, over the limit of {MAX_DEPTH}")
+    try:
+        manifest = json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise ArtifactError(f"{path}: not an edgec artifact (member '{MANIFEST}' is not JSON: {exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: not an edgec artifact (no edgec manifest)")
+    return manifest
+
+
+STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def json_depth(data: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, outside strings: linear, no recursion."""
+    stripped = np.frombuffer(STRING.sub(b'""', data), dtype=np.uint8)
+    steps = (np.isin(stripped, (ord("["), ord("{"))).astype(np.int64)
+             - np.isin(stripped, (ord("]"), ord("}"))).astype(np.int64))
+    return int(np.cumsum(steps).max(initial=0))
+
+
+def check_members(path: Path, manifest: dict, headers: dict[str, tarfile.TarInfo]) -> None:
+    """The tar holds exactly the members the manifest lists, at the sizes it records, with
+    each library and the weights present, and every weight inside ``weights.bin``."""
+    members = manifest.get("members")
+    if not isinstance(members, dict):
+        raise ArtifactError(f"{path}: member '{MANIFEST}' has no member list")
+    for name, entry in members.items():
+        if not (valid_member_name(name) and isinstance(entry, dict) and isinstance(entry.get("size"), int)
+                and isinstance(entry.get("sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", entry["sha256"])):
+            raise ArtifactError(f"{path}: manifest entry for member {name!r} is invalid")
+        if name not in headers:
+            raise ArtifactError(f"{path}: artifact is missing member(s) {name}")
+        if headers[name].size != entry["size"]:
+            raise ArtifactError(f"{path}: member '{name}' is {headers[name].size} bytes in the tar, "
+                                f"the manifest says {entry['size']}")
+    unlisted = sorted(set(headers) - set(members) - {MANIFEST, DIGEST, SIGNATURE})
+    if unlisted:
+        raise ArtifactError(f"{path}: member '{unlisted[0]}' is not listed in the manifest")
+    partitions = manifest.get("partitions") or [{"library": LIBRARY}]
+    if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
+        raise ArtifactError(f"{path}: manifest 'partitions' is invalid")
+    libraries = [p.get("library") for p in partitions]
+    missing = [str(m) for m in (*libraries, WEIGHTS) if m not in members]
     if missing:
         raise ArtifactError(f"{path}: artifact is missing member(s) {', '.join(missing)}")
-    return ArtifactFile(path, manifest, offsets)
+    check_weight_index(path, manifest.get("weights"), members[WEIGHTS]["size"])
+
+
+def check_weight_index(path: Path, index, blob_size: int) -> None:
+    """Each weight's dtype, shape, offset and size agree and lie inside ``weights.bin``."""
+    if not isinstance(index, list):
+        raise ArtifactError(f"{path}: manifest 'weights' is not a list")
+    for entry in index:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        try:
+            shape, offset, nbytes = entry["shape"], entry["offset"], entry["nbytes"]
+            dtype = np.dtype(entry["dtype"])
+            plain = dtype.kind in "biuf" or (dtype.kind == "V" and dtype.fields is None)  # ml_dtypes' bfloat16...
+            itemsize = dtype.itemsize if plain else -1  # never objects or records
+            ok = (all(isinstance(v, int) and v >= 0 for v in (offset, nbytes, *shape)) and isinstance(shape, list)
+                  and nbytes == itemsize * int(np.prod(shape, dtype=object)) and offset + nbytes <= blob_size
+                  and offset % ALIGNMENT == 0)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ArtifactError(f"{path}: manifest weight {name!r} does not fit member '{WEIGHTS}' "
+                                "(bad dtype, shape, offset or size)")

@@ -237,11 +237,15 @@ def main_group(verbose: int) -> None:
 @click.option("--explain-partitions", is_flag=True,
               help="Print each partition, its device, nodes and share of MACs, the tensors crossing between "
                    "partitions, and why each CPU node stays there (in the summary with --json).")
+@click.option("--sign", "sign_key", type=click.Path(dir_okay=False, path_type=Path), metavar="KEY",
+              help="Sign the artifact with this Ed25519 private key ('edgec keygen'): a manifest.sig member "
+                   "that 'run/check/bench --verify-key' check.")
 @quantize_options(calib_required=False)
 @budget_options
 @pipeline_options
 def compile_command(model: Path, target: str, output: Path | None, quiet: bool, as_json: bool, depfile, cache_dir,
-                    profile, overrides, allow_violations, tuning_db, data, metric, max_drop, **options) -> None:
+                    profile, overrides, allow_violations, tuning_db, sign_key, data, metric, max_drop,
+                    **options) -> None:
     """Compile an ONNX MODEL into one deployable .edgec artifact.
 
     Under a profile (--profile, or the one the model carries in its metadata) the compile
@@ -252,6 +256,11 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
     from .driver import CompileRequest, compile_model
 
     check_pass_names(options)
+    key = None
+    if sign_key:
+        from .trust import load_private_key
+
+        key = load_private_key(sign_key)  # before the compile: a bad key costs nothing
     request = CompileRequest(
         model=model,
         target=target,
@@ -273,6 +282,14 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
     started = time.perf_counter()
     with progress_display(not quiet and not as_json) as progress:
         result = compile_model(request, build_instruments(options), progress)
+    if key is not None:
+        from .trust import sign_artifact
+
+        try:
+            sign_artifact(result.output, key)
+        except BaseException:
+            result.output.unlink(missing_ok=True)  # asked for a signed artifact: an unsigned one is no result
+            raise
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output),
@@ -409,6 +426,10 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
     from .pass_manager import PassManager, Pipeline
 
     check_pass_names(options)
+    if output is not None:
+        from .driver import check_writable
+
+        check_writable(output)
     pipeline = Pipeline.parse(options["pipeline"])
     ir_model = load_model(model, parse_shapes(options["input_shapes"]))
     pipeline.check_inputs(ir_model)
@@ -507,15 +528,33 @@ def read_inputs(compiled, inputs_file: Path | None, input_specs, random_inputs: 
     if inputs_file:
         if not inputs_file.is_file():
             raise UsageError(f"--inputs {inputs_file}: no such file")
-        with np.load(inputs_file) as data:
-            return {name: data[name] for name in data.files}
+        return dict(load_arrays(inputs_file, "--inputs"))
     feeds = {}
     for spec in input_specs:
         name, sep, file = spec.partition("=")
         if not sep or not Path(file).is_file():
             raise UsageError(f"--input {spec}: expected NAME=FILE.npy with an existing file")
-        feeds[name] = np.load(file)
+        feeds[name] = load_arrays(Path(file), "--input")
     return feeds
+
+
+def load_arrays(path: Path, flag: str):
+    """An .npz's arrays by name, or an .npy's array, refusing pickles (loading one runs code)."""
+    import zipfile
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):
+            return loaded
+        with loaded as data:
+            return {name: data[name] for name in data.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise UsageError(f"{flag} {path}: holds pickled objects, which edgec does not load; "
+                             "save plain numeric arrays (np.savez)") from None
+        raise UsageError(f"{flag} {path}: not a NumPy file ({exc})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise UsageError(f"{flag} {path}: not a NumPy file ({exc})") from None
 
 
 def input_options(command):
@@ -529,23 +568,46 @@ def input_options(command):
         click.option("--input", "input_specs", multiple=True, metavar="NAME=FILE.npy", help="One input from an .npy. Repeatable."),
         click.option("--random-inputs", is_flag=True, help="Seeded random inputs matching the signature."),
         click.option("--seed", default=0, show_default=True, help="Seed for --random-inputs."),
+        click.option("--verify-key", type=click.Path(dir_okay=False, path_type=Path), metavar="PUB",
+                     help="Refuse ARTIFACT unless it is signed by this Ed25519 public key ('edgec keygen', "
+                          "'edgec compile --sign')."),
     ]
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
 
 
-def load_artifact(artifact: Path, device: str | None = None, timeout: float = 120.0):
-    """The artifact loaded here, or on the lab device named by ``--device``."""
-    if not artifact.exists():
-        raise UsageError(f"{artifact}: no such file")
+def load_artifact(artifact: Path, device: str | None = None, timeout: float = 120.0, verify_key: Path | None = None):
+    """The artifact loaded here, or on the lab device named by ``--device``; with
+    ``verify_key``, only when signed by that key (checked on the same open, so the
+    members read are those the signed manifest lists)."""
+    opened = open_verified(artifact, verify_key)
     if device and device != "host":
         from .remote import load_remote, parse_device
 
-        return load_remote(artifact, parse_device(device), timeout=timeout)
-    from .runtime import load
+        return load_remote(opened, parse_device(device), timeout=timeout)
+    from .runtime import CompiledModel
 
-    return load(artifact)
+    return CompiledModel(opened)
+
+
+def open_verified(artifact: Path, verify_key: Path | None):
+    """The opened artifact, its signature checked when ``--verify-key`` was given."""
+    from .artifact import open_artifact
+
+    key = None
+    if verify_key:
+        from .trust import load_public_key
+
+        key = load_public_key(verify_key)
+    if not artifact.exists():
+        raise UsageError(f"{artifact}: no such file")
+    opened = open_artifact(artifact)
+    if key is not None:
+        from .trust import verify_signature
+
+        verify_signature(opened, key, verify_key)
+    return opened
 
 
 @main_group.command("run", epilog=EXIT_CODES)
@@ -553,9 +615,13 @@ def load_artifact(artifact: Path, device: str | None = None, timeout: float = 12
 @input_options
 @click.option("--output", "output_file", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
 def run_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs: bool, seed: int,
-                output_file) -> None:
+                verify_key, output_file) -> None:
     """Run a compiled ARTIFACT, here or on a lab device, and print or save its outputs."""
-    compiled = load_artifact(artifact, device, timeout)
+    if output_file:
+        from .driver import check_writable
+
+        check_writable(output_file, "--output")
+    compiled = load_artifact(artifact, device, timeout, verify_key)
     feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
     outputs = compiled.run(feeds)
     if output_file:
@@ -582,7 +648,7 @@ def run_command(artifact: Path, device, timeout, inputs_file, input_specs, rando
 @click.option("--rtol", default=1e-3, show_default=True, help="Relative tolerance against onnxruntime.")
 @click.option("--atol", default=1e-4, show_default=True, help="Absolute tolerance against onnxruntime.")
 def check_command(artifact: Path, model: Path | None, profile: str | None, overrides, data, certificate_file, as_json,
-                  device, timeout, inputs_file, input_specs, random_inputs, seed, rtol, atol) -> None:
+                  device, timeout, inputs_file, input_specs, random_inputs, seed, verify_key, rtol, atol) -> None:
     """Check ARTIFACT: against onnxruntime (--model), and against its profile, issuing a certificate.
 
     \b
@@ -591,13 +657,16 @@ def check_command(artifact: Path, model: Path | None, profile: str | None, overr
     attribute is measured (latency, working set, accuracy on --data, performance per
     watt, data locality) and shown as required, measured, how, pass/fail; a failing
     certificate exits 3."""
-    from .artifact import open_artifact
     from .check import compare_with_onnxruntime
     from .profile import load_profile, profile_from_dict
 
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
-    manifest = open_artifact(artifact).manifest
+    if certificate_file:
+        from .driver import check_writable
+
+        check_writable(certificate_file)
+    manifest = open_verified(artifact, verify_key).manifest
     if overrides and not profile:
         raise UsageError("--set needs --profile (the profile it overrides)")
     chosen = (load_profile(profile, overrides) if profile
@@ -606,7 +675,7 @@ def check_command(artifact: Path, model: Path | None, profile: str | None, overr
         raise UsageError(f"nothing to check: {artifact} has no profile; give --model MODEL.onnx or --profile")
 
     if model is not None:
-        compiled = load_artifact(artifact, device, timeout)
+        compiled = load_artifact(artifact, device, timeout, verify_key)
         if not (inputs_file or input_specs):
             random_inputs = True
         feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
@@ -619,10 +688,11 @@ def check_command(artifact: Path, model: Path | None, profile: str | None, overr
         if not report.ok:
             raise EdgecError(f"{artifact}: outputs differ from onnxruntime on {model}")
     if chosen is not None:
-        issue_certificate(artifact, manifest, chosen, data, model, device, timeout, certificate_file, as_json)
+        issue_certificate(artifact, manifest, chosen, data, model, device, timeout, certificate_file, as_json, verify_key)
 
 
-def issue_certificate(artifact, manifest, profile, data, model, device, timeout, certificate_file, as_json) -> None:
+def issue_certificate(artifact, manifest, profile, data, model, device, timeout, certificate_file, as_json,
+                      verify_key=None) -> None:
     from types import SimpleNamespace
 
     from .compliance import certify
@@ -630,7 +700,8 @@ def issue_certificate(artifact, manifest, profile, data, model, device, timeout,
     target = SimpleNamespace(**{key: manifest["target"].get(key) for key in ("name", "power_watts", "power_source", "memory_bytes")})
     if data is not None and not data.is_file():
         raise UsageError(f"--data {data}: no such file")
-    certificate = certify(artifact, lambda: load_artifact(artifact, device, timeout), profile, data, model, target)
+    certificate = certify(artifact, lambda: load_artifact(artifact, device, timeout, verify_key), profile, data, model,
+                          target)
     document = json.dumps(certificate.to_dict(), indent=2)
     if certificate_file:
         from .cache import write_text_atomically
@@ -647,8 +718,8 @@ def issue_certificate(artifact, manifest, profile, data, model, device, timeout,
 @click.option("--repeat", default=20, show_default=True, help="Timed steady-state runs.")
 @click.option("--warmup", default=3, show_default=True, help="Untimed runs after the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the timings as JSON.")
-def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs, seed, repeat, warmup,
-                  as_json) -> None:
+def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs, seed, verify_key, repeat,
+                  warmup, as_json) -> None:
     """Time ARTIFACT: first-time latency (load to first result) and steady state (median and spread).
 
     On an emulated lab device the times are labelled EMULATED: they check the flow, not the speed."""
@@ -657,7 +728,7 @@ def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, ran
     if repeat < 1 or warmup < 0:
         raise UsageError("--repeat must be at least 1 and --warmup at least 0")
     started = time.perf_counter()
-    compiled = load_artifact(artifact, device, timeout)
+    compiled = load_artifact(artifact, device, timeout, verify_key)
     if not (inputs_file or input_specs):
         random_inputs = True
     feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
@@ -895,11 +966,14 @@ def annotate_command(model: Path, profile: str | None, overrides, output: Path) 
     from .importer import read_proto
     from .profile import load_profile, to_metadata_props
 
+    from .driver import check_writable
+
     if not profile:
         raise UsageError("annotate needs --profile")
     resolved = load_profile(profile, overrides)
     if not model.is_file():
         raise UsageError(f"{model}: no such file")
+    check_writable(output)
     proto = read_proto(model)  # external weights stay where they are; only the graph file is rewritten
     kept = [p for p in proto.metadata_props if not p.key.startswith("edge.profile.")]
     del proto.metadata_props[:]
@@ -912,6 +986,19 @@ def annotate_command(model: Path, profile: str | None, overrides, output: Path) 
         raise UsageError(f"-o {output}: {model} keeps its weights in external files; write the annotated model beside it")
     write_bytes_atomically(output, proto.SerializeToString())
     click.echo(f"wrote {output} with profile {resolved.name}", err=True)
+
+
+@main_group.command("keygen", epilog=EXIT_CODES)
+@click.argument("private_key", type=click.Path(dir_okay=False, path_type=Path))
+def keygen_command(private_key: Path) -> None:
+    """Write a new Ed25519 key pair: PRIVATE_KEY (PEM, mode 0600) and PRIVATE_KEY.pub.
+
+    Sign with 'edgec compile --sign PRIVATE_KEY'; check with 'edgec run/check/bench
+    --verify-key PRIVATE_KEY.pub'. Existing files are never overwritten."""
+    from .trust import generate_keypair
+
+    public = generate_keypair(private_key)
+    click.echo(f"wrote {private_key} (private, keep it secret) and {public} (public)", err=True)
 
 
 @main_group.command("cmake-dir")
@@ -960,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"edgec: error: {exc}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        click.echo("edgec: interrupted", err=True)
+        click.echo("edgec: aborted", err=True)
         return 130
     except Exception as exc:  # a bug in edgec or a library: one line, the traceback with -v
         logger.info("traceback of the internal error:", exc_info=True)

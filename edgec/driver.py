@@ -29,6 +29,7 @@ from .pipelines import DEFAULT_PIPELINE
 from .passes.plan_memory import plan_memory, target_alignment
 from .profile import Profile, from_metadata_props, load_profile
 from .report import build_report, with_runtime_memory
+from .validate import check_declared_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ def compile_model(
         profile = from_metadata_props(model.metadata)  # a model may carry its own profile
         if profile:
             logger.info("compiling against the profile %s that %s carries", profile.name, request.model)
+    check_declared_sizes(model, target.memory_bytes, target.name, str(request.model), profile is not None)
     inputs = [*model.source_files, *([Path(request.target)] if request.target.endswith(".toml") else [])]
     if profile:
         inputs += [Path(source) for source in profile.sources if Path(source).is_file()]

@@ -19,6 +19,7 @@ from onnx import numpy_helper
 
 from .errors import ModelError, UsageError
 from .ir.core import DTYPE_NAMES, Attr, Dim, Graph, Model, Value
+from .validate import check_external_location, check_proto
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ def load_weights(proto: onnx.ModelProto, path: Path) -> list[Path]:
         if tensor.data_location != onnx.TensorProto.EXTERNAL:
             continue
         location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        check_external_location(path, tensor, location)
         if not (base / location).is_file():
             raise ModelError(f"{path}: external data file '{location}' for initializer '{tensor.name}' not found in {base}")
         files[base / location] = None
@@ -139,13 +141,14 @@ def bind_input_shapes(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]
 
 def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: dict | None = None) -> Model:
     """Check an in-memory ModelProto (weights loaded) and convert it to the IR."""
+    check_proto(proto, source)
     proto = check_opsets(proto, source)
     if input_shapes:
         bind_input_shapes(proto, input_shapes, source)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
-        raise ModelError(f"{source}: shape inference failed: {exc}") from None
+        raise ModelError(f"{source}: shape inference failed: {' '.join(str(exc).split())}") from None  # one line
     except ValueError:  # protos over 2 GiB cannot be inferred in memory
         inferred = proto
     return convert_model(inferred)

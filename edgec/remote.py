@@ -370,15 +370,16 @@ class RemoteModel(Signature):
 
 
 def load_remote(
-    artifact_path: str | os.PathLike, device: Device | str, timeout: float = DEFAULT_TIMEOUT
+    artifact_path: str | os.PathLike | ArtifactFile, device: Device | str, timeout: float = DEFAULT_TIMEOUT
 ) -> RemoteModel:
-    """Open the artifact, reserve the device, upload and load the model there."""
+    """Open the artifact (or take one opened, its signature checked), reserve the device,
+    upload and load the model there."""
     if isinstance(device, str):
         device = parse_device(device)
     if timeout <= 0:
         raise UsageError(f"--timeout {timeout:g}: must be positive")
-    artifact = open_artifact(artifact_path)
+    artifact = artifact_path if isinstance(artifact_path, ArtifactFile) else open_artifact(artifact_path)
     if artifact.libraries() != [LIBRARY]:
-        raise ArtifactError(f"{artifact_path}: a partitioned artifact ({len(artifact.libraries())} libraries) "
+        raise ArtifactError(f"{artifact.path}: a partitioned artifact ({len(artifact.libraries())} libraries) "
                             "runs here, not on a lab device yet")
     return RemoteModel(artifact, device, timeout)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -190,14 +191,21 @@ def check_features(path, manifest: dict, available: set[str], where: str) -> Non
 
 
 def load_library(tvm, artifact: ArtifactFile, member: str = LIBRARY):
-    """dlopen a library member: written to a private temp file, loaded, then unlinked."""
-    with tempfile.TemporaryDirectory(prefix="edgec-rt-") as workdir:
-        path = Path(workdir) / member
-        path.write_bytes(artifact.read_member(member))
+    """dlopen a library member, checked against the manifest, from a fresh private
+    directory (mode 0700, the file 0600, a fixed name), then delete both."""
+    data = artifact.read_member(member)
+    workdir = tempfile.mkdtemp(prefix="edgec-rt-")
+    path = os.path.join(workdir, "library.so")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         try:
-            return tvm.runtime.load_module(str(path))
+            return tvm.runtime.load_module(path)
         except Exception as exc:
             raise ArtifactError(f"{artifact.path}: cannot load the compiled library {member}: {exc}") from None
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def map_weights(tvm, artifact: ArtifactFile, device) -> tuple[np.memmap | None, list]:
@@ -209,10 +217,9 @@ def map_weights(tvm, artifact: ArtifactFile, device) -> tuple[np.memmap | None, 
     """
     import tvm_ffi
 
-    offset, size = artifact.offsets[WEIGHTS]
-    if size == 0:
+    if artifact.offsets[WEIGHTS][1] == 0:
         return None, []
-    blob = np.memmap(artifact.path, dtype=np.uint8, mode="r", offset=offset, shape=(size,))
+    blob = artifact.map_member(WEIGHTS)  # hashed once against the manifest
     tensors = []
     for entry in artifact.manifest["weights"]:
         raw = blob[entry["offset"] : entry["offset"] + entry["nbytes"]]

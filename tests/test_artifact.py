@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 from edgec import runtime
-from edgec.artifact import ALIGNMENT, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
+from edgec.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
 from edgec.cli import main
 from edgec.errors import ArtifactError
 from tests.models import small_cnn
@@ -38,7 +38,7 @@ def rewrite(source, destination, edit_manifest=lambda m: None, weights=None):
 
 def test_layout_is_a_plain_tar_with_aligned_weights(artifact):
     with tarfile.open(artifact) as tar:
-        assert tar.getnames() == [MANIFEST, LIBRARY, WEIGHTS]
+        assert tar.getnames() == [MANIFEST, DIGEST, LIBRARY, WEIGHTS]
         assert all(m.mtime == 0 and m.uid == 0 and m.uname == "" for m in tar.getmembers())
     opened = open_artifact(artifact)
     opened.verify_members()

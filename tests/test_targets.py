@@ -48,7 +48,7 @@ def test_arm64_artifact_is_an_aarch64_library_and_records_its_target(tmp_path):
     library = opened.read_member("model.so")
     assert library[:4] == b"\x7fELF" and int.from_bytes(library[18:20], "little") == 183  # EM_AARCH64
     with tarfile.open(tmp_path / "a.edgec") as tar:
-        assert tar.getnames() == ["manifest.json", "model.so", "weights.bin"]
+        assert tar.getnames() == ["manifest.json", "manifest.sha256", "model.so", "weights.bin"]
 
 
 BOARD = """\

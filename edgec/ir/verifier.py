@@ -91,7 +91,7 @@ def verify_types(model: Model) -> None:
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
-        raise VerificationError(f"type check failed: {exc}") from None
+        raise VerificationError(f"type check failed: {' '.join(str(exc).split())}") from None  # one line
     found = {vi.name: vi.type.tensor_type for vi in inferred.graph.value_info}
     for node in model.graph.nodes:
         for value in node.outputs:
