@@ -4,9 +4,9 @@
     outputs = model.run({"input": array})
 
 Weights are memory-mapped from the artifact file and handed to TVM without a
-copy, so loading costs no more than the weights' size, and only for pages used. TVM's thread pool uses one thread on a 2-core machine unless
-told otherwise, so ``TVM_NUM_THREADS`` is set to the physical core count before
-TVM starts, unless the user already set it.
+copy, so loading costs no more than the weights' size, and only for pages used.
+TVM's runtime library is driven through ``tvm_ffi`` (edgec/tvm_runtime.py): the
+``tvm`` Python package, most of it compiler, is never imported.
 
 A partitioned artifact (one library per partition) runs its partitions in order,
 each in its own VM on its device; a tensor crossing to a partition on another
@@ -21,21 +21,15 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from .artifact import LIBRARY, WEIGHTS, ArtifactFile, open_artifact
 from .errors import ArtifactError
-from .host import cpu_features, physical_cores
-
-
-def import_tvm_runtime():
-    os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
-    import tvm.runtime
-    from tvm.runtime import vm
-
-    return tvm, vm
+from .host import cpu_features
+from .tvm_runtime import Runtime, runtime
 
 
 class Signature:
@@ -87,6 +81,16 @@ class Signature:
         return feeds
 
 
+def numpy_dtype(name: str) -> np.dtype:
+    """The numpy dtype of a manifest dtype name; float8 and bfloat16 come from ml_dtypes."""
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes
+
+        return np.dtype(getattr(ml_dtypes, name))
+
+
 def partitions_of(manifest: dict) -> list[dict]:
     """Each partition's library, device, tensors and weights; a single-library artifact
     without a partition list is one partition on its target's device."""
@@ -101,23 +105,19 @@ def partitions_of(manifest: dict) -> list[dict]:
 class Stage:
     """One partition loaded: its VM on its device, its weights there, its tensors' names."""
 
-    def __init__(self, tvm, vm, artifact: ArtifactFile, partition: dict, weights: dict):
-        self.device = tvm.cuda(0) if partition["runs_on"] == "cuda" else tvm.cpu()
+    def __init__(self, rt: Runtime, artifact: ArtifactFile, partition: dict, weights: dict):
+        self.rt = rt
+        self.device = rt.device("cuda" if partition["runs_on"] == "cuda" else "cpu")
         self.inputs, self.outputs = partition["inputs"], partition["outputs"]
-        self.main = vm.VirtualMachine(load_library(tvm, artifact, partition["library"]), self.device)["main"]
-        self.weights = [on_device(weights[name], self.device) for name in partition["weights"]]
+        self.main = load_library(rt, artifact, partition["library"], self.device)
+        self.weights = [rt.copy_to(weights[name], self.device) for name in partition["weights"]]
 
     def run(self, tensors: dict) -> None:
         """Read this partition's inputs from ``tensors`` (copied to its device when elsewhere)
         and add its outputs."""
-        result = self.main(*(on_device(tensors[name], self.device) for name in self.inputs), *self.weights)
-        results = [result] if hasattr(result, "numpy") else list(result)
+        result = self.main(*(self.rt.copy_to(tensors[name], self.device) for name in self.inputs), *self.weights)
+        results = [result] if isinstance(result, self.rt.ffi.Tensor) else list(result)
         tensors.update(zip(self.outputs, results))
-
-
-def on_device(tensor, device):
-    """``tensor`` on ``device``: itself when it is there already, else a copy."""
-    return tensor if tensor.device == device else tensor.copyto(device)
 
 
 class CompiledModel(Signature):
@@ -127,20 +127,46 @@ class CompiledModel(Signature):
         super().__init__(artifact.manifest)
         self.path = artifact.path
         check_machine(artifact)
-        tvm, vm = import_tvm_runtime()
-        self._tvm = tvm
-        self._device = tvm.cpu()
-        self._weight_map, weights = map_weights(tvm, artifact, self._device)
+        self._rt = rt = runtime()
+        self._device = rt.device("cpu")
+        self._weight_map, weights = map_weights(rt, artifact, self._device)
         named = dict(zip((w["name"] for w in artifact.manifest["weights"]), weights))
-        self._stages = [Stage(tvm, vm, artifact, p, named) for p in partitions_of(artifact.manifest)]
+        self._stages = [Stage(rt, artifact, p, named) for p in partitions_of(artifact.manifest)]
+        self._output_dtypes = [(spec["name"], numpy_dtype(spec["dtype"])) for spec in self.outputs]
+        self._slots = [input_slot(rt, spec, self._device) for spec in self.inputs]
+        self._lock = threading.Lock()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once. Inputs are checked by name, dtype and shape against the signature."""
-        tensors = {spec["name"]: self._tvm.runtime.tensor(array, self._device)
-                   for spec, array in zip(self.inputs, self.checked_inputs(inputs))}
-        for stage in self._stages:
-            stage.run(tensors)
-        return {spec["name"]: tensors[spec["name"]].numpy() for spec in self.outputs}
+        """Run once. Inputs are checked by name, dtype and shape against the signature.
+        Calls on one model run one at a time (TVM's VM and the input tensors are shared)."""
+        rt = self._rt
+        if len(inputs) != len(self._slots):
+            self.checked_inputs(inputs)  # raises, naming the missing or unknown input
+        with self._lock:
+            tensors = {}
+            for spec, (name, dtype, shape, tensor, view) in zip(self.inputs, self._slots):
+                array = inputs.get(name)
+                if type(array) is not np.ndarray or array.dtype != dtype or array.shape != shape:
+                    array = self.check_input(spec, inputs)  # raises on a bad input, converts a good one
+                if view is None:
+                    tensors[name] = rt.tensor(np.ascontiguousarray(array), self._device)
+                else:
+                    np.copyto(view, array)
+                    tensors[name] = tensor
+            for stage in self._stages:
+                stage.run(tensors)
+            return {name: rt.numpy(tensors[name], dtype) for name, dtype in self._output_dtypes}
+
+
+def input_slot(rt: Runtime, spec: dict, device) -> tuple:
+    """An input's tensor, allocated once, and a numpy view of it, so a run copies the caller's
+    array in with numpy instead of allocating a tensor per call (most of the per-call cost of a
+    small model). Dtypes numpy cannot view through DLPack (bfloat16, float8) get a tensor per run."""
+    dtype, shape = numpy_dtype(spec["dtype"]), tuple(spec["shape"])
+    if not (dtype.isbuiltin and dtype.kind in "biuf"):
+        return spec["name"], dtype, shape, None, None
+    tensor = rt.empty(shape, dtype, device)
+    return spec["name"], dtype, shape, tensor, np.from_dlpack(tensor)
 
 
 def check_machine(artifact: ArtifactFile) -> None:
@@ -190,8 +216,8 @@ def check_features(path, manifest: dict, available: set[str], where: str) -> Non
         raise ArtifactError(f"{path}: {where} lacks CPU feature{plural} {names} required by target {target['name']}")
 
 
-def load_library(tvm, artifact: ArtifactFile, member: str = LIBRARY):
-    """dlopen a library member, checked against the manifest, from a fresh private
+def load_library(rt: Runtime, artifact: ArtifactFile, member: str, device):
+    """The VM's ``main`` from a library member, dlopened, checked against the manifest, from a fresh private
     directory (mode 0700, the file 0600, a fixed name), then delete both."""
     data = artifact.read_member(member)
     workdir = tempfile.mkdtemp(prefix="edgec-rt-")
@@ -201,22 +227,20 @@ def load_library(tvm, artifact: ArtifactFile, member: str = LIBRARY):
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         try:
-            return tvm.runtime.load_module(path)
+            return rt.load_vm(path, device)
         except Exception as exc:
             raise ArtifactError(f"{artifact.path}: cannot load the compiled library {member}: {exc}") from None
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def map_weights(tvm, artifact: ArtifactFile, device) -> tuple[np.memmap | None, list]:
+def map_weights(rt: Runtime, artifact: ArtifactFile, device) -> tuple[np.memmap | None, list]:
     """Each weight as a TVM tensor viewing a read-only memory map of the artifact: no copy.
 
     TVM's generated code assumes 64-byte-aligned tensors, which the artifact's layout
     guarantees (page-aligned map, 64-byte-aligned offsets). numpy refuses to export a
     read-only array through the legacy DLPack capsule, so the versioned one is used.
     """
-    import tvm_ffi
-
     if artifact.offsets[WEIGHTS][1] == 0:
         return None, []
     blob = artifact.map_member(WEIGHTS)  # hashed once against the manifest
@@ -225,10 +249,10 @@ def map_weights(tvm, artifact: ArtifactFile, device) -> tuple[np.memmap | None, 
         raw = blob[entry["offset"] : entry["offset"] + entry["nbytes"]]
         array = raw.view(np.dtype(entry["dtype"])).reshape(entry["shape"])
         if array.size == 0:
-            tensors.append(tvm.runtime.tensor(array, device))
+            tensors.append(rt.tensor(array, device))
             continue
         capsule = array.__dlpack__(max_version=(1, 0))
-        tensors.append(tvm_ffi.from_dlpack(capsule, require_alignment=64, require_contiguous=True))
+        tensors.append(rt.ffi.from_dlpack(capsule, require_alignment=64, require_contiguous=True))
     return blob, tensors
 
 

@@ -207,15 +207,15 @@ def test_library_is_loaded_from_a_private_directory(good, private_tmp, monkeypat
     source, _, _ = good
     seen = []
 
-    def load_module(path, *args):
+    def load_vm(self, path, *args):
         directory = Path(path).parent
         seen.append((stat.S_IMODE(os.stat(directory).st_mode), stat.S_IMODE(os.stat(path).st_mode), directory))
-        return loader(path, *args)
+        return loader(self, path, *args)
 
-    import tvm.runtime
+    from edgec.tvm_runtime import Runtime
 
-    loader = tvm.runtime.load_module
-    monkeypatch.setattr(tvm.runtime, "load_module", load_module)
+    loader = Runtime.load_vm
+    monkeypatch.setattr(Runtime, "load_vm", load_vm)
     compiled = runtime.load(source)
     compiled.run(compiled.random_inputs())
     assert [(d, f) for d, f, _ in seen] == [(0o700, 0o600)]
