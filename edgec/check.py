@@ -63,12 +63,26 @@ def compare_with_onnxruntime(compiled, model: Path, feeds: dict, rtol: float, at
     return CheckReport(rows)
 
 
+FRESH_PROCESS = "a fresh Python process: interpreter start, imports, load, first run, exit; warm file cache"
+IN_PROCESS = "from the start of loading to the first result, in this process"
+
+FIRST_RUN_SCRIPT = """
+import sys
+import numpy as np
+import edgec.runtime
+model = edgec.runtime.load(sys.argv[1])
+with np.load(sys.argv[2], allow_pickle=False) as feeds:
+    model.run(dict(feeds))
+"""
+
+
 @dataclass
 class Latency:
     first_s: float
-    """From the start of loading to the first result: what a user waits for once."""
+    """What a user waits for once: see ``first_how``."""
     runs_s: list[float] = field(default_factory=list)
     emulated: bool = False
+    first_how: str = IN_PROCESS
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.runs_s, q))
@@ -81,12 +95,13 @@ class Latency:
             "p90_ms": 1e3 * self.percentile(90),
             "runs": len(self.runs_s),
             "emulated": self.emulated,
+            "first_measured_as": self.first_how,
         }
 
     def summary(self) -> str:
         d = self.as_dict()
         label = " (EMULATED: says nothing about device speed)" if self.emulated else ""
-        return (f"first-time latency {d['first_ms']:.2f} ms{label}\n"
+        return (f"first-time latency {d['first_ms']:.2f} ms ({self.first_how}){label}\n"
                 f"steady state: median {d['median_ms']:.3f} ms, p10 {d['p10_ms']:.3f} ms, "
                 f"p90 {d['p90_ms']:.3f} ms over {d['runs']} runs{label}")
 
@@ -102,6 +117,8 @@ def measure_latency(compiled, feeds: dict, repeat: int, warmup: int, started: fl
         return Latency(loaded + timing.first, list(timing.runs), emulated=timing.emulated)
     compiled.run(feeds)
     latency = Latency(time.perf_counter() - started, emulated=getattr(compiled, "emulated", False))
+    if getattr(compiled, "path", None) is not None:  # a local artifact: what an app's process pays
+        latency.first_s, latency.first_how = fresh_process_first_run(compiled.path, feeds), FRESH_PROCESS
     for _ in range(warmup):
         compiled.run(feeds)
     for _ in range(repeat):
@@ -109,3 +126,24 @@ def measure_latency(compiled, feeds: dict, repeat: int, warmup: int, started: fl
         compiled.run(feeds)
         latency.runs_s.append(time.perf_counter() - start)
     return latency
+
+
+def fresh_process_first_run(artifact: Path, feeds: dict) -> float:
+    """Wall time, measured from outside, of a new Python process that imports edgec's runtime,
+    loads ``artifact`` and runs it once on ``feeds``: the first-time latency an app pays,
+    which a process that has imported the runtime already would understate."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="edgec-first-") as workdir:
+        inputs = Path(workdir) / "inputs.npz"
+        np.savez(inputs, **feeds)
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-c", FIRST_RUN_SCRIPT, str(artifact), str(inputs)],
+                              capture_output=True, text=True)
+        elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
+        raise EdgecError(f"{artifact}: the first run in a fresh process failed: {lines[-1]}")
+    return elapsed

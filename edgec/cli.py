@@ -720,7 +720,7 @@ def issue_certificate(artifact, manifest, profile, data, model, device, timeout,
 @click.option("--json", "as_json", is_flag=True, help="Print the timings as JSON.")
 def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs, seed, verify_key, repeat,
                   warmup, as_json) -> None:
-    """Time ARTIFACT: first-time latency (load to first result) and steady state (median and spread).
+    """Time ARTIFACT: first-time latency (a fresh process: start, imports, load, first result) and steady state.
 
     On an emulated lab device the times are labelled EMULATED: they check the flow, not the speed."""
     from .check import measure_latency

@@ -28,6 +28,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from .artifact import open_artifact, sha256_file
+from .check import IN_PROCESS
 from .errors import UsageError
 from .ir import Model, Node, Value
 from .profile import METRICS, QUANTIZED_STORAGE, Profile
@@ -409,7 +410,8 @@ def certify(
     """Measure the artifact against every attribute of ``profile`` and issue a certificate.
 
     ``model`` is a loaded model (``run(feeds)``), or a zero-argument loader returning
-    one: then first-time latency is measured from the call to the first result, and
+    one: then first-time latency is measured from the call to the first result (for a local
+    artifact, in a fresh process, as ``edgec bench`` does), and
     memory from before loading. With a loaded model, pass ``first_time_s`` (load and
     first inference) measured by the caller. ``data`` is an .npz (path or arrays): one array per model input with
     samples on the first axis, plus ``labels`` or ``expected_<output>``.
@@ -527,6 +529,7 @@ class Timing:
     how: str
     batch: int
     """The artifact's batch size, which latency and throughput are measured at."""
+    first_how: str = IN_PROCESS
 
     @property
     def median_s(self) -> float:
@@ -547,7 +550,7 @@ def measure(model, data, started: float, repeat: int, warmup: int) -> Timing:
                       batch_of(model))
     latency = measure_latency(model, feeds, repeat, warmup, started)
     how = f"median of {repeat} runs after {warmup} warm-up runs, wall clock (time.perf_counter) in this process"
-    return Timing(latency.first_s, latency.runs_s, latency.emulated, how, batch_of(model))
+    return Timing(latency.first_s, latency.runs_s, latency.emulated, how, batch_of(model), latency.first_how)
 
 
 def batch_of(model) -> int:
@@ -563,7 +566,7 @@ def latency_first(profile: Profile, timing: Timing, measured: bool) -> Measureme
                            "the model was loaded before certification and no first-time latency was given",
                            UNVERIFIED if required is not None else NOT_REQUIRED)
     return Measurement("latency.first_time", spelled, human_duration(timing.first_s),
-                       "from the start of loading to the first result, wall clock",
+                       f"wall clock, {timing.first_how}",
                        verdict(required, timing.first_s, timing, profile), values={"seconds": timing.first_s})
 
 
