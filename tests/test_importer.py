@@ -77,7 +77,7 @@ def test_external_data_weights_load(tmp_path):
 def test_input_shape_binds_symbolic_dims(tmp_path):
     path = tmp_path / "sym.onnx"
     onnx.save(add_model(opset=13, ir_version=8, shape=("batch", 3)), path)
-    with pytest.raises(ModelError, match=r"input 'x' dim 0 is symbolic \('batch'\); bind it with --input-shape x=Nx3"):
+    with pytest.raises(ModelError, match=r"input 'x' dim 0 is symbolic \('batch'\); bind it with --dim batch=N or --input-shape x=Nx3"):
         ensure_static(load_model(path), str(path))
     model = load_model(path, {"x": (4, 3)})
     ensure_static(model, str(path))
