@@ -4,7 +4,7 @@ Accepts every IR version from 3 and every opset from 7 that the installed onnx
 loads. Models below opset 7 are converted up with onnx's version converter.
 External-data weights are loaded from beside the model. Initializers that old
 models (IR < 4) also list as graph inputs are treated as constants, as
-onnxruntime does. Shape inference fills in every intermediate type.
+onnxruntime does; IR < 4 files that leave some out get them listed. Shape inference fills in every intermediate type.
 """
 
 from __future__ import annotations
@@ -132,6 +132,18 @@ def check_opsets(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
     return proto
 
 
+def list_initializers_as_inputs(proto: onnx.ModelProto) -> None:
+    """IR < 4 types initializers only through the graph inputs; old converters that left them
+    out there get them listed (in place), so shape inference and the opset converter see their
+    types. Like every initializer of IR < 4, they import as constants, as onnxruntime runs them."""
+    if proto.ir_version >= 4:
+        return
+    listed = {i.name for i in proto.graph.input}
+    for tensor in proto.graph.initializer:
+        if tensor.name not in listed:
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+
+
 def parse_dim(spec: str) -> tuple[str, int]:
     """Parse ``NAME=VALUE`` (the ``--dim`` flag)."""
     name, sep, value = spec.partition("=")
@@ -216,6 +228,7 @@ def bind_dims(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dims: 
 def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: dict | None = None,
                  dims: dict[str, int] | None = None, batch: tuple[int, str] | None = None) -> Model:
     """Check an in-memory ModelProto (weights loaded) and convert it to the IR."""
+    list_initializers_as_inputs(proto)
     proto = check_opsets(proto, source)
     bindings = bind_dims(proto, input_shapes or {}, dims or {}, batch)
     try:
