@@ -70,7 +70,7 @@ class Signature:
         if list(array.shape) != spec["shape"]:
             raise ArtifactError(self.bound_dim_message(name, list(array.shape))
                                 or f"input '{name}' must have shape {spec['shape']}, got {list(array.shape)}")
-        return np.ascontiguousarray(array)
+        return np.require(array, requirements="C")  # ascontiguousarray would make a 0-d input 1-d
 
     def bound_dim_message(self, name: str, shape: list[int]) -> str | None:
         """Why a feed of ``shape`` is refused when it differs in a dim the compile bound; None otherwise."""
