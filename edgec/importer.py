@@ -4,7 +4,8 @@ Accepts every IR version from 3 and every opset from 7 that the installed onnx
 loads. Models below opset 7 are converted up with onnx's version converter.
 External-data weights are loaded from beside the model. Initializers that old
 models (IR < 4) also list as graph inputs are treated as constants, as
-onnxruntime does; IR < 4 files that leave some out get them listed. Shape inference fills in every intermediate type.
+onnxruntime does; IR < 4 files that leave some out get them listed. Symbolic input
+dims are bound before shape inference, which then fills in every intermediate type.
 """
 
 from __future__ import annotations
