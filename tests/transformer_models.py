@@ -21,9 +21,10 @@ EXPORTERS = {"dynamo": 18, "torchscript": 17}
 """Exporter -> the opset it is asked for."""
 
 
-def hidden_states(model):
+def hidden_states(model, extra_name: str | None = None):
     """The model called with named tensors only, returning the last hidden state: what an
-    exporter sees of a pipeline's encoder (positional arguments reach ``use_cache`` and such)."""
+    exporter sees of a pipeline's encoder (positional arguments reach ``use_cache`` and such).
+    ``extra_name``: a third input, token_type_ids or position_ids."""
     from torch import nn
 
     class LastHiddenState(nn.Module):
@@ -31,8 +32,8 @@ def hidden_states(model):
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None):
-            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        def forward(self, input_ids, attention_mask, extra_ids=None):
+            extra = {} if extra_ids is None else {extra_name: extra_ids}
             return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
 
     return LastHiddenState()
@@ -43,7 +44,7 @@ def bert():
 
     config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=64, max_position_embeddings=32, type_vocab_size=2)
-    return hidden_states(BertModel(config)), ("input_ids", "attention_mask", "token_type_ids")
+    return hidden_states(BertModel(config), "token_type_ids"), ("input_ids", "attention_mask", "token_type_ids")
 
 
 def distilbert():
@@ -57,7 +58,7 @@ def gpt2():
     from transformers import GPT2Config, GPT2Model
 
     config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=32, use_cache=False)
-    return hidden_states(GPT2Model(config)), ("input_ids", "attention_mask")
+    return hidden_states(GPT2Model(config), "position_ids"), ("input_ids", "attention_mask", "position_ids")
 
 
 def encoder():
@@ -85,13 +86,14 @@ MODELS = {"bert": bert, "distilbert": distilbert, "gpt2": gpt2, "encoder": encod
 
 
 def example_inputs(names, batch: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
-    """Token ids, a mask with the last two positions padded, segment ids; int64 as exported."""
+    """Token ids, a mask with the last two positions padded, segment ids, position ids; int64 as exported."""
     rng = np.random.default_rng(seed)
     feeds = {"input_ids": rng.integers(0, VOCAB, (batch, SEQ)).astype(np.int64)}
     mask = np.ones((batch, SEQ), np.int64)
     mask[:, -2:] = 0
     feeds["attention_mask"] = mask
     feeds["token_type_ids"] = (np.arange(SEQ)[None, :] >= SEQ // 2).astype(np.int64).repeat(batch, 0)
+    feeds["position_ids"] = np.arange(SEQ, dtype=np.int64)[None, :].repeat(batch, 0)
     return {name: feeds[name] for name in names}
 
 
@@ -113,7 +115,7 @@ def export(name: str, exporter: str, path: Path) -> tuple[Path, dict[str, np.nda
         if exporter == "dynamo":
             batch, seq = torch.export.Dim.DYNAMIC, torch.export.Dim.DYNAMIC
             torch.onnx.export(model, args, str(path), input_names=list(names), opset_version=opset, dynamo=True,
-                              dynamic_shapes={n: {0: batch, 1: seq} for n in names}, external_data=False)
+                              dynamic_shapes=tuple({0: batch, 1: seq} for _ in names), external_data=False)
         else:
             torch.onnx.export(model, args, str(path), input_names=list(names), opset_version=opset, dynamo=False,
                               dynamic_axes={n: {0: "batch", 1: "seq"} for n in names})
