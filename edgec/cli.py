@@ -712,9 +712,10 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
     for kind in ("inputs", "outputs"):
         for spec in manifest["signature"][kind]:
             lines.append(f"{kind[:-1]:<10} {spec['name']}: {spec['dtype']}{spec['shape']}")
-    for binding in manifest.get("dim_bindings", []):
-        name = f" ({binding['dim']!r})" if binding["dim"] else ""
-        lines.append(f"bound      {binding['input']} dim {binding['axis']}{name} = {binding['value']} from {binding['source']}")
+    if manifest.get("dim_bindings"):
+        from .importer import DimBinding
+
+        lines += [f"bound      {DimBinding(**binding).describe()}" for binding in manifest["dim_bindings"]]
     weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
     lines.append(f"weights    {len(manifest['weights'])} tensors, {weight_bytes / 1e6:.2f} MB")
     for part in manifest.get("partitions", []):
