@@ -86,6 +86,19 @@ def test_python_api_takes_the_same_bindings(tmp_path):
     assert result.manifest["signature"]["inputs"][1]["shape"] == [1, 3]
 
 
+def test_the_cache_tells_bindings_apart(tmp_path):
+    onnx.save(two_input_model(), tmp_path / "m.onnx")
+
+    def compiled(seq: int, out: str):
+        return compile_model(CompileRequest(tmp_path / "m.onnx", "x86-64", tmp_path / out, dims={"seq": seq},
+                                            cache_dir=tmp_path / "cache"))
+
+    first, other, again = compiled(3, "a.edgec"), compiled(4, "b.edgec"), compiled(3, "c.edgec")
+    assert (first.cached, other.cached, again.cached) == (False, False, True)
+    assert other.manifest["signature"]["inputs"][1]["shape"] == [1, 4]
+    assert again.manifest["signature"]["inputs"][1]["shape"] == [1, 3]
+
+
 # The acceptance: a digits CNN exported with a symbolic batch, compiled as users do.
 
 @pytest.fixture(scope="module")
