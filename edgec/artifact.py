@@ -84,7 +84,7 @@ def pack_weights(weights: list[tuple[str, np.ndarray]]) -> tuple[bytes, list[dic
     blob = bytearray()
     index = []
     for name, array in weights:
-        array = np.ascontiguousarray(array)
+        array = np.require(array, requirements="C")  # ascontiguousarray would make a 0-d weight 1-d
         blob.extend(b"\0" * (-len(blob) % ALIGNMENT))
         index.append(
             {"name": name, "dtype": str(array.dtype), "shape": list(array.shape), "offset": len(blob), "nbytes": array.nbytes}

@@ -56,6 +56,9 @@ def pipeline_options(command):
                      help="Textual pass pipeline, e.g. 'fold-constants{size-limit=64MiB},eliminate-dead'."),
         click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxD...",
                      help="Bind an input's symbolic dims, e.g. input=1x3x224x224. Repeatable."),
+        click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
+                     help="Bind a named symbolic dim everywhere it appears, e.g. seq=128. Repeatable. 'compile' binds "
+                          "a leading input dim left free to the profile's latency.batch_size, else 1."),
         click.option("--timing", is_flag=True, help="Report wall time per pass."),
         click.option("--pass-statistics", is_flag=True, help="Report each pass's counters."),
         click.option("--print-ir-after-all", is_flag=True, help="Print the IR after every pass."),
@@ -201,6 +204,17 @@ def parse_shapes(specs) -> dict[str, tuple[int, ...]]:
     return dict(parse_input_shape(spec) for spec in specs)
 
 
+def parse_dims(specs) -> dict[str, int]:
+    from .importer import parse_dim
+
+    return dict(parse_dim(spec) for spec in specs)
+
+
+def binding_notice(bindings) -> str:
+    """The one line that says which symbolic dims a compile fixed, and how."""
+    return "edgec: note: bound symbolic dims: " + "; ".join(binding.describe() for binding in bindings)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="edgec")
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
@@ -266,6 +280,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         target=target,
         output=output or Path(model.stem + ".edgec"),
         input_shapes=parse_shapes(options["input_shapes"]),
+        dims=parse_dims(options["dims"]),
         pipeline=quantized_pipeline(options["pipeline"], options, target_weight_bits(target)),
         verify_each=options["verify_each"],
         depfile=depfile,
@@ -290,6 +305,8 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         except BaseException:
             result.output.unlink(missing_ok=True)  # asked for a signed artifact: an unsigned one is no result
             raise
+    if result.bindings and not quiet:
+        click.echo(binding_notice(result.bindings), err=True)
     if as_json:
         click.echo(json.dumps({
             "output": str(result.output),
@@ -353,15 +370,18 @@ def explain_partitions(manifest: dict) -> str:
               help="Measure on a lab device behind a TVM RPC tracker instead of this CPU.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxD...",
               help="Bind an input's symbolic dims, e.g. input=1x3x224x224. Repeatable.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
+              help="Bind a named symbolic dim everywhere, e.g. seq=128 (a free leading dim is the batch: 1). Repeatable.")
 @click.option("--seed", default=0, show_default=True, help="Search seed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the per-kernel summary as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display and no summary.")
-def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: str | None, input_shapes, seed: int,
-                 as_json: bool, quiet: bool) -> None:
+def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: str | None, input_shapes, dims,
+                 seed: int, as_json: bool, quiet: bool) -> None:
     """Measure schedules for MODEL's kernels with MetaSchedule and save them in --db.
 
     Records are appended as they are measured, so a killed run resumes where it stopped.
     'edgec compile --tuning-db DIR' then uses them."""
+    from .driver import batch_binding
     from .pipelines import DEFAULT_PIPELINE
     from .importer import ensure_static, load_model
     from .pass_manager import PassManager, Pipeline
@@ -371,7 +391,7 @@ def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: st
 
     spec = get_target(target)
     rpc_device = parse_device(device) if device else None
-    loaded = load_model(model, parse_shapes(input_shapes))
+    loaded = load_model(model, parse_shapes(input_shapes), parse_dims(dims), lambda metadata: batch_binding(None, metadata))
     ensure_static(loaded, str(model))
     graph = PassManager(Pipeline.parse(DEFAULT_PIPELINE)).run(loaded)  # the graph compile lowers
     with tuning_progress(not quiet and not as_json) as progress:
@@ -431,7 +451,7 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
 
         check_writable(output)
     pipeline = Pipeline.parse(options["pipeline"])
-    ir_model = load_model(model, parse_shapes(options["input_shapes"]))
+    ir_model = load_model(model, parse_shapes(options["input_shapes"]), parse_dims(options["dims"]))
     pipeline.check_inputs(ir_model)
     ir_model = PassManager(pipeline, build_instruments(options), options["verify_each"]).run(ir_model)
     if output is None:
@@ -764,6 +784,10 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
     for kind in ("inputs", "outputs"):
         for spec in manifest["signature"][kind]:
             lines.append(f"{kind[:-1]:<10} {spec['name']}: {spec['dtype']}{spec['shape']}")
+    if manifest.get("dim_bindings"):
+        from .importer import DimBinding
+
+        lines += [f"bound      {DimBinding(**binding).describe()}" for binding in manifest["dim_bindings"]]
     weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
     lines.append(f"weights    {len(manifest['weights'])} tensors, {weight_bytes / 1e6:.2f} MB")
     for part in manifest.get("partitions", []):

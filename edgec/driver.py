@@ -41,6 +41,9 @@ class CompileRequest:
     target: str
     output: Path
     input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    dims: dict[str, int] = field(default_factory=dict)
+    """Named symbolic dims bound everywhere (``--dim``); a leading input dim left free takes the
+    profile's ``latency.batch_size``, else 1."""
     pipeline: str = DEFAULT_PIPELINE
     verify_each: bool = True
     depfile: Path | None = None
@@ -68,6 +71,8 @@ class CompileResult:
     inputs: list[Path]
     """Every file the compile read: what a build system must watch."""
     cached: bool = False
+    bindings: list = field(default_factory=list)
+    """The symbolic input dims the compile fixed, and what fixed each (``importer.DimBinding``)."""
 
 
 Progress = Callable[[str], None]
@@ -111,6 +116,7 @@ class Plan:
     profile: Profile | None
     inputs: list[Path]
     budget: Budget | None = None
+    bindings: list = field(default_factory=list)
 
     def cache_settings(self) -> dict:
         request = self.request
@@ -118,6 +124,7 @@ class Plan:
             "target": self.target.manifest(),
             "pipeline": recorded_pipeline(self.pipeline),
             "input_shapes": {name: list(shape) for name, shape in sorted(request.input_shapes.items())},
+            "dim_bindings": [binding.to_dict() for binding in self.bindings],
             "source_name": Path(request.model).name,
             "profile": self.profile.to_dict() if self.profile else None,
             "allow_violations": request.allow_violations,
@@ -149,7 +156,7 @@ def compile_model(
         check_writable(request.depfile, "--depfile")
 
     progress("importing")
-    model = load_model(request.model, request.input_shapes)
+    model = load_model(request.model, request.input_shapes, request.dims, lambda metadata: batch_binding(profile, metadata))
     ensure_static(model, str(request.model))
     if profile is None:
         profile = from_metadata_props(model.metadata)  # a model may carry its own profile
@@ -174,7 +181,7 @@ def compile_model(
         from edgec.targets.tuning import record_files
 
         inputs += [path for path in record_files(request.tuning_db) if path.is_file()]
-    plan = Plan(request, target, pipeline, profile, inputs, budget)
+    plan = Plan(request, target, pipeline, profile, inputs, budget, model.dim_bindings)
 
     if request.cache_dir and not instruments:
         cache = CompileCache(request.cache_dir)
@@ -182,7 +189,8 @@ def compile_model(
         with cache.locked(key):
             if cache.fetch(key, request.output):
                 logger.info("cache hit %s", key[:16])
-                result = CompileResult(request.output, open_artifact(request.output).manifest, inputs, cached=True)
+                result = CompileResult(request.output, open_artifact(request.output).manifest, inputs, cached=True,
+                                       bindings=plan.bindings)
             else:
                 result = build(plan, model, instruments, progress)
                 cache.store(key, request.output)
@@ -191,6 +199,15 @@ def compile_model(
     if request.depfile:
         write_depfile(request.depfile, request.output, inputs)
     return result
+
+
+def batch_binding(profile: Profile | None, metadata: dict[str, str]) -> tuple[int, str]:
+    """The size of a symbolic leading (batch) input dim, and where it comes from: the compile's
+    profile, else the one the model carries, else 1."""
+    profile = profile or from_metadata_props(metadata)
+    if profile and profile.latency.batch_size:
+        return profile.latency.batch_size, f"profile {profile.name}'s latency.batch_size"
+    return 1, "the default batch size (no profile sets latency.batch_size)"
 
 
 def quantize_spec(pipeline: Pipeline) -> PassSpec:
@@ -304,6 +321,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "target": lowered.target_manifest,
         "pipeline": recorded_pipeline(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
+        "dim_bindings": [binding.to_dict() for binding in plan.bindings],
         "report": with_runtime_memory(build_report(model, layer_devices(model, partition_plan) or target.device, memory),
                                       lowered.runtime_memory),
         "memory_plan": memory.to_dict(),
@@ -314,4 +332,4 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         **({"partition_plan": partition_plan.to_dict(), "partitions": lowered.partitions} if partition_plan else {}),
     }
     manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
-    return CompileResult(request.output, manifest, plan.inputs)
+    return CompileResult(request.output, manifest, plan.inputs, bindings=plan.bindings)

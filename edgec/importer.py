@@ -4,14 +4,17 @@ Accepts every IR version from 3 and every opset from 7 that the installed onnx
 loads. Models below opset 7 are converted up with onnx's version converter.
 External-data weights are loaded from beside the model. Initializers that old
 models (IR < 4) also list as graph inputs are treated as constants, as
-onnxruntime does. Shape inference fills in every intermediate type.
+onnxruntime does; IR < 4 files that leave some out get them listed. Symbolic input
+dims are bound before shape inference, which then fills in every intermediate type.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -39,8 +42,16 @@ def parse_input_shape(spec: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Model:
-    """Read, check and import an ONNX file, binding symbolic input dims if asked."""
+def load_model(
+    path: str | os.PathLike,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    dims: dict[str, int] | None = None,
+    batch: Callable[[dict[str, str]], tuple[int, str]] | None = None,
+) -> Model:
+    """Read, check and import an ONNX file, binding symbolic input dims if asked.
+
+    ``dims`` binds named dims everywhere (``--dim``); ``batch``, given the model's metadata,
+    says what a still-symbolic leading input dim becomes and why (the compile's profile)."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"{path}: no such file")
@@ -48,7 +59,8 @@ def load_model(path: str | os.PathLike, input_shapes: dict[str, tuple[int, ...]]
         raise UsageError(f"{path}: is a directory, not an ONNX file")
     proto = read_proto(path)
     weight_files = load_weights(proto, path)
-    model = import_proto(proto, str(path), input_shapes or {})
+    batch_size = batch({p.key: p.value for p in proto.metadata_props}) if batch else None
+    model = import_proto(proto, str(path), input_shapes or {}, dims or {}, batch_size)
     model.source_files = [path, *weight_files]
     return model
 
@@ -123,35 +135,115 @@ def check_opsets(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
     return proto
 
 
-def bind_input_shapes(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], source: str) -> None:
+def list_initializers_as_inputs(proto: onnx.ModelProto) -> None:
+    """IR < 4 types initializers only through the graph inputs; old converters that left them
+    out there get them listed (in place), so shape inference and the opset converter see their
+    types. Like every initializer of IR < 4, they import as constants, as onnxruntime runs them."""
+    if proto.ir_version >= 4:
+        return
+    listed = {i.name for i in proto.graph.input}
+    for tensor in proto.graph.initializer:
+        if tensor.name not in listed:
+            proto.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+
+
+def parse_dim(spec: str) -> tuple[str, int]:
+    """Parse ``NAME=VALUE`` (the ``--dim`` flag)."""
+    name, sep, value = spec.partition("=")
+    if not sep or not name or not value.isdigit() or int(value) <= 0:
+        raise UsageError(f"--dim {spec!r}: expected NAME=VALUE with a positive size, e.g. batch=1")
+    return name, int(value)
+
+
+@dataclass(frozen=True)
+class DimBinding:
+    """A symbolic input dim given a size, and what gave it: the manifest's record of it."""
+
+    input: str
+    axis: int
+    dim: str | None
+    """Its symbolic name, None when the model leaves it unnamed."""
+    value: int
+    source: str
+
+    def describe(self) -> str:
+        name = f" ({self.dim!r})" if self.dim else ""
+        return f"{self.input} dim {self.axis}{name} = {self.value} from {self.source}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def bind_dims(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dims: dict[str, int],
+              batch: tuple[int, str] | None) -> list[DimBinding]:
+    """Fix the symbolic dims of the graph inputs, in place: a named dim by ``dims`` (everywhere it
+    appears, as onnxruntime's free-dimension override does), an input by ``shapes``, and a leading
+    dim still free by ``batch`` (size, source). A name bound once has that size on every input."""
     initializer_names = {t.name for t in proto.graph.initializer}
     inputs = {i.name: i for i in proto.graph.input if i.name not in initializer_names}
+    named = {name: (value, f"--dim {name}={value}") for name, value in dims.items()}
+    free = {d.dim_param for i in inputs.values() for d in i.type.tensor_type.shape.dim if not d.HasField("dim_value")}
+    for name in dims:
+        if name not in free:
+            known = ", ".join(sorted(n for n in free if n)) or "none"
+            raise UsageError(f"--dim {name}: no input of the model has a dim named '{name}' (symbolic dims: {known})")
     for name, shape in shapes.items():
         if name not in inputs:
             raise UsageError(f"--input-shape {name}: the model has no input '{name}' (inputs: {', '.join(inputs)})")
-        dims = inputs[name].type.tensor_type.shape.dim
-        if len(dims) != len(shape):
-            raise UsageError(f"--input-shape {name}: the input has rank {len(dims)}, got {len(shape)} dims")
-        for axis, (dim, size) in enumerate(zip(dims, shape)):
+        input_dims = inputs[name].type.tensor_type.shape.dim
+        if len(input_dims) != len(shape):
+            raise UsageError(f"--input-shape {name}: the input has rank {len(input_dims)}, got {len(shape)} dims")
+        for axis, (dim, size) in enumerate(zip(input_dims, shape)):
             if dim.HasField("dim_value") and dim.dim_value != size:
                 raise UsageError(f"--input-shape {name}: dim {axis} is fixed at {dim.dim_value}, got {size}")
+            if dim.dim_param and named.get(dim.dim_param, (size,))[0] != size:
+                raise UsageError(f"--input-shape {name}: dim {axis} ('{dim.dim_param}') is {size} here but "
+                                 f"{named[dim.dim_param][0]} by {named[dim.dim_param][1]}")
+            if dim.dim_param:
+                named.setdefault(dim.dim_param, (size, f"--input-shape {name}"))
+    bindings = []
+    for value_info in inputs.values():
+        for axis, dim in enumerate(value_info.type.tensor_type.shape.dim):
+            if dim.HasField("dim_value") and value_info.name not in shapes:
+                continue
+            if value_info.name in shapes:
+                size, source = shapes[value_info.name][axis], f"--input-shape {value_info.name}"
+            elif dim.dim_param in named:
+                size, source = named[dim.dim_param]
+            elif axis == 0 and batch is not None:
+                size, source = batch
+            else:
+                continue
+            if not dim.HasField("dim_value"):
+                bindings.append(DimBinding(value_info.name, axis, dim.dim_param or None, size, source))
+            if dim.dim_param:
+                named.setdefault(dim.dim_param, (size, source))
             dim.Clear()
             dim.dim_value = size
+    # The same name in declared outputs and value_info means the same size.
+    for value_info in [*proto.graph.output, *proto.graph.value_info]:
+        for dim in value_info.type.tensor_type.shape.dim:
+            if dim.dim_param in named:
+                dim.dim_value = named[dim.dim_param][0]
+    return bindings
 
 
-def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: dict | None = None) -> Model:
+def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: dict | None = None,
+                 dims: dict[str, int] | None = None, batch: tuple[int, str] | None = None) -> Model:
     """Check an in-memory ModelProto (weights loaded) and convert it to the IR."""
     check_proto(proto, source)
+    list_initializers_as_inputs(proto)
     proto = check_opsets(proto, source)
-    if input_shapes:
-        bind_input_shapes(proto, input_shapes, source)
+    bindings = bind_dims(proto, input_shapes or {}, dims or {}, batch)
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError as exc:
         raise ModelError(f"{source}: shape inference failed: {' '.join(str(exc).split())}") from None  # one line
     except ValueError:  # protos over 2 GiB cannot be inferred in memory
         inferred = proto
-    return convert_model(inferred)
+    model = convert_model(inferred)
+    model.dim_bindings = bindings
+    return model
 
 
 def dims_of(type_proto: onnx.TypeProto) -> tuple[str | None, tuple[Dim, ...] | None]:
@@ -266,8 +358,9 @@ def symbolic_inputs(model: Model) -> list[tuple[Value, int, Dim]]:
 
 
 def ensure_static(model: Model, source: str) -> None:
-    """Compiling needs fixed input shapes: name the first free dim and the flag that binds it."""
+    """Compiling needs fixed input shapes: name the first free dim and the flags that bind it."""
     for value, axis, dim in symbolic_inputs(model):
         example = "x".join(str(d) if isinstance(d, int) else "N" for d in (value.shape or ()))
         what = "has an unknown shape" if axis < 0 else f"dim {axis} is symbolic ({dim!r})" if dim else f"dim {axis} is unknown"
-        raise ModelError(f"{source}: input '{value.name}' {what}; bind it with --input-shape {value.name}={example or 'DxD'}")
+        flags = f"--dim {dim}=N or " if isinstance(dim, str) and dim else ""
+        raise ModelError(f"{source}: input '{value.name}' {what}; bind it with {flags}--input-shape {value.name}={example or 'DxD'}")

@@ -63,8 +63,20 @@ class Signature:
         if str(array.dtype) != spec["dtype"]:
             raise ArtifactError(f"input '{name}' must be {spec['dtype']}, got {array.dtype}")
         if list(array.shape) != spec["shape"]:
-            raise ArtifactError(f"input '{name}' must have shape {spec['shape']}, got {list(array.shape)}")
-        return np.ascontiguousarray(array)
+            raise ArtifactError(self.bound_dim_message(name, list(array.shape))
+                                or f"input '{name}' must have shape {spec['shape']}, got {list(array.shape)}")
+        return np.require(array, requirements="C")  # ascontiguousarray would make a 0-d input 1-d
+
+    def bound_dim_message(self, name: str, shape: list[int]) -> str | None:
+        """Why a feed of ``shape`` is refused when it differs in a dim the compile bound; None otherwise."""
+        for binding in self.manifest.get("dim_bindings", []):
+            axis = binding["axis"]
+            if binding["input"] == name and axis < len(shape) and shape[axis] != binding["value"]:
+                dim = f" ('{binding['dim']}')" if binding["dim"] else ""
+                flag = f"--dim {binding['dim']}={shape[axis]}" if binding["dim"] else f"--input-shape {name}=..."
+                return (f"input '{name}' dim {axis}{dim} was bound to {binding['value']} at compile time "
+                        f"(from {binding['source']}), got {shape[axis]}; recompile with {flag}")
+        return None
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Seeded inputs matching the signature: normal floats, small non-negative ints."""
@@ -149,7 +161,7 @@ class CompiledModel(Signature):
                 if type(array) is not np.ndarray or array.dtype != dtype or array.shape != shape:
                     array = self.check_input(spec, inputs)  # raises on a bad input, converts a good one
                 if view is None:
-                    tensors[name] = rt.tensor(np.ascontiguousarray(array), self._device)
+                    tensors[name] = rt.tensor(np.require(array, requirements="C"), self._device)
                 else:
                     np.copyto(view, array)
                     tensors[name] = tensor

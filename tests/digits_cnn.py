@@ -73,16 +73,18 @@ def train(x: np.ndarray, y: np.ndarray):
     return net.eval()
 
 
-def export(net, path: Path) -> None:
-    """Batch 1, static shapes, TorchScript exporter; IR version kept within onnxruntime's reach."""
+def export(net, path: Path, dynamic_batch: bool = False) -> None:
+    """Batch 1, static shapes (or a symbolic batch named ``batch``, as most exports have),
+    TorchScript exporter; IR version kept within onnxruntime's reach."""
     import onnx
     import torch
 
+    dynamic_axes = {INPUT: {0: "batch"}, OUTPUT: {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():  # torch deprecates this exporter in favour of the onnxscript-based one
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             net, (torch.zeros(1, 1, 8, 8),), str(path), input_names=[INPUT], output_names=[OUTPUT],
-            opset_version=OPSET, dynamo=False,
+            opset_version=OPSET, dynamo=False, dynamic_axes=dynamic_axes,
         )
     model = onnx.load(path)
     if model.ir_version > 13:
@@ -97,16 +99,19 @@ def cache_key() -> str:
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
-def trained_digits(cache_dir: Path) -> tuple[Path, Path]:
-    """(model.onnx, held-out .npz with ``image`` [N, 1, 8, 8] and ``labels`` [N]); trained once per cache key."""
+def trained_digits(cache_dir: Path, dynamic_batch: bool = False) -> tuple[Path, Path]:
+    """(model.onnx, held-out .npz with ``image`` [N, 1, 8, 8] and ``labels`` [N]); trained once per cache key.
+    ``dynamic_batch``: the same weights exported with a symbolic batch dim."""
     folder = Path(cache_dir) / f"digits-{cache_key()}"
-    model_path, data_path = folder / "digits_cnn.onnx", folder / "digits_heldout.npz"
-    if model_path.is_file() and data_path.is_file():
+    static_path, dynamic_path = folder / "digits_cnn.onnx", folder / "digits_cnn_batch.onnx"
+    model_path, data_path = dynamic_path if dynamic_batch else static_path, folder / "digits_heldout.npz"
+    if static_path.is_file() and dynamic_path.is_file() and data_path.is_file():
         return model_path, data_path
     folder.mkdir(parents=True, exist_ok=True)
     x_train, y_train, x_test, y_test = digits_split()
     logger.info("training the digits CNN on %d images", len(x_train))
     net = train(x_train, y_train)
-    export(net, model_path)
+    export(net, static_path)
+    export(net, dynamic_path, dynamic_batch=True)
     np.savez(data_path, **{INPUT: x_test, "labels": y_test})
     return model_path, data_path

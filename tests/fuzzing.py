@@ -276,7 +276,7 @@ def front_end(data: bytes, directory: Path | None = None) -> str | None:
     or is refused with an EdgecError; otherwise the internal error's signature
     (exception type and innermost edgec frame) and the traceback. An error message of
     more than one line is a finding too."""
-    from edgec.driver import DEFAULT_PIPELINE
+    from edgec.pipelines import DEFAULT_PIPELINE
     from edgec.exporter import export_model
     from edgec.importer import ensure_static, load_model
     from edgec.ir import print_model

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 import edgec.runtime
 from edgec.cli import main
 from tests.models import make_model, ort_run, random_feeds, small_cnn, zoo_model
+from tests.test_scalars import scalar_model
 
 SOURCE = Path(__file__).parent.parent / "examples" / "cpp"
 
@@ -83,7 +84,8 @@ def names_and_dtypes() -> onnx.ModelProto:
     )
 
 
-MODELS = {"small_cnn": small_cnn, "squeezenet": lambda: zoo_model("squeezenet"), "names": names_and_dtypes}
+MODELS = {"small_cnn": small_cnn, "squeezenet": lambda: zoo_model("squeezenet"), "names": names_and_dtypes,
+          "scalars": scalar_model}
 
 
 @pytest.mark.parametrize("name", list(MODELS))

@@ -269,6 +269,8 @@ class Model:
     """IR < 4 requires initializers to be listed as graph inputs; export repeats that."""
     source_files: list[Path] = field(default_factory=list)
     """The files this model was read from (the .onnx and its external data), for depfiles and caches."""
+    dim_bindings: list = field(default_factory=list)
+    """The symbolic input dims the import fixed (``importer.DimBinding``), for the manifest and the notice."""
 
     @property
     def opset(self) -> int:

@@ -42,7 +42,52 @@ model ir_version=8 opset_import={"": 17} {
 def test_golden_and_idempotent():
     result = assert_idempotent("fold-constants", parse_model(BEFORE))
     assert_golden(result.model, AFTER)
-    assert result.stats == {"folded-nodes": 3, "skipped-too-large": 0}
+    assert result.stats == {"folded-nodes": 3, "skipped-too-large": 0, "shape-refinements": 0}
+
+
+# An exporter's size arithmetic: Shape of a bound input, a 0-d Gather, a Range over it.
+SHAPES_BEFORE = """\
+model ir_version=8 opset_import={"": 17} {
+  input %x: int64[1,8]
+  init %zero: int64[] = [0]
+  init %one: int64[] = [1]
+  %s = Shape(%x) : int64[2]
+  %n = Gather(%s, %one) {axis=0} : int64[]
+  %r = Range(%zero, %n, %one) : int64[len]
+  %y = Mul(%x, %r) : int64[1,len]
+  output %y
+}
+"""
+
+# %n stays 0-d; the Range's length, unknown to the first inference, is 8 once it folded.
+SHAPES_AFTER = """\
+model ir_version=8 opset_import={"": 17} {
+  input %x: int64[1,8]
+  init %zero: int64[] = [0]
+  init %one: int64[] = [1]
+  init %s: int64[2] = [1, 8]
+  init %n: int64[] = [8]
+  init %r: int64[8] = [0, 1, 2, 3, 4, 5, 6, 7]
+  %y = Mul(%x, %r) : int64[1,8]
+  output %y
+}
+"""
+
+
+def test_shape_of_a_static_value_folds_and_shapes_are_refined():
+    result = assert_idempotent("fold-constants", parse_model(SHAPES_BEFORE))
+    assert_golden(result.model, SHAPES_AFTER)
+    assert result.stats == {"folded-nodes": 3, "skipped-too-large": 0, "shape-refinements": 1}
+    assert result.model.graph.initializers["n"].const.shape == ()
+    feeds = {"x": np.arange(8, dtype=np.int64).reshape(1, 8)}
+    np.testing.assert_array_equal(ort_run(export_model(result.model), feeds)["y"], feeds["x"] * np.arange(8))
+
+
+def test_shape_of_a_symbolic_value_stays():
+    model = parse_model(SHAPES_BEFORE.replace("int64[1,8]", "int64[1,seq]"))
+    result = run_pass("fold-constants", model)
+    assert [n.op_type for n in result.model.graph.nodes] == ["Shape", "Gather", "Range", "Mul"]
+    assert not result.modified
 
 
 def test_size_limit_keeps_big_results_and_says_why():
@@ -50,7 +95,7 @@ def test_size_limit_keeps_big_results_and_says_why():
     ops = [n.op_type for n in result.model.graph.nodes]
     # The 16-byte ConstantOfShape stays (so the Mul reading it cannot fold); the 8-byte Constant folds.
     assert ops == ["ConstantOfShape", "Mul", "Add", "Mul"]
-    assert result.stats == {"folded-nodes": 1, "skipped-too-large": 1}
+    assert result.stats == {"folded-nodes": 1, "skipped-too-large": 1, "shape-refinements": 0}
     assert any("over size-limit 8 B" in d.message for d in result.diagnostics)
 
 
