@@ -900,15 +900,17 @@ def lab_group() -> None:
 @click.option("--target", "-t", default="arm64-a72", show_default=True, help="Emulated core: arm64-a72, arm64-a53 or arm64-a76 (dotprod).")
 @click.option("--tracker", metavar="HOST:PORT", help="Register with this tracker instead of starting one.")
 @click.option("--key", help="The device's key at the tracker [default: the target name].")
-def lab_start_command(target: str, tracker: str | None, key: str | None) -> None:
+@click.option("--servers", default=1, show_default=True,
+              help="Devices serving under the key, like a board farm: edgec tune measures on all at once.")
+def lab_start_command(target: str, tracker: str | None, key: str | None, servers: int) -> None:
     """Set up (first time: Debian packages, an arm64 sysroot, TVM wheels; cached) and start a device.
 
-    Prints the --device string to use with run, check and bench."""
+    Prints the --device string to use with run, check, bench and tune."""
     from . import lab
 
     with progress_display(True) as progress:
         progress(f"starting the emulated {target} (the first start builds its sysroot, about a minute)")
-        state = lab.start(target, tracker=tracker, key=key)
+        state = lab.start(target, tracker=tracker, key=key, servers=servers)
     click.echo(state.device)
 
 

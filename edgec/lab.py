@@ -97,15 +97,19 @@ def lab_dir() -> Path:
     return Path(os.environ.get("EDGEC_LAB_DIR") or Path.home() / ".cache" / "edgec" / "lab")
 
 
-def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None = None) -> LabState:
-    """Start an emulated device for ``target`` and return the lab's state (``.device`` to use it).
+def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None = None,
+          servers: int = 1) -> LabState:
+    """Start emulated devices for ``target`` and return the lab's state (``.device`` to use them).
 
     ``tracker`` is ``HOST:PORT`` of a running tracker to register with; by default the
-    lab starts its own on 127.0.0.1. ``key`` defaults to the target name. Starting a
-    device that is already running returns the running lab.
+    lab starts its own on 127.0.0.1. ``key`` defaults to the target name. ``servers``
+    devices serve under that key, as a board farm does: the tracker hands each session to
+    a free one, so tuning measures on all of them at once. Devices already running count.
     """
     if target not in LAB_CPUS:
         raise UsageError(f"lab target {target}: not emulated (lab targets: {', '.join(LAB_CPUS)})")
+    if servers < 1:
+        raise UsageError(f"--servers {servers}: at least one device is needed")
     key = key or target
     root = lab_dir()
     root.mkdir(parents=True, exist_ok=True)
@@ -118,19 +122,25 @@ def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None
         raise DeviceError(f"the lab in {root} already uses tracker {state.tracker_host}:{state.tracker_port}; "
                           "run 'edgec lab stop' first")
     if state:
-        from .remote import registered_keys, tracker_summary
+        from .remote import tracker_summary
 
-        registered = registered_keys(tracker_summary(state.tracker_host, state.tracker_port))
+        registered = registered_ports(tracker_summary(state.tracker_host, state.tracker_port), key)
+        serving = 0
         for server in state.servers:
             if server.key == key and process_alive(server.pid, server.started):
                 if server.target != target:
                     raise DeviceError(f"lab key '{key}' is already used by a {server.target} device")
-                if server.key in registered:
-                    return state
+                if server.port in registered:
+                    serving += 1
+                    continue
                 # Alive but unregistered: TVM's server stops listening after a session dies abnormally.
-                logger.info("lab device '%s' stopped serving; restarting it", key)
+                logger.info("lab device '%s' on port %d stopped serving; restarting it", key, server.port)
                 kill_group(server.pid, server.started)
         state.servers = [s for s in state.servers if process_alive(s.pid, s.started)]
+        if serving >= servers:
+            return state
+    else:
+        serving = 0
 
     if tracker is None and importlib_missing("tornado"):
         raise DeviceError("the lab's RPC tracker needs the Python package tornado: pip install tornado")
@@ -147,10 +157,12 @@ def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None
     state.qemu, state.sysroot = tools["qemu-aarch64-static"], str(sysroot)
     state.python_path = [str(site), str(device_path)]
     save_state(root, state)
-    server = start_server(root, state, target, key)
-    state.servers.append(server)
-    save_state(root, state)
-    logger.info("lab device %s (%s under qemu) is up", state.device_for(server), LAB_CPUS[target])
+    for _ in range(servers - serving):
+        server = start_server(root, state, target, key)
+        state.servers.append(server)
+        save_state(root, state)
+        logger.info("lab device %s (%s under qemu, port %d) is up", state.device_for(server), LAB_CPUS[target],
+                    server.port)
     return state
 
 
@@ -160,18 +172,18 @@ def status() -> dict:
     state = load_state(root)
     if state is None:
         return {"running": False, "dir": str(root), "servers": []}
-    keys: dict[str, int] = {}
+    summary: dict = {"server_info": []}
     tracker_up = tracker_alive(state)
     if tracker_up:
-        from .remote import registered_keys, tracker_summary
+        from .remote import tracker_summary
 
         try:
-            keys = registered_keys(tracker_summary(state.tracker_host, state.tracker_port, timeout=5.0))
+            summary = tracker_summary(state.tracker_host, state.tracker_port, timeout=5.0)
         except DeviceError:
             tracker_up = False
     servers = [
         {**asdict(s), "device": state.device_for(s), "alive": process_alive(s.pid, s.started),
-         "registered": s.key in keys, "emulated": True}
+         "registered": s.port in registered_ports(summary, s.key), "emulated": True}
         for s in state.servers
     ]
     return {
@@ -457,7 +469,7 @@ def device_python(state: LabState, target: str) -> tuple[list[str], dict[str, st
 
 def start_server(root: Path, state: LabState, target: str, key: str) -> LabServer:
     """Start the emulated RPC server and wait until it is registered with the tracker."""
-    from .remote import registered_keys, tracker_summary
+    from .remote import tracker_summary
 
     cpu = LAB_CPUS[target]
     command, env = device_python(state, target)
@@ -468,19 +480,25 @@ def start_server(root: Path, state: LabState, target: str, key: str) -> LabServe
     wrapper.write_text("#!/bin/sh\nexec " + " ".join(f"'{part}'" for part in command) + ' "$@"\n')
     wrapper.chmod(0o755)
     port = free_port()
-    log = root / "logs" / f"server-{key}.log"
+    log = root / "logs" / f"server-{key}-{port}.log"
     serve_code = "import sys; from edgec.lab import serve; serve(sys.argv[1:])"
     pid, started = spawn([str(wrapper), "-c", serve_code, "--tracker", f"{state.tracker_host}:{state.tracker_port}",
                           "--key", key, "--port", str(port), "--python", str(wrapper)], log, env)
     server = LabServer(target, cpu, key, port, pid, started, str(log))
     deadline = time.monotonic() + START_TIMEOUT
-    while key not in registered_keys(tracker_summary(state.tracker_host, state.tracker_port, timeout=5.0)):
+    while port not in registered_ports(tracker_summary(state.tracker_host, state.tracker_port, timeout=5.0), key):
         if not process_alive(pid, started) or time.monotonic() > deadline:
             kill_group(pid, started)
             raise DeviceError(f"the emulated {target} server did not register with the tracker: "
                               f"{tail(Path(log).read_text(errors='replace'))} (log: {log})")
         time.sleep(0.25)
     return server
+
+
+def registered_ports(summary: dict, key: str) -> set[int]:
+    """The ports of the servers registered under ``key`` in a tracker summary."""
+    return {int(server["addr"][1]) for server in summary["server_info"]
+            if server["key"].removeprefix("server:") == key}
 
 
 def load_state(root: Path) -> LabState | None:

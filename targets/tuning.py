@@ -307,10 +307,14 @@ def make_runner(target, device):
     evaluator = ms.runner.EvaluatorConfig(number=5, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
     if device is None:
         return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60)
+    from edgec.remote import registered_keys, tracker_summary
+
     config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
                                  session_timeout_sec=120)
-    return ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=1, f_alloc_argument=random_arguments,
-                               f_run_evaluator=run_with_threads)
+    # One measurement in flight per device under the key: the tracker hands each to a free one.
+    devices = max(1, registered_keys(tracker_summary(device.host, device.port)).get(device.key, 0))
+    return ms.runner.RPCRunner(config, evaluator_config=evaluator, max_workers=devices,
+                               f_alloc_argument=random_arguments, f_run_evaluator=run_with_threads)
 
 
 def build_kernel(mod, target, _params):
