@@ -1,3 +1,26 @@
-"""edgec: compiles ONNX models for edge devices through Apache TVM."""
+"""edgec: compiles ONNX models for edge devices through Apache TVM.
+
+    import edgec
+    result = edgec.compile("model.onnx", target="x86-64", output="model.edgec")
+    outputs = edgec.load("model.edgec").run({"input": array})
+
+The API is exported lazily: ``edgec.load`` (the runtime) never imports the compiler.
+"""
 
 __version__ = "0.1.0"
+
+LAZY = {
+    "compile": "edgec.api",
+    "load": "edgec.runtime",
+}
+"""Public name -> the module that defines it, imported on first use."""
+
+__all__ = ["__version__", *LAZY]
+
+
+def __getattr__(name: str):
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(LAZY[name]), name)
+    raise AttributeError(f"module 'edgec' has no attribute {name!r}")

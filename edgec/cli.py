@@ -105,22 +105,16 @@ def quantize_options(calib_required: bool):
     return apply
 
 
-def quantized_pipeline(pipeline: str, options: dict, weight_bits: int = 8) -> str:
-    """``pipeline`` with a quantize step configured by the flags, when --calib is given;
-    ``weight_bits``: the target's preference, when neither --reduce-range nor --full-range is."""
-    from .passes.quantize import QuantizeOptions, with_quantize
+def quantize_flags(options: dict) -> dict:
+    """The quantize flags as the API's keywords."""
+    return {name: options[name] for name in ("calib", "calibrator", "no_quantize", "per_tensor_weights", "unsigned",
+                                             "reduce_range")}
 
-    if not options["calib"]:
-        flags = ("no_quantize", "per_tensor_weights", "unsigned")
-        if any(options[flag] for flag in flags) or options["reduce_range"] is not None or options["calibrator"] != "minmax":
-            raise UsageError("--calibrator, --no-quantize, --per-tensor-weights, --unsigned and --reduce-range/--full-range "
-                             "need --calib")
-        return pipeline
-    reduce_range = options["reduce_range"] if options["reduce_range"] is not None else weight_bits == 7
-    settings = QuantizeOptions(calib=str(options["calib"]), calibrator=options["calibrator"], exclude=";".join(options["no_quantize"]),
-                               per_tensor_weights=options["per_tensor_weights"], unsigned=options["unsigned"],
-                               reduce_range=reduce_range)
-    return with_quantize(pipeline, settings)
+
+def quantized_pipeline(pipeline: str, options: dict, weight_bits: int = 8) -> str:
+    from .api import quantized_pipeline
+
+    return quantized_pipeline(pipeline, **quantize_flags(options), weight_bits=weight_bits)
 
 
 def budget_options(command):
@@ -141,13 +135,6 @@ def budget_options(command):
     for decorate in reversed(decorators):
         command = decorate(command)
     return command
-
-
-def target_weight_bits(name: str) -> int:
-    """The int8 weight bits target ``name`` prefers (an unknown target is a usage error here)."""
-    from edgec.targets import get_target
-
-    return get_target(name).int8_weight_bits
 
 
 def profile_options(command):
@@ -266,45 +253,19 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
     fails with exit code 3 when the model violates a hard constraint. With --calib and
     --data it fails the same way when the int8 model misses the accuracy budget with
     every quantized op reverted to float."""
+    from . import api
     from .artifact import sha256_file
-    from .driver import CompileRequest, compile_model
 
     check_pass_names(options)
-    key = None
-    if sign_key:
-        from .trust import load_private_key
-
-        key = load_private_key(sign_key)  # before the compile: a bad key costs nothing
-    request = CompileRequest(
-        model=model,
-        target=target,
-        output=output or Path(model.stem + ".edgec"),
-        input_shapes=parse_shapes(options["input_shapes"]),
-        dims=parse_dims(options["dims"]),
-        pipeline=quantized_pipeline(options["pipeline"], options, target_weight_bits(target)),
-        verify_each=options["verify_each"],
-        depfile=depfile,
-        cache_dir=cache_dir,
-        profile=profile,
-        profile_overrides=tuple(overrides),
-        allow_violations=allow_violations,
-        fallback=options["fallback"],
-        tuning_db=tuning_db,
-        accuracy_data=data,
-        metric=metric,
-        max_drop=max_drop,
-    )
     started = time.perf_counter()
     with progress_display(not quiet and not as_json) as progress:
-        result = compile_model(request, build_instruments(options), progress)
-    if key is not None:
-        from .trust import sign_artifact
-
-        try:
-            sign_artifact(result.output, key)
-        except BaseException:
-            result.output.unlink(missing_ok=True)  # asked for a signed artifact: an unsigned one is no result
-            raise
+        result = api.compile(
+            model, target, output=output, profile=profile, overrides=overrides,
+            input_shapes=parse_shapes(options["input_shapes"]), dims=parse_dims(options["dims"]),
+            passes=options["pipeline"], **quantize_flags(options), data=data, metric=metric, max_drop=max_drop,
+            tuning_db=tuning_db, fallback=options["fallback"], allow_violations=allow_violations, depfile=depfile,
+            cache_dir=cache_dir, sign=sign_key, verify_each=options["verify_each"],
+            instruments=build_instruments(options), progress=progress)
     if result.bindings and not quiet:
         click.echo(binding_notice(result.bindings), err=True)
     if as_json:

@@ -74,6 +74,10 @@ class CompileResult:
     bindings: list = field(default_factory=list)
     """The symbolic input dims the compile fixed, and what fixed each (``importer.DimBinding``)."""
 
+    def __str__(self) -> str:
+        origin = ", from the cache" if self.cached else ""
+        return f"{self.output} ({self.manifest['target']['name']}, {self.output.stat().st_size / 1e6:.1f} MB{origin})"
+
 
 Progress = Callable[[str], None]
 
