@@ -29,12 +29,15 @@ import logging
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UsageError
-from .ir import Model, numpy_dtype
+
+if TYPE_CHECKING:  # the command line reads CALIBRATORS without importing the IR (and onnx)
+    from .ir import Model
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +77,8 @@ def matches(shape: tuple, expected: tuple) -> bool:
 def load_calibration(path: Path, model: Model, flag: str = "--calib") -> CalibrationData:
     """Read and check ``path`` against ``model``'s inputs; every failure is one UsageError line
     starting with ``flag`` and the path."""
+    from .ir import numpy_dtype
+
     path = Path(path)
     where = f"{flag} {path}"
     if not path.is_file():

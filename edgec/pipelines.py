@@ -8,7 +8,10 @@ followed by ``edgec compile`` runs the same passes as ``edgec compile --calib``.
 
 from __future__ import annotations
 
-from .pass_manager import PassSpec, Pipeline
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the command line reads DEFAULT_PIPELINE without importing the passes (and onnx)
+    from .pass_manager import PassSpec, Pipeline
 
 CLEANUP = ("remove-identity", "fold-constants", "fold-batchnorm", "fold-conv-affine", "eliminate-dead")
 """Graph clean-ups every compile runs first; quantization calibrates their result."""
@@ -30,11 +33,15 @@ DEFAULT_PIPELINE = ",".join(PIPELINES["default"])
 
 def get_pipeline(name: str) -> Pipeline:
     """The named pipeline, parsed (so its passes are checked against the registry)."""
+    from .pass_manager import Pipeline
+
     return Pipeline.parse(",".join(PIPELINES[name]))
 
 
 def insert_at_quantize_point(pipeline: Pipeline, spec: PassSpec) -> Pipeline:
     """``pipeline`` with ``spec`` before its first memory pass, or at its end."""
+    from .pass_manager import Pipeline
+
     specs = list(pipeline.passes)
     at = next((i for i, existing in enumerate(specs) if existing.name in MEMORY_PASSES), len(specs))
     specs.insert(at, spec)
@@ -43,4 +50,6 @@ def insert_at_quantize_point(pipeline: Pipeline, spec: PassSpec) -> Pipeline:
 
 def append_at_partition_point(pipeline: Pipeline, spec: PassSpec) -> Pipeline:
     """``pipeline`` with ``spec`` at its end: partitioning sees the final graph."""
+    from .pass_manager import Pipeline
+
     return Pipeline([*pipeline.passes, spec])

@@ -236,8 +236,12 @@ def parse_choice(choices) -> Callable[[Any], str]:
 
 
 def parse_ops(value) -> tuple[str, ...]:
-    import onnx.defs
-
+    """Op names, checked against onnx's schemas where onnx is installed: a device that only
+    runs and certifies artifacts has no onnx, and compiles check the names again."""
+    try:
+        import onnx.defs
+    except ImportError:
+        return tuple(parse_names(value, "op"))
     for op in parse_names(value, "op"):
         domain, _, op_type = op.rpartition("::")
         if domain in ("", "ai.onnx", "ai.onnx.ml") and op_type != "*" and not onnx.defs.has(op_type, domain or ""):
@@ -246,8 +250,11 @@ def parse_ops(value) -> tuple[str, ...]:
 
 
 def parse_dtypes(value) -> tuple[str, ...]:
-    from .ir.core import DTYPES
-
+    """Dtype names, checked against the IR's where onnx is installed (see ``parse_ops``)."""
+    try:
+        from .ir.core import DTYPES
+    except ImportError:
+        return tuple(parse_names(value, "dtype"))
     for name in parse_names(value, "dtype"):
         if name not in DTYPES:
             raise ValueError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})")
