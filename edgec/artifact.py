@@ -134,14 +134,11 @@ def write_artifact(path: Path, manifest: dict, library: bytes | dict[str, bytes]
 def write_members(path: Path, manifest_bytes: bytes, members: dict[str, bytes], signature: bytes | None = None) -> None:
     """Write the tar: the manifest, its digest, the members, then the signature if any.
 
-    Atomic: a temp file beside ``path`` named after this process, then a rename. Temp
-    files that a killed edgec left for the same path are removed first."""
-    remove_stale_temporaries(path)
+    Atomic: a temp file beside ``path`` (:func:`temporary_beside`), then a rename."""
     digest = (sha256_bytes(manifest_bytes) + "\n").encode()
     entries = [(MANIFEST, manifest_bytes), (DIGEST, digest), *members.items(),
                *([(SIGNATURE, signature)] if signature is not None else [])]
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
-                                         delete=False)
+    handle = temporary_beside(path)
     try:
         with handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name, data in entries:
@@ -151,6 +148,14 @@ def write_members(path: Path, manifest_bytes: bytes, members: dict[str, bytes], 
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def temporary_beside(path: Path):
+    """An open temp file beside ``path``, ``.NAME.PID-XXXX.tmp``, to be renamed over it; temp
+    files that a killed edgec left for the same path are removed first."""
+    remove_stale_temporaries(path)
+    return tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                                       delete=False)
 
 
 def remove_stale_temporaries(path: Path) -> None:
