@@ -1045,6 +1045,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("edgec: aborted", err=True)
         return 130
+    except MemoryError as exc:
+        click.echo(f"edgec: error: out of memory ({exc or 'MemoryError'})", err=True)
+        return 1
     except Exception as exc:  # a bug in edgec or a library: one line, the traceback with -v
         logger.info("traceback of the internal error:", exc_info=True)
         click.echo(f"edgec: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)", err=True)

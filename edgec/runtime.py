@@ -139,7 +139,12 @@ class CompiledModel(Signature):
         tensors = {spec["name"]: self._tvm.runtime.tensor(array, self._device)
                    for spec, array in zip(self.inputs, self.checked_inputs(inputs))}
         for stage in self._stages:
-            stage.run(tensors)
+            try:
+                stage.run(tensors)
+            except RuntimeError as exc:  # TVM's argument checks: the manifest does not describe this library
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise ArtifactError(f"{self.path}: the compiled library refused the tensors its manifest "
+                                    f"describes: {first}") from None
         return {spec["name"]: tensors[spec["name"]].numpy() for spec in self.outputs}
 
 
