@@ -753,6 +753,17 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return
+    try:
+        lines = inspect_lines(artifact, opened)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a manifest written by hand or tampered with
+        raise EdgecError(f"{artifact}: member 'manifest.json' lacks or mistypes a field inspect shows ({exc!r})") from None
+    click.echo("\n".join(lines))
+
+
+def inspect_lines(artifact: Path, opened) -> list[str]:
+    from .artifact import SIGNATURE
+
+    manifest = opened.manifest
     target = manifest["target"]
     lines = [
         f"artifact   {artifact} (format {manifest['format_version']})",
@@ -771,7 +782,9 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
                      f"{', '.join(part['inputs'])} -> {', '.join(part['outputs'])}")
     for name, member in manifest["members"].items():
         lines.append(f"member     {name}: {member['size']} bytes sha256:{member['sha256'][:16]}")
-    click.echo("\n".join(lines))
+    signed = "manifest.sig present (check it with --verify-key on run, check, bench)"
+    lines.append(f"signature  {signed if SIGNATURE in opened.offsets else 'none'}")
+    return lines
 
 
 @main_group.command("report", epilog=EXIT_CODES)
