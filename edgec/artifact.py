@@ -38,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import tarfile
@@ -65,6 +66,8 @@ MAX_MANIFEST_BYTES = 4 << 20
 MAX_DEPTH = 32
 """How deep the manifest's JSON may nest; edgec's own manifests nest about 6 levels."""
 MAX_MEMBERS = 1024
+MAX_TENSOR_BYTES = 1 << 40
+"""No input or output of an edge model is a terabyte: a larger one is a lying manifest."""
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -134,14 +137,11 @@ def write_artifact(path: Path, manifest: dict, library: bytes | dict[str, bytes]
 def write_members(path: Path, manifest_bytes: bytes, members: dict[str, bytes], signature: bytes | None = None) -> None:
     """Write the tar: the manifest, its digest, the members, then the signature if any.
 
-    Atomic: a temp file beside ``path`` named after this process, then a rename. Temp
-    files that a killed edgec left for the same path are removed first."""
-    remove_stale_temporaries(path)
+    Atomic: a temp file beside ``path`` (:func:`temporary_beside`), then a rename."""
     digest = (sha256_bytes(manifest_bytes) + "\n").encode()
     entries = [(MANIFEST, manifest_bytes), (DIGEST, digest), *members.items(),
                *([(SIGNATURE, signature)] if signature is not None else [])]
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
-                                         delete=False)
+    handle = temporary_beside(path)
     try:
         with handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for name, data in entries:
@@ -151,6 +151,14 @@ def write_members(path: Path, manifest_bytes: bytes, members: dict[str, bytes], 
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def temporary_beside(path: Path):
+    """An open temp file beside ``path``, ``.NAME.PID-XXXX.tmp``, to be renamed over it; temp
+    files that a killed edgec left for the same path are removed first."""
+    remove_stale_temporaries(path)
+    return tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                                       delete=False)
 
 
 def remove_stale_temporaries(path: Path) -> None:
@@ -252,6 +260,7 @@ def open_artifact(path: str | os.PathLike) -> ArtifactFile:
     if digest.strip() != actual.hexdigest().encode():
         raise ArtifactError(f"{path}: member '{MANIFEST}' is corrupt (its sha256 does not match '{DIGEST}')")
     check_members(path, manifest, headers)
+    check_schema(path, manifest)
     offsets = {name: (info.offset_data, info.size) for name, info in headers.items()}
     return ArtifactFile(path, manifest, offsets, actual.digest())
 
@@ -338,10 +347,9 @@ def check_weight_index(path: Path, index, blob_size: int) -> None:
         name = entry.get("name") if isinstance(entry, dict) else None
         try:
             shape, offset, nbytes = entry["shape"], entry["offset"], entry["nbytes"]
-            dtype = np.dtype(entry["dtype"])
-            plain = dtype.kind in "biuf" or (dtype.kind == "V" and dtype.fields is None)  # ml_dtypes' bfloat16...
-            itemsize = dtype.itemsize if plain else -1  # never objects or records
-            ok = (all(isinstance(v, int) and v >= 0 for v in (offset, nbytes, *shape)) and isinstance(shape, list)
+            dtype = plain_dtype(entry["dtype"])
+            itemsize = dtype.itemsize if dtype is not None and isinstance(name, str) else -1
+            ok = (isinstance(shape, list) and all(type(v) is int and v >= 0 for v in (offset, nbytes, *shape))
                   and nbytes == itemsize * int(np.prod(shape, dtype=object)) and offset + nbytes <= blob_size
                   and offset % ALIGNMENT == 0)
         except (KeyError, TypeError, ValueError):
@@ -349,3 +357,59 @@ def check_weight_index(path: Path, index, blob_size: int) -> None:
         if not ok:
             raise ArtifactError(f"{path}: manifest weight {name!r} does not fit member '{WEIGHTS}' "
                                 "(bad dtype, shape, offset or size)")
+
+
+def check_schema(path: Path, manifest: dict) -> None:
+    """The fields the runtimes read have the types they assume, and the partitions' tensors
+    connect: each input is a model input or an earlier partition's output, each weight is
+    in the index, each model output is produced."""
+    def need(ok: bool, field: str) -> None:
+        if not ok:
+            raise ArtifactError(f"{path}: member '{MANIFEST}': field '{field}' is missing or invalid")
+
+    target = manifest.get("target")
+    need(isinstance(target, dict) and all(isinstance(target.get(k), str) for k in ("name", "triple")), "target")
+    need(is_names(target.get("features", [])) and isinstance(target.get("device", "cpu"), str), "target")
+    signature = manifest.get("signature")
+    need(isinstance(signature, dict), "signature")
+    for side in ("inputs", "outputs"):
+        specs = signature.get(side)
+        need(isinstance(specs, list) and all(is_tensor_spec(spec) for spec in specs), f"signature.{side}")
+    partitions = manifest.get("partitions")
+    if not partitions:
+        return
+    available = {spec["name"] for spec in signature["inputs"]}
+    weights = {entry["name"] for entry in manifest["weights"]}
+    for index, partition in enumerate(partitions):
+        field = f"partitions[{index}]"
+        need(isinstance(partition.get("id"), int) and isinstance(partition.get("runs_on"), str), field)
+        need(all(is_names(partition.get(k)) for k in ("inputs", "outputs", "weights")), field)
+        need(set(partition["inputs"]) <= available and set(partition["weights"]) <= weights, field)
+        available |= set(partition["outputs"])
+    need({spec["name"] for spec in signature["outputs"]} <= available, "signature.outputs")
+
+
+def is_names(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def is_tensor_spec(spec) -> bool:
+    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("dtype"), str)):
+        return False
+    shape, dtype = spec.get("shape"), plain_dtype(spec["dtype"])
+    return (dtype is not None and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
+            and math.prod(shape) * dtype.itemsize <= MAX_TENSOR_BYTES)
+
+
+def plain_dtype(name) -> np.dtype | None:
+    """The numeric dtype ``name`` stands for (numpy's, or ml_dtypes' such as bfloat16);
+    None for anything else, objects and records included."""
+    try:
+        dtype = np.dtype(name)
+    except (TypeError, ValueError):
+        import ml_dtypes
+
+        dtype = np.dtype(getattr(ml_dtypes, name)) if isinstance(name, str) and hasattr(ml_dtypes, name) else None
+    if dtype is None or not (dtype.kind in "biuf" or (dtype.kind == "V" and dtype.fields is None)):
+        return None
+    return dtype

@@ -14,14 +14,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
 from . import __version__
-from .artifact import sha256_file
+from .artifact import sha256_file, temporary_beside
 
 
 def cache_key(files: list[Path], settings: dict) -> str:
@@ -37,7 +36,7 @@ def cache_key(files: list[Path], settings: dict) -> str:
 
 
 def copy_atomically(source: Path, destination: Path) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=destination.parent, prefix=f".{destination.name}.", suffix=".tmp", delete=False)
+    handle = temporary_beside(destination)
     try:
         with handle, open(source, "rb") as data:
             shutil.copyfileobj(data, handle)
@@ -89,7 +88,7 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     path = Path(path)
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    handle = temporary_beside(path)
     try:
         with handle:
             handle.write(data)

@@ -734,6 +734,17 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(manifest, indent=2, sort_keys=True))
         return
+    try:
+        lines = inspect_lines(artifact, opened)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a manifest written by hand or tampered with
+        raise EdgecError(f"{artifact}: member 'manifest.json' lacks or mistypes a field inspect shows ({exc!r})") from None
+    click.echo("\n".join(lines))
+
+
+def inspect_lines(artifact: Path, opened) -> list[str]:
+    from .artifact import SIGNATURE
+
+    manifest = opened.manifest
     target = manifest["target"]
     lines = [
         f"artifact   {artifact} (format {manifest['format_version']})",
@@ -756,7 +767,9 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
                      f"{', '.join(part['inputs'])} -> {', '.join(part['outputs'])}")
     for name, member in manifest["members"].items():
         lines.append(f"member     {name}: {member['size']} bytes sha256:{member['sha256'][:16]}")
-    click.echo("\n".join(lines))
+    signed = "manifest.sig present (check it with --verify-key on run, check, bench)"
+    lines.append(f"signature  {signed if SIGNATURE in opened.offsets else 'none'}")
+    return lines
 
 
 @main_group.command("report", epilog=EXIT_CODES)
@@ -1036,6 +1049,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("edgec: aborted", err=True)
         return 130
+    except MemoryError as exc:
+        click.echo(f"edgec: error: out of memory ({exc or 'MemoryError'})", err=True)
+        return 1
     except Exception as exc:  # a bug in edgec or a library: one line, the traceback with -v
         logger.info("traceback of the internal error:", exc_info=True)
         click.echo(f"edgec: internal error: {type(exc).__name__}: {exc} (rerun with -v for the traceback)", err=True)

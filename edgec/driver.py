@@ -29,7 +29,7 @@ from .pipelines import DEFAULT_PIPELINE
 from .passes.plan_memory import plan_memory, target_alignment
 from .profile import Profile, from_metadata_props, load_profile
 from .report import build_report, with_runtime_memory
-from .validate import check_declared_sizes
+from .validate import check_arena_size, check_declared_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +283,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         quantization = json.loads(model.metadata["edgec.quantization"]) if "edgec.quantization" in model.metadata else None
 
     memory = plan_memory(model, target_alignment(target))  # in the final node order
+    check_arena_size(memory.arena_bytes, target.memory_bytes, target.name, str(request.model), profile is not None)
     compliance = None
     if profile:
         progress(f"checking against profile {profile.name}")

@@ -166,7 +166,12 @@ class CompiledModel(Signature):
                     np.copyto(view, array)
                     tensors[name] = tensor
             for stage in self._stages:
-                stage.run(tensors)
+                try:
+                    stage.run(tensors)
+                except RuntimeError as exc:  # TVM's argument checks: the manifest does not describe this library
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise ArtifactError(f"{self.path}: the compiled library refused the tensors its manifest "
+                                        f"describes: {first}") from None
             return {name: rt.numpy(tensors[name], dtype) for name, dtype in self._output_dtypes}
 
 

@@ -217,3 +217,11 @@ def check_declared_sizes(model, memory_bytes: int | None, target_name: str, sour
             error = ProfileViolation if profiled else ModelError
             raise error(f"{source}: tensor '{value.name}' {value.dtype}{list(value.shape)} needs {human_size(size)}, "
                         f"more than target {target_name}'s memory ({human_size(memory_bytes)})")
+
+
+def check_arena_size(arena_bytes: int, memory_bytes: int | None, target_name: str, source: str, profiled: bool) -> None:
+    """The planned activation arena, whose tensors each fit, must fit too."""
+    if memory_bytes is not None and arena_bytes > memory_bytes:
+        error = ProfileViolation if profiled else ModelError
+        raise error(f"{source}: the activation arena needs {human_size(arena_bytes)}, more than target "
+                    f"{target_name}'s memory ({human_size(memory_bytes)})")

@@ -109,8 +109,21 @@ def invalid_utf8(old: bytes, new: bytes, base=gemm):
     return build
 
 
-def producer(model):
-    model.producer_name = "exporter"
+def loop_without_body(model):
+    model.graph.node.append(helper.make_node("Loop", ["", ""], ["unused"], name="loop"))
+
+
+def undefined_input(model):
+    model.graph.node[0].input[0] = "nowhere"
+
+
+def arena(directory: Path) -> Path:
+    """Six 256 MiB tensors (five negations and their sum): each fits arm64-a53's 1 GiB, the arena does not."""
+    shape = [1 << 26]
+    nodes = [helper.make_node("Neg", ["x"], [f"n{i}"], name=f"neg{i}") for i in range(5)]
+    nodes.append(helper.make_node("Sum", [f"n{i}" for i in range(5)], ["y"], name="sum"))
+    return saved(make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                            [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)]))(directory)
 
 
 def with_producer():
@@ -136,5 +149,7 @@ CASES = [
     ("invalid-utf8-op-type", invalid_utf8(b"Gemm", b"G\xffmm"), 1, "op_type b'G\\xffmm' is not valid UTF-8"),
     ("invalid-utf8-attribute-name", invalid_utf8(b"transB", b"tr\xffnsB"), 1, "attribute name b'tr\\xffnsB' is not valid UTF-8"),
     ("invalid-utf8-producer", invalid_utf8(b"exporter", b"exp\xffrter", with_producer), 1, "producer_name b'exp\\xffrter' is not valid UTF-8"),
+    ("missing-required-attribute", edited(loop_without_body), 1, "'loop' (Loop): required attribute 'body' is missing"),
+    ("undefined-tensor", edited(undefined_input), 1, "node 'fc' (Gemm) uses 'nowhere', which nothing defines"),
     ("huge-input", saved(relu((1 << 40, 64))), 1, "tensor 'x' float32[1099511627776, 64] needs"),
 ]

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import onnx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edgec import runtime
 from edgec.artifact import DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact
@@ -220,3 +222,45 @@ def test_library_is_loaded_from_a_private_directory(good, private_tmp, monkeypat
     compiled.run(compiled.random_inputs())
     assert [(d, f) for d, f, _ in seen] == [(0o700, 0o600)]
     assert seen[0][2].parent == private_tmp and not seen[0][2].exists() and not tree(private_tmp)
+
+
+JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-2, 1 << 40) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=6)
+
+
+def manifest_paths(value, prefix=()):
+    """Every (path, value) in a JSON document, to pick one to mutate."""
+    yield prefix
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from manifest_paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from manifest_paths(item, (*prefix, index))
+
+
+@settings(max_examples=int(os.environ.get("EDGEC_MANIFEST_EXAMPLES", "40")), deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_tampered_manifest_with_a_fresh_digest_is_refused_or_runs(good, tmp_path, data):
+    """Whoever can write the file can recompute the digest: the manifest's fields are checked
+    too, so loading and running a mutated one gives an ArtifactError or a normal run,
+    never another exception."""
+    _, manifest, members = good
+    manifest = listed(manifest, members)
+    paths = [p for p in manifest_paths(manifest) if p and p[0] not in ("report", "memory_plan", "runtime_memory")]
+    path = data.draw(st.sampled_from(paths))
+    parent = manifest
+    for key in path[:-1]:
+        parent = parent[key]
+    if data.draw(st.booleans()) and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = data.draw(JSON_VALUES)
+    artifact = craft(tmp_path / "mutated.edgec", manifest, list(members.items()))
+    try:
+        compiled = runtime.load(artifact)
+        compiled.run(compiled.random_inputs())
+    except ArtifactError:
+        pass

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 from edgec.cli import main
-from tests.bad_models import CASES, gemm, relu, saved
+from tests.bad_models import CASES, arena, relu, saved
 
 
 def one_line_error(capfd, code: int, argv: list[str], culprit: str) -> str:
@@ -38,6 +38,13 @@ def test_huge_input_under_a_profile_is_a_profile_violation(tmp_path, capfd):
     model = saved(relu((1 << 40, 64)))(tmp_path)
     one_line_error(capfd, 3, ["compile", str(model), "-t", "x86-64", "--profile", "infra-edge",
                               "-o", str(tmp_path / "m.edgec")], "tensor 'x'")
+    assert not (tmp_path / "m.edgec").exists()
+
+
+def test_arena_larger_than_the_target_memory_is_refused(tmp_path, capfd):
+    model = arena(tmp_path)
+    one_line_error(capfd, 1, ["compile", str(model), "-t", "arm64-a53", "-o", str(tmp_path / "m.edgec")],
+                   "the activation arena needs 1.5 GiB, more than target arm64-a53's memory (1.0 GiB)")
     assert not (tmp_path / "m.edgec").exists()
 
 

@@ -124,3 +124,40 @@ def test_missing_input_and_non_artifact_are_refused(edgec_run, compiled, tmp_pat
     onnx.save(small_cnn(), not_artifact)
     result = run_cpp(edgec_run, not_artifact, {"x": np.zeros((1, 3, 16, 16), np.float32)}, tmp_path)
     assert result.returncode != 0 and "not an edgec artifact" in result.stderr
+
+
+def test_signature_and_digests_are_checked_with_openssl(edgec_run, compiled, tmp_path):
+    """Built with OpenSSL: --verify-key accepts the signing key's artifact only, and a flipped
+    weight byte is refused even without a key."""
+    if "OPENSSL_CRYPTO_LIBRARY:FILEPATH=/" not in (edgec_run.parent / "CMakeCache.txt").read_text():
+        pytest.skip("edgec_run was built without OpenSSL (libssl-dev): it checks no signatures")
+    from edgec.artifact import WEIGHTS, open_artifact
+
+    artifact = compiled("small_cnn", small_cnn())
+    assert main(["keygen", str(tmp_path / "key.pem")]) == 0
+    assert main(["keygen", str(tmp_path / "other.pem")]) == 0
+    signed = tmp_path / "signed.edgec"
+    shutil.copy(artifact, signed)
+    from edgec.trust import load_private_key, sign_artifact
+
+    sign_artifact(signed, load_private_key(tmp_path / "key.pem"))
+    in_dir = tmp_path / "in"
+    in_dir.mkdir()
+    np.save(in_dir / "x.npy", np.zeros((1, 3, 16, 16), np.float32))
+
+    def run(path, key=None):
+        flags = ["--verify-key", str(key)] if key else []
+        return subprocess.run([str(edgec_run), *flags, str(path), str(in_dir), str(tmp_path / "out")],
+                              capture_output=True, text=True)
+
+    assert run(signed, tmp_path / "key.pem.pub").returncode == 0
+    result = run(signed, tmp_path / "other.pem.pub")
+    assert result.returncode == 1 and "'manifest.sig' does not verify" in result.stderr
+    result = run(artifact, tmp_path / "key.pem.pub")
+    assert result.returncode == 1 and "not signed" in result.stderr
+    data = bytearray(artifact.read_bytes())
+    offset, size = open_artifact(artifact).offsets[WEIGHTS]
+    data[offset + size // 2] ^= 1
+    (tmp_path / "flipped.edgec").write_bytes(bytes(data))
+    result = run(tmp_path / "flipped.edgec")
+    assert result.returncode == 1 and "'weights.bin' is corrupt" in result.stderr

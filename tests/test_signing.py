@@ -91,3 +91,11 @@ def test_bad_signing_key_fails_before_compiling(signed, tmp_path, capfd):
     assert code == 2 and "--sign" in err and not (tmp_path / "x.edgec").exists()
     code, err = run(capfd, ["run", str(signed / "signed.edgec"), "--random-inputs", "--verify-key", str(signed / "key.pem")])
     assert code == 2 and "--verify-key" in err
+
+
+def test_inspect_says_whether_an_artifact_is_signed(signed, capfd):
+    capfd.readouterr()
+    assert main(["inspect", str(signed / "signed.edgec")]) == 0
+    assert "signature  manifest.sig present" in capfd.readouterr().out
+    assert main(["inspect", str(signed / "plain.edgec")]) == 0
+    assert "signature  none" in capfd.readouterr().out

@@ -1,7 +1,7 @@
 // edgec_run: run an .edgec artifact from C++ with the TVM runtime that ships in the
 // apache-tvm wheel.
 //
-//   edgec_run MODEL.edgec IN_DIR OUT_DIR
+//   edgec_run [--verify-key PUB.pem] MODEL.edgec IN_DIR OUT_DIR
 //
 // Reads each input from IN_DIR/<name>.npy, runs the model once and writes each output
 // to OUT_DIR/<name>.npy, where <name> is the tensor's name with every character
@@ -10,7 +10,9 @@
 //
 // What it does, in the order edgec's Python runtime (edgec/runtime.py) does it:
 //  1. maps the artifact read-only and finds its members (edgec_artifact.h);
-//  2. parses manifest.json and refuses an artifact this machine cannot run;
+//  2. parses manifest.json and refuses an artifact this machine cannot run; built with
+//     OpenSSL, checks the manifest digest, model.so's and weights.bin's sha256 and,
+//     with --verify-key, the Ed25519 signature (manifest.sig) of the digest;
 //  3. writes model.so to a private temp file, loads it, and deletes the file;
 //  4. creates a Relax VM on the CPU from the library;
 //  5. wraps every weight as a tensor viewing the map (no copy);
@@ -31,6 +33,7 @@
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 
+#include <array>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
@@ -43,6 +46,12 @@
 #include <vector>
 
 #include "edgec_artifact.h"
+
+#ifdef EDGEC_WITH_OPENSSL
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/sha.h>
+#endif
 
 namespace ffi = tvm::ffi;
 using edgec::Error;
@@ -291,6 +300,69 @@ void WriteOutput(const TensorSpec& spec, const ffi::Tensor& tensor, const std::s
                   ffi::GetDataSize(static_cast<size_t>(tensor.numel()), tensor.dtype()));
 }
 
+#ifdef EDGEC_WITH_OPENSSL
+using Digest = std::array<unsigned char, SHA256_DIGEST_LENGTH>;
+
+Digest Sha256(const edgec::MappedFile& file, const edgec::Member& member) {
+  Digest digest;
+  SHA256(file.data() + member.offset, member.size, digest.data());
+  return digest;
+}
+
+std::string Hex(const Digest& digest) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char byte : digest) hex += {kDigits[byte >> 4], kDigits[byte & 15]};
+  return hex;
+}
+
+/*! \brief The manifest against manifest.sha256, and the members it records against their sha256,
+ *  as edgec's Python runtime checks them; returns the manifest digest. */
+Digest CheckIntegrity(const edgec::MappedFile& file, const std::map<std::string, edgec::Member>& members,
+                      const Manifest& manifest) {
+  const std::string& path = file.path();
+  auto digest_member = members.find("manifest.sha256");
+  if (digest_member == members.end()) throw Error(path + ": member 'manifest.sha256' is missing; recompile the model");
+  Digest digest = Sha256(file, members.at("manifest.json"));
+  std::string recorded(reinterpret_cast<const char*>(file.data() + digest_member->second.offset),
+                       digest_member->second.size);
+  while (!recorded.empty() && std::isspace(static_cast<unsigned char>(recorded.back()))) recorded.pop_back();
+  if (recorded != Hex(digest)) throw Error(path + ": member 'manifest.json' is corrupt (its sha256 does not match 'manifest.sha256')");
+  ffi::json::Object listed = manifest.Object(manifest.Get(manifest.root, "members", ""), "members");
+  for (const char* name : {"model.so", "weights.bin"}) {
+    ffi::json::Object entry = manifest.Object(manifest.Get(listed, name, "members."), std::string("members.") + name);
+    const edgec::Member& member = members.at(name);
+    if (manifest.Int(manifest.Get(entry, "size", "members.x."), "members.size") != static_cast<int64_t>(member.size) ||
+        manifest.Str(manifest.Get(entry, "sha256", "members.x."), "members.sha256") != Hex(Sha256(file, member))) {
+      throw Error(path + ": member '" + name + "' is corrupt (sha256 mismatch with the manifest)");
+    }
+  }
+  return digest;
+}
+
+/*! \brief Refuse unless manifest.sig is an Ed25519 signature of the digest by the key in key_path. */
+void VerifySignature(const edgec::MappedFile& file, const std::map<std::string, edgec::Member>& members,
+                     const Digest& digest, const std::string& key_path) {
+  const std::string& path = file.path();
+  auto sig = members.find("manifest.sig");
+  if (sig == members.end()) throw Error(path + ": member 'manifest.sig' is missing: the artifact is not signed");
+  if (sig->second.size != 64) throw Error(path + ": member 'manifest.sig' is not an Ed25519 signature (64 bytes)");
+  FILE* key_file = std::fopen(key_path.c_str(), "rb");
+  if (!key_file) throw Error("--verify-key " + key_path + ": " + std::strerror(errno));
+  std::unique_ptr<EVP_PKEY, decltype(&EVP_PKEY_free)> key(PEM_read_PUBKEY(key_file, nullptr, nullptr, nullptr),
+                                                          EVP_PKEY_free);
+  std::fclose(key_file);
+  if (!key || EVP_PKEY_id(key.get()) != EVP_PKEY_ED25519) {
+    throw Error("--verify-key " + key_path + ": not an Ed25519 public key in PEM");
+  }
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  bool ok = ctx && EVP_DigestVerifyInit(ctx.get(), nullptr, nullptr, nullptr, key.get()) == 1 &&
+            EVP_DigestVerify(ctx.get(), file.data() + sig->second.offset, sig->second.size, digest.data(),
+                             digest.size()) == 1;
+  if (!ok) throw Error(path + ": member 'manifest.sig' does not verify with " + key_path);
+}
+#endif
+
 /*! \brief dlopen the library member: written to a private temp dir, loaded, then deleted. */
 ffi::Module LoadLibrary(const edgec::MappedFile& file, const edgec::Member& member) {
   const char* tmp = std::getenv("TMPDIR");
@@ -318,7 +390,8 @@ ffi::Module LoadLibrary(const edgec::MappedFile& file, const edgec::Member& memb
   }
 }
 
-int Run(const std::string& artifact_path, const std::string& in_dir, const std::string& out_dir) {
+int Run(const std::string& artifact_path, const std::string& in_dir, const std::string& out_dir,
+        const std::string& verify_key) {
   // 1. The container.
   auto file = std::make_shared<edgec::MappedFile>(artifact_path);
   std::map<std::string, edgec::Member> members = edgec::ReadTar(*file);
@@ -350,6 +423,12 @@ int Run(const std::string& artifact_path, const std::string& in_dir, const std::
   for (const char* name : {"model.so", "weights.bin"}) {
     if (!members.count(name)) throw Error(artifact_path + ": artifact is missing member " + name);
   }
+#ifdef EDGEC_WITH_OPENSSL
+  Digest digest = CheckIntegrity(*file, members, manifest);
+  if (!verify_key.empty()) VerifySignature(*file, members, digest, verify_key);
+#else
+  if (!verify_key.empty()) throw Error("--verify-key: this edgec_run was built without OpenSSL");
+#endif
   CheckMachine(manifest);
   ffi::json::Object signature = manifest.Object(manifest.Get(manifest.root, "signature", ""), "signature");
   std::vector<TensorSpec> inputs = Specs(manifest, manifest.Get(signature, "inputs", "signature."), "signature.inputs", false);
@@ -411,14 +490,20 @@ int Run(const std::string& artifact_path, const std::string& in_dir, const std::
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::string verify_key;
+  if (argc == 6 && std::string(argv[1]) == "--verify-key") {
+    verify_key = argv[2];
+    argv += 2;
+    argc -= 2;
+  }
   if (argc != 4) {
-    std::cerr << "usage: " << argv[0] << " MODEL.edgec IN_DIR OUT_DIR\n"
+    std::cerr << "usage: " << argv[0] << " [--verify-key PUB.pem] MODEL.edgec IN_DIR OUT_DIR\n"
               << "  reads IN_DIR/<input>.npy, writes OUT_DIR/<output>.npy; in file names every character\n"
               << "  outside [A-Za-z0-9_.-] of a tensor's name is replaced by '_'\n";
     return 2;
   }
   try {
-    return Run(argv[1], argv[2], argv[3]);
+    return Run(argv[1], argv[2], argv[3], verify_key);
   } catch (const ffi::Error& error) {
     std::cerr << "edgec_run: error: " << error.kind() << ": " << error.message() << "\n";
   } catch (const std::exception& error) {
