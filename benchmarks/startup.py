@@ -1,9 +1,11 @@
-"""Start-up and per-call cost: edgec's runtime against onnxruntime, in one run.
+"""Start-up and per-call cost: edgec's runtime against onnxruntime, and edgec analyze's time.
 
 - Cold start of the bundled example (examples/digits_mlp.onnx, batch 10): the wall time of a
   fresh ``python -c`` process that imports the engine, loads the model and runs it once,
   measured from outside (interpreter start included), after one untimed process of each
   engine (warm file cache); the median of ``--processes``, the engines started in turn.
+- ``edgec analyze`` on ResNet50 (onnx's light model, random weights, 98 MB): the wall time of
+  the fresh process, median of ``--processes`` (the issue's goal: a few seconds).
 - Per-call cost: the digits CNN of ``benchmarks/quantization.py`` at batch 1, float and
   edgec's int8 QDQ file, each engine given the same thread count; the lowest of
   ``--passes`` medians, the engines timed in turn. On a model this small the time is
@@ -82,6 +84,23 @@ def cold_start(artifact: Path, processes: int) -> dict:
             "edgec_over_onnxruntime": round(medians["edgec"] / medians["onnxruntime"], 2)}
 
 
+def analyze_seconds(work: Path, processes: int) -> dict:
+    import onnx
+
+    from benchmarks.models import zoo_model
+
+    model = work / "resnet50.onnx"
+    onnx.save(zoo_model("resnet50"), model)
+    command = [sys.executable, "-m", "edgec.entry", "analyze", str(model), "--target", "x86-64", "--json"]
+    subprocess.run(command, check=True, capture_output=True)  # warm the file cache
+    times = []
+    for _ in range(processes):
+        start = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return {"model": "resnet50", "median_s": round(statistics.median(times), 2), "all_s": [round(t, 2) for t in times]}
+
+
 def per_call_rows(work: Path, options) -> list[dict]:
     from edgec.runtime import load
     from tests.digits_cnn import INPUT, digits_split, export, train
@@ -117,6 +136,9 @@ def markdown(result: dict) -> str:
         "",
         f"edgec / onnxruntime: {cold['edgec_over_onnxruntime']}x (target: at most 3x)",
         "",
+        f"## edgec analyze on ResNet50 (fresh process): median {result['analyze']['median_s']} s "
+        f"({', '.join(map(str, result['analyze']['all_s']))})",
+        "",
         "## Per call, batch 1 (lowest of the interleaved medians)",
         "",
         "| model | engine | ms | other load (cores) |",
@@ -142,6 +164,7 @@ def main() -> None:
             "date": time.strftime("%Y-%m-%d"), "cpu": cpu_model(), "isa": isa(), "threads": options.threads,
             "torch_installed": importlib.util.find_spec("torch") is not None,
             "cold_start": cold_start(work / "mlp.edgec", options.processes),
+            "analyze": analyze_seconds(work, options.processes),
             "per_call": per_call_rows(work, options),
         }
     text = markdown(result)

@@ -394,6 +394,28 @@ def format_tuning(summary) -> str:
     return "\n".join(lines)
 
 
+@main_group.command("analyze", epilog=EXIT_CODES)
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--target", "-t", required=True, help="Target name (see 'edgec targets').")
+@profile_options
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=DxD...",
+              help="Bind an input's symbolic dims, e.g. input=1x3x224x224. Repeatable.")
+@click.option("--dim", "dims", multiple=True, metavar="NAME=VALUE",
+              help="Bind a named symbolic dim everywhere, e.g. seq=128 (a free leading dim is the batch). Repeatable.")
+@click.option("--json", "as_json", is_flag=True, help="Print the analysis as JSON.")
+def analyze_command(model: Path, target: str, profile, overrides, input_shapes, dims, as_json: bool) -> None:
+    """What compiling MODEL for the target would give, before any TVM work: per layer the op,
+    shape, MACs, parameters and whether the target lowers it (and why not); the planned arena
+    and its lower bound; the profile's static checks. Exits 3 when the profile is violated."""
+    from .analyze import analyze, format_analysis
+
+    analysis = analyze(model, target, profile=profile, overrides=overrides, input_shapes=parse_shapes(input_shapes),
+                       dims=parse_dims(dims))
+    click.echo(json.dumps(analysis, indent=2) if as_json else format_analysis(analysis))
+    if analysis["compliance"] is not None and not analysis["compliance"]["ok"]:
+        raise ProfileViolation(f"{model} does not meet profile {analysis['profile']}'s static checks")
+
+
 @main_group.command("opt", epilog=EXIT_CODES)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),

@@ -33,14 +33,7 @@ class Runtime:
     def __init__(self):
         # TVM's thread pool uses one thread on a 2-core machine unless told otherwise.
         os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
-        tvm_ffi = import_tvm_ffi()
-        from tvm_ffi.libinfo import load_lib_ctypes
-
-        spec = importlib.util.find_spec("tvm")  # locates the wheel without importing it
-        if spec is None or not spec.submodule_search_locations:
-            raise ImportError("TVM's runtime library is not installed (pip install apache-tvm)")
-        package = Path(next(iter(spec.submodule_search_locations)))
-        load_lib_ctypes("tvm", "tvm_runtime", "RTLD_GLOBAL", extra_lib_paths=[package / "lib", package / "lib64"])
+        tvm_ffi = load_tvm_library("tvm_runtime", "RTLD_GLOBAL")
         self.ffi = tvm_ffi
         self._alloc = tvm_ffi.get_global_func("runtime.TVMTensorAllocWithScope")
         self._copy_from_bytes = tvm_ffi.get_global_func("runtime.TVMTensorCopyFromBytes")
@@ -101,6 +94,23 @@ def import_tvm_ffi():
         import tvm_ffi
     finally:
         del sys.modules["torch"]
+    return tvm_ffi
+
+
+def load_tvm_library(name: str, mode: str):
+    """Load one of the apache-tvm wheel's libraries (``tvm_runtime``, ``tvm_compiler``) as
+    ``import tvm`` does, without importing the package; returns ``tvm_ffi``, through which
+    the library's global functions are reached."""
+    tvm_ffi = import_tvm_ffi()
+    from tvm_ffi.libinfo import load_lib_ctypes
+
+    spec = importlib.util.find_spec("tvm")  # locates the wheel without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("TVM's libraries are not installed (pip install apache-tvm)")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    if name != "tvm_runtime":  # the others resolve symbols from it
+        load_lib_ctypes("tvm", "tvm_runtime", "RTLD_GLOBAL", extra_lib_paths=[package / "lib", package / "lib64"])
+    load_lib_ctypes("tvm", name, mode, extra_lib_paths=[package / "lib", package / "lib64"])
     return tvm_ffi
 
 

@@ -25,9 +25,12 @@ from .base import TargetSpec, physical_cores, register_family
 
 @functools.cache
 def host_cpu() -> str:
-    import tvm
+    """LLVM's name for this CPU (``znver4``, ``sapphirerapids``...), from TVM's LLVM. Asked
+    through TVM's compiler library directly: importing the tvm package for it would cost
+    seconds on every target lookup (``edgec targets``, ``analyze``, a compile's first checks)."""
+    from edgec.tvm_runtime import load_tvm_library
 
-    return tvm.get_global_func("target.llvm_get_system_cpu")()
+    return load_tvm_library("tvm_compiler", "RTLD_LOCAL").get_global_func("target.llvm_get_system_cpu")()
 
 
 LEVEL_V3 = ("sse4_2", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe")
