@@ -287,6 +287,15 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         click.echo(f"wrote {result.output} ({size / 1e6:.1f} MB) for {result.manifest['target']['name']}{origin}", err=True)
 
 
+def model_quantizes(model: Path) -> bool:
+    """The ONNX file holds quantized ops (QDQ pairs or QLinear/Integer ops)."""
+    import onnx
+
+    proto = onnx.load(str(model), load_external_data=False)
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+               or node.op_type.startswith("QLinear") or node.op_type.endswith("Integer") for node in proto.graph.node)
+
+
 def partition_summary(manifest: dict) -> dict | None:
     """The partition plan's summary with each partition's library, its arena and the bytes crossing
     into and out of it; None unpartitioned."""
@@ -689,7 +698,11 @@ def check_command(artifact: Path, model: Path | None, profile: str | None, overr
                        err=chosen is not None and as_json)
         del compiled  # the certificate measures a fresh load
         if not report.ok:
-            raise EdgecError(f"{artifact}: outputs differ from onnxruntime on {model}")
+            hint = ""
+            if manifest.get("quantization") and not model_quantizes(model):
+                hint = ("; the artifact is quantized (int8) and the model is float: compare it with the QDQ model "
+                        "('edgec quantize' writes one) or loosen --rtol/--atol")
+            raise EdgecError(f"{artifact}: outputs differ from onnxruntime on {model}{hint}")
     if chosen is not None:
         issue_certificate(artifact, manifest, chosen, data, model, device, timeout, certificate_file, as_json, verify_key)
 

@@ -167,6 +167,8 @@ def compile_model(
         if profile:
             logger.info("compiling against the profile %s that %s carries", profile.name, request.model)
     check_declared_sizes(model, target.memory_bytes, target.name, str(request.model), profile is not None)
+    if profile and (mismatch := batch_mismatch(model, profile, model.dim_bindings)):
+        logger.warning("%s: %s", request.model, mismatch)
     inputs = [*model.source_files, *([Path(request.target)] if request.target.endswith(".toml") else [])]
     if profile:
         inputs += [Path(source) for source in profile.sources if Path(source).is_file()]
@@ -212,6 +214,20 @@ def batch_binding(profile: Profile | None, metadata: dict[str, str]) -> tuple[in
     if profile and profile.latency.batch_size:
         return profile.latency.batch_size, f"profile {profile.name}'s latency.batch_size"
     return 1, "the default batch size (no profile sets latency.batch_size)"
+
+
+def batch_mismatch(model: Model, profile: Profile, bindings) -> str | None:
+    """Why latency will not be measured at the profile's batch size: an input's leading dim was
+    fixed by the exporter at another size (a bound symbolic dim already follows the profile)."""
+    wanted = profile.latency.batch_size
+    bound = {(binding.input, binding.axis) for binding in bindings}
+    for value in model.graph.inputs:
+        if not wanted or not value.shape or (value.name, 0) in bound or value.shape[0] == wanted:
+            continue
+        return (f"input '{value.name}' has a fixed batch of {value.shape[0]}, and profile {profile.name}'s "
+                f"latency.batch_size is {wanted}: latency is measured per batch of {value.shape[0]}; export the "
+                "model with a symbolic batch dim to compile it at the profile's batch size")
+    return None
 
 
 def quantize_spec(pipeline: Pipeline) -> PassSpec:

@@ -233,3 +233,19 @@ def test_profiles_list_and_show(capsys):
     assert code == 0 and "[latency]" in out
     code, _, err = edgec(capsys, "profiles", "show", "no-such-profile")
     assert code == 2 and "no-such-profile" in err
+
+
+def test_compile_warns_when_a_fixed_batch_is_not_the_profiles(capsys, caplog, tmp_path):
+    """The bundled MLP's batch is fixed at 10; mobile measures latency at batch 1: said at compile
+    time, once, with the way out."""
+    example = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp.onnx"
+    code, _, _ = edgec(capsys, "compile", example, "-t", "x86-64", "--profile", "mobile", "-o", tmp_path / "m.edgec", "-q")
+    assert code == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "fixed batch" in r.getMessage()]
+    assert warnings == [f"{example}: input 'image' has a fixed batch of 10, and profile mobile's latency.batch_size "
+                        "is 1: latency is measured per batch of 10; export the model with a symbolic batch dim to "
+                        "compile it at the profile's batch size"]
+    caplog.clear()
+    code, _, _ = edgec(capsys, "compile", example, "-t", "x86-64", "--profile", "mobile", "--set",
+                       "latency.batch_size=10", "-o", tmp_path / "m10.edgec", "-q")
+    assert code == 0 and not any("fixed batch" in r.getMessage() for r in caplog.records)

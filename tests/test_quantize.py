@@ -417,3 +417,13 @@ def test_compile_takes_the_targets_weight_bits(capsys, tmp_path):
         assert ("reduce-range=true" in open_artifact(tmp_path / "m.edgec").manifest["pipeline"]) == reduced, flags
     code, _, err = edgec(capsys, "compile", tmp_path / "m.onnx", "-t", "x86-64", "--full-range", "-o", tmp_path / "n.edgec")
     assert code == 2 and "need --calib" in err
+
+
+def test_checking_an_int8_artifact_against_the_float_model_points_to_the_qdq_file(capsys, tmp_path, digits):
+    """int8 outputs differ from the float model's by design: the mismatch says what to compare."""
+    model_path, _, calib = digits
+    artifact = tmp_path / "d.edgec"
+    assert edgec(capsys, "compile", model_path, "-t", "x86-64", "--calib", calib, "-o", artifact, "-q")[0] == 0
+    code, _, err = edgec(capsys, "check", artifact, "--model", model_path, "--rtol", "0", "--atol", "1e-6")
+    assert code == 1
+    assert "the artifact is quantized (int8) and the model is float: compare it with the QDQ model" in err
