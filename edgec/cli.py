@@ -20,6 +20,7 @@ import numpy as np
 
 from . import __version__
 from .errors import EdgecError, ProfileViolation, UsageError
+from .units import human_size
 
 logger = logging.getLogger("edgec")
 
@@ -284,7 +285,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
     elif not quiet:
         size = result.output.stat().st_size
         origin = " (from the cache)" if result.cached else ""
-        click.echo(f"wrote {result.output} ({size / 1e6:.1f} MB) for {result.manifest['target']['name']}{origin}", err=True)
+        click.echo(f"wrote {result.output} ({human_size(size)}) for {result.manifest['target']['name']}{origin}", err=True)
 
 
 def model_quantizes(model: Path) -> bool:
@@ -318,7 +319,6 @@ def explain_partitions(manifest: dict) -> str:
     """The plan as tables, then each partition's library and memory; or one line saying the
     compile did not partition."""
     from .passes.partition import PartitionPlan, table
-    from .units import human_size
 
     if not manifest.get("partition_plan"):
         target = manifest["target"]
@@ -796,7 +796,7 @@ def inspect_lines(artifact: Path, opened) -> list[str]:
 
         lines += [f"bound      {DimBinding(**binding).describe()}" for binding in manifest["dim_bindings"]]
     weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
-    lines.append(f"weights    {len(manifest['weights'])} tensors, {weight_bytes / 1e6:.2f} MB")
+    lines.append(f"weights    {len(manifest['weights'])} tensors, {human_size(weight_bytes)}")
     for part in manifest.get("partitions", []):
         lines.append(f"partition  #{part['id']} {part['device']} ({part['nodes']} nodes) in {part['library']}: "
                      f"{', '.join(part['inputs'])} -> {', '.join(part['outputs'])}")

@@ -76,7 +76,9 @@ class CompileResult:
 
     def __str__(self) -> str:
         origin = ", from the cache" if self.cached else ""
-        return f"{self.output} ({self.manifest['target']['name']}, {self.output.stat().st_size / 1e6:.1f} MB{origin})"
+        from .units import human_size
+
+        return f"{self.output} ({self.manifest['target']['name']}, {human_size(self.output.stat().st_size)}{origin})"
 
 
 Progress = Callable[[str], None]
