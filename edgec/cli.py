@@ -1061,6 +1061,33 @@ def passes_command() -> None:
         click.echo(f"{name:<18} {','.join(steps)}")
 
 
+def set_verbosity(ctx, param, value) -> None:
+    """``-v``/``-q`` given after the subcommand mean what they mean before it."""
+    if param.name == "verbose" and value:
+        logging.getLogger().setLevel(logging.INFO if value == 1 else logging.DEBUG)
+    elif param.name == "quiet_logging" and value:
+        logging.getLogger().setLevel(logging.ERROR)
+
+
+def add_verbosity_options(group: click.Group) -> None:
+    """Every subcommand takes -v (more logging) and -q (errors only; compile and tune's own -q
+    also drops their progress and summary)."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            add_verbosity_options(command)
+            continue
+        taken = {opt for param in command.params for opt in param.opts}
+        if "-v" not in taken:
+            command.params.append(click.Option(["-v", "--verbose"], count=True, expose_value=False,
+                                               callback=set_verbosity, help="More logging on stderr (-vv for debug)."))
+        if "-q" not in taken:
+            command.params.append(click.Option(["-q", "--quiet", "quiet_logging"], is_flag=True, expose_value=False,
+                                               callback=set_verbosity, help="Only errors on stderr."))
+
+
+add_verbosity_options(main_group)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the command and turn every failure into one line and an exit code."""
     try:

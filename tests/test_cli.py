@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import click
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -249,3 +250,23 @@ def test_compile_warns_when_a_fixed_batch_is_not_the_profiles(capsys, caplog, tm
     code, _, _ = edgec(capsys, "compile", example, "-t", "x86-64", "--profile", "mobile", "--set",
                        "latency.batch_size=10", "-o", tmp_path / "m10.edgec", "-q")
     assert code == 0 and not any("fixed batch" in r.getMessage() for r in caplog.records)
+
+
+def test_every_command_takes_verbose_and_quiet(capsys, tmp_path):
+    """-v and -q after the command name set logging as they do before it."""
+    import logging
+
+    from edgec.cli import main_group
+
+    for name, command in main_group.commands.items():
+        opts = {opt for param in command.params for opt in param.opts}
+        assert isinstance(command, click.Group) or {"-v", "-q"} <= opts, name
+    example = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp.onnx"
+    root, before = logging.getLogger(), logging.getLogger().level
+    try:
+        assert edgec(capsys, "inspect", example, "-v")[0] != 0  # not an artifact: refused, after -v took effect
+        assert root.level == logging.INFO
+        assert edgec(capsys, "targets", "-q")[0] == 0
+        assert root.level == logging.ERROR
+    finally:
+        root.setLevel(before)
