@@ -225,6 +225,17 @@ uint64_t ParseOctal(const uint8_t* field, size_t width, bool* ok) {
   return value;
 }
 
+/*! \brief A header's 12-byte size: octal, or GNU's base-256 (first byte 0x80) for 8 GiB and over. */
+uint64_t SizeField(const uint8_t* field, bool* ok) {
+  if (field[0] != 0x80) return ParseOctal(field, 12, ok);
+  uint64_t value = 0;
+  for (int i = 1; i < 12; ++i) {
+    if (value >> 56) *ok = false;
+    value = value << 8 | field[i];
+  }
+  return value;
+}
+
 std::string CString(const uint8_t* field, size_t width) {
   size_t n = 0;
   while (n < width && field[n] != '\0') ++n;
@@ -261,7 +272,7 @@ std::map<std::string, Member> ReadHeaders(const Bytes& bytes) {
     if (!ok || recorded != sum) {
       throw Bad(path + ": not an edgec artifact (bad tar header checksum at byte " + std::to_string(pos) + ")");
     }
-    uint64_t size = ParseOctal(header + 124, 12, &ok);
+    uint64_t size = SizeField(header + 124, &ok);
     if (!ok) throw Bad(path + ": not an edgec artifact (bad tar member size at byte " + std::to_string(pos) + ")");
     std::string name = CString(header, 100);
     std::string prefix = memcmp(header + 257, "ustar", 5) == 0 ? CString(header + 345, 155) : "";
@@ -742,7 +753,7 @@ std::unique_ptr<edgec_model> Open(std::shared_ptr<Bytes> bytes) {
                   ? (*version).second.cast<int64_t>() : -1;
   if (v != 1 && v != 2) {
     throw Bad(path + ": artifact format version " + (v < 0 ? std::string("None") : std::to_string(v)) +
-              " is not supported (this runtime reads versions 1, 2); recompile the model");
+              " is not supported (this edgec reads versions 1, 2); recompile the model");
   }
   auto digest = headers.find(kDigest);
   if (digest == headers.end()) {
