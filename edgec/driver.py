@@ -280,7 +280,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     if partition_plan is not None:  # one library per partition, each for its device
         lowered = lower_partitions(model, target, partition_plan, tuning_db=request.tuning_db)
     else:
-        lowered = lower(model, target, tuning_db=request.tuning_db)
+        lowered = lower(model, target, tuning_db=request.tuning_db, name=Path(request.model).stem)
     # What the VMs really allocate after TVM's layout changes and fusion, not the graph's plan.
     finding = (lowered_arena_check(profile.memory.activation_arena, lowered.runtime_memory,
                                    lowered.partitions if partition_plan is not None else [])
@@ -313,5 +313,5 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "quantization": quantization,
         **({"partition_plan": partition_plan.to_dict(), "partitions": lowered.partitions} if partition_plan else {}),
     }
-    manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
+    manifest = write_artifact(request.output, manifest, lowered.members or lowered.library, lowered.params)
     return CompileResult(request.output, manifest, plan.inputs)
