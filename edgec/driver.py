@@ -313,5 +313,6 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "quantization": quantization,
         **({"partition_plan": partition_plan.to_dict(), "partitions": lowered.partitions} if partition_plan else {}),
     }
-    manifest = write_artifact(request.output, manifest, lowered.members or lowered.library, lowered.params)
+    firmware = partition_plan is None and lowered.members  # a bare-metal target's project and ELF
+    manifest = write_artifact(request.output, manifest, lowered.members if firmware else lowered.library, lowered.params)
     return CompileResult(request.output, manifest, plan.inputs)

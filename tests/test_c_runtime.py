@@ -223,7 +223,7 @@ def sparse_huge_member(source, manifest, members, directory):
 
 def future_version(source, manifest, members, directory):
     manifest = listed(manifest, members)
-    manifest["format_version"] = 3
+    manifest["format_version"] = 4
     return craft(directory / "a.edgec", manifest, list(members.items()))
 
 
@@ -304,3 +304,14 @@ def test_c_api_cross_built_for_aarch64_matches_on_the_emulated_lab(tmp_path):
         for out_name, want in ort_run(model, feeds).items():
             np.testing.assert_allclose(outputs[out_name], want, rtol=1e-4, atol=1e-5, err_msg=out_name)
             assert np.array_equal(outputs[out_name], python[out_name]), f"{name}: {out_name} differs on the device"
+
+
+def test_firmware_artifact_is_refused_with_the_reason(c_run, good, tmp_path):  # noqa: F811
+    source, manifest, members = good
+    manifest = listed(manifest, members)
+    manifest["format_version"] = 3
+    path = craft(tmp_path / "fw.edgec", manifest, list(members.items()))
+    result = subprocess.run([str(c_run), "file", str(path), str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr == f"{path}: microcontroller firmware (format version 3) runs on its board, or under qemu " \
+                            "with 'edgec run'; this runtime loads TVM libraries (format versions 1, 2)\n"

@@ -751,9 +751,13 @@ std::unique_ptr<edgec_model> Open(std::shared_ptr<Bytes> bytes) {
   auto version = m.root.find(ffi::String("format_version"));
   int64_t v = version != m.root.end() && (*version).second.type_index() == ffi::TypeIndex::kTVMFFIInt
                   ? (*version).second.cast<int64_t>() : -1;
+  if (v == 3) {
+    throw Bad(path + ": microcontroller firmware (format version 3) runs on its board, or under qemu with "
+              "'edgec run'; this runtime loads TVM libraries (format versions 1, 2)");
+  }
   if (v != 1 && v != 2) {
     throw Bad(path + ": artifact format version " + (v < 0 ? std::string("None") : std::to_string(v)) +
-              " is not supported (this edgec reads versions 1, 2); recompile the model");
+              " is not supported (this edgec reads versions 1, 2, 3); recompile the model");
   }
   auto digest = headers.find(kDigest);
   if (digest == headers.end()) {

@@ -1,0 +1,139 @@
+"""The Cortex-M targets: the digits CNN compiled to bare-metal firmware (TVM's C kernels,
+edgec's call sequence, arm-none-eabi-gcc) and run under qemu-system-arm: fp32 matches
+onnxruntime, int8 matches edgec's host run of the same QDQ graph; the exported C
+project builds on its own."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import onnx
+import pytest
+
+import edgec.runtime
+from edgec.artifact import FIRMWARE, open_artifact
+from edgec.cli import main
+from edgec.errors import ArtifactError
+from tests.models import ort_run, random_feeds, small_cnn
+
+NEEDS = {"arm-none-eabi-gcc": "gcc-arm-none-eabi and libnewlib-arm-none-eabi", "qemu-system-arm": "qemu-system-arm",
+         "make": "make"}
+missing = [f"{tool} (Debian {package})" for tool, package in NEEDS.items() if shutil.which(tool) is None]
+pytestmark = pytest.mark.skipif(bool(missing), reason=f"the Cortex-M targets need {', '.join(missing)}")
+
+
+@pytest.fixture(scope="module")
+def digits(request, tmp_path_factory):
+    """(float .onnx, held-out images, calibration .npz of 300 training images)."""
+    pytest.importorskip("torch", reason="the digits CNN is trained with torch==2.13.0 (pip install torch==2.13.0)")
+    pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
+    from tests.digits_cnn import INPUT, digits_split, trained_digits
+
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("edgec-digits") if cache is not None else tmp_path_factory.mktemp("digits-cache")
+    model_path, data_path = trained_digits(folder)
+    calib = tmp_path_factory.mktemp("calib") / "calib.npz"
+    np.savez(calib, **{INPUT: digits_split()[0][:300]})
+    return model_path, np.load(data_path)[INPUT][:6], calib
+
+
+@pytest.fixture(scope="module")
+def compiled(digits, tmp_path_factory):
+    """The digits CNN for cortex-m7 in fp32 and int8, and int8 for this host (both 8-bit weights)."""
+    model_path, _, calib = digits
+    work = tmp_path_factory.mktemp("cortex-m")
+    out = {}
+    for name, target, flags in (("fp32", "cortex-m7", ()), ("int8", "cortex-m7", ("--calib", calib, "--full-range")),
+                                ("host-int8", "x86-64", ("--calib", calib, "--full-range"))):
+        out[name] = work / f"{name}.edgec"
+        assert main(["compile", str(model_path), "--target", target, "-o", str(out[name]), "-q",
+                     *map(str, flags)]) == 0
+    return out
+
+
+def test_cortex_m_targets_are_listed(capsys):
+    assert main(["targets", "--json"]) == 0
+    targets = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
+    for name in ("cortex-m7", "cortex-m4"):
+        assert targets[name]["family"] == "cortex-m" and targets[name]["cross_compiler"] == "arm-none-eabi-gcc"
+
+
+def test_fp32_digits_on_qemu_match_onnxruntime(digits, compiled, tmp_path, capsys):
+    model_path, images, _ = digits
+    artifact = compiled["fp32"]
+    manifest = open_artifact(artifact).manifest
+    assert manifest["format_version"] == 3 and manifest["target"]["board"] == "mps2-an500"
+    assert sorted(manifest["members"]) == ["firmware.elf", "project.tar", "weights.bin"]
+    # The command line, as a user runs it.
+    np.savez(tmp_path / "x.npz", image=images[:1])
+    assert main(["run", str(artifact), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")]) == 0
+    want = ort_run(onnx.load(model_path), {"image": images[:1]})["logits"]
+    got = np.load(tmp_path / "y.npz")["logits"]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+    # And the Python API on more images.
+    firmware = edgec.runtime.load(artifact)
+    for i in range(1, len(images)):
+        want = ort_run(onnx.load(model_path), {"image": images[i:i + 1]})["logits"]
+        np.testing.assert_allclose(firmware.run({"image": images[i:i + 1]})["logits"], want, rtol=1e-4,
+                                   atol=1e-4 * np.abs(want).max(), err_msg=f"image {i}")
+
+
+def test_int8_digits_on_qemu_within_one_lsb_of_the_host_run(digits, compiled):
+    """Same QDQ graph, same 8-bit weights: the firmware's logits are within one step of the last
+    layer's int32 accumulator (input scale x largest weight scale) of edgec's x86-64 run."""
+    _, images, _ = digits
+    manifest = open_artifact(compiled["int8"]).manifest
+    assert manifest["target"]["integer_kernels"]["lowered"] == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
+    last = manifest["quantization"]["layers"][-1]
+    lsb = last["activation_scale"] * max(last["weight_scales"][:2])
+    firmware, host = edgec.runtime.load(compiled["int8"]), edgec.runtime.load(compiled["host-int8"])
+    for i in range(len(images)):
+        feeds = {"image": images[i:i + 1]}
+        difference = np.abs(firmware.run(feeds)["logits"] - host.run(feeds)["logits"]).max()
+        assert difference <= lsb, f"image {i}: {difference} > 1 LSB ({lsb})"
+
+
+def test_cortex_m4_runs_on_its_board(tmp_path):
+    model = small_cnn()
+    onnx.save(model, tmp_path / "cnn.onnx")
+    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "cortex-m4", "-o", str(tmp_path / "m4.edgec"), "-q"]) == 0
+    assert open_artifact(tmp_path / "m4.edgec").manifest["target"]["board"] == "mps2-an386"
+    feeds = random_feeds(model)
+    want = ort_run(model, feeds)["logits"]
+    np.testing.assert_allclose(edgec.runtime.load(tmp_path / "m4.edgec").run(feeds)["logits"], want, rtol=1e-4,
+                               atol=1e-4 * np.abs(want).max())
+
+
+def test_export_c_writes_a_project_that_builds(compiled, tmp_path, capsys):
+    project = tmp_path / "fw"
+    assert main(["export-c", str(compiled["int8"]), str(project)]) == 0
+    header = (project / "include" / "digits_cnn.h").read_text()
+    assert "int digits_cnn_init(void);" in header and "int digits_cnn_run(const float* image, float* output0);" in header
+    assert "malloc" not in (project / "model.c").read_text()
+    done = subprocess.run(["make", "-s", "-C", str(project), "-j2"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (project / "libdigits_cnn.a").is_file()
+    assert (project / "firmware.elf").read_bytes()[:4] == b"\x7fELF"
+    capsys.readouterr()
+    assert main(["export-c", str(compiled["int8"]), str(project)]) == 2
+    assert "exists and is not an empty directory" in capsys.readouterr().err
+    assert main(["export-c", str(compiled["host-int8"]), str(tmp_path / "other")]) == 2
+    assert "is not microcontroller firmware" in capsys.readouterr().err
+
+
+def test_tampered_firmware_is_refused(compiled, tmp_path):
+    opened = open_artifact(compiled["fp32"])
+    data = bytearray(compiled["fp32"].read_bytes())
+    offset, size = opened.offsets[FIRMWARE]
+    data[offset + size // 2] ^= 0x01
+    (tmp_path / "t.edgec").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="member 'firmware.elf' is corrupt"):
+        edgec.runtime.load(tmp_path / "t.edgec")
+
+
+def test_firmware_is_not_sent_to_a_lab_device(compiled, capsys):
+    assert main(["run", str(compiled["fp32"]), "--random-inputs", "--device", "rpc://127.0.0.1:9190/x"]) == 2
+    assert "is microcontroller firmware" in capsys.readouterr().err
