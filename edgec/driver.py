@@ -28,7 +28,7 @@ from .pass_manager import Instrument, PassManager, PassSpec, Pipeline
 from .pipelines import DEFAULT_PIPELINE
 from .passes.plan_memory import plan_memory, target_alignment
 from .profile import Profile, from_metadata_props, load_profile
-from .report import build_report, with_runtime_memory
+from .report import build_report, with_firmware_memory, with_runtime_memory
 from .validate import check_declared_sizes
 
 logger = logging.getLogger(__name__)
@@ -304,8 +304,9 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "target": lowered.target_manifest,
         "pipeline": recorded_pipeline(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
-        "report": with_runtime_memory(build_report(model, layer_devices(model, partition_plan) or target.device, memory),
-                                      lowered.runtime_memory),
+        "report": with_firmware_memory(with_runtime_memory(
+            build_report(model, layer_devices(model, partition_plan) or target.device, memory), lowered.runtime_memory),
+            lowered.target_manifest.get("mcu_memory")),
         "memory_plan": memory.to_dict(),
         "runtime_memory": lowered.runtime_memory,
         "profile": profile.to_dict() if profile else None,

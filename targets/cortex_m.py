@@ -212,10 +212,9 @@ def lower_mcu(model, target: TargetSpec, name: str):
             passes = (cpu_generic.library_dispatch_passes(c_target) + cpu_generic.legalize_passes(c_target)
                       + cpu_generic.dataflow_lower_passes(c_target) + finalize)
             mod = tvm.transform.Sequential(passes)(mod)
-        report, offsets = account_tvm_memory(mod["main"])
-        if not report.analysed:
-            raise CompileError(f"target {target.name} needs every tensor in one static arena: {report.why_not}")
-        plan = call_plan(mod["main"], num_inputs, offsets, report.arena_bytes)
+        report, offsets = account_tvm_memory(mod["main"])  # not analysed: nothing to plan, or call_plan says why
+        plan = call_plan(mod["main"], num_inputs, offsets, report.arena_bytes if report.analysed else 0,
+                         f"target {target.name} needs every tensor in one static arena: {report.why_not}")
         mod = relax.transform.AttachGlobalSymbol()(mod)  # kernels are exported under their own names
         kernels = tvm.IRModule({gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)})
         workspace = max((kernel_workspace_bytes(f.script()) for f in kernels.functions.values()), default=0)
@@ -237,8 +236,9 @@ def lower_mcu(model, target: TargetSpec, name: str):
     return Lowered(b"", list(zip(names, weights)), target_manifest, tvm.__version__, runtime_memory, members=members)
 
 
-def call_plan(func, num_inputs: int, offsets: dict, arena_bytes: int) -> Plan:
-    """Walk ``main`` (after StaticPlanBlockMemory) into kernel calls on placed tensors."""
+def call_plan(func, num_inputs: int, offsets: dict, arena_bytes: int, unplanned: str) -> Plan:
+    """Walk ``main`` (after StaticPlanBlockMemory) into kernel calls on placed tensors; a tensor
+    without an arena offset is refused with ``unplanned``."""
     from tvm import relax
     from tvm.ir.expr import Constant
 
@@ -270,6 +270,8 @@ def call_plan(func, num_inputs: int, offsets: dict, arena_bytes: int) -> Plan:
             if op == "relax.call_packed" or (isinstance(value, relax.Call) and isinstance(value.op, relax.ExternFunc)):
                 continue  # vm.builtin.check_tensor_info / match_shape: static shapes are checked at compile time
             if op == "relax.memory.alloc_tensor":
+                if var not in offsets:
+                    raise CompileError(unplanned)
                 placed[var] = Tensor("arena", offsets[var], shape_of(var.ty), str(var.ty.dtype))
             elif op == "relax.builtin.alloc_tensor":
                 size = int(np.prod(shape_of(var.ty))) * np.dtype(str(var.ty.dtype)).itemsize

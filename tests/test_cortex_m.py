@@ -137,3 +137,45 @@ def test_tampered_firmware_is_refused(compiled, tmp_path):
 def test_firmware_is_not_sent_to_a_lab_device(compiled, capsys):
     assert main(["run", str(compiled["fp32"]), "--random-inputs", "--device", "rpc://127.0.0.1:9190/x"]) == 2
     assert "is microcontroller firmware" in capsys.readouterr().err
+
+
+def test_report_shows_flash_and_ram_from_the_elf(compiled, capsys):
+    assert main(["report", str(compiled["int8"]), "--json"]) == 0
+    totals = json.loads(capsys.readouterr().out)["totals"]
+    memory = open_artifact(compiled["int8"]).manifest["target"]["mcu_memory"]
+    sections = memory["model_sections"]
+    assert totals["flash_bytes"] == sections["text"] + sections["rodata"] + sections["data"]
+    assert totals["ram_bytes"] == sections["data"] + sections["bss"] + memory["stack_bytes"]
+    assert sections["bss"] >= memory["arena_bytes"] + memory["workspace_bytes"]  # both are static arrays
+    assert sections["rodata"] >= totals["weight_bytes"] - 200  # weights in flash (small scalars are folded into code)
+    assert main(["report", str(compiled["int8"])]) == 0
+    text = capsys.readouterr().out
+    assert "\nflash " in text and "\nRAM " in text
+
+
+def test_check_profile_mcu_passes_for_the_digits_cnn(compiled, capsys):
+    assert main(["check", str(compiled["int8"]), "--profile", "mcu", "--json"]) == 0
+    certificate = json.loads(capsys.readouterr().out)
+    status = {m["attribute"]: m["status"] for m in certificate["measurements"]}
+    assert certificate["ok"] and status["latency.steady_state"] == "emulated" and status["latency.first_time"] == "emulated"
+    for attribute in ("memory.working_set", "memory.flash", "memory.weights", "ops", "dtypes.compute", "dtypes.storage",
+                      "data_locality"):
+        assert status[attribute] == "pass", attribute
+
+
+def test_check_profile_mcu_fails_naming_the_budget_for_a_too_large_model(tmp_path, capsys):
+    """1 MiB of activations on a 512 KiB microcontroller."""
+    from onnx import TensorProto, helper
+
+    from tests.models import make_model
+
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Add", ["r", "r"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 128, 128])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 128, 128])])
+    onnx.save(model, tmp_path / "big.onnx")
+    assert main(["compile", str(tmp_path / "big.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "big.edgec"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "big.edgec"), "--profile", "mcu"]) == 3
+    captured = capsys.readouterr()
+    assert "FAIL         memory.working_set: required <= 512KiB" in captured.out
+    assert "does not comply with profile mcu" in captured.err
