@@ -68,13 +68,16 @@ class Board:
     ram_origin: int
     ram_bytes: int
     cflags: tuple[str, ...]
+    features: tuple[str, ...]
+    """The Arm ISA extensions the code is built for (Thumb-2, the DSP instructions, the FPU)."""
 
 
 BOARDS = {
     "cortex-m7": Board("mps2-an500", 0x0, 4 << 20, 0x20000000, 4 << 20,
-                       ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16")),
+                       ("-mcpu=cortex-m7", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv5-d16"), ("thumb2", "dsp", "fpv5-d16")),
     "cortex-m4": Board("mps2-an386", 0x0, 4 << 20, 0x20000000, 4 << 20,
-                       ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16")),
+                       ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
+                       ("thumb2", "dsp", "fpv4-sp-d16")),
 }
 
 
@@ -88,7 +91,7 @@ def mcu(name: str, description: str, mhz: int, power_watts: float, power_source:
         tvm_target={"kind": "c"},
         host_machine=EMULATOR,
         cores=1,
-        features=(),
+        features=board.features,
         vector_bits=32,
         vector_registers=16,
         memory_bytes=board.ram_bytes,
