@@ -70,6 +70,9 @@ class Board:
     cflags: tuple[str, ...]
     features: tuple[str, ...]
     """The Arm ISA extensions the code is built for (Thumb-2, the DSP instructions, the FPU)."""
+    triple: str = "thumbv7em-none-eabihf"
+    vectors_apart: bool = False
+    """The reset vector table lives at 0 in its own small memory (ITCM), the code and weights elsewhere."""
 
 
 BOARDS = {
@@ -78,6 +81,10 @@ BOARDS = {
     "cortex-m4": Board("mps2-an386", 0x0, 4 << 20, 0x20000000, 4 << 20,
                        ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),
                        ("thumb2", "dsp", "fpv4-sp-d16")),
+    # AN547: the 512 KiB ITCM at 0 holds the vectors, the 2 MiB SRAM at 0x01000000 stands in for flash.
+    "cortex-m55": Board("mps3-an547", 0x01000000, 2 << 20, 0x21000000, 4 << 20,
+                        ("-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"), ("thumb2", "dsp", "mve.fp", "fpv5-d16"),
+                        "thumbv8.1m.main-none-eabihf", vectors_apart=True),
 }
 
 
@@ -87,7 +94,7 @@ def mcu(name: str, description: str, mhz: int, power_watts: float, power_source:
         name=name,
         family="cortex-m",
         description=description,
-        triple="thumbv7em-none-eabihf",
+        triple=board.triple,
         tvm_target={"kind": "c"},
         host_machine=EMULATOR,
         cores=1,
@@ -111,6 +118,8 @@ def cortex_m_targets() -> list[TargetSpec]:
             "upper bound: an STM32F7 at 216 MHz draws about 100 mA at 3.3 V, rounded up"),
         mcu("cortex-m4", "Cortex-M4F microcontroller, single-precision FPU (STM32F4 class), bare metal", 168, 0.33,
             "upper bound: an STM32F4 at 168 MHz draws about 100 mA at 3.3 V"),
+        mcu("cortex-m55", "Cortex-M55 microcontroller, Helium (MVE) and FPU (Alif Ensemble class), bare metal", 400, 0.2,
+            "upper bound: a Cortex-M55 MCU at 400 MHz draws under 60 mA at 3.3 V"),
     ]
 
 
@@ -389,21 +398,25 @@ __attribute__((section(".vectors"), used)) const void* const edgec_vectors[16] =
 
 
 def linker_script(board: Board) -> str:
+    vectors = "  VECTORS (rx) : ORIGIN = 0x00000000, LENGTH = 1K\n" if board.vectors_apart else ""
+    placed = ".vectors : { KEEP(*(.vectors)) } > VECTORS\n  " if board.vectors_apart else ""
+    first = "" if board.vectors_apart else "KEEP(*(.vectors)) "
     return f"""\
 /* link.ld: {board.machine}'s memory (written by edgec). Weights are const: they stay in flash. */
 MEMORY {{
-  FLASH (rx) : ORIGIN = 0x{board.flash_origin:08x}, LENGTH = {board.flash_bytes}
+{vectors}  FLASH (rx) : ORIGIN = 0x{board.flash_origin:08x}, LENGTH = {board.flash_bytes}
   RAM (rwx) : ORIGIN = 0x{board.ram_origin:08x}, LENGTH = {board.ram_bytes}
 }}
 ENTRY(Reset_Handler)
 SECTIONS {{
-  .text : {{ KEEP(*(.vectors)) *(.text*) *(.rodata*) . = ALIGN(64); }} > FLASH
+  {placed}.text : {{ {first}*(.text*) *(.rodata*) . = ALIGN(64); }} > FLASH
   .ARM.exidx : {{ *(.ARM.exidx*) }} > FLASH
   __data_load = LOADADDR(.data);
   .data : {{ __data_start = .; *(.data*) . = ALIGN(8); __data_end = .; }} > RAM AT > FLASH
   .bss (NOLOAD) : {{ __bss_start = .; *(.bss*) *(COMMON) . = ALIGN(8); __bss_end = .; }} > RAM
   end = .; _end = .;
-  .stack (NOLOAD) : {{ . = ALIGN(8); . += {STACK_BYTES}; }} > RAM
+  /* The stack at the top of RAM: the link fails if the arena and the rest reach into it. */
+  .stack (ORIGIN(RAM) + LENGTH(RAM) - {STACK_BYTES}) (NOLOAD) : {{ . += {STACK_BYTES}; }} > RAM
   __stack_top = ORIGIN(RAM) + LENGTH(RAM);
 }}
 """

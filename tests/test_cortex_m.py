@@ -57,7 +57,7 @@ def compiled(digits, tmp_path_factory):
 def test_cortex_m_targets_are_listed(capsys):
     assert main(["targets", "--json"]) == 0
     targets = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
-    for name in ("cortex-m7", "cortex-m4"):
+    for name in ("cortex-m7", "cortex-m4", "cortex-m55"):
         assert targets[name]["family"] == "cortex-m" and targets[name]["cross_compiler"] == "arm-none-eabi-gcc"
 
 
@@ -96,14 +96,15 @@ def test_int8_digits_on_qemu_within_one_lsb_of_the_host_run(digits, compiled):
         assert difference <= lsb, f"image {i}: {difference} > 1 LSB ({lsb})"
 
 
-def test_cortex_m4_runs_on_its_board(tmp_path):
+@pytest.mark.parametrize(("target", "board"), [("cortex-m4", "mps2-an386"), ("cortex-m55", "mps3-an547")])
+def test_other_cores_run_on_their_boards(tmp_path, target, board):
     model = small_cnn()
     onnx.save(model, tmp_path / "cnn.onnx")
-    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "cortex-m4", "-o", str(tmp_path / "m4.edgec"), "-q"]) == 0
-    assert open_artifact(tmp_path / "m4.edgec").manifest["target"]["board"] == "mps2-an386"
+    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", target, "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    assert open_artifact(tmp_path / "m.edgec").manifest["target"]["board"] == board
     feeds = random_feeds(model)
     want = ort_run(model, feeds)["logits"]
-    np.testing.assert_allclose(edgec.runtime.load(tmp_path / "m4.edgec").run(feeds)["logits"], want, rtol=1e-4,
+    np.testing.assert_allclose(edgec.runtime.load(tmp_path / "m.edgec").run(feeds)["logits"], want, rtol=1e-4,
                                atol=1e-4 * np.abs(want).max())
 
 
