@@ -277,6 +277,9 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
 
     progress(f"lowering for {target.name} with TVM")
     partition_plan = plan_of(model)
+    if partition_plan is not None and target.family == "cortex-m":
+        raise UsageError(f"target {target.name} builds one firmware image for one core: remove the partition "
+                         "pass from --passes")
     if partition_plan is not None:  # one library per partition, each for its device
         lowered = lower_partitions(model, target, partition_plan, tuning_db=request.tuning_db)
     else:

@@ -180,3 +180,13 @@ def test_check_profile_mcu_fails_naming_the_budget_for_a_too_large_model(tmp_pat
     captured = capsys.readouterr()
     assert "FAIL         memory.working_set: required <= 512KiB" in captured.out
     assert "does not comply with profile mcu" in captured.err
+
+
+def test_partitioning_a_firmware_is_a_usage_error(tmp_path, capsys):
+    from edgec.pipelines import DEFAULT_PIPELINE
+
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    code = main(["compile", str(tmp_path / "cnn.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "p.edgec"), "--passes",
+                 f"{DEFAULT_PIPELINE},partition{{target=x86-64,device=cpu-test-double}}"])
+    assert code == 2 and "builds one firmware image for one core" in capsys.readouterr().err
+    assert not (tmp_path / "p.edgec").exists()
