@@ -30,16 +30,17 @@ from tests.test_artifact_trust import craft, good, listed  # noqa: F401  (good i
 from tests.test_cpp_consumer import names_and_dtypes
 
 SOURCE = Path(__file__).parent / "c_api"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "cpp"
 CMAKE_DIR = Path(edgec.runtime.__file__).parent / "cmake"
 DOUBLE = f"{DEFAULT_PIPELINE},partition{{target=x86-64,device=cpu-test-double}}"
 
 
-def build(build_dir: Path, *extra: str) -> Path:
-    for command in (["cmake", "-S", str(SOURCE), "-B", str(build_dir), f"-DEDGEC_CMAKE_DIR={CMAKE_DIR}", *extra],
+def build(build_dir: Path, *extra: str, source: Path = SOURCE) -> Path:
+    for command in (["cmake", "-S", str(source), "-B", str(build_dir), f"-DEDGEC_CMAKE_DIR={CMAKE_DIR}", *extra],
                     ["cmake", "--build", str(build_dir), "-j2"]):
         result = subprocess.run(command, capture_output=True, text=True)
         assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
-    return build_dir / "c_run"
+    return build_dir
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def c_run(tmp_path_factory) -> Path:
     missing = [tool for tool in ("cmake", "gcc", "g++") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"building the C API test needs {' and '.join(missing)}, not installed")
-    return build(tmp_path_factory.mktemp("c-build"), f"-DPython3_EXECUTABLE={sys.executable}")
+    return build(tmp_path_factory.mktemp("c-build"), f"-DPython3_EXECUTABLE={sys.executable}") / "c_run"
 
 
 def compile_to(directory: Path, model: onnx.ModelProto, target: str, *flags: str) -> Path:
@@ -269,9 +270,9 @@ def test_artifact_for_another_architecture_is_refused(c_run, tmp_path):
 
 @pytest.mark.slow
 def test_c_api_cross_built_for_aarch64_matches_on_the_emulated_lab(tmp_path):
-    """c_run cross-built with g++-aarch64-linux-gnu against the lab's aarch64 TVM wheels, run
-    under qemu as a Cortex-A72 on arm64-a72 artifacts (one and several partitions): the
-    outputs equal the Python runtime's run on the same emulated device."""
+    """c_run and examples/cpp cross-built with g++-aarch64-linux-gnu against the lab's aarch64
+    TVM wheels, run under qemu as a Cortex-A72 on arm64-a72 artifacts (one and several
+    partitions): the outputs equal the Python runtime's run on the same emulated device."""
     from tests.test_lab import lab_unavailable
 
     reason = lab_unavailable() or (None if shutil.which("aarch64-linux-gnu-g++") else
@@ -279,9 +280,10 @@ def test_c_api_cross_built_for_aarch64_matches_on_the_emulated_lab(tmp_path):
     if reason:
         pytest.skip(reason)
     device = lab.prepare()
-    binary = build(tmp_path / "build", "-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64",
-                   "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc", "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++",
-                   f"-DTVM_PYTHON_SITE={device.site}")
+    cross = ["-DCMAKE_SYSTEM_NAME=Linux", "-DCMAKE_SYSTEM_PROCESSOR=aarch64", "-DCMAKE_C_COMPILER=aarch64-linux-gnu-gcc",
+             "-DCMAKE_CXX_COMPILER=aarch64-linux-gnu-g++", f"-DTVM_PYTHON_SITE={device.site}"]
+    binary = build(tmp_path / "build", *cross) / "c_run"
+    example = build(tmp_path / "example", *cross, source=EXAMPLE) / "edgec_run"
     command, env = device.python_command("arm64-a72")
     qemu = command[:command.index("-L") + 2]
     for name, flags in (("one", ()), ("multi", ("--passes", DOUBLE.replace("x86-64", "arm64-a72")))):
@@ -301,9 +303,18 @@ def test_c_api_cross_built_for_aarch64_matches_on_the_emulated_lab(tmp_path):
                                str(directory / "python.npz")], env=env, capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         python = np.load(directory / "python.npz")
+        # The example program (examples/cpp), cross-built the same way, on .npy files.
+        (directory / "in").mkdir()
+        for in_name, array in feeds.items():
+            np.save(directory / "in" / f"{in_name}.npy", array)
+        done = subprocess.run([*qemu, str(example), str(artifact), str(directory / "in"), str(directory / "out")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
         for out_name, want in ort_run(model, feeds).items():
             np.testing.assert_allclose(outputs[out_name], want, rtol=1e-4, atol=1e-5, err_msg=out_name)
             assert np.array_equal(outputs[out_name], python[out_name]), f"{name}: {out_name} differs on the device"
+            assert np.array_equal(np.load(directory / "out" / f"{out_name}.npy"), python[out_name]), \
+                f"{name}: examples/cpp's {out_name} differs on the device"
 
 
 def test_firmware_artifact_is_refused_with_the_reason(c_run, good, tmp_path):  # noqa: F811
