@@ -5,15 +5,18 @@ TVM 0.20+ has no microTVM and no AOT executor, so edgec writes the executor itse
 1. TVM's Relax CPU pipeline runs up to ``StaticPlanBlockMemory`` with the ``c``
    target; edgec's arena planner (``tvm_arena.account_tvm_memory``) packs every
    tensor TVM would allocate into one static arena at offsets it picks;
-2. every kernel (a TIR PrimFunc) goes through TVM's C code generator, its argument
-   checks compiled out (``tirx.disable_assert``: the call sequence below is the only
+2. every kernel is scheduled by edgec's CPU rules (``cpu_schedules``: convs tiled with
+   their epilogue per tile, so a fused conv + bias + ReLU needs a tile of scratch, not
+   its whole output; parallel loops run as one task on the one core), then goes
+   through TVM's C code generator, its argument checks compiled out (``tirx.disable_assert``: the call sequence below is the only
    caller and passes exactly the planned tensors);
 3. ``model.c``, written here, is the ahead-of-time call sequence: a static
    ``DLTensor`` per tensor (data in the arena, in the caller's input and output
    buffers, or in a ``const`` weight array in flash), one static argument array per
    kernel call, and ``<model>_init`` / ``<model>_run``. No graph or VM executor, no
    malloc (a kernel's large scratch comes from a static workspace, LIFO), no TVM
-   runtime: only ``dlpack.h``'s struct and TVM's packed-call layout (``tvm_abi.h``);
+   runtime: only ``dlpack.h``'s struct, TVM's packed-call layout (``tvm_abi.h``) and
+   the four backend calls kernels make (workspace, parallel launch), defined in ``model.c``;
 4. Debian's ``arm-none-eabi-gcc`` (newlib, semihosting) builds the project into an
    ELF for an Arm MPS2/MPS3 board, which ``qemu-system-arm`` emulates (``harness.c``
    reads the inputs and writes the outputs through semihosting).
@@ -207,6 +210,14 @@ def lower_mcu(model, target: TargetSpec, name: str):
     mod, integer = lower_integer_kernels(mod, None)
     if integer.lowered or integer.kept_float:
         target_manifest["integer_kernels"] = integer.to_dict()
+    # edgec's CPU rules tile each conv and compute its epilogue per tile, so a fused
+    # conv + bias + ReLU needs a tile of scratch, not its whole output (parallel loops
+    # run serially: TVMBackendParallelLaunch in model.c).
+    from .cpu_schedules import schedule_for_cpu
+
+    mod, notes = schedule_for_cpu(mod, target)
+    for note in notes:
+        logger.info("kernel left to a fallback schedule: %s", note)
     main = mod["main"]
     num_inputs = int(main.attrs["num_input"])
     names = unique_names([param.name for param in main.params[num_inputs:]])
@@ -357,6 +368,15 @@ typedef struct {
     void* v_ptr;
   };
 } TVMFFIAny;
+
+typedef struct {
+  void* sync_handle;
+  int32_t num_task;
+} TVMParallelGroupEnv;
+typedef int (*FTVMParallelLambda)(int task_id, TVMParallelGroupEnv* penv, void* cdata);
+/* One core: a parallel loop runs as one task. */
+int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task);
+int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv);
 
 /* A kernel's scratch larger than TVM puts on the stack: from edgec's static workspace. */
 void* TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t nbytes, int dtype_code_hint,
@@ -585,6 +605,17 @@ void* TVMBackendAllocWorkspace(int device_type, int device_id, uint64_t nbytes, 
 int TVMBackendFreeWorkspace(int device_type, int device_id, void* ptr) {{
   (void)device_type, (void)device_id;
   edgec_workspace_top = (size_t)((uint8_t*)ptr - edgec_workspace); /* kernels free last-in, first-out */
+  return 0;
+}}
+
+int TVMBackendParallelLaunch(FTVMParallelLambda flambda, void* cdata, int num_task) {{
+  TVMParallelGroupEnv env = {{NULL, 1}};
+  (void)num_task;
+  return flambda(0, &env, cdata);
+}}
+
+int TVMBackendParallelBarrier(int task_id, TVMParallelGroupEnv* penv) {{
+  (void)task_id, (void)penv;
   return 0;
 }}
 
