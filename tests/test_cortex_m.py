@@ -81,14 +81,20 @@ def test_fp32_digits_on_qemu_match_onnxruntime(digits, compiled, tmp_path, capsy
                                    atol=1e-4 * np.abs(want).max(), err_msg=f"image {i}")
 
 
-def test_int8_digits_on_qemu_within_one_lsb_of_the_host_run(digits, compiled):
+def test_int8_digits_on_qemu_within_one_lsb_of_the_host_run(digits, compiled, tmp_path):
     """Same QDQ graph, same 8-bit weights: the firmware's logits are within one step of the last
     layer's int32 accumulator (input scale x largest weight scale) of edgec's x86-64 run."""
     _, images, _ = digits
+    np.savez(tmp_path / "x.npz", image=images[:1])
+    for name in ("int8", "host-int8"):
+        assert main(["run", str(compiled[name]), "--inputs", str(tmp_path / "x.npz"),
+                     "--output", str(tmp_path / f"{name}.npz")]) == 0
     manifest = open_artifact(compiled["int8"]).manifest
     assert manifest["target"]["integer_kernels"]["lowered"] == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     last = manifest["quantization"]["layers"][-1]
     lsb = last["activation_scale"] * max(last["weight_scales"][:2])
+    cli = np.abs(np.load(tmp_path / "int8.npz")["logits"] - np.load(tmp_path / "host-int8.npz")["logits"]).max()
+    assert cli <= lsb, f"edgec run: {cli} > 1 LSB ({lsb})"
     firmware, host = edgec.runtime.load(compiled["int8"]), edgec.runtime.load(compiled["host-int8"])
     for i in range(len(images)):
         feeds = {"image": images[i:i + 1]}
