@@ -196,3 +196,9 @@ def test_partitioning_a_firmware_is_a_usage_error(tmp_path, capsys):
                  f"{DEFAULT_PIPELINE},partition{{target=x86-64,device=cpu-test-double}}"])
     assert code == 2 and "builds one firmware image for one core" in capsys.readouterr().err
     assert not (tmp_path / "p.edgec").exists()
+
+
+def test_tuning_a_firmware_target_is_a_usage_error(tmp_path, capsys):
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    assert main(["tune", str(tmp_path / "cnn.onnx"), "--target", "cortex-m7", "--db", str(tmp_path / "db")]) == 2
+    assert "is bare-metal firmware" in capsys.readouterr().err
