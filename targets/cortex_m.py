@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgec.artifact import FIRMWARE, PROJECT
 from edgec.errors import CompileError
 
 from .base import TargetSpec, register_family
@@ -56,9 +57,6 @@ TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi"
 EMULATOR = "qemu-system-arm"
 STACK_BYTES = 16 * 1024
 """The stack the firmware reserves (the linker script places and checks it)."""
-ARENA_ALIGNMENT = 64
-PROJECT = "project.tar"
-FIRMWARE = "firmware.elf"
 
 
 @dataclass(frozen=True)
@@ -164,8 +162,8 @@ def c_names(proto):
 
 @dataclass
 class Tensor:
-    """Where one tensor of the call sequence lives: ``kind`` is arena, input, output, weight,
-    const or scratch; ``index`` the arena offset or the position in that list."""
+    """Where one tensor of the call sequence lives: ``kind`` is arena, input, weight, const or
+    scratch (a static buffer of its own); ``index`` the arena offset or the position in that list."""
 
     kind: str
     index: int
@@ -540,7 +538,7 @@ def model_source(symbol: str, plan: Plan, inputs, workspace: int) -> str:
     def data_of(t: Tensor) -> str:
         return {"arena": f"edgec_arena + {t.index}", "weight": f"(void*){symbol}_weight{t.index}",
                 "const": f"(void*){symbol}_const{t.index}", "scratch": f"edgec_scratch{t.index}",
-                "input": "NULL", "output": "NULL"}[t.kind]
+                "input": "NULL"}[t.kind]
 
     def tensor_id(t: Tensor) -> int:
         key = (t.kind, t.index, t.shape, t.dtype)
