@@ -270,6 +270,7 @@ def call_plan(func, num_inputs: int, offsets: dict, arena_bytes: int, unplanned:
     consts: list[np.ndarray] = []
     scratch: list[int] = []
     calls = []
+    tuples: dict = {}  # var -> the tensors of a tuple it names
 
     def tensor_of(expr) -> Tensor:
         if isinstance(expr, Constant):
@@ -301,16 +302,25 @@ def call_plan(func, num_inputs: int, offsets: dict, arena_bytes: int, unplanned:
             elif op == "relax.reshape":
                 source = tensor_of(value.args[0])
                 placed[var] = Tensor(source.kind, source.index, shape_of(var.ty), source.dtype)
+            elif isinstance(value, relax.Var) and value in tuples:
+                tuples[var] = tuples[value]
             elif isinstance(value, relax.Var):
                 placed[var] = tensor_of(value)
+            elif isinstance(value, relax.Tuple):
+                tuples[var] = [tensor_of(field) for field in value.fields]
+            elif isinstance(value, relax.TupleGetItem):
+                placed[var] = tuples[value.tuple_value][value.index]
             elif isinstance(value, relax.Call) and isinstance(value.op, relax.GlobalVar):
                 calls.append((value.op.name_hint, [tensor_of(arg) for arg in value.args]))
             else:
                 raise CompileError(f"the Cortex-M call sequence cannot run {op or type(value).__name__} "
                                    f"(binding {var.name})")
     result = func.body.body
-    returned = list(result.fields) if isinstance(result, relax.Tuple) else [result]
-    return Plan(calls, [tensor_of(r) for r in returned], arena_bytes, consts, scratch)
+    if isinstance(result, relax.Tuple):
+        outputs = [tensor_of(field) for field in result.fields]
+    else:
+        outputs = tuples[result] if result in tuples else [tensor_of(result)]
+    return Plan(calls, outputs, arena_bytes, consts, scratch)
 
 
 def shape_of(struct_info) -> tuple[int, ...]:

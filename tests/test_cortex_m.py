@@ -202,3 +202,32 @@ def test_tuning_a_firmware_target_is_a_usage_error(tmp_path, capsys):
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     assert main(["tune", str(tmp_path / "cnn.onnx"), "--target", "cortex-m7", "--db", str(tmp_path / "db")]) == 2
     assert "is bare-metal firmware" in capsys.readouterr().err
+
+
+def activations_and_concat() -> onnx.ModelProto:
+    """Two outputs, libm functions (exp, tanh) and a Concat."""
+    from onnx import TensorProto, helper
+
+    from tests.models import make_model
+
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Concat", ["x", "s"], ["c"], axis=1),
+             helper.make_node("Softmax", ["c"], ["y"], axis=1), helper.make_node("Tanh", ["x"], ["t"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 10]),
+                       helper.make_tensor_value_info("t", TensorProto.FLOAT, [2, 5])])
+
+
+@pytest.mark.parametrize("name", ["names", "activations"])
+def test_multi_output_and_int64_models_match_onnxruntime(tmp_path, name):
+    from tests.test_cpp_consumer import names_and_dtypes
+
+    model = names_and_dtypes() if name == "names" else activations_and_concat()
+    onnx.save(model, tmp_path / "m.onnx")
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    feeds = random_feeds(model)
+    if name == "names":
+        feeds["ids"] = np.arange(6, dtype=np.int64).reshape(2, 3) * 1000003
+    got = edgec.runtime.load(tmp_path / "m.edgec").run(feeds)
+    for out_name, want in ort_run(model, feeds).items():
+        assert got[out_name].dtype == want.dtype and got[out_name].shape == want.shape, out_name
+        np.testing.assert_allclose(got[out_name], want, rtol=1e-4, atol=1e-6, err_msg=out_name)
