@@ -713,7 +713,13 @@ def build_firmware(files: dict[str, bytes], target: TargetSpec) -> tuple[bytes, 
             path.write_bytes(data)
         done = subprocess.run(["make", "-s", "-C", workdir, "-j2"], capture_output=True, text=True)
         if done.returncode != 0:
-            errors = [line for line in (done.stderr + done.stdout).splitlines() if "error" in line.lower()]
+            said = (done.stderr + done.stdout).splitlines()
+            overflow = [line.split("ld: ")[-1] for line in said if "overflowed by" in line]
+            if overflow:
+                board = BOARDS[target.name]
+                raise CompileError(f"the model does not fit {board.machine}'s memory (flash {board.flash_bytes >> 20} MiB, "
+                                   f"RAM {board.ram_bytes >> 20} MiB): {overflow[0]}")
+            errors = [line for line in said if "error" in line.lower() and not line.startswith(("collect2", "make"))]
             raise CompileError(f"building the {target.name} firmware failed: {(errors or ['(no message)'])[0]}")
         model = {}
         for obj in ("model.o", "kernels.o", "weights.o"):
