@@ -124,10 +124,19 @@ def cortex_m_targets() -> list[TargetSpec]:
     ]
 
 
+C_RESERVED = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline int long "
+    "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile while "
+    "bool true false".split())
+"""C keywords (and stdbool's names), which no tensor or model may be called."""
+
+
 def c_identifier(name: str) -> str:
-    """A C identifier from a model's name: ``digits-cnn.v2`` -> ``digits_cnn_v2``."""
+    """A C identifier from a model's or tensor's name: ``digits-cnn.v2`` -> ``digits_cnn_v2``;
+    never a keyword, and never ``output<i>`` (the run function's output parameters)."""
     text = re.sub(r"\W", "_", name, flags=re.ASCII).strip("_") or "model"
-    return f"m_{text}" if text[0].isdigit() else text
+    text = f"m_{text}" if text[0].isdigit() else text
+    return f"{text}_" if text in C_RESERVED or re.fullmatch(r"output\d+", text) else text
 
 
 def c_names(proto):
