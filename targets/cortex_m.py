@@ -462,7 +462,7 @@ SECTIONS {{
 def makefile(symbol: str, board: Board) -> str:
     return f"""\
 # Builds lib{symbol}.a (the model: link it into your firmware) and firmware.elf (the model
-# plus a semihosting harness for qemu-system-arm -M {board.machine}). Written by edgec.
+# plus a semihosting harness for qemu-system-arm -M {board.machine}; 'make run' runs it). Written by edgec.
 # Another toolchain: make CC=... AR=... CPU_FLAGS=...
 CC = arm-none-eabi-gcc
 AR = arm-none-eabi-ar
@@ -478,9 +478,13 @@ lib{symbol}.a: $(MODEL_OBJS)
 firmware.elf: harness.o startup.o lib{symbol}.a link.ld
 \t$(CC) $(CPU_FLAGS) --specs=rdimon.specs -nostartfiles -Wl,--gc-sections -T link.ld harness.o startup.o \\
 \t    lib{symbol}.a -lm -o $@
+# One inference on the emulated board: reads in<i>.bin, writes out<i>.bin (raw, C order) here.
+run: firmware.elf
+\tqemu-system-arm -M {board.machine} -nographic -monitor none -serial none \\
+\t    -semihosting-config enable=on,target=native -kernel firmware.elf
 clean:
 \trm -f *.o *.a firmware.elf
-.PHONY: all clean
+.PHONY: all clean run
 """
 
 

@@ -114,7 +114,7 @@ def test_other_cores_run_on_their_boards(tmp_path, target, board):
                                atol=1e-4 * np.abs(want).max())
 
 
-def test_export_c_writes_a_project_that_builds(compiled, tmp_path, capsys):
+def test_export_c_writes_a_project_that_builds_and_runs(digits, compiled, tmp_path, capsys):
     project = tmp_path / "fw"
     assert main(["export-c", str(compiled["int8"]), str(project)]) == 0
     header = (project / "include" / "digits_cnn.h").read_text()
@@ -124,6 +124,13 @@ def test_export_c_writes_a_project_that_builds(compiled, tmp_path, capsys):
     assert done.returncode == 0, done.stderr
     assert (project / "libdigits_cnn.a").is_file()
     assert (project / "firmware.elf").read_bytes()[:4] == b"\x7fELF"
+    # Its own 'make run' on the emulated board gives what 'edgec run' gives.
+    image = digits[1][:1]
+    (project / "in0.bin").write_bytes(image.tobytes())
+    done = subprocess.run(["make", "-s", "-C", str(project), "run"], capture_output=True, text=True)
+    assert done.returncode == 0 and "edgec-harness: ok" in done.stdout, done.stdout + done.stderr
+    logits = np.frombuffer((project / "out0.bin").read_bytes(), np.float32).reshape(1, 10)
+    assert np.array_equal(logits, edgec.runtime.load(compiled["int8"]).run({"image": image})["logits"])
     capsys.readouterr()
     assert main(["export-c", str(compiled["int8"]), str(project)]) == 2
     assert "exists and is not an empty directory" in capsys.readouterr().err
