@@ -14,6 +14,11 @@ ELF's sections of the model's own objects (model.c, kernels.c, weights.c):
 - RAM: .data + .bss (the arena at edgec's offsets, the kernels' workspace, the
   static tensor descriptors) + the 16 KiB stack the linker script reserves.
 
+Then the choice of code generator: the fp32 kernels of the same lowering, once through
+TVM's C code generator and arm-none-eabi-gcc (-O2, what the targets use) and once through
+TVM's LLVM back end for ``thumbv7em-none-eabihf`` / ``cortex-m7``; the ``.text`` of each
+object file (``--llvm`` table).
+
 What TFLite Micro would need is not measured here: its sources are not reachable
 from this machine, so nothing of it was built or run. The comparison takes two
 things from it instead, named as such in the table:
@@ -44,7 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edgec.artifact import open_artifact  # noqa: E402
 from edgec.cli import main as edgec  # noqa: E402
 from edgec.importer import import_proto  # noqa: E402
+from edgec.emulator import export_project  # noqa: E402
+from edgec.pass_manager import PassManager  # noqa: E402
 from edgec.passes.plan_memory import plan_memory  # noqa: E402
+from edgec.pipelines import get_pipeline  # noqa: E402
+from edgec.targets import get_target  # noqa: E402
+from edgec.targets.cortex_m import elf_sections, llvm_kernels  # noqa: E402
 from edgec.runtime import load  # noqa: E402
 from tests.digits_cnn import INPUT, digits_split, trained_digits  # noqa: E402
 from tests.models import ort_run  # noqa: E402
@@ -83,6 +93,24 @@ def measure(workdir: Path) -> list[dict]:
     return rows
 
 
+def kernel_code(workdir: Path) -> dict:
+    """``.text`` bytes of the digits CNN's fp32 kernels for cortex-m7: TVM's C code generator then
+    arm-none-eabi-gcc -O2 (the artifact's own kernels.o), and TVM's LLVM back end for thumbv7em."""
+    import subprocess
+
+    model_path, _ = trained_digits(workdir / "digits")
+    artifact = workdir / "cortex-m7-fp32.edgec"
+    project = workdir / "project-fp32"
+    export_project(open_artifact(artifact), project)
+    subprocess.run(["make", "-s", "-C", str(project), "kernels.o"], check=True)
+    gcc = elf_sections((project / "kernels.o").read_bytes())
+    target = get_target("cortex-m7")
+    model = PassManager(get_pipeline("default")).run(import_proto(onnx.load(model_path)))
+    llvm = elf_sections(llvm_kernels(model, target))
+    text = lambda sections: sum(size for name, size in sections.items() if name.startswith(".text"))  # noqa: E731
+    return {"c_gcc_text": text(gcc), "llvm_text": text(llvm)}
+
+
 def kib(size: int) -> str:
     return f"{size / 1024:.1f}"
 
@@ -103,7 +131,10 @@ def table(rows: list[dict]) -> str:
 def main(output: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="edgec-mcu-bench-") as workdir:
         rows = measure(Path(workdir))
-    text = table(rows)
+        code = kernel_code(Path(workdir))
+    text = (table(rows) + "\n\nKernels' code, digits CNN fp32, cortex-m7: TVM's C code generator + arm-none-eabi-gcc -O2 "
+            f"{code['c_gcc_text']} B of .text; TVM's LLVM back end for thumbv7em {code['llvm_text']} B.")
+    rows.append({"kernel_code": code})
     click.echo(text)
     if output:
         output.write_text(json.dumps(rows, indent=2) + "\n")

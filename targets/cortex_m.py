@@ -22,9 +22,10 @@ TVM 0.20+ has no microTVM and no AOT executor, so edgec writes the executor itse
    reads the inputs and writes the outputs through semihosting).
 
 Why C and not LLVM's ``thumbv7em``: the C project is what a firmware build takes
-(any vendor's toolchain, ``edgec export-c``), and the kernels are plain loops that
-gcc vectorizes for the core's DSP and FPU as well as LLVM would; LLVM's object
-files would tie the firmware to TVM's ABI and its LLVM version.
+(any vendor's toolchain, ``edgec export-c``), and it is smaller: the digits CNN's fp32
+kernels are 2256 B of code through the C code generator and gcc -O2, 7102 B through
+TVM's LLVM back end for the Cortex-M7 (``benchmarks/mcu_footprint.py``, which uses
+:func:`llvm_kernels`). Speed could not be compared: an emulator's timing is not the chip's.
 
 Int8 models use edgec's integer kernels (``int8.lower_integer_kernels``) without a
 dot-product instruction: int8 x int8 products summed in int32, in C loops.
@@ -192,45 +193,48 @@ class Plan:
     """Bytes of each tensor TVM allocates outside the planned storages (kept in RAM, statically)."""
 
 
-def lower_mcu(model, target: TargetSpec, name: str):
-    """Lower ``model`` into the C project and firmware of ``target``; a :class:`~.lowering.Lowered`."""
+@dataclass
+class Prepared:
+    """The model in TVM after memory planning: ``mod`` (``main`` and its kernels), what ``main``
+    takes (inputs, then the weights ``names``/``weights``) and the integer kernels' record."""
+
+    mod: object
+    inputs: list[tuple[str, tuple, str]]
+    names: list[str]
+    weights: list[np.ndarray]
+    integer: object
+
+
+def prepare(model, target: TargetSpec) -> Prepared:
+    """Import, integer kernels, edgec's CPU schedules, and TVM's Relax pipeline with the ``c``
+    target up to its memory planning; kernels keep their own names as global symbols."""
     import tvm
-    from tvm import relax, tirx
+    from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx
 
+    from .cpu_schedules import schedule_for_cpu
     from .int8 import lower_integer_kernels
-    from .lowering import Lowered, first_line, onnx_for_tvm, unique_names
-    from .tvm_arena import account_tvm_memory, kernel_workspace_bytes
+    from .lowering import first_line, onnx_for_tvm, unique_names
 
-    for tool in ("make", TOOLCHAIN):
-        if shutil.which(tool) is None:
-            raise CompileError(f"target {target.name} builds its firmware with {tool}, which is not installed; "
-                               f"install it with: apt-get install {TOOLCHAIN_PACKAGES if tool == TOOLCHAIN else tool}")
-    symbol = c_identifier(name)
-    target_manifest = {**target.manifest(), "board": BOARDS[target.name].machine, "model_symbol": symbol}
     try:
         mod = from_onnx(c_names(onnx_for_tvm(model)), keep_params_in_input=True)
     except Exception as exc:  # TVM raises a variety of types; the op name is in the text
         raise CompileError(f"TVM's ONNX frontend rejected the model: {first_line(exc)}") from exc
     mod, integer = lower_integer_kernels(mod, None)
-    if integer.lowered or integer.kept_float:
-        target_manifest["integer_kernels"] = integer.to_dict()
     # edgec's CPU rules tile each conv and compute its epilogue per tile, so a fused
     # conv + bias + ReLU needs a tile of scratch, not its whole output (parallel loops
     # run serially: TVMBackendParallelLaunch in model.c).
-    from .cpu_schedules import schedule_for_cpu
-
     mod, notes = schedule_for_cpu(mod, target)
     for note in notes:
         logger.info("kernel left to a fallback schedule: %s", note)
     main = mod["main"]
     num_inputs = int(main.attrs["num_input"])
+    inputs = [(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype)) for p in main.params[:num_inputs]]
     names = unique_names([param.name for param in main.params[num_inputs:]])
     mod, detached = detach_params(mod)
     weights = [param.numpy() for param in detached.get("main", [])]
-
     c_target = tvm.target.Target({"kind": "c"})
     try:
         with c_target:
@@ -242,28 +246,70 @@ def lower_mcu(model, target: TargetSpec, name: str):
             passes = (cpu_generic.library_dispatch_passes(c_target) + cpu_generic.legalize_passes(c_target)
                       + cpu_generic.dataflow_lower_passes(c_target) + finalize)
             mod = tvm.transform.Sequential(passes)(mod)
-        report, offsets = account_tvm_memory(mod["main"])  # not analysed: nothing to plan, or call_plan says why
-        plan = call_plan(mod["main"], num_inputs, offsets, report.arena_bytes if report.analysed else 0,
-                         f"target {target.name} needs every tensor in one static arena: {report.why_not}")
         mod = relax.transform.AttachGlobalSymbol()(mod)  # kernels are exported under their own names
-        kernels = tvm.IRModule({gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)})
-        workspace = max((kernel_workspace_bytes(f.script()) for f in kernels.functions.values()), default=0)
+    except Exception as exc:
+        raise CompileError(f"TVM failed to compile for {target.name}: {first_line(exc)}") from exc
+    return Prepared(mod, inputs, names, weights, integer)
+
+
+def kernels_of(mod):
+    """The TIR kernels of a prepared module, as a module of their own."""
+    import tvm
+    from tvm import tirx
+
+    return tvm.IRModule({gv: f for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)})
+
+
+def llvm_kernels(model, target: TargetSpec) -> bytes:
+    """The model's kernels through TVM's LLVM back end for the core instead of its C code
+    generator, as an ELF object: what benchmarks/mcu_footprint.py compares the C path with."""
+    import tvm
+
+    llvm = tvm.target.Target({"kind": "llvm", "mtriple": target.triple,
+                              "mcpu": target.name, "mfloat-abi": "hard"})
+    with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
+        library = tvm.tirx.build(kernels_of(prepare(model, target).mod), target=llvm)
+    with tempfile.TemporaryDirectory(prefix="edgec-llvm-") as workdir:
+        library.write_to_file(str(Path(workdir, "kernels.o")))
+        return Path(workdir, "kernels.o").read_bytes()
+
+
+def lower_mcu(model, target: TargetSpec, name: str):
+    """Lower ``model`` into the C project and firmware of ``target``; a :class:`~.lowering.Lowered`."""
+    import tvm
+
+    from .lowering import Lowered, first_line
+    from .tvm_arena import account_tvm_memory, kernel_workspace_bytes
+
+    for tool in ("make", TOOLCHAIN):
+        if shutil.which(tool) is None:
+            raise CompileError(f"target {target.name} builds its firmware with {tool}, which is not installed; "
+                               f"install it with: apt-get install {TOOLCHAIN_PACKAGES if tool == TOOLCHAIN else tool}")
+    symbol = c_identifier(name)
+    target_manifest = {**target.manifest(), "board": BOARDS[target.name].machine, "model_symbol": symbol}
+    prepared = prepare(model, target)
+    if prepared.integer.lowered or prepared.integer.kept_float:
+        target_manifest["integer_kernels"] = prepared.integer.to_dict()
+    main = prepared.mod["main"]
+    report, offsets = account_tvm_memory(main)  # not analysed: nothing to plan, or call_plan says why
+    plan = call_plan(main, len(prepared.inputs), offsets, report.arena_bytes if report.analysed else 0,
+                     f"target {target.name} needs every tensor in one static arena: {report.why_not}")
+    kernels = kernels_of(prepared.mod)
+    workspace = max((kernel_workspace_bytes(f.script()) for f in kernels.functions.values()), default=0)
+    try:
         with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
-            source = tvm.tirx.build(kernels, target=c_target).inspect_source()
-    except CompileError:
-        raise
+            source = tvm.tirx.build(kernels, target=tvm.target.Target({"kind": "c"})).inspect_source()
     except Exception as exc:
         raise CompileError(f"TVM failed to compile for {target.name}: {first_line(exc)}") from exc
 
-    signature_in = [(p.name, tuple(int(d) for d in p.ty.shape), str(p.ty.dtype))
-                    for p in main.params[:num_inputs]]
-    files = project_files(symbol, target, plan, source, weights, signature_in, workspace)
+    files = project_files(symbol, target, plan, source, prepared.weights, prepared.inputs, workspace)
     elf, sizes = build_firmware(files, target)
     runtime_memory = {**report.to_dict(), "runs_in_arena": True, "workspace_bytes": workspace}
     target_manifest["mcu_memory"] = {**sizes, "arena_bytes": plan.arena_bytes, "workspace_bytes": workspace,
                                      "scratch_bytes": sum(plan.scratch), "stack_bytes": STACK_BYTES}
     members = {PROJECT: tar_project(files), FIRMWARE: elf}
-    return Lowered(b"", list(zip(names, weights)), target_manifest, tvm.__version__, runtime_memory, members=members)
+    return Lowered(b"", list(zip(prepared.names, prepared.weights)), target_manifest, tvm.__version__, runtime_memory,
+                   members=members)
 
 
 def call_plan(func, num_inputs: int, offsets: dict, arena_bytes: int, unplanned: str) -> Plan:
