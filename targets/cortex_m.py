@@ -8,12 +8,15 @@ TVM 0.20+ has no microTVM and no AOT executor, so edgec writes the executor itse
 2. every kernel is scheduled by edgec's CPU rules (``cpu_schedules``: convs tiled with
    their epilogue per tile, so a fused conv + bias + ReLU needs a tile of scratch, not
    its whole output; parallel loops run as one task on the one core), then goes
-   through TVM's C code generator, its argument checks compiled out (``tirx.disable_assert``: the call sequence below is the only
-   caller and passes exactly the planned tensors);
+   through TVM's C code generator, its argument checks compiled out
+   (``tirx.disable_assert``: the call sequence below is the only caller and passes
+   exactly the planned tensors);
 3. ``model.c``, written here, is the ahead-of-time call sequence: a static
-   ``DLTensor`` per tensor (data in the arena, in the caller's input and output
-   buffers, or in a ``const`` weight array in flash), one static argument array per
-   kernel call, and ``<model>_init`` / ``<model>_run``. No graph or VM executor, no
+   ``DLTensor`` per tensor (data in the arena, in the caller's input buffers, in a
+   static buffer of its own for what TVM allocates outside its plan, such as graph
+   outputs, copied to the caller's buffers at the end, or in a ``const`` weight array
+   in flash), one static argument array per kernel call, and ``<model>_init`` /
+   ``<model>_run``. No graph or VM executor, no
    malloc (a kernel's large scratch comes from a static workspace, LIFO), no TVM
    runtime: only ``dlpack.h``'s struct, TVM's packed-call layout (``tvm_abi.h``) and
    the four backend calls kernels make (workspace, parallel launch), defined in ``model.c``;
