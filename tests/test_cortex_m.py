@@ -255,3 +255,23 @@ def test_a_model_too_large_for_the_board_is_one_clear_error(tmp_path, capsys):
     assert err.count("\n") == 1 and "the model does not fit mps2-an500's memory (flash 4 MiB, RAM 4 MiB): region `RAM' " \
                                       "overflowed by" in err, err
     assert not (tmp_path / "h.edgec").exists()
+
+
+@pytest.mark.parametrize("target", ["cortex-m4", "cortex-m55"])
+def test_int8_on_other_cores_equals_the_host_run(tmp_path, target):
+    """The integer kernels on the M4 and M55 too: same QDQ graph, same 8-bit weights, the same
+    logits as edgec's x86-64 run (to within one accumulator step of the last layer)."""
+    model = small_cnn()
+    onnx.save(model, tmp_path / "cnn.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).standard_normal((16, 3, 16, 16)).astype(np.float32))
+    for name, where in (("mcu", target), ("host", "x86-64")):
+        assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", where, "--calib", str(tmp_path / "calib.npz"),
+                     "--full-range", "-o", str(tmp_path / f"{name}.edgec"), "-q"]) == 0
+    manifest = open_artifact(tmp_path / "mcu.edgec").manifest
+    assert manifest["target"]["integer_kernels"]["lowered"]
+    last = manifest["quantization"]["layers"][-1]
+    lsb = last["activation_scale"] * max(last["weight_scales"][:2])
+    feeds = random_feeds(model)
+    got = edgec.runtime.load(tmp_path / "mcu.edgec").run(feeds)["logits"]
+    want = edgec.runtime.load(tmp_path / "host.edgec").run(feeds)["logits"]
+    assert np.abs(got - want).max() <= lsb
