@@ -275,3 +275,48 @@ def test_int8_on_other_cores_equals_the_host_run(tmp_path, target):
     got = edgec.runtime.load(tmp_path / "mcu.edgec").run(feeds)["logits"]
     want = edgec.runtime.load(tmp_path / "host.edgec").run(feeds)["logits"]
     assert np.abs(got - want).max() <= lsb
+
+
+def mobile_block() -> onnx.ModelProto:
+    """A MobileNet-style block: strided conv, ReLU6, depthwise conv, pointwise conv, residual
+    add, global average pool, a MatMul head."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.models import make_model
+
+    rng = np.random.default_rng(0)
+    weights = {"w1": [16, 3, 3, 3], "b1": [16], "dw": [16, 1, 3, 3], "pw": [16, 16, 1, 1], "fc": [16, 10]}
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Clip", ["a", "lo", "hi"], ["a6"]),
+             helper.make_node("Conv", ["a6", "dw"], ["d"], pads=[1, 1, 1, 1], group=16),
+             helper.make_node("Clip", ["d", "lo", "hi"], ["d6"]),
+             helper.make_node("Conv", ["d6", "pw"], ["p"]),
+             helper.make_node("Add", ["p", "a6"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])])
+    model.graph.initializer.extend(
+        [numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+         for name, shape in weights.items()]
+        + [numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")])
+    return model
+
+
+def test_mobile_block_fp32_and_int8(tmp_path):
+    model = mobile_block()
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32))
+    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "fp.edgec"), "-q"]) == 0
+    for name, where in (("mcu", "cortex-m7"), ("host", "x86-64")):
+        assert main(["compile", str(tmp_path / "m.onnx"), "-t", where, "--calib", str(tmp_path / "calib.npz"),
+                     "--full-range", "-o", str(tmp_path / f"{name}.edgec"), "-q"]) == 0
+    feeds = random_feeds(model)
+    want = ort_run(model, feeds)["y"]
+    np.testing.assert_allclose(edgec.runtime.load(tmp_path / "fp.edgec").run(feeds)["y"], want, rtol=1e-4,
+                               atol=1e-4 * np.abs(want).max())
+    last = open_artifact(tmp_path / "mcu.edgec").manifest["quantization"]["layers"][-1]
+    lsb = last["activation_scale"] * max(last["weight_scales"][:2])
+    got = edgec.runtime.load(tmp_path / "mcu.edgec").run(feeds)["y"]
+    assert np.abs(got - edgec.runtime.load(tmp_path / "host.edgec").run(feeds)["y"]).max() <= lsb
