@@ -320,3 +320,23 @@ def test_mobile_block_fp32_and_int8(tmp_path):
     lsb = last["activation_scale"] * max(last["weight_scales"][:2])
     got = edgec.runtime.load(tmp_path / "mcu.edgec").run(feeds)["y"]
     assert np.abs(got - edgec.runtime.load(tmp_path / "host.edgec").run(feeds)["y"]).max() <= lsb
+
+
+def test_check_profile_mcu_fails_naming_the_flash_budget_for_too_many_weights(tmp_path, capsys):
+    """2.3 MiB of float weights for 2 MiB of flash (the board itself has 4 MiB, so it links)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.models import make_model
+
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 600])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1024])])
+    model.graph.initializer.append(
+        numpy_helper.from_array(np.random.default_rng(0).standard_normal((600, 1024)).astype(np.float32), "w"))
+    onnx.save(model, tmp_path / "wide.onnx")
+    assert main(["compile", str(tmp_path / "wide.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "w.edgec"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["check", str(tmp_path / "w.edgec"), "--profile", "mcu"]) == 3
+    out = capsys.readouterr().out
+    assert "FAIL         memory.flash: required <= 2MiB; measured 2.3 MiB" in out
+    assert "PASS         memory.working_set" in out
