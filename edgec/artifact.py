@@ -17,6 +17,11 @@ each one's library, device, input and output tensors and weights, and
 ``partition_plan`` records the plan with the tensors crossing between partitions.
 A single-partition artifact stays at version 1, which readers of one ``model.so`` load.
 
+A bare-metal microcontroller artifact (format version 3, the ``cortex-m*`` targets) has
+no library: ``project.tar`` holds the C project (sources, weights as const arrays,
+linker script, Makefile) and ``firmware.elf`` the project linked for the emulated
+board; ``weights.bin`` keeps the weights for reports and checks.
+
 Why tar: any language reads it (512-byte headers, data at 512-byte boundaries), and
 members are stored uncompressed at known offsets, so the runtime maps
 ``weights.bin`` straight from the artifact file instead of copying it.
@@ -53,11 +58,14 @@ from .errors import ArtifactError
 FORMAT = "edgec-artifact"
 FORMAT_VERSION = 1
 MULTI_PARTITION_VERSION = 2
-VERSIONS = (FORMAT_VERSION, MULTI_PARTITION_VERSION)
+FIRMWARE_VERSION = 3
+VERSIONS = (FORMAT_VERSION, MULTI_PARTITION_VERSION, FIRMWARE_VERSION)
 ALIGNMENT = 64
 MANIFEST = "manifest.json"
 LIBRARY = "model.so"
 WEIGHTS = "weights.bin"
+FIRMWARE = "firmware.elf"
+PROJECT = "project.tar"
 DIGEST = "manifest.sha256"
 SIGNATURE = "manifest.sig"
 MEMBER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}\Z")
@@ -126,7 +134,8 @@ def write_artifact(path: Path, manifest: dict, library: bytes | dict[str, bytes]
     blob, index = pack_weights(weights)
     manifest = dict(manifest)
     manifest["format"] = FORMAT
-    manifest["format_version"] = FORMAT_VERSION if list(libraries) == [LIBRARY] else MULTI_PARTITION_VERSION
+    manifest["format_version"] = (FORMAT_VERSION if list(libraries) == [LIBRARY] else
+                                  FIRMWARE_VERSION if FIRMWARE in libraries else MULTI_PARTITION_VERSION)
     manifest["weights"] = index
     members = {**libraries, WEIGHTS: blob}
     manifest["members"] = {name: {"sha256": sha256_bytes(data), "size": len(data)} for name, data in members.items()}
@@ -219,7 +228,10 @@ class ArtifactFile:
             raise ArtifactError(f"{self.path}: member '{name}' is corrupt (sha256 mismatch with the manifest)")
 
     def libraries(self) -> list[str]:
-        """The library members in the order they run: ``model.so``, or one per partition."""
+        """The library members in the order they run: ``model.so``, or one per partition; none
+        for a bare-metal firmware."""
+        if self.manifest.get("format_version") == FIRMWARE_VERSION:
+            return []
         return [p["library"] for p in self.manifest.get("partitions") or [{"library": LIBRARY}]]
 
     def verify_members(self) -> None:
@@ -332,7 +344,8 @@ def check_members(path: Path, manifest: dict, headers: dict[str, tarfile.TarInfo
     partitions = manifest.get("partitions") or [{"library": LIBRARY}]
     if not isinstance(partitions, list) or not all(isinstance(p, dict) for p in partitions):
         raise ArtifactError(f"{path}: manifest 'partitions' is invalid")
-    libraries = [p.get("library") for p in partitions]
+    libraries = ([FIRMWARE, PROJECT] if manifest.get("format_version") == FIRMWARE_VERSION
+                 else [p.get("library") for p in partitions])
     missing = [str(m) for m in (*libraries, WEIGHTS) if m not in members]
     if missing:
         raise ArtifactError(f"{path}: artifact is missing member(s) {', '.join(missing)}")

@@ -19,6 +19,7 @@ import click
 import numpy as np
 
 from . import __version__
+from .artifact import FIRMWARE_VERSION
 from .errors import EdgecError, ProfileViolation, UsageError
 from .units import human_size
 
@@ -595,12 +596,15 @@ def load_artifact(artifact: Path, device: str | None = None, timeout: float = 12
     members read are those the signed manifest lists)."""
     opened = open_verified(artifact, verify_key)
     if device and device != "host":
+        if opened.manifest.get("format_version") == FIRMWARE_VERSION:
+            raise UsageError(f"{artifact} is microcontroller firmware: it runs on its emulated board "
+                             f"({opened.manifest['target'].get('board')}) without --device, or on a board you flash")
         from .remote import load_remote, parse_device
 
         return load_remote(opened, parse_device(device), timeout=timeout)
-    from .runtime import CompiledModel
+    from .runtime import open_model
 
-    return CompiledModel(opened)
+    return open_model(opened)
 
 
 def open_verified(artifact: Path, verify_key: Path | None):
@@ -1034,6 +1038,22 @@ def keygen_command(private_key: Path) -> None:
 
     public = generate_keypair(private_key)
     click.echo(f"wrote {private_key} (private, keep it secret) and {public} (public)", err=True)
+
+
+@main_group.command("export-c", epilog=EXIT_CODES)
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+def export_c_command(artifact: Path, directory: Path) -> None:
+    """Write a microcontroller ARTIFACT's C project into DIRECTORY for a firmware build.
+
+    \b
+    The project: the kernels, the call sequence and <model>.h (<model>_init, <model>_run),
+    the weights as const arrays, a startup file, linker script and Makefile for the
+    emulated board, and the semihosting harness. DIRECTORY must not exist or be empty."""
+    from .emulator import export_project
+
+    files = export_project(open_verified(artifact, None), directory)
+    click.echo(f"wrote {len(files)} files to {directory}; build with: make -C {directory}", err=True)
 
 
 @main_group.command("cmake-dir")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from .artifact import open_artifact, sha256_file
+from .artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, sha256_file
 from .check import IN_PROCESS
 from .errors import UsageError
 from .profile import METRICS, QUANTIZED_STORAGE, Profile
@@ -341,6 +341,9 @@ def estimate_arena(graph) -> ArenaEstimate:
 # -- the certificate -----------------------------------------------------------------------------
 
 PASS, FAIL, UNVERIFIED, NOT_REQUIRED = "pass", "fail", "unverified", "not required"
+EMULATED = "emulated"
+"""Not measured: the firmware ran on an emulator, whose timing says nothing about the chip.
+It does not fail a certificate; the certificate says so for each such attribute."""
 
 
 @dataclass
@@ -374,8 +377,9 @@ class Certificate:
 
     @property
     def ok(self) -> bool:
-        """Compliant only when every required attribute was measured and met."""
-        return all(m.status in (PASS, NOT_REQUIRED) for m in self.measurements)
+        """Compliant only when every required attribute was measured and met (time and power
+        of emulated firmware excepted: they cannot be measured without the chip)."""
+        return all(m.status in (PASS, NOT_REQUIRED, EMULATED) for m in self.measurements)
 
     def to_dict(self) -> dict:
         return {"certificate": "edgec-profile-compliance", "version": 1, "ok": self.ok, "issued": self.issued,
@@ -421,6 +425,8 @@ def certify(
     artifact_path = Path(artifact_path)
     manifest = open_artifact(artifact_path).manifest
     arrays = load_data(data) if data is not None and not isinstance(data, Mapping) else data
+    if manifest.get("format_version") == FIRMWARE_VERSION:
+        return certify_firmware(artifact_path, manifest, model, profile, arrays, float_model_path)
     memory = MemoryProbe()
     loader = model if callable(model) and not hasattr(model, "run") else None
     if loader is not None:
@@ -447,6 +453,141 @@ def certify(
     issued = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     return Certificate(profile.to_dict(), str(artifact_path), sha256_file(artifact_path),
                        environment(model, manifest), measurements, issued)
+
+
+def certify_firmware(artifact_path: Path, manifest: dict, model, profile: Profile, arrays, float_model_path) -> Certificate:
+    """A microcontroller firmware's certificate: memory and flash from the linked ELF's
+    sections, ops and dtypes from the compiled graph, accuracy on qemu; latency and power
+    are not measured (an emulator's timing is not the chip's)."""
+    model = model() if callable(model) and not hasattr(model, "run") else model
+    outputs = run_all(model.run, model, arrays) if arrays is not None and profile.accuracy.metric else None
+    memory = manifest["target"]["mcu_memory"]
+    why = f"not measured: qemu-system-arm -M {manifest['target']['board']} emulates instructions, not the chip's timing"
+    measurements = [
+        accuracy_measurement(profile, model, arrays, outputs, float_model_path),
+        *(Measurement(attribute, spelled, None, why, EMULATED if spelled else NOT_REQUIRED) for attribute, spelled in (
+            ("latency.first_time", f"<= {format_duration(profile.latency.first_time)}"
+             if profile.latency.first_time is not None else None),
+            ("latency.steady_state", f"<= {format_duration(profile.latency.steady_state)}"
+             if profile.latency.steady_state is not None else None),
+            ("power", f">= {profile.power.min_ips_per_watt:g} inferences/s per W"
+             if profile.power.min_ips_per_watt is not None else None))),
+        firmware_ram(profile, memory),
+        firmware_flash(profile, memory),
+        firmware_weights(profile, manifest),
+    ]
+    if profile.memory.activation_arena is not None:
+        measurements.append(arena_measurement(profile.memory.activation_arena, manifest))
+    measurements += (compile_time_checks(profile, manifest) if same_static_rules(profile, manifest)
+                     else graph_checks(profile, manifest))
+    measurements.append(firmware_locality(profile, open_artifact(artifact_path).read_member(FIRMWARE)))
+    issued = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    return Certificate(profile.to_dict(), str(artifact_path), sha256_file(artifact_path),
+                       environment(model, manifest), measurements, issued)
+
+
+def firmware_ram(profile: Profile, memory: dict) -> Measurement:
+    """RAM: the model objects' .data and .bss (arena, kernel workspace, tensor descriptors) and the stack."""
+    from .report import firmware_ram_bytes  # report imports this module
+
+    ram = firmware_ram_bytes(memory)
+    required = profile.memory.working_set
+    how = (f"the linked firmware's sections: the model's .data + .bss ({human_size(memory['arena_bytes'])} arena at "
+           f"edgec's offsets, {human_size(memory['workspace_bytes'])} kernel workspace, tensor descriptors) + the "
+           f"{human_size(memory['stack_bytes'])} stack its linker script reserves; weights stay in flash, no heap")
+    return Measurement("memory.working_set", f"<= {format_size_exact(required)}" if required is not None else None,
+                       human_size(ram), how, NOT_REQUIRED if required is None else PASS if ram <= required else FAIL,
+                       values={"bytes": ram})
+
+
+def firmware_flash(profile: Profile, memory: dict) -> Measurement:
+    """Flash: the model's code (.text), weights and constants (.rodata) and .data's initial image."""
+    from .report import firmware_flash_bytes  # report imports this module
+
+    sections = memory["model_sections"]
+    flash = firmware_flash_bytes(memory)
+    required = profile.memory.weights
+    how = (f"the linked firmware's sections: the model's .text ({human_size(sections.get('text', 0))} kernels and "
+           f"call sequence) + .rodata ({human_size(sections.get('rodata', 0))} weights and constants) + .data's "
+           "initial image, against the profile's flash (memory.weights)")
+    return Measurement("memory.flash", f"<= {format_size_exact(required)}" if required is not None else None,
+                       human_size(flash), how, NOT_REQUIRED if required is None else PASS if flash <= required else FAIL,
+                       values={"bytes": flash})
+
+
+def firmware_weights(profile: Profile, manifest: dict) -> Measurement:
+    """Every weight and constant of the compiled graph (int8 weights are compiled in as constants)."""
+    total = manifest["report"]["totals"]["weight_bytes"]
+    required = profile.memory.weights
+    return Measurement("memory.weights", f"<= {format_size_exact(required)}" if required is not None else None,
+                       human_size(total), "the compiled graph's weights and constants, from the artifact's report",
+                       NOT_REQUIRED if required is None else PASS if total <= required else FAIL,
+                       values={"bytes": total})
+
+
+def same_static_rules(profile: Profile, manifest: dict) -> bool:
+    compiled_with = manifest.get("profile") or {}
+    return manifest.get("compliance") is not None and all(
+        compiled_with.get(s) == profile.to_dict().get(s) for s in STATIC_SECTIONS)
+
+
+def graph_checks(profile: Profile, manifest: dict) -> list[Measurement]:
+    """Ops and dtypes judged on the compiled graph as the manifest's layer report records it
+    (each layer's op and output dtype, the inputs' dtypes, the weights' dtypes)."""
+    layers = manifest["report"]["layers"]
+    how = "the compiled graph's layers, as the artifact's report records them"
+    measurements: list[Measurement] = []
+    if profile.ops.allowed is not None or profile.ops.excluded:
+        allowed, excluded = profile.ops.allowed, profile.ops.excluded or ()
+        bad = [layer for layer in layers
+               if (allowed is not None and layer["op"] not in allowed) or layer["op"] in excluded]
+        found = ", ".join(sorted({layer["op"] for layer in bad})) or "no op outside the subset"
+        where = f" at {listing([layer['name'] for layer in bad])}" if bad else ""
+        measurements.append(Measurement("ops", f"only {listing(allowed, 12)}" if allowed is not None
+                                        else f"none of {listing(excluded, 12)}", found + where, how,
+                                        FAIL if bad else PASS))
+    for attribute, allowed, dtypes in (
+            ("dtypes.compute", profile.dtypes.compute,
+             {*(spec["dtype"] for spec in manifest["signature"]["inputs"]), *(layer["dtype"] for layer in layers)}),
+            ("dtypes.storage", profile.dtypes.storage, {entry["dtype"] for entry in manifest["weights"]})):
+        if allowed is None:
+            continue
+        bad = sorted(dtypes - set(allowed))
+        measurements.append(Measurement(attribute, f"in {', '.join(allowed)}", ", ".join(bad) or "only allowed types",
+                                        how if attribute == "dtypes.compute" else "the artifact's weight index",
+                                        FAIL if bad else PASS))
+    if static_attributes(profile) and "quantization" in static_attributes(profile):
+        measurements.append(Measurement("quantization", "as the profile says", None,
+                                        "checked only at compile time: recompile with --profile", UNVERIFIED))
+    return measurements
+
+
+def firmware_locality(profile: Profile, elf: bytes) -> Measurement:
+    """A bare-metal firmware is statically linked: its symbol table shows any network code."""
+    if profile.data_locality.on_device is None:
+        return Measurement("data_locality", None, None, "the profile says nothing about the network", NOT_REQUIRED)
+    found = sorted(elf_symbols(elf) & NETWORK_SYMBOLS)
+    required = "on device" if profile.data_locality.on_device else "network allowed"
+    how = "the statically linked firmware's symbol table: no OS, and no socket or resolver function in it"
+    return Measurement("data_locality", required, "network code: " + ", ".join(found) if found else "on device", how,
+                       FAIL if found and profile.data_locality.on_device else PASS)
+
+
+def elf_symbols(data: bytes) -> set[str]:
+    """Defined symbol names of a 32-bit little-endian ELF's .symtab."""
+    shoff, = struct.unpack_from("<I", data, 0x20)
+    shentsize, shnum, _ = struct.unpack_from("<HHH", data, 0x2E)
+    headers = [struct.unpack_from("<IIIIIIIIII", data, shoff + i * shentsize) for i in range(shnum)]
+    names = set()
+    for _, kind, _, _, offset, size, link, _, _, entsize in headers:
+        if kind != 2 or not entsize:  # SHT_SYMTAB
+            continue
+        strings = headers[link][4]
+        for at in range(offset, offset + size, entsize):
+            name, _, _, _, _, section = struct.unpack_from("<IIIBBH", data, at)
+            if name and section:
+                names.add(data[strings + name:data.index(b"\0", strings + name)].decode(errors="replace"))
+    return names
 
 
 def arena_measurement(budget: int, manifest: dict) -> Measurement:

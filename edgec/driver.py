@@ -28,7 +28,7 @@ from .pass_manager import Instrument, PassManager, PassSpec, Pipeline
 from .pipelines import DEFAULT_PIPELINE
 from .passes.plan_memory import plan_memory, target_alignment
 from .profile import Profile, from_metadata_props, load_profile
-from .report import build_report, with_runtime_memory
+from .report import build_report, with_firmware_memory, with_runtime_memory
 from .validate import check_arena_size, check_declared_sizes
 
 logger = logging.getLogger(__name__)
@@ -317,10 +317,13 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
 
     progress(f"lowering for {target.name} with TVM")
     partition_plan = plan_of(model)
+    if partition_plan is not None and target.family == "cortex-m":
+        raise UsageError(f"target {target.name} builds one firmware image for one core: remove the partition "
+                         "pass from --passes")
     if partition_plan is not None:  # one library per partition, each for its device
         lowered = lower_partitions(model, target, partition_plan, tuning_db=request.tuning_db)
     else:
-        lowered = lower(model, target, tuning_db=request.tuning_db)
+        lowered = lower(model, target, tuning_db=request.tuning_db, name=Path(request.model).stem)
     # What the VMs really allocate after TVM's layout changes and fusion, not the graph's plan.
     finding = (lowered_arena_check(profile.memory.activation_arena, lowered.runtime_memory,
                                    lowered.partitions if partition_plan is not None else [])
@@ -345,8 +348,9 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "pipeline": recorded_pipeline(plan.pipeline),
         "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
         "dim_bindings": [binding.to_dict() for binding in plan.bindings],
-        "report": with_runtime_memory(build_report(model, layer_devices(model, partition_plan) or target.device, memory),
-                                      lowered.runtime_memory),
+        "report": with_firmware_memory(with_runtime_memory(
+            build_report(model, layer_devices(model, partition_plan) or target.device, memory), lowered.runtime_memory),
+            lowered.target_manifest.get("mcu_memory")),
         "memory_plan": memory.to_dict(),
         "runtime_memory": lowered.runtime_memory,
         "profile": profile.to_dict() if profile else None,
@@ -354,5 +358,6 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "quantization": quantization,
         **({"partition_plan": partition_plan.to_dict(), "partitions": lowered.partitions} if partition_plan else {}),
     }
-    manifest = write_artifact(request.output, manifest, lowered.library, lowered.params)
+    firmware = partition_plan is None and lowered.members  # a bare-metal target's project and ELF
+    manifest = write_artifact(request.output, manifest, lowered.members if firmware else lowered.library, lowered.params)
     return CompileResult(request.output, manifest, plan.inputs, bindings=plan.bindings)

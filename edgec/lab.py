@@ -144,18 +144,11 @@ def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None
 
     if tracker is None and importlib_missing("tornado"):
         raise DeviceError("the lab's RPC tracker needs the Python package tornado: pip install tornado")
-    sysroot = root / f"sysroot-{SUITE}-arm64"
-    built = (sysroot / ".complete").exists()
-    tools = ensure_tools(["qemu-aarch64-static"] if built else ["qemu-aarch64-static", "debootstrap", "dpkg-deb"])
-    if not built:
-        build_sysroot(sysroot, tools)
-    site = ensure_site_packages(root)
-    device_path = copy_edgec(root)
-
+    device = prepare()
     if state is None:
         state = start_tracker(root, tracker)
-    state.qemu, state.sysroot = tools["qemu-aarch64-static"], str(sysroot)
-    state.python_path = [str(site), str(device_path)]
+    state.qemu, state.sysroot = device.qemu, str(device.sysroot)
+    state.python_path = [str(device.site), str(device.edgec_path)]
     save_state(root, state)
     for _ in range(servers - serving):
         server = start_server(root, state, target, key)
@@ -164,6 +157,37 @@ def start(target: str = "arm64-a72", tracker: str | None = None, key: str | None
         logger.info("lab device %s (%s under qemu, port %d) is up", state.device_for(server), LAB_CPUS[target],
                     server.port)
     return state
+
+
+@dataclass
+class LabDevice:
+    """The emulated device's parts, without its processes: qemu, the arm64 sysroot, the
+    aarch64 TVM wheels' site-packages and this edgec's Python package."""
+
+    root: Path
+    qemu: str
+    sysroot: Path
+    site: Path
+    edgec_path: Path
+
+    def python_command(self, target: str) -> tuple[list[str], dict[str, str]]:
+        """The command and environment that run Python on the emulated ``target`` CPU."""
+        return emulated_python(self.qemu, self.sysroot, [str(self.site), str(self.edgec_path)], self.root, target)
+
+
+def prepare() -> LabDevice:
+    """Build what the emulated device needs (once; cached in the lab directory) and start nothing.
+
+    ``start`` runs its server on it; a native aarch64 program (the C runtime API's test)
+    runs under ``qemu -L sysroot`` against ``site``'s TVM libraries."""
+    root = lab_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    sysroot = root / f"sysroot-{SUITE}-arm64"
+    built = (sysroot / ".complete").exists()
+    tools = ensure_tools(["qemu-aarch64-static"] if built else ["qemu-aarch64-static", "debootstrap", "dpkg-deb"])
+    if not built:
+        build_sysroot(sysroot, tools)
+    return LabDevice(root, tools["qemu-aarch64-static"], sysroot, ensure_site_packages(root), copy_edgec(root))
 
 
 def status() -> dict:
@@ -453,13 +477,17 @@ def device_python(state: LabState, target: str) -> tuple[list[str], dict[str, st
     For the lab's server, and for checking native aarch64 behaviour (``edgec.runtime``
     run on the device itself) from the host.
     """
+    return emulated_python(state.qemu, Path(state.sysroot), state.python_path, Path(state.dir), target)
+
+
+def emulated_python(qemu: str, sysroot: Path, python_path: list[str], home: Path,
+                    target: str) -> tuple[list[str], dict[str, str]]:
     cpu = LAB_CPUS[target]
-    sysroot = Path(state.sysroot)
-    command = [state.qemu, "-cpu", cpu, "-L", str(sysroot), str(sysroot / "usr" / "bin" / PYTHON)]
+    command = [qemu, "-cpu", cpu, "-L", str(sysroot), str(sysroot / "usr" / "bin" / PYTHON)]
     env = {
         "PATH": "/usr/bin:/bin",
-        "HOME": state.dir,
-        "PYTHONPATH": os.pathsep.join(state.python_path),
+        "HOME": str(home),
+        "PYTHONPATH": os.pathsep.join(python_path),
         "QEMU_LD_PREFIX": str(sysroot),
         "TVM_USE_RUNTIME_LIB": "1",  # import only TVM's runtime: 1.5 s instead of 5-7 s emulated
         "EDGEC_LAB_CPU": cpu,

@@ -125,6 +125,36 @@ def with_runtime_memory(report: dict, runtime_memory: dict | None) -> dict:
     return report
 
 
+def firmware_flash_bytes(memory: dict) -> int:
+    """A firmware model's flash: its objects' code, weights and constants, and .data's initial image."""
+    sections = memory["model_sections"]
+    return sections.get("text", 0) + sections.get("rodata", 0) + sections.get("data", 0)
+
+
+def firmware_ram_bytes(memory: dict) -> int:
+    """A firmware model's RAM: its objects' .data and .bss (arena, workspace, descriptors) and the stack."""
+    sections = memory["model_sections"]
+    return sections.get("data", 0) + sections.get("bss", 0) + memory["stack_bytes"]
+
+
+def with_firmware_memory(report: dict, memory: dict | None) -> dict:
+    """The report with a microcontroller firmware's flash and RAM, measured on the linked ELF's sections."""
+    if not memory:
+        return report
+    totals, sections = report["totals"], memory["model_sections"]
+    totals["flash_bytes"] = firmware_flash_bytes(memory)
+    totals["flash_method"] = (f"the model's objects in the linked ELF: .text {human_size(sections.get('text', 0))} "
+                              f"(kernels, call sequence) + .rodata {human_size(sections.get('rodata', 0))} (weights, "
+                              f"constants) + .data {human_size(sections.get('data', 0))} (initial image)")
+    totals["ram_bytes"] = firmware_ram_bytes(memory)
+    totals["ram_method"] = (f".data + .bss {human_size(sections.get('data', 0) + sections.get('bss', 0))} (arena "
+                            f"{human_size(memory['arena_bytes'])}, kernel workspace {human_size(memory['workspace_bytes'])}, "
+                            f"tensor descriptors) + stack {human_size(memory['stack_bytes'])}; no heap")
+    totals["working_set_bytes"] = totals["ram_bytes"]
+    totals["working_set_method"] = "RAM of the firmware (weights execute from flash)"
+    return report
+
+
 COLUMNS = ["name", "op", "output_shape", "dtype", "macs", "parameters", "weight_bytes", "device"]
 
 
@@ -143,7 +173,10 @@ def format_table(report: dict) -> str:
         f"parameters    {t['parameters']:,}",
         f"weights       {human_size(t['weight_bytes'])} (flash)",
         f"arena         {human_size(t['arena_bytes'])} (RAM, {t['arena_method']})",
-        *([f"VM allocates  {human_size(t['runtime_bytes'])} ({t['runtime_method']})"] if "runtime_bytes" in t else []),
+        *([f"VM allocates  {human_size(t['runtime_bytes'])} ({t['runtime_method']})"]
+          if "runtime_bytes" in t and "flash_bytes" not in t else []),
+        *([f"flash         {human_size(t['flash_bytes'])} ({t['flash_method']})",
+           f"RAM           {human_size(t['ram_bytes'])} ({t['ram_method']})"] if "flash_bytes" in t else []),
         f"working set   {human_size(t['working_set_bytes'])} ({t['working_set_method']})",
     ]
     return "\n".join(lines)

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import LIBRARY, WEIGHTS, ArtifactFile, open_artifact
+from .artifact import FIRMWARE_VERSION, LIBRARY, WEIGHTS, ArtifactFile, open_artifact
 from .errors import ArtifactError
 from .host import cpu_features
 from .tvm_runtime import Runtime, runtime
@@ -273,5 +273,16 @@ def map_weights(rt: Runtime, artifact: ArtifactFile, device) -> tuple[np.memmap 
     return blob, tensors
 
 
-def load(path: str | os.PathLike) -> CompiledModel:
-    return CompiledModel(open_artifact(path))
+def open_model(artifact: ArtifactFile):
+    """The opened artifact ready to run: in TVM's runtime here, or, for a microcontroller
+    firmware (format version 3), on its emulated board (``edgec.emulator``)."""
+    if artifact.manifest.get("format_version") == FIRMWARE_VERSION:
+        from .emulator import EmulatedModel
+
+        return EmulatedModel(artifact)
+    return CompiledModel(artifact)
+
+
+def load(path: str | os.PathLike):
+    """``path`` opened, checked and loaded; ``.run(inputs)`` runs it."""
+    return open_model(open_artifact(path))

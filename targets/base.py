@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
@@ -44,6 +45,10 @@ class TargetSpec:
 
     def runs_here(self) -> str | None:
         """None if this machine can run the target's code, else why not."""
+        if self.family == "cortex-m":
+            from .cortex_m import EMULATOR
+
+            return None if shutil.which(EMULATOR) else f"target {self.name} runs under {EMULATOR}, not installed"
         if platform.machine() != self.host_machine:
             return f"target {self.name} runs on {self.host_machine}, this machine is {platform.machine()}"
         if self.device == "cuda" and not Path("/dev/nvidiactl").exists():
@@ -104,7 +109,7 @@ def register_family(name: str) -> Callable:
 
 def all_targets() -> dict[str, TargetSpec]:
     # Each family module registers itself on import; the host's family is listed first.
-    from . import x86, arm64, cuda  # noqa: F401, I001
+    from . import x86, arm64, cuda, cortex_m  # noqa: F401, I001
 
     targets: dict[str, TargetSpec] = {}
     for factory in FAMILIES.values():

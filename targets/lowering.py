@@ -46,6 +46,8 @@ class Lowered:
     tvm_version: str
     runtime_memory: dict | None
     """What the VM allocates for intermediates (``tvm_arena.ArenaReport.to_dict``); None for GPU targets."""
+    members: dict[str, bytes] | None = None
+    """A bare-metal target's artifact members (the C project and the firmware) instead of ``library``."""
 
 
 def is_weight(data: np.ndarray) -> bool:
@@ -101,8 +103,15 @@ def _clip_as_max_min(proto: onnx.ModelProto, constants: dict[str, np.ndarray]) -
     proto.graph.node.extend(rewritten)
 
 
-def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lowered:
-    """Compile ``model`` for ``target``; kernels with a record in ``tuning_db`` use it."""
+def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name: str = "model") -> Lowered:
+    """Compile ``model`` for ``target``; kernels with a record in ``tuning_db`` use it. ``name``
+    names a bare-metal target's C API (``<name>_init``, ``<name>_run``)."""
+    if target.family == "cortex-m":
+        if tuning_db is not None:
+            raise UsageError(f"--tuning-db holds records for TVM's VM kernels; target {target.name} has none")
+        from .cortex_m import lower_mcu
+
+        return lower_mcu(model, target, name)
     import tvm
     from tvm.relax.frontend import detach_params
     from tvm.relax.frontend.onnx import from_onnx

@@ -285,6 +285,9 @@ def check_device(target, device) -> None:
     """Fail before any work when the measurements could not run where asked."""
     if target.device != "cpu":
         raise UsageError(f"edgec tune tunes CPU kernels; target {target.name} runs on {target.device}")
+    if target.family == "cortex-m":
+        raise UsageError(f"edgec tune measures kernels with TVM's runtime; target {target.name} is bare-metal "
+                         "firmware without one, and an emulator's timing is not the chip's")
     if device is None:
         if reason := target.runs_here():
             raise UsageError(f"{reason}; tune it on a lab device with --device rpc://HOST:PORT/KEY")

@@ -1,5 +1,6 @@
-"""The C++ consumer (examples/cpp): built with CMake against the TVM runtime in the wheels,
-it runs artifacts to the same bits as the Python runtime and refuses bad inputs."""
+"""The C++ consumer (examples/cpp): built with CMake over edgec's C runtime API
+(edgec::runtime) and the TVM runtime in the wheels, it runs one- and multi-partition
+artifacts to the same bits as the Python runtime and refuses bad inputs."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgec.runtime
+from edgec.artifact import open_artifact
 from edgec.cli import main
+from edgec.pipelines import DEFAULT_PIPELINE
 from tests.models import make_model, ort_run, random_feeds, small_cnn, zoo_model
 from tests.test_scalars import scalar_model
 
@@ -49,11 +52,11 @@ def compiled(tmp_path_factory):
     cache: dict[str, Path] = {}
     workdir = tmp_path_factory.mktemp("cpp-models")
 
-    def compile_model(name: str, model: onnx.ModelProto) -> Path:
+    def compile_model(name: str, model: onnx.ModelProto, *flags: str) -> Path:
         if name not in cache:
             onnx.save(model, workdir / f"{name}.onnx")
             out = workdir / f"{name}.edgec"
-            assert main(["compile", str(workdir / f"{name}.onnx"), "-t", "x86-64", "-o", str(out), "-q"]) == 0
+            assert main(["compile", str(workdir / f"{name}.onnx"), "-t", "x86-64", "-o", str(out), "-q", *flags]) == 0
             cache[name] = out
         return cache[name]
 
@@ -85,13 +88,15 @@ def names_and_dtypes() -> onnx.ModelProto:
 
 
 MODELS = {"small_cnn": small_cnn, "squeezenet": lambda: zoo_model("squeezenet"), "names": names_and_dtypes,
-          "scalars": scalar_model}
+          "scalars": scalar_model, "small_cnn_partitioned": small_cnn}
+FLAGS = {"small_cnn_partitioned": ("--passes", f"{DEFAULT_PIPELINE},partition{{target=x86-64,device=cpu-test-double}}")}
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_cpp_matches_onnxruntime_and_the_python_runtime(name, edgec_run, compiled, tmp_path):
     model = MODELS[name]()
-    artifact = compiled(name, model)
+    artifact = compiled(name, model, *FLAGS.get(name, ()))
+    assert open_artifact(artifact).manifest["format_version"] == (2 if name in FLAGS else 1)
     feeds = random_feeds(model)
     if name == "names":
         feeds["ids"] = np.arange(6, dtype=np.int64).reshape(2, 3) * 1000003

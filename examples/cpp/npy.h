@@ -1,21 +1,7 @@
-// edgec_artifact.h: read an .edgec artifact and .npy files from C++, no dependencies
-// beyond the C++17 standard library and POSIX.
-//
-// An .edgec artifact is an uncompressed POSIX ustar tar holding, in order,
-// manifest.json, model.so and weights.bin. Tar puts every member's data at a
-// 512-byte boundary, and weights.bin holds each weight at a 64-byte-aligned offset,
-// so mapping the whole file gives every weight at a 64-byte-aligned address (the
-// alignment TVM's generated code assumes) without a copy.
-//
-// The manifest is JSON; this header hands back its text and leaves parsing to the
-// caller (edgec_run.cpp uses tvm::ffi::json, which ships with the TVM runtime).
-#ifndef EDGEC_ARTIFACT_H_
-#define EDGEC_ARTIFACT_H_
-
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
+// npy.h: read and write .npy files from C++17, no dependencies (format versions 1.0, 2.0
+// and 3.0, little-endian, C order), for edgec_run.
+#ifndef EDGEC_NPY_H_
+#define EDGEC_NPY_H_
 
 #include <cerrno>
 #include <cstdint>
@@ -33,116 +19,6 @@ namespace edgec {
 struct Error : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
-
-/*! \brief A read-only memory map of a whole file; unmapped when destroyed. */
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path) : path_(path) {
-    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) throw Error(path + ": cannot open: " + std::strerror(errno));
-    struct stat st;
-    if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      ::close(fd);
-      throw Error(path + ": not a regular file");
-    }
-    size_ = static_cast<size_t>(st.st_size);
-    if (size_ > 0) {
-      void* data = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-      if (data == MAP_FAILED) {
-        int err = errno;
-        ::close(fd);
-        throw Error(path + ": cannot map: " + std::strerror(err));
-      }
-      data_ = static_cast<const uint8_t*>(data);
-    }
-    ::close(fd);
-  }
-  ~MappedFile() {
-    if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-
-  const uint8_t* data() const { return data_; }
-  size_t size() const { return size_; }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  const uint8_t* data_ = nullptr;
-  size_t size_ = 0;
-};
-
-/*! \brief Where one tar member's bytes lie in the file. */
-struct Member {
-  size_t offset;
-  size_t size;
-};
-
-namespace detail {
-
-inline uint64_t ParseOctal(const uint8_t* field, size_t width, bool* ok) {
-  uint64_t value = 0;
-  size_t i = 0;
-  while (i < width && field[i] == ' ') ++i;
-  bool digits = false;
-  for (; i < width && field[i] >= '0' && field[i] <= '7'; ++i, digits = true) {
-    value = value * 8 + (field[i] - '0');
-  }
-  for (; i < width; ++i) {  // the rest may only be NULs or spaces
-    if (field[i] != '\0' && field[i] != ' ') *ok = false;
-  }
-  if (!digits) *ok = false;
-  return value;
-}
-
-inline std::string CString(const uint8_t* field, size_t width) {
-  size_t n = 0;
-  while (n < width && field[n] != '\0') ++n;
-  return std::string(reinterpret_cast<const char*>(field), n);
-}
-
-}  // namespace detail
-
-/*!
- * \brief The regular-file members of a ustar archive, by name.
- *
- * Parses 512-byte headers (name, prefix, size, type, checksum) until the zero block
- * that ends the archive. Throws Error for anything that is not a well-formed ustar.
- */
-inline std::map<std::string, Member> ReadTar(const MappedFile& file) {
-  constexpr size_t kBlock = 512;
-  std::map<std::string, Member> members;
-  const uint8_t* base = file.data();
-  size_t pos = 0;
-  auto bad = [&](const std::string& why) {
-    return Error(file.path() + ": not an edgec artifact (not a tar file: " + why + ")");
-  };
-  while (true) {
-    if (pos + kBlock > file.size()) throw bad("truncated header at byte " + std::to_string(pos));
-    const uint8_t* header = base + pos;
-    bool zero = true;
-    for (size_t i = 0; i < kBlock && zero; ++i) zero = header[i] == 0;
-    if (zero) break;  // end of archive
-    if (std::memcmp(header + 257, "ustar", 5) != 0) throw bad("no ustar magic at byte " + std::to_string(pos));
-    bool ok = true;
-    uint64_t recorded = detail::ParseOctal(header + 148, 8, &ok);
-    uint64_t sum = 0;
-    for (size_t i = 0; i < kBlock; ++i) sum += (i >= 148 && i < 156) ? ' ' : header[i];
-    if (!ok || recorded != sum) throw bad("bad header checksum at byte " + std::to_string(pos));
-    uint64_t size = detail::ParseOctal(header + 124, 12, &ok);
-    if (!ok) throw bad("bad member size at byte " + std::to_string(pos));
-    std::string name = detail::CString(header, 100);
-    std::string prefix = detail::CString(header + 345, 155);
-    if (!prefix.empty()) name = prefix + "/" + name;
-    size_t data = pos + kBlock;
-    if (size > file.size() || data + size > file.size()) throw bad("member '" + name + "' is truncated");
-    char type = static_cast<char>(header[156]);
-    if (type == '0' || type == '\0') members[name] = Member{data, static_cast<size_t>(size)};
-    pos = data + (size + kBlock - 1) / kBlock * kBlock;
-  }
-  return members;
-}
 
 // ---------------------------------------------------------------------------------
 // .npy files (format versions 1.0, 2.0 and 3.0), little-endian, C order.
@@ -297,4 +173,4 @@ inline std::string NpyFileName(const std::string& tensor_name) {
 
 }  // namespace edgec
 
-#endif  // EDGEC_ARTIFACT_H_
+#endif  // EDGEC_NPY_H_
