@@ -259,6 +259,8 @@ class PassManager:
                 self.notify(lambda i: i.after_failure(pass_, model, exc, index))
                 history = ", ".join(ran) if ran else "(none)"
                 detail = str(exc) if isinstance(exc, CompileError) else f"{type(exc).__name__}: {exc}"
+                lines = detail.strip().splitlines() or [type(exc).__name__]
+                detail = lines[0] + (" ..." if len(lines) > 1 else "")  # one line; -v logs the rest
                 raise PassError(f"{detail} in pass '{pass_.name}' after: {history}") from exc
             seconds = time.perf_counter() - start
             self.diagnostics.extend((pass_.name, d) for d in result.diagnostics)

@@ -21,11 +21,10 @@ from .units import human_size
 
 A = AttributeProto
 ATTRIBUTE_TYPES = {value: name for name, value in A.AttributeType.items()}
-FOUR_BIT = {getattr(TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(TensorProto, n)}
-ONE_PER_ELEMENT = {TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT32, TensorProto.INT64, TensorProto.INT8,
-                   TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.BOOL, TensorProto.FLOAT16,
-                   TensorProto.UINT32, TensorProto.UINT64, TensorProto.BFLOAT16}
-"""Element types whose typed field (float_data, int32_data...) holds one entry per element."""
+PACKED = {getattr(TensorProto, n): per for n, per in (("INT4", 2), ("UINT4", 2), ("FLOAT4E2M1", 2), ("INT2", 4),
+                                                     ("UINT2", 4)) if hasattr(TensorProto, n)}
+"""Sub-byte element types: elements per byte of raw data, or per entry of int32_data."""
+UNSUPPORTED = {TensorProto.STRING: "a string", TensorProto.COMPLEX64: "a complex", TensorProto.COMPLEX128: "a complex"}
 
 
 def check_proto(proto: onnx.ModelProto, source: str) -> None:
@@ -33,14 +32,14 @@ def check_proto(proto: onnx.ModelProto, source: str) -> None:
     if proto.ir_version > onnx.IR_VERSION:
         raise ModelError(f"{source}: ir_version {proto.ir_version} is newer than this onnx supports "
                          f"(onnx {onnx.__version__} reads IR versions up to {onnx.IR_VERSION})")
-    check_text(source, "producer_name", proto.producer_name)
-    check_text(source, "producer_version", proto.producer_version)
+    check_text(source, "producer_name", proto.producer_name, name=False)
+    check_text(source, "producer_version", proto.producer_version, name=False)
     check_text(source, "domain", proto.domain)
     for opset in proto.opset_import:
         check_text(source, "opset_import domain", opset.domain)
     for prop in proto.metadata_props:
         check_text(source, "metadata_props key", prop.key)
-        check_text(source, f"metadata_props '{prop.key}' value", prop.value)
+        check_text(source, f"metadata_props '{prop.key}' value", prop.value, name=False)
     graph = proto.graph
     if not graph.output:
         raise ModelError(f"{source}: the graph has no outputs; a model must produce at least one")
@@ -70,10 +69,13 @@ def check_defined(graph: onnx.GraphProto, source: str) -> None:
                 raise ModelError(f"{source}: node '{label}' ({node.op_type}) uses '{name}', which nothing defines")
 
 
-def check_text(source: str, what: str, text) -> None:
-    """protobuf hands back bytes, not str, for a string field that is not UTF-8."""
+def check_text(source: str, what: str, text, name: bool = True) -> None:
+    """protobuf hands back bytes, not str, for a string field that is not UTF-8; a name
+    with a control character (a newline...) would break every message that shows it."""
     if not isinstance(text, str):
         raise ModelError(f"{source}: {what} {text!r} is not valid UTF-8")
+    if name and any(ord(ch) < 32 or ord(ch) == 127 for ch in text):
+        raise ModelError(f"{source}: {what} {text!r} contains a control character")
 
 
 def check_graph(graph: onnx.GraphProto, source: str, opsets: dict[str, int]) -> None:
@@ -136,8 +138,8 @@ def check_initializer(tensor: TensorProto, source: str, what: str | None = None)
     check_text(source, "initializer name", tensor.name)
     what = what or f"initializer '{tensor.name}'"
     where = f"{source}: {what}"
-    if tensor.data_type == TensorProto.STRING:
-        raise ModelError(f"{where} is a string tensor; edgec compiles numeric tensors only")
+    if tensor.data_type in UNSUPPORTED:
+        raise ModelError(f"{where} is {UNSUPPORTED[tensor.data_type]} tensor; edgec compiles real numeric tensors only")
     if tensor.data_type == TensorProto.UNDEFINED or tensor.data_type not in TensorProto.DataType.values():
         raise ModelError(f"{where} has invalid data_type {tensor.data_type}")
     if any(d < 0 for d in tensor.dims):
@@ -149,16 +151,18 @@ def check_initializer(tensor: TensorProto, source: str, what: str | None = None)
         itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
     except (KeyError, TypeError, ValueError):
         raise ModelError(f"{where} has data_type {tensor.data_type}, which this onnx cannot read") from None
+    per = PACKED.get(tensor.data_type)
     if tensor.HasField("raw_data"):
-        expected = (count + 1) // 2 if tensor.data_type in FOUR_BIT else count * itemsize
+        expected = -(-count // per) if per else count * itemsize
         if len(tensor.raw_data) != expected:
             raise ModelError(f"{where} has {len(tensor.raw_data)} bytes of raw data; shape {list(tensor.dims)} of "
                              f"{TensorProto.DataType.Name(tensor.data_type)} needs {expected}")
-    elif tensor.data_type in ONE_PER_ELEMENT:
+    else:
         field = onnx.helper.tensor_dtype_to_field(tensor.data_type)
-        have = len(getattr(tensor, field))
-        if have != count:
-            raise ModelError(f"{where} has {have} values in {field}; shape {list(tensor.dims)} needs {count}")
+        have, expected = len(getattr(tensor, field)), -(-count // per) if per else count
+        if have != expected:
+            raise ModelError(f"{where} has {have} values in {field}; shape {list(tensor.dims)} of "
+                             f"{TensorProto.DataType.Name(tensor.data_type)} needs {expected}")
 
 
 def check_acyclic(graph: onnx.GraphProto, source: str) -> None:
