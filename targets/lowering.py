@@ -72,7 +72,204 @@ def onnx_for_tvm(model: Model) -> onnx.ModelProto:
         graph.node.insert(position, node)
     proto.ir_version = max(proto.ir_version, 4)  # initializers need not be listed as inputs
     _clip_as_max_min(proto, {t.name: model.graph.initializers[t.name].const for t in constants})
+    expand_functions(proto)
     return proto
+
+
+EXPAND_ALWAYS = frozenset({"Attention"})
+"""Ops TVM's frontend has a converter for that is not the ONNX op's: its ``Attention`` is
+com.microsoft's (``num_heads``, packed QKV weights), not opset 23's."""
+
+
+def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> None:
+    """Nodes TVM's frontend cannot convert, when ONNX defines the op as a function of other
+    ops (Attention, Celu, CenterCropPad, the losses, the window functions...), become that
+    function's body, in place; a body's own function ops are expanded in the next round.
+    Shapes are static here, so the bodies' shape arithmetic is folded to constants (TVM
+    imports ``Shape`` as a ShapeExpr its elementwise ops refuse). Other unsupported ops are
+    left for TVM to name."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    convertible = set(_get_convert_map()) - EXPAND_ALWAYS
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    expanded: set[str] = set()
+    for _ in range(rounds):
+        inferred = onnx.shape_inference.infer_shapes(proto).graph
+        types = {v.name: v.type for v in [*inferred.input, *inferred.value_info, *inferred.output]}
+        types.update({t.name: onnx.helper.make_tensor_type_proto(t.data_type, t.dims) for t in proto.graph.initializer})
+        nodes: list[onnx.NodeProto] = []
+        count = 0
+        for node in proto.graph.node:
+            found = None
+            if node.domain in ("", "ai.onnx") and node.op_type not in convertible and node.op_type != "Constant":
+                found = function_body(node, opset, types)
+            if found is None:
+                nodes.append(node)
+                continue
+            count += 1
+            body, bound = found
+            new = inline(bound, body, f"{node.name or node.output[0]}.{node.op_type}{len(expanded) + count}.")
+            expanded.update(n.name for n in new)
+            nodes.extend(new)
+        if not count:
+            break
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+    if expanded:
+        fold_static(proto, expanded)
+
+
+FOLD_LIMIT_BYTES = 1 << 16
+
+
+def fold_static(proto: onnx.ModelProto, names: set[str], rounds: int = 8) -> None:
+    """Among the nodes named in ``names``: ``Shape`` and ``Size`` of a value whose shape is
+    static, and nodes whose inputs are all such constants (small outputs only), become
+    ``Constant`` nodes, evaluated with onnx's reference implementation."""
+    for _ in range(rounds):  # a folded shape can make the next value's shape static
+        if not _fold_round(proto, names):
+            return
+
+
+def _fold_round(proto: onnx.ModelProto, names: set[str]) -> bool:
+    from onnx.reference import ReferenceEvaluator
+
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {}
+    for v in [*inferred.input, *inferred.value_info, *inferred.output]:
+        dims = v.type.tensor_type.shape.dim if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape") else None
+        if dims is not None and all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = [d.dim_value for d in dims]
+    constants: dict[str, np.ndarray] = {}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and not node.input:
+            try:
+                constants[node.output[0]] = _constant_value(node)
+            except ValueError:  # sparse or string forms: not folded through
+                pass
+    opsets = {o.domain: o.version for o in proto.opset_import}
+    folded, changed = [], 0
+    for node in proto.graph.node:
+        if node.name not in names or node.op_type == "Constant":
+            folded.append(node)
+            continue
+        values = None
+        if node.op_type in ("Shape", "Size") and node.input[0] in shapes:
+            shape = np.array(shapes[node.input[0]], dtype=np.int64)
+            if node.op_type == "Size":
+                values = [np.array(np.prod(shape), dtype=np.int64)]
+            else:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                values = [shape[attrs.get("start", 0):attrs.get("end", len(shape))] if "end" in attrs else shape[attrs.get("start", 0):]]
+        elif node.input and all(name == "" or name in constants for name in node.input) and not any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            try:
+                feeds = {name: constants[name] for name in node.input if name}
+                graph = onnx.helper.make_graph(
+                    [node], "fold",
+                    [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                     for name, v in feeds.items()],
+                    [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o])
+                evaluator = ReferenceEvaluator(onnx.helper.make_model(
+                    graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets.items()]))
+                values = evaluator.run(None, feeds)
+            except Exception:  # left to TVM, which will name what it cannot do
+                values = None
+            if values is not None and any(np.asarray(v).nbytes > FOLD_LIMIT_BYTES for v in values):
+                values = None
+        if values is None:
+            folded.append(node)
+            continue
+        changed += 1
+        for output, value in zip([o for o in node.output if o], values):
+            value = np.asarray(value)
+            constants[output] = value
+            folded.append(onnx.helper.make_node("Constant", [], [output], name=f"{node.name}.folded",
+                                                value=onnx.numpy_helper.from_array(value, output)))
+    del proto.graph.node[:]
+    proto.graph.node.extend(folded)
+    return changed > 0
+
+
+DENSE_CONSTANT_FORMS = ("value_float", "value_int", "value_floats", "value_ints")
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    """The value of a dense ``Constant`` node."""
+    attr = node.attribute[0]
+    value = onnx.helper.get_attribute_value(attr)
+    if attr.name == "value":
+        return onnx.numpy_helper.to_array(value)
+    if attr.name in ("value_float", "value_int"):
+        return np.array(value, dtype=np.float32 if attr.name == "value_float" else np.int64)
+    if attr.name in ("value_floats", "value_ints"):
+        return np.array(value, dtype=np.float32 if attr.name == "value_floats" else np.int64)
+    raise ValueError(f"Constant with {attr.name}")
+
+
+def function_body(node: onnx.NodeProto, opset: int, types: dict) -> tuple[onnx.FunctionProto, onnx.NodeProto] | None:
+    """The op's ONNX function for ``opset`` (the newest at or below it, else the oldest),
+    context-dependent ones built for the node's attributes and input types, and the node
+    with the schema's attribute defaults filled in; None if the op has no function or a
+    body needs an input type shape inference did not give."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return None
+    plain, dependent = list(schema.function_opset_versions), list(schema.context_dependent_function_opset_versions)
+    versions = sorted(plain + dependent)
+    if not versions:
+        return None
+    version = max((v for v in versions if v <= opset), default=versions[0])
+    bound = onnx.NodeProto()
+    bound.CopyFrom(node)
+    given = {a.name for a in node.attribute}
+    bound.attribute.extend(a.default_value for name, a in schema.attributes.items()
+                           if name not in given and a.default_value.name)
+    if version in plain:
+        return onnx.FunctionProto.FromString(schema.get_function_with_opset_version(version)), bound
+    if any(name and name not in types for name in node.input):
+        return None
+    input_types = [(types[name] if name else onnx.TypeProto()).SerializeToString() for name in node.input]
+    text = schema.get_context_dependent_function_with_opset_version(version, bound.SerializeToString(), input_types)
+    return onnx.FunctionProto.FromString(text), bound
+
+
+def inline(node: onnx.NodeProto, body: onnx.FunctionProto, prefix: str) -> list[onnx.NodeProto]:
+    """The body's nodes with its formal inputs, outputs and attribute references bound to the node's."""
+    names = {formal: actual for formal, actual in zip(body.input, node.input)}
+    names.update({formal: actual for formal, actual in zip(body.output, node.output) if actual})
+    attributes = {a.name: a for a in node.attribute}
+    for name, default in ((a.name, a) for a in body.attribute_proto):
+        attributes.setdefault(name, default)
+
+    def rename(name: str) -> str:
+        return names.get(name, "") if name in body.input and name not in names else names.get(name, name and prefix + name)
+
+    inlined = []
+    for inner in body.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(inner)
+        copy.name = prefix + (inner.name or inner.op_type)
+        del copy.input[:], copy.output[:], copy.attribute[:]
+        copy.input.extend(rename(n) for n in inner.input)
+        copy.output.extend(rename(n) for n in inner.output)
+        for attribute in inner.attribute:
+            if attribute.ref_attr_name:
+                if attribute.ref_attr_name not in attributes:
+                    continue  # an optional attribute the node leaves out
+                bound = onnx.AttributeProto()
+                bound.CopyFrom(attributes[attribute.ref_attr_name])
+                bound.name = attribute.name
+                copy.attribute.append(bound)
+            else:
+                copy.attribute.append(attribute)
+        if copy.op_type == "Constant" and copy.attribute and copy.attribute[0].name in DENSE_CONSTANT_FORMS:
+            value = _constant_value(copy)  # TVM's Constant converter reads only the tensor form
+            del copy.attribute[:]
+            copy.attribute.append(onnx.helper.make_attribute("value", onnx.numpy_helper.from_array(value)))
+        inlined.append(copy)
+    return inlined
 
 
 def _clip_as_max_min(proto: onnx.ModelProto, constants: dict[str, np.ndarray]) -> None:
