@@ -73,7 +73,27 @@ def onnx_for_tvm(model: Model) -> onnx.ModelProto:
     proto.ir_version = max(proto.ir_version, 4)  # initializers need not be listed as inputs
     _clip_as_max_min(proto, {t.name: model.graph.initializers[t.name].const for t in constants})
     expand_functions(proto)
+    refuse_run_time_shapes(proto)
     return proto
+
+
+SHAPE_INPUTS = {"Expand": 1, "ConstantOfShape": 0}
+"""Ops whose output shape is an input's value. TVM's frontend takes a value computed at run
+time but gets it wrong: Expand keeps the input's dims, ConstantOfShape fails to legalize."""
+
+
+def refuse_run_time_shapes(proto: onnx.ModelProto) -> None:
+    """Refuse, naming the node, an op whose output shape would be decided by values only known
+    at run time (a graph input or something computed from one); ``Shape`` of a statically
+    shaped value is known at compile time and does not count."""
+    dynamic = {v.name for v in proto.graph.input} - {t.name for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        position = SHAPE_INPUTS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if position is not None and position < len(node.input) and node.input[position] in dynamic:
+            raise CompileError(f"{node.op_type} node '{node.name or node.output[0]}': its output shape is the value of "
+                               f"'{node.input[position]}', decided at run time; edgec compiles static shapes only")
+        if node.op_type not in ("Shape", "Size") and any(name in dynamic for name in node.input):
+            dynamic.update(node.output)
 
 
 EXPAND_ALWAYS = frozenset({"Attention"})
