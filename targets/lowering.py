@@ -72,9 +72,37 @@ def onnx_for_tvm(model: Model) -> onnx.ModelProto:
         graph.node.insert(position, node)
     proto.ir_version = max(proto.ir_version, 4)  # initializers need not be listed as inputs
     _clip_as_max_min(proto, {t.name: model.graph.initializers[t.name].const for t in constants})
+    refuse_dtypes(proto)
     expand_functions(proto)
     refuse_run_time_shapes(proto)
     return proto
+
+
+T = onnx.TensorProto
+UNSUPPORTED_DTYPES = {
+    **dict.fromkeys((T.INT2, T.UINT2, T.INT4, T.UINT4, T.FLOAT4E2M1),
+                    "TVM's CPU code does not pack sub-byte tensors"),
+    **dict.fromkeys((T.FLOAT8E4M3FN, T.FLOAT8E4M3FNUZ, T.FLOAT8E5M2, T.FLOAT8E5M2FNUZ),
+                    "TVM's float8 conversions do not follow ONNX for NaN, infinity and saturation"),
+}
+"""Element types the lowering refuses, and why."""
+UNSUPPORTED_RESULTS = {T.FLOAT8E8M0: "TVM's conversion to float8_e8m0 does not round as ONNX does"}
+"""Element types the lowering reads but refuses to compute, and why."""
+
+
+def refuse_dtypes(proto: onnx.ModelProto) -> None:
+    """Refuse, naming the first node that reads or makes one, a tensor of an unsupported dtype."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.value_info, *inferred.output]
+             if v.type.HasField("tensor_type")}
+    types.update({t.name: t.data_type for t in proto.graph.initializer})
+    for node in proto.graph.node:
+        for name, table in [*((n, UNSUPPORTED_DTYPES) for n in node.input),
+                            *((n, {**UNSUPPORTED_DTYPES, **UNSUPPORTED_RESULTS}) for n in node.output)]:
+            if types.get(name) in table:
+                dtype = onnx.helper.tensor_dtype_to_string(types[name]).removeprefix("TensorProto.").lower()
+                raise CompileError(f"{node.op_type} node '{node.name or node.output[0]}': {dtype} tensor '{name}' "
+                                   f"is not supported: {table[types[name]]}")
 
 
 SHAPE_INPUTS = {"Expand": 1, "ConstantOfShape": 0}
