@@ -1,0 +1,414 @@
+"""ONNX-level rewrites and refusals before TVM's ONNX frontend, in ``prepare_for_tvm``'s order.
+
+TVM's frontend converts ~190 ops, some of them wrongly in cases edgec can see beforehand.
+Each rule here either rewrites the node into ONNX that TVM converts right, or refuses the
+model with one line naming the op, the node and the reason; a silent wrong result is
+never an option. Rules:
+
+- ``refuse-dtypes``: tensors TVM's CPU code gets wrong or cannot hold (sub-byte, float8).
+- ``op-fixes``: LayerNormalization's Mean/InvStdDev outputs (TVM returns 0-d placeholders:
+  expanded to its ONNX function), IsInf with one sign (TVM ignores the flags), ConvTranspose
+  with ``output_shape`` (TVM ignores it: pads and output padding computed here), BitShift by
+  the width or more (undefined in LLVM: 0, as ONNX says), SpaceToDepth in CRD order (TVM
+  ignores the mode: reshape, transpose, reshape); refused: BatchNormalization in training
+  mode, float Mod with ``fmod=0``, RoiAlign's max mode (TVM's differ from ONNX's).
+- ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
+  become their bodies, with the bodies' static shape arithmetic folded.
+- ``refuse-run-time-shapes``: Expand and ConstantOfShape to a shape computed at run time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from edgec.errors import CompileError
+
+
+def prepare_for_tvm(proto: onnx.ModelProto) -> None:
+    """Apply every rule, in place."""
+    refuse_dtypes(proto)
+    fix_ops(proto)
+    expand_functions(proto)
+    refuse_run_time_shapes(proto)
+
+
+def label(node: onnx.NodeProto) -> str:
+    return f"{node.op_type} node '{node.name or node.output[0]}'"
+
+
+T = onnx.TensorProto
+UNSUPPORTED_DTYPES = {
+    **dict.fromkeys((T.INT2, T.UINT2, T.INT4, T.UINT4, T.FLOAT4E2M1),
+                    "TVM's CPU code does not pack sub-byte tensors"),
+    **dict.fromkeys((T.FLOAT8E4M3FN, T.FLOAT8E4M3FNUZ, T.FLOAT8E5M2, T.FLOAT8E5M2FNUZ),
+                    "TVM's float8 conversions do not follow ONNX for NaN, infinity and saturation"),
+}
+"""Element types the lowering refuses, and why."""
+UNSUPPORTED_RESULTS = {T.FLOAT8E8M0: "TVM's conversion to float8_e8m0 does not round as ONNX does"}
+"""Element types the lowering reads but refuses to compute, and why."""
+
+
+def refuse_dtypes(proto: onnx.ModelProto) -> None:
+    """Refuse, naming the first node that reads or makes one, a tensor of an unsupported dtype."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.value_info, *inferred.output]
+             if v.type.HasField("tensor_type")}
+    types.update({t.name: t.data_type for t in proto.graph.initializer})
+    for node in proto.graph.node:
+        for name, table in [*((n, UNSUPPORTED_DTYPES) for n in node.input),
+                            *((n, {**UNSUPPORTED_DTYPES, **UNSUPPORTED_RESULTS}) for n in node.output)]:
+            if types.get(name) in table:
+                dtype = onnx.helper.tensor_dtype_to_string(types[name]).removeprefix("TensorProto.").lower()
+                raise CompileError(f"{node.op_type} node '{node.name or node.output[0]}': {dtype} tensor '{name}' "
+                                   f"is not supported: {table[types[name]]}")
+
+
+SHAPE_INPUTS = {"Expand": 1, "ConstantOfShape": 0}
+"""Ops whose output shape is an input's value. TVM's frontend takes a value computed at run
+time but gets it wrong: Expand keeps the input's dims, ConstantOfShape fails to legalize."""
+
+
+def refuse_run_time_shapes(proto: onnx.ModelProto) -> None:
+    """Refuse, naming the node, an op whose output shape would be decided by values only known
+    at run time (a graph input or something computed from one); ``Shape`` of a statically
+    shaped value is known at compile time and does not count."""
+    dynamic = {v.name for v in proto.graph.input} - {t.name for t in proto.graph.initializer}
+    for node in proto.graph.node:
+        position = SHAPE_INPUTS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+        if position is not None and position < len(node.input) and node.input[position] in dynamic:
+            raise CompileError(f"{node.op_type} node '{node.name or node.output[0]}': its output shape is the value of "
+                               f"'{node.input[position]}', decided at run time; edgec compiles static shapes only")
+        if node.op_type not in ("Shape", "Size") and any(name in dynamic for name in node.input):
+            dynamic.update(node.output)
+
+
+EXPAND_ALWAYS = frozenset({"Attention"})
+"""Ops TVM's frontend has a converter for that is not the ONNX op's: its ``Attention`` is
+com.microsoft's (``num_heads``, packed QKV weights), not opset 23's."""
+
+
+def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> None:
+    """Nodes TVM's frontend cannot convert, when ONNX defines the op as a function of other
+    ops (Attention, Celu, CenterCropPad, the losses, the window functions...), become that
+    function's body, in place; a body's own function ops are expanded in the next round.
+    Shapes are static here, so the bodies' shape arithmetic is folded to constants (TVM
+    imports ``Shape`` as a ShapeExpr its elementwise ops refuse). Other unsupported ops are
+    left for TVM to name."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    convertible = set(_get_convert_map()) - EXPAND_ALWAYS
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    expanded: set[str] = set()
+    for _ in range(rounds):
+        inferred = onnx.shape_inference.infer_shapes(proto).graph
+        types = {v.name: v.type for v in [*inferred.input, *inferred.value_info, *inferred.output]}
+        types.update({t.name: onnx.helper.make_tensor_type_proto(t.data_type, t.dims) for t in proto.graph.initializer})
+        nodes: list[onnx.NodeProto] = []
+        count = 0
+        for node in proto.graph.node:
+            found = None
+            if node.domain in ("", "ai.onnx") and (node.op_type not in convertible and node.op_type != "Constant"
+                                                   or node.op_type == "LayerNormalization" and any(node.output[1:])):
+                found = function_body(node, opset, types)
+            if found is None:
+                nodes.append(node)
+                continue
+            count += 1
+            body, bound = found
+            new = inline(bound, body, f"{node.name or node.output[0]}.{node.op_type}{len(expanded) + count}.")
+            expanded.update(n.name for n in new)
+            nodes.extend(new)
+        if not count:
+            break
+        del proto.graph.node[:]
+        proto.graph.node.extend(nodes)
+    if expanded:
+        fold_static(proto, expanded)
+
+
+FOLD_LIMIT_BYTES = 1 << 16
+
+
+def fold_static(proto: onnx.ModelProto, names: set[str], rounds: int = 8) -> None:
+    """Among the nodes named in ``names``: ``Shape`` and ``Size`` of a value whose shape is
+    static, and nodes whose inputs are all such constants (small outputs only), become
+    ``Constant`` nodes, evaluated with onnx's reference implementation."""
+    for _ in range(rounds):  # a folded shape can make the next value's shape static
+        if not _fold_round(proto, names):
+            return
+
+
+def _fold_round(proto: onnx.ModelProto, names: set[str]) -> bool:
+    from onnx.reference import ReferenceEvaluator
+
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    shapes = {}
+    for v in [*inferred.input, *inferred.value_info, *inferred.output]:
+        dims = v.type.tensor_type.shape.dim if v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape") else None
+        if dims is not None and all(d.HasField("dim_value") for d in dims):
+            shapes[v.name] = [d.dim_value for d in dims]
+    constants: dict[str, np.ndarray] = {}
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and not node.input:
+            try:
+                constants[node.output[0]] = _constant_value(node)
+            except ValueError:  # sparse or string forms: not folded through
+                pass
+    opsets = {o.domain: o.version for o in proto.opset_import}
+    folded, changed = [], 0
+    for node in proto.graph.node:
+        if node.name not in names or node.op_type == "Constant":
+            folded.append(node)
+            continue
+        values = None
+        if node.op_type in ("Shape", "Size") and node.input[0] in shapes:
+            shape = np.array(shapes[node.input[0]], dtype=np.int64)
+            if node.op_type == "Size":
+                values = [np.array(np.prod(shape), dtype=np.int64)]
+            else:
+                attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+                values = [shape[attrs.get("start", 0):attrs.get("end", len(shape))] if "end" in attrs else shape[attrs.get("start", 0):]]
+        elif node.input and all(name == "" or name in constants for name in node.input) and not any(
+                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            try:
+                feeds = {name: constants[name] for name in node.input if name}
+                graph = onnx.helper.make_graph(
+                    [node], "fold",
+                    [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
+                     for name, v in feeds.items()],
+                    [onnx.helper.make_value_info(o, onnx.TypeProto()) for o in node.output if o])
+                evaluator = ReferenceEvaluator(onnx.helper.make_model(
+                    graph, opset_imports=[onnx.helper.make_opsetid(d, v) for d, v in opsets.items()]))
+                values = evaluator.run(None, feeds)
+            except Exception:  # left to TVM, which will name what it cannot do
+                values = None
+            if values is not None and any(np.asarray(v).nbytes > FOLD_LIMIT_BYTES for v in values):
+                values = None
+        if values is None:
+            folded.append(node)
+            continue
+        changed += 1
+        for output, value in zip([o for o in node.output if o], values):
+            value = np.asarray(value)
+            constants[output] = value
+            folded.append(onnx.helper.make_node("Constant", [], [output], name=f"{node.name}.folded",
+                                                value=onnx.numpy_helper.from_array(value, output)))
+    del proto.graph.node[:]
+    proto.graph.node.extend(folded)
+    return changed > 0
+
+
+DENSE_CONSTANT_FORMS = ("value_float", "value_int", "value_floats", "value_ints")
+
+
+def _constant_value(node: onnx.NodeProto) -> np.ndarray:
+    """The value of a dense ``Constant`` node."""
+    attr = node.attribute[0]
+    value = onnx.helper.get_attribute_value(attr)
+    if attr.name == "value":
+        return onnx.numpy_helper.to_array(value)
+    if attr.name in ("value_float", "value_int"):
+        return np.array(value, dtype=np.float32 if attr.name == "value_float" else np.int64)
+    if attr.name in ("value_floats", "value_ints"):
+        return np.array(value, dtype=np.float32 if attr.name == "value_floats" else np.int64)
+    raise ValueError(f"Constant with {attr.name}")
+
+
+def function_body(node: onnx.NodeProto, opset: int, types: dict) -> tuple[onnx.FunctionProto, onnx.NodeProto] | None:
+    """The op's ONNX function for ``opset`` (the newest at or below it, else the oldest),
+    context-dependent ones built for the node's attributes and input types, and the node
+    with the schema's attribute defaults filled in; None if the op has no function or a
+    body needs an input type shape inference did not give."""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+    except onnx.defs.SchemaError:
+        return None
+    plain, dependent = list(schema.function_opset_versions), list(schema.context_dependent_function_opset_versions)
+    versions = sorted(plain + dependent)
+    if not versions:
+        return None
+    version = max((v for v in versions if v <= opset), default=versions[0])
+    bound = onnx.NodeProto()
+    bound.CopyFrom(node)
+    given = {a.name for a in node.attribute}
+    bound.attribute.extend(a.default_value for name, a in schema.attributes.items()
+                           if name not in given and a.default_value.name)
+    if version in plain:
+        return onnx.FunctionProto.FromString(schema.get_function_with_opset_version(version)), bound
+    if any(name and name not in types for name in node.input):
+        return None
+    input_types = [(types[name] if name else onnx.TypeProto()).SerializeToString() for name in node.input]
+    text = schema.get_context_dependent_function_with_opset_version(version, bound.SerializeToString(), input_types)
+    return onnx.FunctionProto.FromString(text), bound
+
+
+def inline(node: onnx.NodeProto, body: onnx.FunctionProto, prefix: str) -> list[onnx.NodeProto]:
+    """The body's nodes with its formal inputs, outputs and attribute references bound to the node's."""
+    names = {formal: actual for formal, actual in zip(body.input, node.input)}
+    names.update({formal: actual for formal, actual in zip(body.output, node.output) if actual})
+    attributes = {a.name: a for a in node.attribute}
+    for name, default in ((a.name, a) for a in body.attribute_proto):
+        attributes.setdefault(name, default)
+
+    def rename(name: str) -> str:
+        return names.get(name, "") if name in body.input and name not in names else names.get(name, name and prefix + name)
+
+    inlined = []
+    for inner in body.node:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(inner)
+        copy.name = prefix + (inner.name or inner.op_type)
+        del copy.input[:], copy.output[:], copy.attribute[:]
+        copy.input.extend(rename(n) for n in inner.input)
+        copy.output.extend(rename(n) for n in inner.output)
+        for attribute in inner.attribute:
+            if attribute.ref_attr_name:
+                if attribute.ref_attr_name not in attributes:
+                    continue  # an optional attribute the node leaves out
+                bound = onnx.AttributeProto()
+                bound.CopyFrom(attributes[attribute.ref_attr_name])
+                bound.name = attribute.name
+                copy.attribute.append(bound)
+            else:
+                copy.attribute.append(attribute)
+        if copy.op_type == "Constant" and copy.attribute and copy.attribute[0].name in DENSE_CONSTANT_FORMS:
+            value = _constant_value(copy)  # TVM's Constant converter reads only the tensor form
+            del copy.attribute[:]
+            copy.attribute.append(onnx.helper.make_attribute("value", onnx.numpy_helper.from_array(value)))
+        inlined.append(copy)
+    return inlined
+
+
+FLOATS = (T.FLOAT, T.FLOAT16, T.DOUBLE, T.BFLOAT16)
+
+
+def fix_ops(proto: onnx.ModelProto) -> None:
+    """The op rules of the module docstring, in place."""
+    inferred = onnx.shape_inference.infer_shapes(proto).graph
+    tensors = {v.name: v.type.tensor_type for v in [*inferred.input, *inferred.value_info, *inferred.output]
+               if v.type.HasField("tensor_type")}
+    tensors.update({t.name: onnx.helper.make_tensor_type_proto(t.data_type, t.dims).tensor_type
+                    for t in proto.graph.initializer})
+
+    def elem(name: str) -> int | None:
+        return tensors[name].elem_type if name in tensors else None
+
+    def shape(name: str) -> list[int] | None:
+        if name not in tensors or not tensors[name].HasField("shape"):
+            return None
+        dims = tensors[name].shape.dim
+        return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+
+    rewritten: list[onnx.NodeProto] = []
+    for node in proto.graph.node:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        op = node.op_type if node.domain in ("", "ai.onnx") else None
+        if op == "BatchNormalization" and attrs.get("training_mode", 0):
+            raise CompileError(f"{label(node)}: training mode (batch statistics, running mean and variance "
+                               "updates) is not supported; export the model for inference")
+        if op == "Mod" and not attrs.get("fmod", 0) and elem(node.input[0]) in FLOATS:
+            raise CompileError(f"{label(node)}: Mod with fmod=0 on floating-point tensors is not supported "
+                               "(TVM's floor modulo differs from ONNX's on infinities and NaN)")
+        if op == "RoiAlign" and attrs.get("mode", b"avg") == b"max":
+            raise CompileError(f"{label(node)}: RoiAlign's max mode is not supported (TVM's max pooling of the "
+                               "samples differs from ONNX's)")
+        fix = {"IsInf": _is_inf, "BitShift": _bit_shift, "ConvTranspose": _conv_transpose_output_shape,
+               "SpaceToDepth": _space_to_depth_crd}.get(op)
+        replacement = fix(node, attrs, elem, shape) if fix else None
+        rewritten.extend(replacement if replacement is not None else [node])
+    del proto.graph.node[:]
+    proto.graph.node.extend(rewritten)
+
+
+def constant(name: str, value: np.ndarray) -> onnx.NodeProto:
+    return onnx.helper.make_node("Constant", [], [name], name=name, value=onnx.numpy_helper.from_array(np.asarray(value), name))
+
+
+def _is_inf(node, attrs, elem, shape):
+    """IsInf with one sign only: x == +inf or x == -inf (neither: x == NaN, always false)."""
+    positive, negative = attrs.get("detect_positive", 1), attrs.get("detect_negative", 1)
+    if positive and negative or elem(node.input[0]) is None:
+        return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0]))
+    value = np.inf if positive else -np.inf if negative else np.nan
+    bound = f"{node.output[0]}.bound"
+    return [constant(bound, np.array(value, dtype=dtype)),
+            onnx.helper.make_node("Equal", [node.input[0], bound], [node.output[0]], name=node.name)]
+
+
+def _bit_shift(node, attrs, elem, shape):
+    """BitShift by a negative amount or the width or more: ONNX says the sign fill alone (-1 for
+    a right shift of a negative signed value, else 0); LLVM leaves it undefined."""
+    if elem(node.input[0]) is None:
+        return None
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0])))
+    x, s = node.input
+    out = node.output[0]
+    name = lambda suffix: f"{out}.{suffix}"  # noqa: E731
+    nodes = [
+        onnx.helper.make_node("BitShift", [x, s], [name("shifted")], name=node.name, direction=attrs["direction"]),
+        constant(name("width"), np.array(dtype.itemsize * 8, dtype=dtype)),
+        constant(name("zero"), np.array(0, dtype=dtype)),
+        onnx.helper.make_node("Less", [s, name("width")], [name("below")], name=name("below")),
+        onnx.helper.make_node("GreaterOrEqual", [s, name("zero")], [name("nonnegative")], name=name("nonnegative")),
+        onnx.helper.make_node("And", [name("below"), name("nonnegative")], [name("in_range")], name=name("in_range")),
+    ]
+    fill = name("zero")
+    if attrs["direction"] == b"RIGHT" and dtype.kind == "i":
+        nodes += [constant(name("minus_one"), np.array(-1, dtype=dtype)),
+                  onnx.helper.make_node("Less", [x, name("zero")], [name("negative")], name=name("negative")),
+                  onnx.helper.make_node("Where", [name("negative"), name("minus_one"), name("zero")], [name("fill")],
+                                        name=name("fill"))]
+        fill = name("fill")
+    return nodes + [onnx.helper.make_node("Where", [name("in_range"), name("shifted"), fill], [out], name=name("where"))]
+
+
+def _conv_transpose_output_shape(node, attrs, elem, shape):
+    """ConvTranspose with ``output_shape``: the pads (and output padding, where the shape asks
+    for more than the kernel gives) that make that shape, as ONNX defines them."""
+    if "output_shape" not in attrs:
+        return None
+    x, w = shape(node.input[0]), shape(node.input[1])
+    if x is None or w is None:
+        raise CompileError(f"{label(node)}: output_shape needs the input and weight shapes, which are not static")
+    spatial = len(x) - 2
+    wanted = list(attrs["output_shape"])[-spatial:]
+    strides = attrs.get("strides", [1] * spatial)
+    dilations = attrs.get("dilations", [1] * spatial)
+    kernel = attrs.get("kernel_shape", w[2:])
+    extra = list(attrs.get("output_padding", [0] * spatial))
+    begin, end = [0] * spatial, [0] * spatial
+    for i in range(spatial):
+        total = strides[i] * (x[2 + i] - 1) + extra[i] + (kernel[i] - 1) * dilations[i] + 1 - wanted[i]
+        if total < 0:
+            extra[i] -= total
+            continue
+        small, large = total // 2, total - total // 2
+        begin[i], end[i] = (large, small) if attrs.get("auto_pad", b"NOTSET") == b"SAME_UPPER" else (small, large)
+    fixed = onnx.NodeProto()
+    fixed.CopyFrom(node)
+    del fixed.attribute[:]
+    fixed.attribute.extend(a for a in node.attribute if a.name not in ("output_shape", "auto_pad", "pads", "output_padding"))
+    fixed.attribute.extend([onnx.helper.make_attribute("pads", begin + end),
+                            onnx.helper.make_attribute("output_padding", extra)])
+    return [fixed]
+
+
+def _space_to_depth_crd(node, attrs, elem, shape):
+    """SpaceToDepth in CRD order (TVM's converter ignores the mode): reshape, transpose, reshape."""
+    if attrs.get("mode", b"DCR") != b"CRD":
+        return None
+    x = shape(node.input[0])
+    if x is None:
+        raise CompileError(f"{label(node)}: CRD mode needs a static input shape")
+    n, c, h, w = x
+    b = attrs["blocksize"]
+    out = node.output[0]
+    return [
+        constant(f"{out}.split", np.array([n, c, h // b, b, w // b, b], dtype=np.int64)),
+        onnx.helper.make_node("Reshape", [node.input[0], f"{out}.split"], [f"{out}.blocks"], name=f"{out}.blocks"),
+        onnx.helper.make_node("Transpose", [f"{out}.blocks"], [f"{out}.moved"], name=f"{out}.moved", perm=[0, 1, 3, 5, 2, 4]),
+        constant(f"{out}.merge", np.array([n, c * b * b, h // b, w // b], dtype=np.int64)),
+        onnx.helper.make_node("Reshape", [f"{out}.moved", f"{out}.merge"], [out], name=node.name or out),
+    ]
