@@ -164,7 +164,7 @@ REASON_CLASSES = {
 ZERO_D = re.compile(r"0-d|ndim on argument.*expected 0|expected 0 dim|rank 0|scalar", re.I)
 
 
-def classify(error: BaseException | None, model: onnx.ModelProto, message: str = "") -> str:
+def classify(error: BaseException | None, model: onnx.ModelProto) -> str:
     """The reason class of one edgec failure; ``error`` None means the outputs were wrong."""
     from .errors import EdgecError
 

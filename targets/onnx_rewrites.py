@@ -31,6 +31,14 @@ def prepare_for_tvm(proto: onnx.ModelProto) -> None:
     fix_ops(proto)
     expand_functions(proto)
     refuse_run_time_shapes(proto)
+    fold_shape_outputs(proto)
+
+
+def fold_shape_outputs(proto: onnx.ModelProto) -> None:
+    """A graph output made by Shape or Size of a static value becomes a constant: TVM returns
+    a Shape output as a shape tuple, not the int64 tensor ONNX says it is."""
+    outputs = {v.name for v in proto.graph.output}
+    fold_static(proto, lambda node: node.op_type in ("Shape", "Size") and node.output[0] in outputs)
 
 
 def label(node: onnx.NodeProto) -> str:
@@ -124,22 +132,22 @@ def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> None:
         del proto.graph.node[:]
         proto.graph.node.extend(nodes)
     if expanded:
-        fold_static(proto, expanded)
+        fold_static(proto, lambda node: node.name in expanded)
 
 
 FOLD_LIMIT_BYTES = 1 << 16
 
 
-def fold_static(proto: onnx.ModelProto, names: set[str], rounds: int = 8) -> None:
-    """Among the nodes named in ``names``: ``Shape`` and ``Size`` of a value whose shape is
+def fold_static(proto: onnx.ModelProto, chosen, rounds: int = 8) -> None:
+    """Among the nodes ``chosen(node)`` is true for: ``Shape`` and ``Size`` of a value whose shape is
     static, and nodes whose inputs are all such constants (small outputs only), become
     ``Constant`` nodes, evaluated with onnx's reference implementation."""
     for _ in range(rounds):  # a folded shape can make the next value's shape static
-        if not _fold_round(proto, names):
+        if not _fold_round(proto, chosen):
             return
 
 
-def _fold_round(proto: onnx.ModelProto, names: set[str]) -> bool:
+def _fold_round(proto: onnx.ModelProto, chosen) -> bool:
     from onnx.reference import ReferenceEvaluator
 
     inferred = onnx.shape_inference.infer_shapes(proto).graph
@@ -158,7 +166,7 @@ def _fold_round(proto: onnx.ModelProto, names: set[str]) -> bool:
     opsets = {o.domain: o.version for o in proto.opset_import}
     folded, changed = [], 0
     for node in proto.graph.node:
-        if node.name not in names or node.op_type == "Constant":
+        if not chosen(node) or node.op_type == "Constant":
             folded.append(node)
             continue
         values = None
