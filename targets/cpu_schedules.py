@@ -125,9 +125,16 @@ def _prepack_weights(mod, notes: list[str]):
 
     The rule marks a block that copies a weight into its packed layout
     (``meta_schedule.layout_rewrite_preproc``); SplitLayoutRewritePreproc moves it into
-    its own kernel called on the weight, which lifting then computes now."""
+    its own kernel called on the weight, which lifting then computes now. Without such a
+    block there is nothing to do, and the pass is not run: it fails on kernels with no
+    compute block under the root (Slice, ScatterElements and MaxUnpool with shapes computed
+    at run time)."""
+    import tvm
     from tvm import relax
 
+    if not any(isinstance(func, tvm.tirx.PrimFunc) and "layout_rewrite_preproc" in func.script(show_meta=False)
+               for _, func in mod.functions_items()):
+        return mod
     split = relax.transform.SplitLayoutRewritePreproc()(mod)
     lifted = _lift_weight_transforms(relax.transform.DeadCodeElimination()(split), notes)
     return relax.transform.DeadCodeElimination(["main"])(lifted)  # the packing kernels ran here
