@@ -161,7 +161,7 @@ REASON_CLASSES = {
     "crash": "the process died",
 }
 
-ZERO_D = re.compile(r"0-d|ndim on argument.*expected 0|expected 0 dim|rank 0|scalar", re.I)
+ZERO_D = re.compile(r"0-d|ndim 0 but get|expected 0 dim|rank 0|scalar", re.I)
 
 
 def classify(error: BaseException | None, model: onnx.ModelProto) -> str:

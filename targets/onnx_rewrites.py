@@ -10,7 +10,9 @@ never an option. Rules:
   expanded to its ONNX function), IsInf with one sign (TVM ignores the flags), ConvTranspose
   with ``output_shape`` (TVM ignores it: pads and output padding computed here), BitShift by
   the width or more (undefined in LLVM: 0, as ONNX says), SpaceToDepth in CRD order (TVM
-  ignores the mode: reshape, transpose, reshape); refused: BatchNormalization in training
+  ignores the mode: reshape, transpose, reshape), float ReduceMax/ReduceMin over only
+  -inf/+inf or nothing (TVM starts from the largest finite value: its result becomes the
+  infinity, as in attention's fully masked rows); refused: BatchNormalization in training
   mode, float Mod with ``fmod=0``, RoiAlign's max mode (TVM's differ from ONNX's).
 - ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
   become their bodies, with the bodies' static shape arithmetic folded.
@@ -322,7 +324,8 @@ def fix_ops(proto: onnx.ModelProto) -> None:
             raise CompileError(f"{label(node)}: RoiAlign's max mode is not supported (TVM's max pooling of the "
                                "samples differs from ONNX's)")
         fix = {"IsInf": _is_inf, "BitShift": _bit_shift, "ConvTranspose": _conv_transpose_output_shape,
-               "SpaceToDepth": _space_to_depth_crd}.get(op)
+               "SpaceToDepth": _space_to_depth_crd, "ReduceMax": _reduce_to_infinity,
+               "ReduceMin": _reduce_to_infinity}.get(op)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -419,4 +422,32 @@ def _space_to_depth_crd(node, attrs, elem, shape):
         onnx.helper.make_node("Transpose", [f"{out}.blocks"], [f"{out}.moved"], name=f"{out}.moved", perm=[0, 1, 3, 5, 2, 4]),
         constant(f"{out}.merge", np.array([n, c * b * b, h // b, w // b], dtype=np.int64)),
         onnx.helper.make_node("Reshape", [f"{out}.moved", f"{out}.merge"], [out], name=node.name or out),
+    ]
+
+
+def _reduce_to_infinity(node, attrs, elem, shape):
+    """Float ReduceMax (ReduceMin) that is -inf (+inf) where no element differs from it: TVM's
+    reduction starts from the lowest (highest) finite value, so an all-infinite or empty
+    reduction gave that instead."""
+    if elem(node.input[0]) not in FLOATS:
+        return None
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0]))
+    out = node.output[0]
+    infinity = -np.inf if node.op_type == "ReduceMax" else np.inf
+    reduced, counted = onnx.NodeProto(), onnx.NodeProto()
+    reduced.CopyFrom(node)
+    reduced.output[0] = f"{out}.reduced"
+    counted.CopyFrom(node)
+    counted.name, counted.op_type = f"{out}.any_other", "ReduceMax"
+    counted.input[0], counted.output[0] = f"{out}.other_int", f"{out}.any_other"
+    return [
+        reduced,
+        constant(f"{out}.infinity", np.array(infinity, dtype=dtype)),
+        onnx.helper.make_node("Equal", [node.input[0], f"{out}.infinity"], [f"{out}.is_infinity"], name=f"{out}.is_infinity"),
+        onnx.helper.make_node("Not", [f"{out}.is_infinity"], [f"{out}.other"], name=f"{out}.other"),
+        onnx.helper.make_node("Cast", [f"{out}.other"], [f"{out}.other_int"], name=f"{out}.other_int", to=T.INT32),
+        counted,
+        constant(f"{out}.one", np.array(1, dtype=np.int32)),
+        onnx.helper.make_node("Less", [f"{out}.any_other", f"{out}.one"], [f"{out}.none_other"], name=f"{out}.none_other"),
+        onnx.helper.make_node("Where", [f"{out}.none_other", f"{out}.infinity", f"{out}.reduced"], [out], name=node.name or out),
     ]
