@@ -12,7 +12,9 @@ never an option. Rules:
   the width or more (undefined in LLVM: 0, as ONNX says), SpaceToDepth in CRD order (TVM
   ignores the mode: reshape, transpose, reshape), float ReduceMax/ReduceMin over only
   -inf/+inf or nothing (TVM starts from the largest finite value: its result becomes the
-  infinity, as in attention's fully masked rows); refused: BatchNormalization in training
+  infinity, as in attention's fully masked rows), float16 Attention computed in
+  float32 (as onnxruntime does; TVM's half-precision matmuls and softmax round differently
+  from ONNX's reference by more than the tolerance); refused: BatchNormalization in training
   mode, float Mod with ``fmod=0``, RoiAlign's max mode (TVM's differ from ONNX's).
 - ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
   become their bodies, with the bodies' static shape arithmetic folded.
@@ -325,7 +327,7 @@ def fix_ops(proto: onnx.ModelProto) -> None:
                                "samples differs from ONNX's)")
         fix = {"IsInf": _is_inf, "BitShift": _bit_shift, "ConvTranspose": _conv_transpose_output_shape,
                "SpaceToDepth": _space_to_depth_crd, "ReduceMax": _reduce_to_infinity,
-               "ReduceMin": _reduce_to_infinity}.get(op)
+               "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32}.get(op)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -451,3 +453,24 @@ def _reduce_to_infinity(node, attrs, elem, shape):
         onnx.helper.make_node("Less", [f"{out}.any_other", f"{out}.one"], [f"{out}.none_other"], name=f"{out}.none_other"),
         onnx.helper.make_node("Where", [f"{out}.none_other", f"{out}.infinity", f"{out}.reduced"], [out], name=node.name or out),
     ]
+
+
+def _attention_in_float32(node, attrs, elem, shape):
+    """float16 Attention: its float16 inputs cast to float32, its outputs cast back."""
+    half = elem(node.input[0])
+    if half != T.FLOAT16:  # bfloat16's reference rounds like TVM's bfloat16 more than like float32
+        return None
+    nodes, inputs = [], []
+    for name in node.input:
+        if name and elem(name) == half:
+            nodes.append(onnx.helper.make_node("Cast", [name], [f"{name}.f32"], name=f"{name}.f32", to=T.FLOAT))
+            name = f"{name}.f32"
+        inputs.append(name)
+    wide = onnx.NodeProto()
+    wide.CopyFrom(node)
+    del wide.input[:], wide.output[:]
+    wide.input.extend(inputs)
+    wide.output.extend(f"{o}.f32" if o else "" for o in node.output)
+    nodes.append(wide)
+    nodes += [onnx.helper.make_node("Cast", [f"{o}.f32"], [o], name=f"{o}.half", to=half) for o in node.output if o]
+    return nodes
