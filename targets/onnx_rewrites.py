@@ -100,6 +100,19 @@ EXPAND_ALWAYS = frozenset({"Attention"})
 com.microsoft's (``num_heads``, packed QKV weights), not opset 23's."""
 
 
+def converted_wrongly(node: onnx.NodeProto, types: dict) -> bool:
+    """Nodes TVM's converter gets wrong that its ONNX function gets right: LayerNormalization's
+    Mean/InvStdDev outputs (0-d placeholders), RMSNormalization over every axis (its
+    legalization fails)."""
+    if node.op_type == "LayerNormalization":
+        return any(node.output[1:])
+    if node.op_type == "RMSNormalization":
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        rank = len(types[node.input[0]].tensor_type.shape.dim) if node.input[0] in types else None
+        return rank is not None and axis % rank == 0
+    return False
+
+
 def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> None:
     """Nodes TVM's frontend cannot convert, when ONNX defines the op as a function of other
     ops (Attention, Celu, CenterCropPad, the losses, the window functions...), become that
@@ -121,7 +134,7 @@ def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> None:
         for node in proto.graph.node:
             found = None
             if node.domain in ("", "ai.onnx") and (node.op_type not in convertible and node.op_type != "Constant"
-                                                   or node.op_type == "LayerNormalization" and any(node.output[1:])):
+                                                   or converted_wrongly(node, types)):
                 found = function_body(node, opset, types)
             if found is None:
                 nodes.append(node)
