@@ -14,7 +14,8 @@ never an option. Rules:
   -inf/+inf or nothing (TVM starts from the largest finite value: its result becomes the
   infinity, as in attention's fully masked rows), float16 Attention computed in
   float32 (as onnxruntime does; TVM's half-precision matmuls and softmax round differently
-  from ONNX's reference by more than the tolerance); refused: BatchNormalization in training
+  from ONNX's reference by more than the tolerance), integer Pow computed in float64 and
+  mixed-dtype Pow in the base's dtype (TVM's power takes floats of one dtype only); refused: BatchNormalization in training
   mode, float Mod with ``fmod=0``, RoiAlign's max mode (TVM's differ from ONNX's).
 - ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
   become their bodies, with the bodies' static shape arithmetic folded.
@@ -340,7 +341,8 @@ def fix_ops(proto: onnx.ModelProto) -> None:
                                "samples differs from ONNX's)")
         fix = {"IsInf": _is_inf, "BitShift": _bit_shift, "ConvTranspose": _conv_transpose_output_shape,
                "SpaceToDepth": _space_to_depth_crd, "ReduceMax": _reduce_to_infinity,
-               "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32}.get(op)
+               "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
+               "Pow": _integer_pow}.get(op)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -487,3 +489,23 @@ def _attention_in_float32(node, attrs, elem, shape):
     nodes.append(wide)
     nodes += [onnx.helper.make_node("Cast", [f"{o}.f32"], [o], name=f"{o}.half", to=half) for o in node.output if o]
     return nodes
+
+
+def _integer_pow(node, attrs, elem, shape):
+    """Integer Pow through float64 (exact while the result fits its 53-bit mantissa), cast back;
+    a float base with an exponent of another dtype takes the exponent cast to its own."""
+    base, exponent = elem(node.input[0]), elem(node.input[1])
+    if base is None or exponent is None or base == T.BOOL:
+        return None
+    out = node.output[0]
+    if base in FLOATS:  # TVM's power wants one dtype: the exponent's cast to the base's
+        if exponent == base:
+            return None
+        return [onnx.helper.make_node("Cast", [node.input[1]], [f"{out}.exponent"], name=f"{out}.exponent", to=base),
+                onnx.helper.make_node("Pow", [node.input[0], f"{out}.exponent"], [out], name=node.name or out)]
+    return [
+        onnx.helper.make_node("Cast", [node.input[0]], [f"{out}.base"], name=f"{out}.base", to=T.DOUBLE),
+        onnx.helper.make_node("Cast", [node.input[1]], [f"{out}.exponent"], name=f"{out}.exponent", to=T.DOUBLE),
+        onnx.helper.make_node("Pow", [f"{out}.base", f"{out}.exponent"], [f"{out}.power"], name=node.name or out),
+        onnx.helper.make_node("Cast", [f"{out}.power"], [out], name=f"{out}.cast", to=base),
+    ]
