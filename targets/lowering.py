@@ -112,6 +112,7 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lo
     if tuning_db is not None and target.device != "cpu":
         raise UsageError(f"--tuning-db holds CPU kernel records; target {target.name} runs on {target.device}")
     options = export_options(target)  # a missing cross toolchain fails before any TVM work
+    check_signature(model)
     target_manifest = target.manifest()
     proto = onnx_for_tvm(model)
     try:
@@ -162,6 +163,18 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None) -> Lo
         executable.export_library(str(library_path), **options)
         library = library_path.read_bytes()
     return Lowered(library, list(zip(names, arrays)), target_manifest, tvm.__version__, runtime_memory)
+
+
+def check_signature(model: Model) -> None:
+    """Refuse graph inputs and outputs an artifact cannot carry: the signature holds tensors
+    of a known dtype and rank (a sequence, map or optional has neither)."""
+    for kind, values in (("input", model.graph.inputs), ("output", model.graph.outputs)):
+        for value in values:
+            if value.dtype is None or value.shape is None:
+                maker = f" (made by {value.producer.op_type} node '{value.producer.name or value.name}')" if value.producer else ""
+                what = "is not a tensor (a sequence, map or optional?)" if value.dtype is None else "has no known rank"
+                raise CompileError(f"graph {kind} '{value.name}'{maker} {what}; an edgec artifact takes and returns "
+                                   "tensors of known dtype and rank only")
 
 
 def unique_names(names: list[str]) -> list[str]:
