@@ -34,7 +34,8 @@ def prepare_for_tvm(proto: onnx.ModelProto) -> None:
     """Apply every rule, in place."""
     refuse_dtypes(proto)
     fix_ops(proto)
-    expand_functions(proto)
+    expanded = expand_functions(proto)
+    fix_ops(proto, lambda node: node.name in expanded)  # the bodies' own ReduceMax, Pow...
     refuse_run_time_shapes(proto)
     fold_shape_outputs(proto)
 
@@ -114,13 +115,13 @@ def converted_wrongly(node: onnx.NodeProto, types: dict) -> bool:
     return False
 
 
-def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> None:
+def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> set[str]:
     """Nodes TVM's frontend cannot convert, when ONNX defines the op as a function of other
     ops (Attention, Celu, CenterCropPad, the losses, the window functions...), become that
     function's body, in place; a body's own function ops are expanded in the next round.
     Shapes are static here, so the bodies' shape arithmetic is folded to constants (TVM
     imports ``Shape`` as a ShapeExpr its elementwise ops refuse). Other unsupported ops are
-    left for TVM to name."""
+    left for TVM to name. Returns the names of the nodes the bodies brought in."""
     from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
 
     convertible = set(_get_convert_map()) - EXPAND_ALWAYS
@@ -151,6 +152,7 @@ def expand_functions(proto: onnx.ModelProto, rounds: int = 4) -> None:
         proto.graph.node.extend(nodes)
     if expanded:
         fold_static(proto, lambda node: node.name in expanded)
+    return expanded
 
 
 FOLD_LIMIT_BYTES = 1 << 16
@@ -309,8 +311,8 @@ def inline(node: onnx.NodeProto, body: onnx.FunctionProto, prefix: str) -> list[
 FLOATS = (T.FLOAT, T.FLOAT16, T.DOUBLE, T.BFLOAT16)
 
 
-def fix_ops(proto: onnx.ModelProto) -> None:
-    """The op rules of the module docstring, in place."""
+def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
+    """The op rules of the module docstring, in place, on the nodes ``chosen`` picks."""
     inferred = onnx.shape_inference.infer_shapes(proto).graph
     tensors = {v.name: v.type.tensor_type for v in [*inferred.input, *inferred.value_info, *inferred.output]
                if v.type.HasField("tensor_type")}
@@ -329,7 +331,7 @@ def fix_ops(proto: onnx.ModelProto) -> None:
     rewritten: list[onnx.NodeProto] = []
     for node in proto.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        op = node.op_type if node.domain in ("", "ai.onnx") else None
+        op = node.op_type if node.domain in ("", "ai.onnx") and chosen(node) else None
         if op == "BatchNormalization" and attrs.get("training_mode", 0):
             raise CompileError(f"{label(node)}: training mode (batch statistics, running mean and variance "
                                "updates) is not supported; export the model for inference")
