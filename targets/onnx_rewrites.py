@@ -15,8 +15,10 @@ never an option. Rules:
   infinity, as in attention's fully masked rows), float16 Attention computed in
   float32 (as onnxruntime does; TVM's half-precision matmuls and softmax round differently
   from ONNX's reference by more than the tolerance), integer Pow computed in float64 and
-  mixed-dtype Pow in the base's dtype (TVM's power takes floats of one dtype only); refused: BatchNormalization in training
-  mode, float Mod with ``fmod=0``, RoiAlign's max mode (TVM's differ from ONNX's).
+  mixed-dtype Pow in the base's dtype (TVM's power takes floats of one dtype only), float Mod with ``fmod=0`` from
+  ``fmod`` as numpy does it (TVM's floor modulo is NaN where ONNX's is x or y for infinite
+  y); refused: BatchNormalization in training
+  mode, RoiAlign's max mode (TVM's differ from ONNX's).
 - ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
   become their bodies, with the bodies' static shape arithmetic folded.
 - ``refuse-run-time-shapes``: Expand and ConstantOfShape to a shape computed at run time.
@@ -335,16 +337,13 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
         if op == "BatchNormalization" and attrs.get("training_mode", 0):
             raise CompileError(f"{label(node)}: training mode (batch statistics, running mean and variance "
                                "updates) is not supported; export the model for inference")
-        if op == "Mod" and not attrs.get("fmod", 0) and elem(node.input[0]) in FLOATS:
-            raise CompileError(f"{label(node)}: Mod with fmod=0 on floating-point tensors is not supported "
-                               "(TVM's floor modulo differs from ONNX's on infinities and NaN)")
         if op == "RoiAlign" and attrs.get("mode", b"avg") == b"max":
             raise CompileError(f"{label(node)}: RoiAlign's max mode is not supported (TVM's max pooling of the "
                                "samples differs from ONNX's)")
         fix = {"IsInf": _is_inf, "BitShift": _bit_shift, "ConvTranspose": _conv_transpose_output_shape,
                "SpaceToDepth": _space_to_depth_crd, "ReduceMax": _reduce_to_infinity,
                "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
-               "Pow": _integer_pow}.get(op)
+               "Pow": _integer_pow, "Mod": _float_floor_mod}.get(op)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -510,4 +509,27 @@ def _integer_pow(node, attrs, elem, shape):
         onnx.helper.make_node("Cast", [node.input[1]], [f"{out}.exponent"], name=f"{out}.exponent", to=T.DOUBLE),
         onnx.helper.make_node("Pow", [f"{out}.base", f"{out}.exponent"], [f"{out}.power"], name=node.name or out),
         onnx.helper.make_node("Cast", [f"{out}.power"], [out], name=f"{out}.cast", to=base),
+    ]
+
+
+def _float_floor_mod(node, attrs, elem, shape):
+    """Float Mod with ``fmod=0`` (the divisor's sign): ``r = fmod(x, y)``, plus ``y`` where
+    ``r`` is nonzero and its sign differs from ``y``'s, as numpy (ONNX's reference) computes it."""
+    if attrs.get("fmod", 0) or elem(node.input[0]) not in FLOATS:
+        return None
+    x, y = node.input
+    out = node.output[0]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0]))
+    step = lambda op, inputs, suffix, **kw: onnx.helper.make_node(op, inputs, [f"{out}.{suffix}"], name=f"{out}.{suffix}", **kw)  # noqa: E731
+    return [
+        step("Mod", [x, y], "fmod", fmod=1),
+        constant(f"{out}.zero", np.array(0, dtype=dtype)),
+        step("Equal", [f"{out}.fmod", f"{out}.zero"], "is_zero"),
+        step("Not", [f"{out}.is_zero"], "nonzero"),
+        step("Less", [f"{out}.fmod", f"{out}.zero"], "r_negative"),
+        step("Less", [y, f"{out}.zero"], "y_negative"),
+        step("Xor", [f"{out}.r_negative", f"{out}.y_negative"], "signs_differ"),
+        step("And", [f"{out}.nonzero", f"{out}.signs_differ"], "shift"),
+        step("Add", [f"{out}.fmod", y], "shifted"),
+        onnx.helper.make_node("Where", [f"{out}.shift", f"{out}.shifted", f"{out}.fmod"], [out], name=node.name or out),
     ]
