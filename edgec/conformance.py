@@ -181,7 +181,7 @@ def classify(error: BaseException | None, model: onnx.ModelProto) -> str:
         return "sequence or optional"
     if re.search(r"tensor '[^']*' is not supported|dtype|data ?type|float8|bfloat16|float4|int4|uint4|string|complex", text, re.I):
         return "dtype not supported"
-    if re.search(r"run time|symbolic|dynamic|only constant|must be (a )?constant|non-constant|ShapeExpr|tirx?\.|Var'? "
+    if re.search(r"run time|symbolic|dynamic|only constant|must be (a )?constant|non-constant|ShapeExpr|tirx?\.|expr\.Var|Var'? "
                  r"|relax\.TensorType|has not been computed", text, re.I):
         return "shape decided at run time"
     if re.search(r"not (yet )?(supported|implemented)|OpNotImplemented|no converter|unsupported op", text, re.I):

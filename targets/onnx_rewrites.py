@@ -17,7 +17,7 @@ never an option. Rules:
   from ONNX's reference by more than the tolerance), integer Pow computed in float64 and
   mixed-dtype Pow in the base's dtype (TVM's power takes floats of one dtype only), float Mod with ``fmod=0`` from
   ``fmod`` as numpy does it (TVM's floor modulo is NaN where ONNX's is x or y for infinite
-  y); refused: BatchNormalization in training
+  y); written here for want of a TVM converter: LpNormalization; refused: BatchNormalization in training
   mode, RoiAlign's max mode (TVM's differ from ONNX's).
 - ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
   become their bodies, with the bodies' static shape arithmetic folded.
@@ -343,7 +343,8 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
         fix = {"IsInf": _is_inf, "BitShift": _bit_shift, "ConvTranspose": _conv_transpose_output_shape,
                "SpaceToDepth": _space_to_depth_crd, "ReduceMax": _reduce_to_infinity,
                "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
-               "Pow": _integer_pow, "Mod": _float_floor_mod}.get(op)
+               "Pow": _integer_pow, "Mod": _float_floor_mod,
+               "LpNormalization": _lp_normalization}.get(op)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -532,4 +533,21 @@ def _float_floor_mod(node, attrs, elem, shape):
         step("And", [f"{out}.nonzero", f"{out}.signs_differ"], "shift"),
         step("Add", [f"{out}.fmod", y], "shifted"),
         onnx.helper.make_node("Where", [f"{out}.shift", f"{out}.shifted", f"{out}.fmod"], [out], name=node.name or out),
+    ]
+
+
+def _lp_normalization(node, attrs, elem, shape):
+    """LpNormalization (no TVM converter): x divided by its L1 or L2 norm along ``axis``, 0 where
+    the norm is 0 (as ONNX's reference)."""
+    p = attrs.get("p", 2)
+    if p not in (1, 2):
+        raise CompileError(f"{label(node)}: p={p} is not an ONNX LpNormalization (p is 1 or 2)")
+    out = node.output[0]
+    return [
+        constant(f"{out}.axes", np.array([attrs.get("axis", -1)], dtype=np.int64)),
+        onnx.helper.make_node(f"ReduceL{p}", [node.input[0], f"{out}.axes"], [f"{out}.norm"], name=f"{out}.norm", keepdims=1),
+        onnx.helper.make_node("Div", [node.input[0], f"{out}.norm"], [f"{out}.quotient"], name=f"{out}.quotient"),
+        constant(f"{out}.zero", np.array(0, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0])))),
+        onnx.helper.make_node("Equal", [f"{out}.norm", f"{out}.zero"], [f"{out}.is_zero"], name=f"{out}.is_zero"),
+        onnx.helper.make_node("Where", [f"{out}.is_zero", f"{out}.zero", f"{out}.quotient"], [out], name=node.name or out),
     ]
