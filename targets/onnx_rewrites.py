@@ -17,7 +17,8 @@ never an option. Rules:
   from ONNX's reference by more than the tolerance), integer Pow computed in float64 and
   mixed-dtype Pow in the base's dtype (TVM's power takes floats of one dtype only), float Mod with ``fmod=0`` from
   ``fmod`` as numpy does it (TVM's floor modulo is NaN where ONNX's is x or y for infinite
-  y); written here for want of a TVM converter: LpNormalization; refused: BatchNormalization in training
+  y); written here for want of a TVM converter: LpNormalization, and RNN, GRU
+  and LSTM unrolled over their static sequence length; refused: BatchNormalization in training
   mode, RoiAlign's max mode (TVM's differ from ONNX's).
 - ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
   become their bodies, with the bodies' static shape arithmetic folded.
@@ -25,6 +26,8 @@ never an option. Rules:
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import onnx
@@ -330,6 +333,7 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
         dims = tensors[name].shape.dim
         return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
     rewritten: list[onnx.NodeProto] = []
     for node in proto.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -345,6 +349,8 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
                "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
                "Pow": _integer_pow, "Mod": _float_floor_mod,
                "LpNormalization": _lp_normalization}.get(op)
+        if op in GATES:
+            fix = functools.partial(_recurrent, opset=opset)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -551,3 +557,155 @@ def _lp_normalization(node, attrs, elem, shape):
         onnx.helper.make_node("Equal", [f"{out}.norm", f"{out}.zero"], [f"{out}.is_zero"], name=f"{out}.is_zero"),
         onnx.helper.make_node("Where", [f"{out}.is_zero", f"{out}.zero", f"{out}.quotient"], [out], name=node.name or out),
     ]
+
+
+DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+
+
+class Steps:
+    """Nodes built one after another, each output named after the op it replaces."""
+
+    def __init__(self, prefix: str, opset: int):
+        self.prefix, self.opset, self.nodes, self.count = prefix, opset, [], 0
+
+    def __call__(self, op: str, inputs: list[str], output: str | None = None, **attrs) -> str:
+        self.count += 1
+        output = output or f"{self.prefix}.{op.lower()}{self.count}"
+        self.nodes.append(onnx.helper.make_node(op, inputs, [output], name=output, **attrs))
+        return output
+
+    def const(self, value: np.ndarray) -> str:
+        self.count += 1
+        name = f"{self.prefix}.const{self.count}"
+        self.nodes.append(constant(name, value))
+        return name
+
+    def ints(self, *values: int) -> str:
+        return self.const(np.array(values, dtype=np.int64))
+
+    def take(self, x: str, index: int, axis: int) -> str:
+        """``x``'s slice ``index`` along ``axis``, that axis removed."""
+        return self("Gather", [x, self.const(np.array(index, dtype=np.int64))], axis=axis)
+
+    def cut(self, x: str, start: int, end: int, axis: int) -> str:
+        return self("Slice", [x, self.ints(start), self.ints(end), self.ints(axis)])
+
+    def unsqueeze(self, x: str, axis: int) -> str:
+        if self.opset >= 13:
+            return self("Unsqueeze", [x, self.ints(axis)])
+        return self("Unsqueeze", [x], axes=[axis])
+
+
+def _recurrent(node, attrs, elem, shape, opset):
+    """RNN, GRU and LSTM (no TVM converter) unrolled over their static sequence length, in
+    ONNX's equations: gates from one MatMul of all inputs and one per step of the hidden
+    state; ``sequence_lens`` masks the steps past each batch's length (outputs 0, states held)."""
+    op = node.op_type
+    inputs = list(node.input) + [""] * (8 - len(node.input))
+    x_name, w_name, r_name, b_name, lens_name, h0_name = inputs[:6]
+    c0_name, p_name = (inputs[6], inputs[7]) if op == "LSTM" else ("", "")
+    hidden, gates = attrs["hidden_size"], GATES[op]
+    directions = {b"forward": [False], b"reverse": [True], b"bidirectional": [False, True]}[attrs.get("direction", b"forward")]
+    for unsupported in ("clip", "activation_alpha", "activation_beta"):
+        if unsupported in attrs:
+            raise CompileError(f"{label(node)}: the '{unsupported}' attribute is not supported")
+    activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
+    if activations and activations != DEFAULT_ACTIVATIONS[op] * len(directions):
+        raise CompileError(f"{label(node)}: activations {activations} are not supported (only ONNX's defaults)")
+    if attrs.get("input_forget", 0):
+        raise CompileError(f"{label(node)}: input_forget=1 is not supported")
+    x_shape = shape(x_name)
+    if x_shape is None:
+        raise CompileError(f"{label(node)}: the input's shape is not static")
+    batchwise = attrs.get("layout", 0) == 1
+    steps_count = x_shape[1] if batchwise else x_shape[0]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(x_name))
+    s = Steps(f"{node.output[0] or node.name or op}.{op.lower()}", opset)
+    x = s("Transpose", [x_name], perm=[1, 0, 2]) if batchwise else x_name  # [T, B, I]
+    def start_state(name: str) -> str | None:  # [D, B, H]
+        if not name:
+            return None
+        return s("Transpose", [name], perm=[1, 0, 2]) if batchwise else name
+
+    h0, c0 = start_state(h0_name), start_state(c0_name)
+    batch = x_shape[0] if batchwise else x_shape[1]
+    zero_state = s.const(np.zeros((batch, hidden), dtype))  # [B, H]
+    lens = s("Cast", [lens_name], to=T.INT64) if lens_name else None
+    ys, last_h, last_c = [], [], []
+    for d, reverse in enumerate(directions):
+        w_t = s("Transpose", [s.take(w_name, d, 0)])  # [I, G*H]
+        r_t = s("Transpose", [s.take(r_name, d, 0)])  # [H, G*H]
+        projected = s("MatMul", [x, w_t])  # [T, B, G*H]
+        r_bias = None
+        if b_name:
+            bias = s.take(b_name, d, 0)
+            projected = s("Add", [projected, s.cut(bias, 0, gates * hidden, 0)])
+            r_bias = s.cut(bias, gates * hidden, 2 * gates * hidden, 0)
+        peephole = s.take(p_name, d, 0) if p_name else None
+        h = s.take(h0, d, 0) if h0 else zero_state
+        c = s.take(c0, d, 0) if c0 else zero_state
+        outputs = [None] * steps_count
+        for t in (reversed(range(steps_count)) if reverse else range(steps_count)):
+            xt = s.take(projected, t, 0)
+            recurrent = s("MatMul", [h, r_t])
+            if r_bias and op != "GRU":  # GRU's reset gate needs its recurrent bias apart
+                recurrent = s("Add", [recurrent, r_bias])
+            if op == "RNN":
+                new_h, new_c = s("Tanh", [s("Add", [xt, recurrent])]), None
+            elif op == "GRU":
+                new_h, new_c = _gru_step(s, attrs, hidden, xt, recurrent, r_bias, r_t, h, dtype), None
+            else:
+                new_h, new_c = _lstm_step(s, hidden, s("Add", [xt, recurrent]), peephole, c)
+            if lens:  # steps past a batch's length: output 0, state held
+                running = s.unsqueeze(s("Less", [s.const(np.array(t, dtype=np.int64)), lens]), 1)
+                outputs[t] = s("Where", [running, new_h, zero_state])
+                new_h = s("Where", [running, new_h, h])
+                new_c = s("Where", [running, new_c, c]) if new_c else None
+            else:
+                outputs[t] = new_h
+            h, c = new_h, new_c if new_c else c
+        ys.append(s("Concat", [s.unsqueeze(y, 0) for y in outputs], axis=0))  # [T, B, H]
+        last_h.append(s.unsqueeze(h, 0))
+        last_c.append(s.unsqueeze(c, 0))
+    y_name, yh_name, yc_name = (list(node.output) + ["", ""])[:3]
+    if y_name:
+        y = s("Concat", [s.unsqueeze(y, 1) for y in ys], axis=1)  # [T, D, B, H]
+        s("Transpose", [y], y_name, perm=[2, 0, 1, 3]) if batchwise else s("Identity", [y], y_name)
+    for name, states in ((yh_name, last_h), (yc_name, last_c)):
+        if name:
+            joined = s("Concat", states, axis=0)  # [D, B, H]
+            s("Transpose", [joined], name, perm=[1, 0, 2]) if batchwise else s("Identity", [joined], name)
+    return s.nodes
+
+
+def _gru_step(s: Steps, attrs: dict, hidden: int, xt: str, recurrent: str, r_bias: str | None, r_t: str, h: str, dtype) -> str:
+    """One GRU step (gates z, r, h), its recurrent bias kept apart for the reset gate."""
+    def gate(k: int, source: str) -> str:
+        return s.cut(source, k * hidden, (k + 1) * hidden, 1)
+
+    def biased(value: str, k: int) -> str:
+        return s("Add", [value, s.cut(r_bias, k * hidden, (k + 1) * hidden, 0)]) if r_bias else value
+
+    z = s("Sigmoid", [biased(s("Add", [gate(0, xt), gate(0, recurrent)]), 0)])
+    r = s("Sigmoid", [biased(s("Add", [gate(1, xt), gate(1, recurrent)]), 1)])
+    if attrs.get("linear_before_reset", 0):
+        candidate = s("Add", [gate(2, xt), s("Mul", [r, biased(gate(2, recurrent), 2)])])
+    else:
+        candidate = biased(s("Add", [gate(2, xt), s("MatMul", [s("Mul", [r, h]), s.cut(r_t, 2 * hidden, 3 * hidden, 1)])]), 2)
+    one = s.const(np.ones((), dtype))
+    return s("Add", [s("Mul", [s("Sub", [one, z]), s("Tanh", [candidate])]), s("Mul", [z, h])])
+
+
+def _lstm_step(s: Steps, hidden: int, total: str, peephole: str | None, c: str) -> tuple[str, str]:
+    """One LSTM step (gates i, o, f, c), peepholes on the cell state where given."""
+    def gate(k: int, cell: str | None = None) -> str:
+        value = s.cut(total, k * hidden, (k + 1) * hidden, 1)
+        if peephole and cell:
+            value = s("Add", [value, s("Mul", [s.cut(peephole, k * hidden, (k + 1) * hidden, 0), cell])])
+        return value
+
+    i, f = s("Sigmoid", [gate(0, c)]), s("Sigmoid", [gate(2, c)])
+    new_c = s("Add", [s("Mul", [f, c]), s("Mul", [i, s("Tanh", [gate(3)])])])
+    o = s("Sigmoid", [gate(1, new_c)])
+    return s("Mul", [o, s("Tanh", [new_c])]), new_c
