@@ -5,24 +5,29 @@ Each rule here either rewrites the node into ONNX that TVM converts right, or re
 model with one line naming the op, the node and the reason; a silent wrong result is
 never an option. Rules:
 
-- ``refuse-dtypes``: tensors TVM's CPU code gets wrong or cannot hold (sub-byte, float8).
-- ``op-fixes``: LayerNormalization's Mean/InvStdDev outputs (TVM returns 0-d placeholders:
-  expanded to its ONNX function), IsInf with one sign (TVM ignores the flags), ConvTranspose
-  with ``output_shape`` (TVM ignores it: pads and output padding computed here), BitShift by
-  the width or more (undefined in LLVM: 0, as ONNX says), SpaceToDepth in CRD order (TVM
-  ignores the mode: reshape, transpose, reshape), float ReduceMax/ReduceMin over only
-  -inf/+inf or nothing (TVM starts from the largest finite value: its result becomes the
-  infinity, as in attention's fully masked rows), float16 Attention computed in
-  float32 (as onnxruntime does; TVM's half-precision matmuls and softmax round differently
-  from ONNX's reference by more than the tolerance), integer Pow computed in float64 and
-  mixed-dtype Pow in the base's dtype (TVM's power takes floats of one dtype only), float Mod with ``fmod=0`` from
-  ``fmod`` as numpy does it (TVM's floor modulo is NaN where ONNX's is x or y for infinite
-  y); written here for want of a TVM converter: LpNormalization, and RNN, GRU
-  and LSTM unrolled over their static sequence length; refused: BatchNormalization in training
-  mode, RoiAlign's max mode (TVM's differ from ONNX's).
-- ``expand-functions``: ops TVM cannot convert that ONNX defines as functions of other ops
-  become their bodies, with the bodies' static shape arithmetic folded.
-- ``refuse-run-time-shapes``: Expand and ConstantOfShape to a shape computed at run time.
+- ``refuse_dtypes``: tensors TVM's CPU code gets wrong or cannot hold (sub-byte, float8).
+- ``fix_ops``, node by node:
+  - IsInf with one sign (TVM ignores the flags): ``x == +inf`` or ``x == -inf``;
+  - ConvTranspose with ``output_shape`` (TVM ignores it): the pads and output padding;
+  - BitShift by a negative amount or the width or more (undefined in LLVM): ONNX's fill;
+  - SpaceToDepth in CRD order (TVM ignores the mode): reshape, transpose, reshape;
+  - float ReduceMax/ReduceMin over only infinities or nothing (TVM starts from the largest
+    finite value): the infinity, as attention's fully masked rows need;
+  - float16 Attention (TVM's half-precision matmuls and softmax round off the reference by
+    more than the tolerance): in float32, as onnxruntime does;
+  - integer Pow, and Pow of mixed dtypes (TVM's power takes floats of one dtype): through
+    float64, or the exponent cast to the base's dtype;
+  - float Mod with ``fmod=0`` (TVM's floor modulo is NaN for infinite divisors): from
+    ``fmod``, as numpy does it;
+  - ops TVM has no converter for: LpNormalization, and RNN, GRU and LSTM unrolled over
+    their static sequence length;
+  - refused: BatchNormalization in training mode, RoiAlign's max mode.
+- ``expand_functions``: ops TVM cannot convert, or converts wrongly (LayerNormalization's
+  Mean/InvStdDev outputs, RMSNormalization over every axis), that ONNX defines as functions
+  of other ops become their bodies, their static shape arithmetic folded; ``fix_ops`` then
+  runs on the bodies' nodes.
+- ``refuse_run_time_shapes``: Expand and ConstantOfShape to a shape computed at run time.
+- ``fold_shape_outputs``: a graph output made by Shape or Size becomes a constant.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import numpy as np
 import onnx
 
 from edgec.errors import CompileError
+from edgec.passes.fold_constants import NONDETERMINISTIC
 
 
 def prepare_for_tvm(proto: onnx.ModelProto) -> None:
@@ -201,9 +207,10 @@ def _fold_round(proto: onnx.ModelProto, chosen) -> bool:
                 values = [np.array(np.prod(shape), dtype=np.int64)]
             else:
                 attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-                values = [shape[attrs.get("start", 0):attrs.get("end", len(shape))] if "end" in attrs else shape[attrs.get("start", 0):]]
-        elif node.input and all(name == "" or name in constants for name in node.input) and not any(
-                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+                values = [shape[attrs.get("start", 0):attrs.get("end", len(shape))]]  # ONNX clamps as Python slices do
+        elif (node.input and node.op_type not in NONDETERMINISTIC
+              and all(name == "" or name in constants for name in node.input)
+              and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)):
             try:
                 feeds = {name: constants[name] for name in node.input if name}
                 graph = onnx.helper.make_graph(
@@ -381,7 +388,10 @@ def _bit_shift(node, attrs, elem, shape):
     dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0])))
     x, s = node.input
     out = node.output[0]
-    name = lambda suffix: f"{out}.{suffix}"  # noqa: E731
+
+    def name(suffix: str) -> str:
+        return f"{out}.{suffix}"
+
     nodes = [
         onnx.helper.make_node("BitShift", [x, s], [name("shifted")], name=node.name, direction=attrs["direction"]),
         constant(name("width"), np.array(dtype.itemsize * 8, dtype=dtype)),
@@ -527,7 +537,10 @@ def _float_floor_mod(node, attrs, elem, shape):
     x, y = node.input
     out = node.output[0]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0]))
-    step = lambda op, inputs, suffix, **kw: onnx.helper.make_node(op, inputs, [f"{out}.{suffix}"], name=f"{out}.{suffix}", **kw)  # noqa: E731
+
+    def step(op: str, inputs: list[str], suffix: str, **attributes) -> onnx.NodeProto:
+        return onnx.helper.make_node(op, inputs, [f"{out}.{suffix}"], name=f"{out}.{suffix}", **attributes)
+
     return [
         step("Mod", [x, y], "fmod", fmod=1),
         constant(f"{out}.zero", np.array(0, dtype=dtype)),
