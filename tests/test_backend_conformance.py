@@ -131,3 +131,16 @@ def test_refused_naming_the_node(request, name):
     text = str(refusal.value)
     assert "\n" not in text and REFUSED[name] in text
     assert f"'{node.name or node.output[0]}'" in text and (node.op_type in text or "graph output" in text)
+
+
+def test_backend_runs_on_the_cpu_only():
+    assert EdgecBackend.supports_device("CPU") and not EdgecBackend.supports_device("CUDA")
+
+
+def test_backend_takes_inputs_by_position_or_name(request):
+    case = next(c for c in all_cases(request.config) if c.name == "test_add")
+    model, inputs, expected = case.load()
+    rep = EdgecBackend.prepare(model)
+    names = [v.name for v in model.graph.input]
+    for outputs in (rep.run(inputs), rep.run(dict(zip(names, inputs)))):
+        assert compare(expected, list(outputs)) is None
