@@ -19,8 +19,8 @@ never an option. Rules:
     float64, or the exponent cast to the base's dtype;
   - float Mod with ``fmod=0`` (TVM's floor modulo is NaN for infinite divisors): from
     ``fmod``, as numpy does it;
-  - ops TVM has no converter for: LpNormalization, and RNN, GRU and LSTM unrolled over
-    their static sequence length;
+  - ops TVM has no converter for: LpNormalization, QLinearMatMul, ReverseSequence, and
+    RNN, GRU and LSTM unrolled over their static sequence length;
   - refused: BatchNormalization in training mode, RoiAlign's max mode.
 - ``expand_functions``: ops TVM cannot convert, or converts wrongly (LayerNormalization's
   Mean/InvStdDev outputs, RMSNormalization over every axis), that ONNX defines as functions
@@ -355,7 +355,8 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
                "SpaceToDepth": _space_to_depth_crd, "ReduceMax": _reduce_to_infinity,
                "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
                "Pow": _integer_pow, "Mod": _float_floor_mod,
-               "LpNormalization": _lp_normalization}.get(op)
+               "LpNormalization": _lp_normalization, "QLinearMatMul": _qlinear_matmul,
+               "ReverseSequence": _reverse_sequence}.get(op)
         if op in GATES:
             fix = functools.partial(_recurrent, opset=opset)
         replacement = fix(node, attrs, elem, shape) if fix else None
@@ -722,3 +723,45 @@ def _lstm_step(s: Steps, hidden: int, total: str, peephole: str | None, c: str) 
     new_c = s("Add", [s("Mul", [f, c]), s("Mul", [i, s("Tanh", [gate(3)])])])
     o = s("Sigmoid", [gate(1, new_c)])
     return s("Mul", [o, s("Tanh", [new_c])]), new_c
+
+
+def _qlinear_matmul(node, attrs, elem, shape):
+    """QLinearMatMul (no TVM converter) as ONNX's reference computes it: the int32 product of
+    the zero-point-shifted operands, times ``a_scale * b_scale / y_scale`` (in the scales'
+    dtype), plus ``y_zero_point``, rounded half to even and saturated, in float64."""
+    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.input
+    s = Steps(node.output[0], 0)
+    result = elem(y_zero)
+    info = np.iinfo(onnx.helper.tensor_dtype_to_np_dtype(result))
+
+    def shifted(value: str, zero: str) -> str:
+        return s("Sub", [s("Cast", [value], to=T.INT32), s("Cast", [zero], to=T.INT32)])
+
+    product = s("MatMul", [shifted(a, a_zero), shifted(b, b_zero)])
+    scale = s("Div", [s("Mul", [a_scale, b_scale]), y_scale])
+    scaled = s("Add", [s("Mul", [s("Cast", [product], to=T.DOUBLE), s("Cast", [scale], to=T.DOUBLE)]),
+                       s("Cast", [y_zero], to=T.DOUBLE)])
+    bounded = s("Clip", [s("Round", [scaled]), s.const(np.array(info.min, np.float64)), s.const(np.array(info.max, np.float64))])
+    s("Cast", [bounded], node.output[0], to=result)
+    return s.nodes
+
+
+def _reverse_sequence(node, attrs, elem, shape):
+    """ReverseSequence (no TVM converter): a GatherElements along the time axis, index
+    ``len - 1 - t`` below each batch's length and ``t`` from there on."""
+    x_shape = shape(node.input[0])
+    if x_shape is None:
+        raise CompileError(f"{label(node)}: the input's shape is not static")
+    batch_axis, time_axis = attrs.get("batch_axis", 1), attrs.get("time_axis", 0)
+    s = Steps(node.output[0], 13)
+    steps = x_shape[time_axis]
+    index_shape = [1] * len(x_shape)
+    index_shape[time_axis] = steps
+    lens_shape = [1] * len(x_shape)
+    lens_shape[batch_axis] = x_shape[batch_axis]
+    t = s.const(np.arange(steps, dtype=np.int64).reshape(index_shape))
+    lens = s("Reshape", [s("Cast", [node.input[1]], to=T.INT64), s.ints(*lens_shape)])
+    reversed_index = s("Sub", [s("Sub", [lens, s.const(np.array(1, np.int64))]), t])
+    index = s("Where", [s("Less", [t, lens]), reversed_index, t])
+    s("GatherElements", [node.input[0], s("Expand", [index, s.ints(*x_shape)])], node.output[0], axis=time_axis)
+    return s.nodes
