@@ -6,9 +6,9 @@ single-node case (``_expanded`` function bodies left out) in onnx's on-disk layo
 ``DIR/node/NAME/model.onnx`` and ``test_data_set_0/{input,output}_N.pb``, so the
 tests and ``benchmarks/conformance.py`` judge every backend on the same bytes.
 
-Outputs are compared with rtol 1e-3, atol 1e-4, NaNs equal, integers and booleans
-exact. An edgec failure gets one reason class (``classify``), which the
-expected-failures file records.
+Outputs are compared as onnx's runner does, dtype included, with rtol 1e-3, atol 1e-4,
+NaNs equal, integers and booleans exact. An edgec failure gets one reason class
+(``classify``), which the expected-failures file records.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def read_value(path: Path, type_proto: onnx.TypeProto):
 
 
 def mismatch(expected, actual) -> str | None:
-    """None when ``actual`` matches ``expected`` (rtol 1e-3, atol 1e-4, NaNs equal, ints
-    exact), else what differs, in one line."""
+    """None when ``actual`` matches ``expected`` (same dtype, as onnx's runner asks; rtol 1e-3,
+    atol 1e-4, NaNs equal, ints exact), else what differs, in one line."""
     if isinstance(expected, list) or expected is None:
         if not isinstance(actual, list) and actual is not None:
             return f"expected a {'sequence' if isinstance(expected, list) else 'missing optional'}, got a tensor"
@@ -123,6 +123,8 @@ def mismatch(expected, actual) -> str | None:
             return f"sequence length {len(actual)}, expected {len(expected)}"
         return next((m for e, a in zip(expected, actual) if (m := mismatch(e, a))), None)
     expected, actual = np.asarray(expected), np.asarray(actual)
+    if expected.dtype != actual.dtype and not (expected.dtype.kind in "OUS" and actual.dtype.kind in "OUS"):
+        return f"dtype {actual.dtype}, expected {expected.dtype}"
     if expected.shape != actual.shape:
         return f"shape {list(actual.shape)}, expected {list(expected.shape)}"
     if expected.dtype.kind in "OUS" or actual.dtype.kind in "OUS":

@@ -21,6 +21,7 @@ never an option. Rules:
     ``fmod``, as numpy does it;
   - ops TVM has no converter for: LpNormalization, QLinearMatMul, ReverseSequence, and
     RNN, GRU and LSTM unrolled over their static sequence length;
+  - Dropout's mask in inference (TVM returns it as float32): all true, bool;
   - refused: BatchNormalization in training mode, RoiAlign's max mode.
 - ``expand_functions``: ops TVM cannot convert, or converts wrongly (LayerNormalization's
   Mean/InvStdDev outputs, RMSNormalization over every axis), that ONNX defines as functions
@@ -356,7 +357,7 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
                "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
                "Pow": _integer_pow, "Mod": _float_floor_mod,
                "LpNormalization": _lp_normalization, "QLinearMatMul": _qlinear_matmul,
-               "ReverseSequence": _reverse_sequence}.get(op)
+               "ReverseSequence": _reverse_sequence, "Dropout": _dropout_mask}.get(op)
         if op in GATES:
             fix = functools.partial(_recurrent, opset=opset)
         replacement = fix(node, attrs, elem, shape) if fix else None
@@ -765,3 +766,14 @@ def _reverse_sequence(node, attrs, elem, shape):
     index = s("Where", [s("Less", [t, lens]), reversed_index, t])
     s("GatherElements", [node.input[0], s("Expand", [index, s.ints(*x_shape)])], node.output[0], axis=time_axis)
     return s.nodes
+
+
+def _dropout_mask(node, attrs, elem, shape):
+    """Dropout in inference with its mask asked for: the input itself and an all-true bool mask."""
+    if len(node.output) < 2 or not node.output[1] or len(node.input) > 2 and node.input[2]:
+        return None  # no mask, or a training_mode input: left to TVM
+    x_shape = shape(node.input[0])
+    if x_shape is None:
+        return None
+    return [onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name or node.output[0]),
+            constant(node.output[1], np.ones(x_shape, dtype=bool))]
