@@ -314,7 +314,12 @@ def convert_model(proto: onnx.ModelProto) -> Model:
             else:
                 raise ModelError(f"node '{node_proto.name or node_proto.output[0]}' uses '{name}', which nothing defines")
         outputs = []
-        for name in node_proto.output:
+        present = list(node_proto.output)
+        while present and not present[-1]:
+            present.pop()  # omitted trailing optional outputs
+        for position, name in enumerate(present):
+            # An omitted output before a present one still has a position: give it a name of its own.
+            name = name or f"{node_proto.name or present[-1]}.unused{position}"
             dtype, shape = dims_of(types[name]) if name in types else (None, None)
             value = Value(name, dtype, shape)
             values[name] = value

@@ -125,9 +125,16 @@ def _prepack_weights(mod, notes: list[str]):
 
     The rule marks a block that copies a weight into its packed layout
     (``meta_schedule.layout_rewrite_preproc``); SplitLayoutRewritePreproc moves it into
-    its own kernel called on the weight, which lifting then computes now."""
+    its own kernel called on the weight, which lifting then computes now. Without such a
+    block there is nothing to do, and the pass is not run: it fails on kernels with no
+    compute block under the root (Slice, ScatterElements and MaxUnpool with shapes computed
+    at run time)."""
+    import tvm
     from tvm import relax
 
+    if not any(isinstance(func, tvm.tirx.PrimFunc) and "layout_rewrite_preproc" in func.script(show_meta=False)
+               for _, func in mod.functions_items()):
+        return mod
     split = relax.transform.SplitLayoutRewritePreproc()(mod)
     lifted = _lift_weight_transforms(relax.transform.DeadCodeElimination()(split), notes)
     return relax.transform.DeadCodeElimination(["main"])(lifted)  # the packing kernels ran here
@@ -143,15 +150,11 @@ def prepare_for_schedules(mod, notes: list[str]):
 
     mod = _step("sum-of-stack", _rewrite_sum_of_stack, mod)
     mod = _step("densify-grouped-conv", _densify_grouped_conv, mod)
-    mod = _step("convert-layout", lambda m: tvm.transform.Sequential([
-        relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
-        relax.transform.Normalize(),
-        relax.transform.DeadCodeElimination(),
-    ])(m), mod)
+    mod = _step("convert-layout", lambda m: _convert_layout(m, notes), mod)
     mod = _step("lift-weight-transforms", lambda m: _lift_weight_transforms(m, notes), mod)
     # erf, exp, tanh and softmax as polynomials that vectorize (LLVM calls libm per lane); the
     # same kind of approximation onnxruntime's MLAS kernels use.
-    mod = _step("fast-math", relax.transform.FastMathTransform(), mod)
+    mod = _step("fast-math", _fast_math, mod)
     return _step("legalize-and-fuse", lambda m: tvm.transform.Sequential([
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
@@ -160,6 +163,48 @@ def prepare_for_schedules(mod, notes: list[str]):
         relax.transform.FuseTIR(),
         relax.transform.DeadCodeElimination(),
     ])(m), mod)
+
+
+def _convert_layout(mod, notes: list[str]):
+    """conv2d to NHWC/HWIO. TVM's ConvertLayout fails on some ops it meets on the way (Unsqueeze, Squeeze, Range...: "exactly one of the layouts is
+    unknown"); then the convs keep NCHW, which is slower but the same result, and a note says so."""
+    import tvm
+    from tvm import relax
+
+    try:
+        return tvm.transform.Sequential([
+            relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "HWIO"]}),
+            relax.transform.Normalize(),
+            relax.transform.DeadCodeElimination(),
+        ])(mod)
+    except Exception as exc:  # TVM raises many types
+        notes.append(f"convs kept in NCHW: TVM's ConvertLayout failed ({str(exc).strip().splitlines()[-1]})")
+        return mod
+
+
+def _fast_math(mod):
+    """TVM's FastMathTransform, minus its crash on calls of packed functions (``call.op`` an
+    ExternFunc, as Expand with a shape computed at run time imports)."""
+    import tvm
+    from tvm import relax, topi
+
+    fast = {"relax.nn.softmax": lambda call: (topi.nn.fast_softmax, call.args[0], call.attrs.axis),
+            "relax.exp": lambda call: (topi.fast_exp, call.args[0]),
+            "relax.erf": lambda call: (topi.fast_erf, call.args[0]),
+            "relax.tanh": lambda call: (topi.fast_tanh, call.args[0])}
+
+    @relax.expr_functor.mutator
+    class FastMath(relax.PyExprMutator):
+        def visit_call_(self, call):
+            if isinstance(call.op, tvm.ir.Op) and call.op.name in fast:
+                return self.builder_.call_te(*fast[call.op.name](call))
+            return super().visit_call_(call)
+
+    mutator = FastMath(mod)
+    for global_var, function in mod.functions_items():
+        if isinstance(function, relax.Function):
+            mutator.builder_.update_func(global_var, mutator.visit_expr(function))
+    return mutator.builder_.get()
 
 
 def _step(name: str, fn, mod):

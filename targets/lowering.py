@@ -30,6 +30,7 @@ from edgec.exporter import export_model, tensor_proto
 from edgec.ir import Model
 
 from .base import TargetSpec
+from .onnx_rewrites import prepare_for_tvm
 from .tvm_arena import cpu_pipeline_with_arena
 
 logger = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def onnx_for_tvm(model: Model) -> onnx.ModelProto:
         graph.node.insert(position, node)
     proto.ir_version = max(proto.ir_version, 4)  # initializers need not be listed as inputs
     _clip_as_max_min(proto, {t.name: model.graph.initializers[t.name].const for t in constants})
+    prepare_for_tvm(proto)
     return proto
 
 
@@ -119,6 +121,7 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name:
     if tuning_db is not None and target.device != "cpu":
         raise UsageError(f"--tuning-db holds CPU kernel records; target {target.name} runs on {target.device}")
     options = export_options(target)  # a missing cross toolchain fails before any TVM work
+    check_signature(model)
     target_manifest = target.manifest()
     proto = onnx_for_tvm(model)
     try:
@@ -169,6 +172,18 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name:
         executable.export_library(str(library_path), **options)
         library = library_path.read_bytes()
     return Lowered(library, list(zip(names, arrays)), target_manifest, tvm.__version__, runtime_memory)
+
+
+def check_signature(model: Model) -> None:
+    """Refuse graph inputs and outputs an artifact cannot carry: the signature holds tensors
+    of a known dtype and rank (a sequence, map or optional has neither)."""
+    for kind, values in (("input", model.graph.inputs), ("output", model.graph.outputs)):
+        for value in values:
+            if value.dtype is None or value.shape is None:
+                maker = f" (made by {value.producer.op_type} node '{value.producer.name or value.name}')" if value.producer else ""
+                what = "is not a tensor (a sequence, map or optional?)" if value.dtype is None else "has no known rank"
+                raise CompileError(f"graph {kind} '{value.name}'{maker} {what}; an edgec artifact takes and returns "
+                                   "tensors of known dtype and rank only")
 
 
 def unique_names(names: list[str]) -> list[str]:

@@ -222,7 +222,10 @@ def offsetable(text: str):
     while (start := signature.find("T.Buffer(", cursor)) != -1:
         end = closing_paren(signature, start + len("T.Buffer"))
         arguments = signature[start + len("T.Buffer("):end]
-        dtype = arguments.rsplit(",", 1)[-1].strip().strip('"')
+        # The dtype is the quoted positional argument (float32 when absent); keywords such as
+        # elem_offset= may follow it (Scatter, ScatterND and MaxUnpool kernels have them).
+        quoted = re.findall(r'(?:^|,)\s*"([\w.]+)"', arguments)
+        dtype = quoted[0] if quoted else "float32"
         factor = max(1, ALIGNMENT * 8 // tvm_dtype_bits(dtype))
         rewritten.append(signature[cursor:end] + f", offset_factor={factor}")
         cursor = end

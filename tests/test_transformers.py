@@ -21,19 +21,11 @@ from tests.transformer_models import EXPORTERS, MODELS, SEQ, export  # noqa: E40
 SLOW = {("gpt2", "dynamo"), ("bert", "dynamo")}
 """The longest exports (torch.export traces the whole model)."""
 
-CONVERT_LAYOUT_CRASH = pytest.mark.xfail(
-    strict=True,
-    reason="edgec: internal error: TVM's ConvertLayout dies of std::bad_alloc on this export's Transpose->Squeeze "
-           "(no conv in the model); the conformance branch (15b26ff) keeps convs in NCHW when ConvertLayout fails")
-
-
 def cases() -> list:
     params = []
     for name in MODELS:
         for exporter in EXPORTERS:
             marks = [pytest.mark.slow] if (name, exporter) in SLOW else []
-            if (name, exporter) == ("encoder", "dynamo"):
-                marks.append(CONVERT_LAYOUT_CRASH)
             params.append(pytest.param(name, exporter, marks=marks, id=f"{name}-{exporter}"))
     return params
 

@@ -22,7 +22,7 @@ import onnx
 Dim = int | str | None
 """A dimension: a fixed size, a symbolic name, or None when unknown."""
 
-# ONNX element types by their edgec (numpy-style) spelling.
+# ONNX element types by their edgec spelling: numpy's, and ml_dtypes' for float8 (what str(array.dtype) says).
 DTYPES: dict[str, int] = {
     "float32": onnx.TensorProto.FLOAT,
     "float16": onnx.TensorProto.FLOAT16,
@@ -40,10 +40,14 @@ DTYPES: dict[str, int] = {
     "string": onnx.TensorProto.STRING,
     "complex64": onnx.TensorProto.COMPLEX64,
     "complex128": onnx.TensorProto.COMPLEX128,
-    "float8e4m3fn": onnx.TensorProto.FLOAT8E4M3FN,
-    "float8e4m3fnuz": onnx.TensorProto.FLOAT8E4M3FNUZ,
-    "float8e5m2": onnx.TensorProto.FLOAT8E5M2,
-    "float8e5m2fnuz": onnx.TensorProto.FLOAT8E5M2FNUZ,
+    "float8_e4m3fn": onnx.TensorProto.FLOAT8E4M3FN,
+    "float8_e4m3fnuz": onnx.TensorProto.FLOAT8E4M3FNUZ,
+    "float8_e5m2": onnx.TensorProto.FLOAT8E5M2,
+    "float8_e5m2fnuz": onnx.TensorProto.FLOAT8E5M2FNUZ,
+    "float8_e8m0fnu": onnx.TensorProto.FLOAT8E8M0,
+    "float4_e2m1fn": onnx.TensorProto.FLOAT4E2M1,
+    "int2": onnx.TensorProto.INT2,
+    "uint2": onnx.TensorProto.UINT2,
     "uint4": onnx.TensorProto.UINT4,
     "int4": onnx.TensorProto.INT4,
 }
