@@ -88,9 +88,9 @@ def check_graph(graph: onnx.GraphProto, source: str, opsets: dict[str, int]) -> 
     for index, node in enumerate(graph.node):
         for what in ("op_type", "name", "domain"):
             check_text(source, f"node #{index} {what}", getattr(node, what))
+        for name in [*node.input, *node.output]:  # before the label shows one
+            check_text(source, f"node #{index} tensor name", name)
         label = f"node '{node.name or (node.output[0] if node.output else f'#{index}')}' ({node.op_type})"
-        for name in [*node.input, *node.output]:
-            check_text(source, f"{label} tensor name", name)
         for attr in node.attribute:
             check_text(source, f"{label} attribute name", attr.name)
             check_attribute(attr, node, label, source, opsets)

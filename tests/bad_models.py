@@ -147,6 +147,7 @@ CASES = [
     ("external-data-absolute", external("/etc/passwd"), 1, "'/etc/passwd' is outside the model's folder"),
     ("string-input", saved(relu(elem=TensorProto.STRING)), 1, "input 'x' is a string tensor"),
     ("invalid-utf8-op-type", invalid_utf8(b"Gemm", b"G\xffmm"), 1, "op_type b'G\\xffmm' is not valid UTF-8"),
+    ("control-character-in-a-name", invalid_utf8(b"\x12\x01y", b"\x12\x01\n"), 1, "tensor name '\\n' contains a control character"),
     ("invalid-utf8-attribute-name", invalid_utf8(b"transB", b"tr\xffnsB"), 1, "attribute name b'tr\\xffnsB' is not valid UTF-8"),
     ("invalid-utf8-producer", invalid_utf8(b"exporter", b"exp\xffrter", with_producer), 1, "producer_name b'exp\\xffrter' is not valid UTF-8"),
     ("missing-required-attribute", edited(loop_without_body), 1, "'loop' (Loop): required attribute 'body' is missing"),
