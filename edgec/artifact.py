@@ -387,7 +387,8 @@ def check_schema(path: Path, manifest: dict) -> None:
     need(isinstance(signature, dict), "signature")
     for side in ("inputs", "outputs"):
         specs = signature.get(side)
-        need(isinstance(specs, list) and all(is_tensor_spec(spec) for spec in specs), f"signature.{side}")
+        need(isinstance(specs, list) and all(is_tensor_spec(spec, side == "outputs") for spec in specs),
+             f"signature.{side}")
     partitions = manifest.get("partitions")
     if not partitions:
         return
@@ -406,12 +407,16 @@ def is_names(value) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-def is_tensor_spec(spec) -> bool:
+def is_tensor_spec(spec, run_time_dims: bool = False) -> bool:
+    """A name, a numeric dtype and a shape of sizes; with ``run_time_dims`` (outputs), a dim may
+    also be a name or null: its size is decided at run time (Unique, NonZero)."""
     if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("dtype"), str)):
         return False
     shape, dtype = spec.get("shape"), plain_dtype(spec["dtype"])
-    return (dtype is not None and isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)
-            and math.prod(shape) * dtype.itemsize <= MAX_TENSOR_BYTES)
+    if dtype is None or not isinstance(shape, list):
+        return False
+    sizes = [d for d in shape if not (run_time_dims and (d is None or isinstance(d, str)))]
+    return all(type(d) is int and d >= 0 for d in sizes) and math.prod(sizes) * dtype.itemsize <= MAX_TENSOR_BYTES
 
 
 def plain_dtype(name) -> np.dtype | None:

@@ -22,7 +22,7 @@ never an option. Rules:
   - ops TVM has no converter for: LpNormalization, QLinearMatMul, ReverseSequence, and
     RNN, GRU and LSTM unrolled over their static sequence length;
   - Dropout's mask in inference (TVM returns it as float32): all true, bool;
-  - refused: BatchNormalization in training mode, RoiAlign's max mode.
+  - refused: BatchNormalization and Dropout in training mode, RoiAlign's max mode.
 - ``expand_functions``: ops TVM cannot convert, or converts wrongly (LayerNormalization's
   Mean/InvStdDev outputs, RMSNormalization over every axis), that ONNX defines as functions
   of other ops become their bodies, their static shape arithmetic folded; ``fix_ops`` then
@@ -349,6 +349,9 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
         if op == "BatchNormalization" and attrs.get("training_mode", 0):
             raise CompileError(f"{label(node)}: training mode (batch statistics, running mean and variance "
                                "updates) is not supported; export the model for inference")
+        if op == "Dropout" and len(node.input) > 2 and node.input[2] and not constant_false(proto, node.input[2]):
+            raise CompileError(f"{label(node)}: training mode (a random mask, given by input '{node.input[2]}') is "
+                               "not supported; export the model for inference, or make training_mode a constant false")
         if op == "RoiAlign" and attrs.get("mode", b"avg") == b"max":
             raise CompileError(f"{label(node)}: RoiAlign's max mode is not supported (TVM's max pooling of the "
                                "samples differs from ONNX's)")
@@ -364,6 +367,17 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
     proto.graph.node.extend(rewritten)
+
+
+def constant_false(proto: onnx.ModelProto, name: str) -> bool:
+    """``name`` is an initializer or Constant holding false (Dropout's training_mode off)."""
+    for tensor in proto.graph.initializer:
+        if tensor.name == name:
+            return not onnx.numpy_helper.to_array(tensor).any()
+    for node in proto.graph.node:
+        if node.op_type == "Constant" and node.output[0] == name and node.attribute[0].name == "value":
+            return not onnx.numpy_helper.to_array(node.attribute[0].t).any()
+    return False
 
 
 def constant(name: str, value: np.ndarray) -> onnx.NodeProto:

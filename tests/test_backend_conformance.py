@@ -11,6 +11,7 @@ true. The default run takes a fixed sample, the first test of each op in name or
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -35,7 +36,10 @@ def read_expected_failures(path: Path = EXPECTED_FAILURES) -> dict[str, str]:
 
 
 def all_cases(config) -> list:
-    return generate(Path(config.cache.mkdir("onnx-node-tests")))
+    """The generated node tests, in pytest's cache (or a temp dir when the cache plugin is off)."""
+    cache = getattr(config, "cache", None)
+    folder = cache.mkdir("onnx-node-tests") if cache is not None else Path(tempfile.gettempdir()) / "edgec-onnx-node-tests"
+    return generate(Path(folder))
 
 
 def sample(cases, per_op: int = 1) -> list:
