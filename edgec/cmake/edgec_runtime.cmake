@@ -64,8 +64,12 @@ target_compile_options(edgec_runtime PRIVATE -Wall -Wextra)
 target_link_options(edgec_runtime INTERFACE "LINKER:--no-as-needed")
 target_link_libraries(edgec_runtime PUBLIC "${TVM_RUNTIME_LIBRARY}" "${TVM_FFI_LIBRARY}" ${CMAKE_DL_LIBS})
 # With OpenSSL's libcrypto (Debian: libssl-dev), edgec_open_file_verified checks Ed25519
-# signatures ('edgec compile --sign'); without it, that call refuses to open anything.
-find_package(OpenSSL COMPONENTS Crypto)
+# signatures ('edgec compile --sign'); without it, that call refuses to open anything. A
+# cross build looks for it only in its sysroot: the host's libcrypto would not link.
+option(EDGEC_RUNTIME_OPENSSL "Check artifact signatures with OpenSSL's libcrypto when it is found" ON)
+if(EDGEC_RUNTIME_OPENSSL AND (NOT CMAKE_CROSSCOMPILING OR CMAKE_SYSROOT OR CMAKE_FIND_ROOT_PATH))
+  find_package(OpenSSL COMPONENTS Crypto)
+endif()
 if(OpenSSL_FOUND)
   target_compile_definitions(edgec_runtime PRIVATE EDGEC_RUNTIME_WITH_OPENSSL=1)
   target_link_libraries(edgec_runtime PUBLIC OpenSSL::Crypto)
