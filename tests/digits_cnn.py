@@ -115,3 +115,15 @@ def trained_digits(cache_dir: Path, dynamic_batch: bool = False) -> tuple[Path, 
     export(net, dynamic_path, dynamic_batch=True)
     np.savez(data_path, **{INPUT: x_test, "labels": y_test})
     return model_path, data_path
+
+
+def digits_fixture(request, tmp_path_factory, dynamic_batch: bool = False) -> tuple[Path, Path]:
+    """``trained_digits`` for a test fixture: skipped without torch or scikit-learn, trained once
+    into pytest's cache (or a temp dir when the cache plugin is off)."""
+    import pytest
+
+    pytest.importorskip("torch", reason="the digits CNN is trained with torch==2.13.0 (pip install torch==2.13.0)")
+    pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
+    cache = getattr(request.config, "cache", None)
+    folder = cache.mkdir("edgec-digits") if cache is not None else tmp_path_factory.mktemp("digits-cache")
+    return trained_digits(folder, dynamic_batch=dynamic_batch)

@@ -28,13 +28,9 @@ pytestmark = pytest.mark.skipif(bool(missing), reason=f"the Cortex-M targets nee
 @pytest.fixture(scope="module")
 def digits(request, tmp_path_factory):
     """(float .onnx, held-out images, calibration .npz of 300 training images)."""
-    pytest.importorskip("torch", reason="the digits CNN is trained with torch==2.13.0 (pip install torch==2.13.0)")
-    pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
-    from tests.digits_cnn import INPUT, digits_split, trained_digits
+    from tests.digits_cnn import INPUT, digits_fixture, digits_split
 
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("edgec-digits") if cache is not None else tmp_path_factory.mktemp("digits-cache")
-    model_path, data_path = trained_digits(folder)
+    model_path, data_path = digits_fixture(request, tmp_path_factory)
     calib = tmp_path_factory.mktemp("calib") / "calib.npz"
     np.savez(calib, **{INPUT: digits_split()[0][:300]})
     return model_path, np.load(data_path)[INPUT][:6], calib

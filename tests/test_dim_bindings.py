@@ -104,13 +104,9 @@ def test_the_cache_tells_bindings_apart(tmp_path):
 @pytest.fixture(scope="module")
 def digits(request, tmp_path_factory):
     """(symbolic-batch .onnx, held-out .npz, calibration .npz)."""
-    pytest.importorskip("torch", reason="the digits CNN is trained with torch==2.13.0 (pip install torch==2.13.0)")
-    pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
-    from tests.digits_cnn import INPUT, trained_digits
+    from tests.digits_cnn import INPUT, digits_fixture
 
-    cache = getattr(request.config, "cache", None)
-    folder = cache.mkdir("edgec-digits") if cache is not None else tmp_path_factory.mktemp("digits-cache")
-    model_path, data_path = trained_digits(folder, dynamic_batch=True)
+    model_path, data_path = digits_fixture(request, tmp_path_factory, dynamic_batch=True)
     dims = onnx.load(model_path).graph.input[0].type.tensor_type.shape.dim
     assert dims[0].dim_param == "batch"
     calib = tmp_path_factory.mktemp("calib") / "calib.npz"
