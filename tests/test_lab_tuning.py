@@ -7,10 +7,7 @@ nothing; the flow is what is checked."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import onnx
@@ -23,7 +20,7 @@ from edgec.remote import load_remote
 from tests.conftest import assert_close
 from tests.models import ort_run, random_feeds
 from tests.test_lab import lab_unavailable
-from tests.test_tuning import RECORDS, edgec_command, one_kernel_model, record_lines
+from tests.test_tuning import RECORDS, edgec_command, kill_after_first_records, one_kernel_model, record_lines
 
 KEY = "arm64-a72-farm"
 
@@ -58,15 +55,7 @@ def test_tune_on_two_lab_devices_resumes_and_the_records_compile(farm, tmp_path)
     tune = edgec_command("tune", str(model_path), "--target", "arm64-a72", "--device", device, "--db", str(db),
                          "--trials", "4", "--json")
 
-    first = subprocess.Popen(tune, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 600
-    while not record_lines(db) and first.poll() is None:
-        assert time.monotonic() < deadline, "no tuning record was written"
-        time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
-    kept = record_lines(db)
-    assert 1 <= len(kept) < 4, f"the first run should stop after one round, it recorded {len(kept)}"
+    kept = kill_after_first_records(tune, db, timeout=600)
 
     second = subprocess.run(tune, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stderr

@@ -89,16 +89,11 @@ def record_lines(db: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
-@pytest.mark.slow
-def test_tuning_over_rpc_survives_a_kill_and_the_records_compile(tracker, tmp_path):
-    model_path, db = tmp_path / "conv.onnx", tmp_path / "records"
-    onnx.save(one_kernel_model(), model_path)
-    tune = edgec_command("tune", str(model_path), "--target", "x86-64", "--device", tracker, "--db", str(db),
-                         "--trials", "4", "--json")
-
-    # First run: killed as soon as its first round of measurements is on disk.
+def kill_after_first_records(tune: list[str], db: Path, timeout: float) -> list[str]:
+    """Run ``tune`` and kill it as soon as its first round of measurements is on disk; the
+    records it kept (at least one round, less than the 4-trial budget)."""
     first = subprocess.Popen(tune, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + timeout
     while not record_lines(db) and first.poll() is None:
         assert time.monotonic() < deadline, "no tuning record was written"
         time.sleep(0.2)
@@ -106,6 +101,17 @@ def test_tuning_over_rpc_survives_a_kill_and_the_records_compile(tracker, tmp_pa
     first.wait()
     kept = record_lines(db)
     assert 1 <= len(kept) < 4, f"the first run should stop after one round, it recorded {len(kept)}"
+    return kept
+
+
+@pytest.mark.slow
+def test_tuning_over_rpc_survives_a_kill_and_the_records_compile(tracker, tmp_path):
+    model_path, db = tmp_path / "conv.onnx", tmp_path / "records"
+    onnx.save(one_kernel_model(), model_path)
+    tune = edgec_command("tune", str(model_path), "--target", "x86-64", "--device", tracker, "--db", str(db),
+                         "--trials", "4", "--json")
+
+    kept = kill_after_first_records(tune, db, timeout=400)
 
     # The rerun keeps those records and measures only the rest of the budget.
     second = subprocess.run(tune, capture_output=True, text=True, timeout=600)
