@@ -20,7 +20,8 @@ never an option. Rules:
   - float Mod with ``fmod=0`` (TVM's floor modulo is NaN for infinite divisors): from
     ``fmod``, as numpy does it;
   - ops TVM has no converter for: LpNormalization, QLinearMatMul, ReverseSequence, and
-    RNN, GRU and LSTM unrolled over their static sequence length;
+    RNN, GRU and LSTM unrolled over their static sequence length (their activations and
+    clip: ``targets/recurrent.py``);
   - Dropout's mask in inference (TVM returns it as float32): all true, bool;
   - refused: BatchNormalization and Dropout in training mode, RoiAlign's max mode.
 - ``expand_functions``: ops TVM cannot convert, or converts wrongly (LayerNormalization's
@@ -40,6 +41,8 @@ import onnx
 
 from edgec.errors import CompileError
 from edgec.passes.fold_constants import NONDETERMINISTIC
+
+from .recurrent import activations
 
 
 def prepare_for_tvm(proto: onnx.ModelProto) -> None:
@@ -588,7 +591,6 @@ def _lp_normalization(node, attrs, elem, shape):
     ]
 
 
-DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 
 
@@ -636,14 +638,6 @@ def _recurrent(node, attrs, elem, shape, opset):
     c0_name, p_name = (inputs[6], inputs[7]) if op == "LSTM" else ("", "")
     hidden, gates = attrs["hidden_size"], GATES[op]
     directions = {b"forward": [False], b"reverse": [True], b"bidirectional": [False, True]}[attrs.get("direction", b"forward")]
-    for unsupported in ("clip", "activation_alpha", "activation_beta"):
-        if unsupported in attrs:
-            raise CompileError(f"{label(node)}: the '{unsupported}' attribute is not supported")
-    activations = [a.decode() if isinstance(a, bytes) else a for a in attrs.get("activations", [])]
-    if activations and activations != DEFAULT_ACTIVATIONS[op] * len(directions):
-        raise CompileError(f"{label(node)}: activations {activations} are not supported (only ONNX's defaults)")
-    if attrs.get("input_forget", 0):
-        raise CompileError(f"{label(node)}: input_forget=1 is not supported")
     x_shape = shape(x_name)
     if x_shape is None:
         raise CompileError(f"{label(node)}: the input's shape is not static")
@@ -651,6 +645,8 @@ def _recurrent(node, attrs, elem, shape, opset):
     steps_count = x_shape[1] if batchwise else x_shape[0]
     dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(x_name))
     s = Steps(f"{node.output[0] or node.name or op}.{op.lower()}", opset)
+    gate_activations = activations(s, label(node), op, attrs, len(directions), dtype)
+    input_forget = op == "LSTM" and attrs.get("input_forget", 0)
     x = s("Transpose", [x_name], perm=[1, 0, 2]) if batchwise else x_name  # [T, B, I]
     def start_state(name: str) -> str | None:  # [D, B, H]
         if not name:
@@ -672,6 +668,7 @@ def _recurrent(node, attrs, elem, shape, opset):
             projected = s("Add", [projected, s.cut(bias, 0, gates * hidden, 0)])
             r_bias = s.cut(bias, gates * hidden, 2 * gates * hidden, 0)
         peephole = s.take(p_name, d, 0) if p_name else None
+        acts = gate_activations[d]
         h = s.take(h0, d, 0) if h0 else zero_state
         c = s.take(c0, d, 0) if c0 else zero_state
         outputs = [None] * steps_count
@@ -681,11 +678,11 @@ def _recurrent(node, attrs, elem, shape, opset):
             if r_bias and op != "GRU":  # GRU's reset gate needs its recurrent bias apart
                 recurrent = s("Add", [recurrent, r_bias])
             if op == "RNN":
-                new_h, new_c = s("Tanh", [s("Add", [xt, recurrent])]), None
+                new_h, new_c = acts[0](s("Add", [xt, recurrent])), None
             elif op == "GRU":
-                new_h, new_c = _gru_step(s, attrs, hidden, xt, recurrent, r_bias, r_t, h, dtype), None
+                new_h, new_c = _gru_step(s, attrs, hidden, xt, recurrent, r_bias, r_t, h, dtype, acts), None
             else:
-                new_h, new_c = _lstm_step(s, hidden, s("Add", [xt, recurrent]), peephole, c)
+                new_h, new_c = _lstm_step(s, hidden, s("Add", [xt, recurrent]), peephole, c, acts, input_forget, dtype)
             if lens:  # steps past a batch's length: output 0, state held
                 running = s.unsqueeze(s("Less", [s.const(np.array(t, dtype=np.int64)), lens]), 1)
                 outputs[t] = s("Where", [running, new_h, zero_state])
@@ -708,7 +705,8 @@ def _recurrent(node, attrs, elem, shape, opset):
     return s.nodes
 
 
-def _gru_step(s: Steps, attrs: dict, hidden: int, xt: str, recurrent: str, r_bias: str | None, r_t: str, h: str, dtype) -> str:
+def _gru_step(s: Steps, attrs: dict, hidden: int, xt: str, recurrent: str, r_bias: str | None, r_t: str, h: str, dtype,
+              acts) -> str:
     """One GRU step (gates z, r, h), its recurrent bias kept apart for the reset gate."""
     def gate(k: int, source: str) -> str:
         return s.cut(source, k * hidden, (k + 1) * hidden, 1)
@@ -716,28 +714,33 @@ def _gru_step(s: Steps, attrs: dict, hidden: int, xt: str, recurrent: str, r_bia
     def biased(value: str, k: int) -> str:
         return s("Add", [value, s.cut(r_bias, k * hidden, (k + 1) * hidden, 0)]) if r_bias else value
 
-    z = s("Sigmoid", [biased(s("Add", [gate(0, xt), gate(0, recurrent)]), 0)])
-    r = s("Sigmoid", [biased(s("Add", [gate(1, xt), gate(1, recurrent)]), 1)])
+    f, g = acts
+    z = f(biased(s("Add", [gate(0, xt), gate(0, recurrent)]), 0))
+    r = f(biased(s("Add", [gate(1, xt), gate(1, recurrent)]), 1))
     if attrs.get("linear_before_reset", 0):
         candidate = s("Add", [gate(2, xt), s("Mul", [r, biased(gate(2, recurrent), 2)])])
     else:
         candidate = biased(s("Add", [gate(2, xt), s("MatMul", [s("Mul", [r, h]), s.cut(r_t, 2 * hidden, 3 * hidden, 1)])]), 2)
     one = s.const(np.ones((), dtype))
-    return s("Add", [s("Mul", [s("Sub", [one, z]), s("Tanh", [candidate])]), s("Mul", [z, h])])
+    return s("Add", [s("Mul", [s("Sub", [one, z]), g(candidate)]), s("Mul", [z, h])])
 
 
-def _lstm_step(s: Steps, hidden: int, total: str, peephole: str | None, c: str) -> tuple[str, str]:
-    """One LSTM step (gates i, o, f, c), peepholes on the cell state where given."""
+def _lstm_step(s: Steps, hidden: int, total: str, peephole: str | None, c: str, acts, input_forget: bool,
+               dtype) -> tuple[str, str]:
+    """One LSTM step (gates i, o, f, c), peepholes on the cell state where given; ``input_forget``
+    couples the forget gate to the input gate (f = 1 - i), as onnxruntime does."""
     def gate(k: int, cell: str | None = None) -> str:
         value = s.cut(total, k * hidden, (k + 1) * hidden, 1)
         if peephole and cell:
             value = s("Add", [value, s("Mul", [s.cut(peephole, k * hidden, (k + 1) * hidden, 0), cell])])
         return value
 
-    i, f = s("Sigmoid", [gate(0, c)]), s("Sigmoid", [gate(2, c)])
-    new_c = s("Add", [s("Mul", [f, c]), s("Mul", [i, s("Tanh", [gate(3)])])])
-    o = s("Sigmoid", [gate(1, new_c)])
-    return s("Mul", [o, s("Tanh", [new_c])]), new_c
+    act_f, act_g, act_h = acts
+    i = act_f(gate(0, c))
+    f = s("Sub", [s.const(np.ones((), dtype)), i]) if input_forget else act_f(gate(2, c))
+    new_c = s("Add", [s("Mul", [f, c]), s("Mul", [i, act_g(gate(3))])])
+    o = act_f(gate(1, new_c))
+    return s("Mul", [o, act_h(new_c)]), new_c
 
 
 def _qlinear_matmul(node, attrs, elem, shape):
