@@ -442,7 +442,7 @@ def certify(
     measurements = [
         accuracy_measurement(profile, model, arrays, outputs, float_model_path),
         latency_first(profile, timing, loader is not None or first_time_s is not None),
-        latency_steady(profile, timing),
+        latency_steady(profile, timing, manifest.get("recurrent_steps")),
         working_set,
         weights_measurement(profile, manifest),
     ]
@@ -713,15 +713,29 @@ def latency_first(profile: Profile, timing: Timing, measured: bool) -> Measureme
                        verdict(required, timing.first_s, timing, profile), values={"seconds": timing.first_s})
 
 
-def latency_steady(profile: Profile, timing: Timing) -> Measurement:
+def latency_steady(profile: Profile, timing: Timing, recurrent_steps: int | None = None) -> Measurement:
+    """Per batch, or per recurrent step where the profile says ``per = "step"``: a call of a
+    streaming model is one step; a model that runs a whole sequence per call fails, as it cannot show it."""
     required = profile.latency.steady_state
-    spelled = f"<= {format_duration(required)} per batch of {profile.batch_size}" if required is not None else None
+    per_step = profile.latency.per == "step"
+    unit = "per step" if per_step else f"per batch of {profile.batch_size}"
+    spelled = f"<= {format_duration(required)} {unit}" if required is not None else None
     measured = f"{human_duration(timing.median_s)} per batch of {timing.batch}"
     how = timing.how + ("; EMULATED (qemu): says nothing about the device's speed" if timing.emulated else "")
     if timing.batch != profile.batch_size:
         how += f"; the artifact takes batches of {timing.batch}: recompile it for batches of {profile.batch_size}"
-    return Measurement("latency.steady_state", spelled, measured, how, verdict(required, timing.median_s, timing, profile),
-                       values={"median_seconds": timing.median_s, "runs_seconds": timing.runs_s, "batch": timing.batch})
+    result = verdict(required, timing.median_s, timing, profile)
+    if per_step and (recurrent_steps or 1) == 1:
+        measured = f"{human_duration(timing.median_s)} per step (one call" + (
+            ", the caller keeping the recurrent state)" if recurrent_steps else ", no recurrent op)")
+    elif per_step:
+        measured = f"{human_duration(timing.median_s)} per call of {recurrent_steps} steps"
+        how += ("; the profile times one step per call: compile the streaming form of the model (its recurrent "
+                "states as inputs and outputs, one step per call)")
+        result = result if result in (NOT_REQUIRED, UNVERIFIED) else FAIL
+    return Measurement("latency.steady_state", spelled, measured, how, result,
+                       values={"median_seconds": timing.median_s, "runs_seconds": timing.runs_s, "batch": timing.batch,
+                               "recurrent_steps": recurrent_steps})
 
 
 def verdict(required: float | None, measured: float, timing: Timing, profile: Profile) -> str:

@@ -273,6 +273,17 @@ def quantization_record(plan: Plan, prepared: Model, model: Model, fitted) -> di
     return {**record, "budget": fitted.to_dict() if fitted else None}
 
 
+RECURRENT = ("RNN", "GRU", "LSTM")
+
+
+def recurrent_steps(model) -> int | None:
+    """Time steps one call runs: the longest sequence of the RNN, GRU and LSTM nodes (None without
+    any), so ``edgec check`` can tell a streaming model (1, the caller keeps the state) from a whole sequence."""
+    steps = [node.inputs[0].shape[1 if node.attr("layout", 0) == 1 else 0] for node in model.graph.nodes
+             if node.op_type in RECURRENT and node.domain in ("", "ai.onnx")]
+    return max(int(s) for s in steps) if steps else None
+
+
 def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
     """Passes, the profile's static checks, lowering and the artifact, for an imported model."""
     from edgec.passes.partition import layer_devices, plan_of
@@ -353,6 +364,7 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
             lowered.target_manifest.get("mcu_memory")),
         "memory_plan": memory.to_dict(),
         "runtime_memory": lowered.runtime_memory,
+        "recurrent_steps": recurrent_steps(model),
         "profile": profile.to_dict() if profile else None,
         "compliance": compliance,
         "quantization": quantization,

@@ -69,6 +69,9 @@ class Latency:
     """Seconds from loading to the first result."""
     steady_state: float | None = None
     """Seconds per inference once warm (median)."""
+    per: str | None = None
+    """What ``steady_state`` times: ``"batch"`` (one call, the default) or ``"step"`` (one step of a
+    recurrent model: one call of its streaming form, whose state the caller keeps)."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +285,8 @@ FIELDS: dict[str, dict[str, Kind]] = {
         "min": Kind(parse_non_negative), "max": Kind(parse_non_negative), "max_drop": Kind(parse_non_negative),
     },
     "memory": {"working_set": SIZE, "activation_arena": SIZE, "weights": SIZE},
-    "latency": {"batch_size": Kind(parse_positive_int), "first_time": DURATION, "steady_state": DURATION},
+    "latency": {"batch_size": Kind(parse_positive_int), "first_time": DURATION, "steady_state": DURATION,
+                "per": Kind(parse_choice(("batch", "step")), textual=True)},
     "power": {"min_ips_per_watt": Kind(parse_positive)},
     "data_locality": {"on_device": Kind(parse_bool), "network_qos": TEXT},
     "ops": {"allowed": Kind(parse_ops, **LIST), "excluded": Kind(parse_ops, **LIST)},

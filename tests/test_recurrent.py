@@ -92,7 +92,12 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+SLOW = {"lstm-forward", "lstm-reverse-initial-peepholes", "gru-forward", "gru-default-alphas", "rnn-forward-initial",
+        "rnn-clip-layout1"}
+"""Cases the default run leaves to ``-m slow`` (each compile takes seconds); the rest cover every attribute once."""
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in sorted(CASES)])
 def test_recurrent_matches_onnxruntime(case):
     op, attrs = CASES[case]
     model = recurrent_model(op, **attrs)
