@@ -101,6 +101,17 @@ def signature(values) -> list[dict]:
     return [{"name": v.name, "dtype": v.dtype, "shape": list(v.shape)} for v in values]
 
 
+def with_valid_rows(outputs: list[dict], valid_rows: dict | None) -> list[dict]:
+    """Outputs whose row count the data decides (NonMaxSuppression's) at their static upper bound,
+    naming their count output (appended, int64 [1]); the runtimes return the first ``count`` rows."""
+    if not valid_rows:
+        return outputs
+    outputs = [{**spec, "shape": valid_rows[spec["name"]]["shape"], "valid_rows": valid_rows[spec["name"]]["count"]}
+               if spec["name"] in valid_rows else spec for spec in outputs]
+    counts = dict.fromkeys(cut["count"] for cut in valid_rows.values())
+    return outputs + [{"name": count, "dtype": "int64", "shape": [1], "count_of_rows": True} for count in counts]
+
+
 def recorded_pipeline(pipeline: Pipeline) -> str:
     """The pipeline as the artifact and the cache key record it: files its passes read (calibration
     data) by name alone, like the source model, so the same inputs in another directory give the
@@ -357,7 +368,8 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         "source": {"file": Path(request.model).name, "sha256": sha256_file(Path(request.model))},
         "target": lowered.target_manifest,
         "pipeline": recorded_pipeline(plan.pipeline),
-        "signature": {"inputs": signature(model.graph.inputs), "outputs": signature(model.graph.outputs)},
+        "signature": {"inputs": signature(model.graph.inputs),
+                      "outputs": with_valid_rows(signature(model.graph.outputs), lowered.valid_rows)},
         "dim_bindings": [binding.to_dict() for binding in plan.bindings],
         "report": with_firmware_memory(with_runtime_memory(
             build_report(model, layer_devices(model, partition_plan) or target.device, memory), lowered.runtime_memory),

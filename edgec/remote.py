@@ -38,7 +38,7 @@ import numpy as np
 
 from .artifact import LIBRARY, WEIGHTS, ArtifactFile, open_artifact
 from .errors import ArtifactError, DeviceError, EdgecError, UsageError
-from .runtime import Signature, check_arch, check_features
+from .runtime import Signature, check_arch, check_features, cut_to_valid_rows
 
 logger = logging.getLogger(__name__)
 
@@ -323,7 +323,8 @@ class RemoteModel(Signature):
         self._set_inputs(inputs)
         self._call("run", lambda: self._vm.invoke_stateful("main"))
         results = self._call("fetching outputs", self._fetch_outputs)
-        return {spec["name"]: value for spec, value in zip(self.outputs, results)}
+        named = {spec["name"]: value for spec, value in zip(self.manifest["signature"]["outputs"], results)}
+        return cut_to_valid_rows(self.outputs, {spec["name"]: named[spec["name"]] for spec in self.outputs}, named.get)
 
     def _fetch_outputs(self, index: tuple[int, ...] = ()) -> list[np.ndarray]:
         """The outputs of the last run, tuples flattened in order.

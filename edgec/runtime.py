@@ -42,7 +42,8 @@ class Signature:
     def __init__(self, manifest: dict):
         self.manifest = manifest
         self.inputs: list[dict] = manifest["signature"]["inputs"]
-        self.outputs: list[dict] = manifest["signature"]["outputs"]
+        self.outputs: list[dict] = [spec for spec in manifest["signature"]["outputs"] if not spec.get("count_of_rows")]
+        """The model's outputs; the counts of rows of outputs cut to them (``valid_rows``) are the library's only."""
 
     def input_names(self) -> str:
         return ", ".join(spec["name"] for spec in self.inputs)
@@ -172,7 +173,17 @@ class CompiledModel(Signature):
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise ArtifactError(f"{self.path}: the compiled library refused the tensors its manifest "
                                         f"describes: {first}") from None
-            return {name: rt.numpy(tensors[name], dtype) for name, dtype in self._output_dtypes}
+            outputs = {name: rt.numpy(tensors[name], dtype) for name, dtype in self._output_dtypes}
+            return cut_to_valid_rows(self.outputs, outputs, lambda name: rt.numpy(tensors[name], np.dtype(np.int64)))
+
+
+def cut_to_valid_rows(specs: list[dict], outputs: dict, count_of) -> dict:
+    """Each output with ``valid_rows`` (NonMaxSuppression's rows, compiled at their upper bound)
+    cut to the rows its count output says are real, as onnxruntime returns them."""
+    for spec in specs:
+        if spec.get("valid_rows"):
+            outputs[spec["name"]] = outputs[spec["name"]][:int(count_of(spec["valid_rows"])[0])]
+    return outputs
 
 
 def input_slot(rt: Runtime, spec: dict, device) -> tuple:

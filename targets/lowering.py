@@ -30,6 +30,7 @@ from edgec.exporter import export_model, tensor_proto
 from edgec.ir import Model
 
 from .base import TargetSpec
+from .detection import bound_detections
 from .onnx_rewrites import prepare_for_tvm
 from .tvm_arena import cpu_pipeline_with_arena
 
@@ -47,6 +48,9 @@ class Lowered:
     tvm_version: str
     runtime_memory: dict | None
     """What the VM allocates for intermediates (``tvm_arena.ArenaReport.to_dict``); None for GPU targets."""
+    valid_rows: dict | None = None
+    """{output: {"count": its count output, "shape": its static upper bound}} for outputs that only
+    their first ``count`` rows are real in (NonMaxSuppression's; see ``detection``)."""
     members: dict[str, bytes] | None = None
     """A bare-metal target's artifact members (the C project and the firmware) instead of ``library``."""
 
@@ -124,6 +128,9 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name:
     check_signature(model)
     target_manifest = target.manifest()
     proto = onnx_for_tvm(model)
+    cut = bound_detections(proto)
+    bounds = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.output}
+    valid_rows = {name: {"count": count, "shape": bounds[name]} for name, count in cut.items()} or None
     try:
         mod = from_onnx(proto, keep_params_in_input=True)
     except Exception as exc:  # TVM raises a variety of types; the op name is in the text
@@ -171,7 +178,8 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name:
         library_path = Path(workdir) / "model.so"
         executable.export_library(str(library_path), **options)
         library = library_path.read_bytes()
-    return Lowered(library, list(zip(names, arrays)), target_manifest, tvm.__version__, runtime_memory)
+    return Lowered(library, list(zip(names, arrays)), target_manifest, tvm.__version__, runtime_memory,
+                   valid_rows=valid_rows)
 
 
 def check_signature(model: Model) -> None:
