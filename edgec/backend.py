@@ -7,6 +7,11 @@
 by ``edgec.runtime.load``, so a backend test exercises exactly what ``edgec compile``
 then ``edgec run`` do. Failures keep edgec's own error types: an ``EdgecError`` is a
 refusal with its one-line reason, anything else is an internal error.
+
+A graph input that only gives TopK its ``k`` or NonMaxSuppression its limits (as onnx's
+node tests feed them) decides the output's shape, which edgec fixes at compile time: the
+backend compiles such a model at its first run, with those inputs' values as constants,
+and again when a later run gives other values.
 """
 
 from __future__ import annotations
@@ -25,14 +30,44 @@ TARGET = "x86-64"
 """The host CPU: the one target whose code runs where the tests run."""
 
 
-class EdgecRep(BackendRep):
-    """A compiled model, loaded: ``run`` takes the inputs positionally or by name."""
+LIMITS = {"TopK": (1,), "NonMaxSuppression": (2, 3, 4)}
+"""Inputs, by position, that set an op's output shape or count: bound as constants when graph inputs."""
 
-    def __init__(self, compiled):
-        self.compiled = compiled
+
+def limit_inputs(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs used only as TopK's k or NonMaxSuppression's limits."""
+    uses: dict[str, list[bool]] = {}
+    for node in model.graph.node:
+        for position, name in enumerate(node.input):
+            uses.setdefault(name, []).append(position in LIMITS.get(node.op_type, ()))
+    return [v.name for v in model.graph.input if uses.get(v.name) and all(uses[v.name])]
+
+
+def with_constants(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onnx.ModelProto:
+    """``model`` with the graph inputs in ``values`` turned into initializers."""
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    kept = [v for v in bound.graph.input if v.name not in values]
+    del bound.graph.input[:]
+    bound.graph.input.extend(kept)
+    bound.graph.initializer.extend(onnx.numpy_helper.from_array(np.asarray(a), name) for name, a in values.items())
+    return bound
+
+
+class EdgecRep(BackendRep):
+    """A compiled model, loaded: ``run`` takes the inputs positionally or by name. With ``limits``,
+    the model is compiled at run time, those inputs bound to the values given."""
+
+    def __init__(self, compiled, model: onnx.ModelProto | None = None, limits: list[str] = (), target: str = TARGET):
+        self.compiled, self.model, self.limits, self.target, self.bound = compiled, model, limits, target, None
+
+    def input_names(self) -> list[str]:
+        if self.model is not None:
+            return [v.name for v in self.model.graph.input]
+        return [spec["name"] for spec in self.compiled.inputs]
 
     def run(self, inputs, **kwargs) -> tuple:
-        names = [spec["name"] for spec in self.compiled.inputs]
+        names = self.input_names()
         if isinstance(inputs, dict):
             feeds = dict(inputs)
         else:
@@ -40,28 +75,41 @@ class EdgecRep(BackendRep):
             if len(arrays) != len(names):
                 raise ArtifactError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(arrays)}")
             feeds = dict(zip(names, arrays))
+        if self.limits:
+            values = {name: np.asarray(feeds.pop(name)) for name in self.limits if name in feeds}
+            key = {name: (a.dtype.str, a.shape, a.tobytes()) for name, a in values.items()}
+            if key != self.bound:
+                self.compiled, self.bound = compile_and_load(with_constants(self.model, values), self.target), key
         outputs = self.compiled.run(feeds)
         return namedtuple("Outputs", [f"o{i}" for i in range(len(outputs))])(*outputs.values())
+
+
+def compile_and_load(model: onnx.ModelProto, target: str):
+    """The artifact lives in a temporary directory only while it loads: the runtime maps
+    its weights and keeps the mapping after the file is unlinked."""
+    from .driver import CompileRequest, compile_model
+    from .runtime import load
+
+    with tempfile.TemporaryDirectory(prefix="edgec-backend-") as workdir:
+        source = Path(workdir) / "model.onnx"
+        source.write_bytes(model.SerializeToString())
+        output = Path(workdir) / "model.edgec"
+        compile_model(CompileRequest(model=source, target=target, output=output))
+        return load(output)
 
 
 class EdgecBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> EdgecRep:
-        """Compile ``model`` for the host CPU and load the artifact.
-
-        The artifact lives in a temporary directory only while it loads: the runtime maps
-        its weights and keeps the mapping after the file is unlinked."""
-        from .driver import CompileRequest, compile_model
-        from .runtime import load
-
+        """Compile ``model`` for the host CPU and load the artifact (at the first run when
+        inputs set TopK's k or NMS's limits)."""
         if not cls.supports_device(device):
             raise ArtifactError(f"edgec's backend runs on the CPU, not {device}")
-        with tempfile.TemporaryDirectory(prefix="edgec-backend-") as workdir:
-            source = Path(workdir) / "model.onnx"
-            source.write_bytes(model.SerializeToString())
-            output = Path(workdir) / "model.edgec"
-            compile_model(CompileRequest(model=source, target=kwargs.get("target", TARGET), output=output))
-            return EdgecRep(load(output))
+        target = kwargs.get("target", TARGET)
+        limits = limit_inputs(model)
+        if limits:
+            return EdgecRep(None, model, limits, target)
+        return EdgecRep(compile_and_load(model, target))
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

@@ -104,7 +104,8 @@ def _static_nms(s, node, where: str, shapes: dict, constants: dict, count: str) 
     shape_bcn = s.ints(batch, classes, count_boxes)
 
     def coordinate(index: int) -> str:  # [B, N]
-        return s("Squeeze", [s.cut(boxes, index, index + 1, 2), s.ints(2)])
+        column = s.cut(boxes, index, index + 1, 2)
+        return s("Squeeze", [column, s.ints(2)]) if s.opset >= 13 else s("Squeeze", [column], axes=[2])
 
     if node_attr(node, "center_point_box", 0):
         xc, yc, w, h = (coordinate(i) for i in range(4))
@@ -118,6 +119,9 @@ def _static_nms(s, node, where: str, shapes: dict, constants: dict, count: str) 
     per_class = {name: s("Expand", [s.unsqueeze(value, 1), shape_bcn])
                  for name, value in (("x_min", x_min), ("x_max", x_max), ("y_min", y_min), ("y_max", y_max),
                                      ("area", area))}  # [B, C, N]
+    flat = {name: s("Reshape", [value, s.ints(-1)]) for name, value in per_class.items()}
+    # best [B, C, 1] -> its place in a flat [B * C * N] (Gather: GatherElements needs opset 11)
+    starts = s.const((np.arange(batch * classes, dtype=np.int64) * count_boxes).reshape(batch, classes, 1))
     positions = s.const(np.arange(count_boxes, dtype=np.int64).reshape(1, 1, -1))
     alive = s("Greater", [scores, s.const(np.array(score_threshold, dtype))]) if score_threshold is not None \
         else s("Expand", [s.const(np.array(True)), shape_bcn])
@@ -130,7 +134,8 @@ def _static_nms(s, node, where: str, shapes: dict, constants: dict, count: str) 
                                    s("ReduceMax", [s("Cast", [alive], to=onnx.TensorProto.INT32)], axes=[2],
                                      keepdims=1), s.const(np.array(0, np.int32))]))
         picked.append(best)
-        chosen = {k: s("GatherElements", [v, best], axis=2) for k, v in per_class.items()}
+        place = s("Add", [best, starts])
+        chosen = {k: s("Gather", [v, place], axis=0) for k, v in flat.items()}
         width = s("Sub", [s("Min", [chosen["x_max"], per_class["x_max"]]), s("Max", [chosen["x_min"], per_class["x_min"]])])
         height = s("Sub", [s("Min", [chosen["y_max"], per_class["y_max"]]), s("Max", [chosen["y_min"], per_class["y_min"]])])
         inter = s("Mul", [width, height])
