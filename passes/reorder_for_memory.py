@@ -18,6 +18,10 @@ Rules:
   worse than the current order but not proven optimal. Past ``max-states`` only the
   ``max-states`` best sets (lowest peak, then fewest live bytes) are kept, a
   beam search: the heuristic for large, wide graphs.
+- The whole search is bounded by ``max-steps`` (steps tried, over all segments): when
+  the bound is reached inside a segment, the best set reached so far (lowest peak, then
+  fewest live bytes) is completed in the current order; later segments keep the current
+  order. ``--pass-statistics`` shows the steps used and the segments cut short.
 - Ties are broken by output names, never by the current order, so the result
   does not depend on where the nodes start.
 - A segment is rewritten only when its new order strictly lowers its peak, so a
@@ -39,6 +43,17 @@ from edgec.units import human_size
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_STATES = 1024
+DEFAULT_MAX_STEPS = 2_000_000
+"""Steps (a node tried after a set) the whole search may take: about 10 s of Python on a 2-core host."""
+
+
+@dataclass
+class Budget:
+    """The search's steps: those allowed, those used, and the segments the bound cut short."""
+
+    limit: int
+    used: int = 0
+    cut_short: int = 0
 
 
 def node_key(node: Node) -> str:
@@ -143,13 +158,21 @@ def simulate(segment: Segment, order: list[int]) -> int:
     return peak
 
 
-def schedule(segment: Segment, max_states: int) -> tuple[list[int], int, bool]:
-    """(order, relative peak, exact): dynamic programming over run sets, a beam past ``max_states``."""
+def schedule(segment: Segment, max_states: int, budget: Budget, current: list[int]) -> tuple[list[int], int, bool]:
+    """(order, relative peak, exact): dynamic programming over run sets, a beam past ``max_states``;
+    past the ``budget``, the best set reached so far completed in the ``current`` order."""
     n = len(segment.nodes)
     start = tuple(i for i in range(n) if not segment.preds[i])
     layer = {0: (None, 0, -1, start)}  # run set -> (peak, live bytes, last node, ready nodes)
     history, exact = [], True
     for _ in range(n):
+        width = sum(len(ready) for *_, ready in layer.values())
+        if budget.used + width > budget.limit:
+            budget.cut_short += 1
+            done = min(layer, key=lambda m: (layer[m][0] or 0, layer[m][1], m))
+            order = [*prefix(history, done), *(i for i in current if not done >> i & 1)]
+            return order, simulate(segment, order), False
+        budget.used += width
         following: dict[int, tuple] = {}
         for done, (peak, live, _, ready) in layer.items():
             for i in ready:
@@ -169,13 +192,17 @@ def schedule(segment: Segment, max_states: int) -> tuple[list[int], int, bool]:
         history.append(following)
         layer = following
     mask = (1 << n) - 1
-    peak = history[-1][mask][0]
+    return prefix(history, mask), history[-1][mask][0], exact
+
+
+def prefix(history: list[dict], mask: int) -> list[int]:
+    """The order that reached run set ``mask`` in the last layer of ``history``."""
     order = []
     for states in reversed(history):
         last = states[mask][2]
         order.append(last)
         mask &= ~(1 << last)
-    return order[::-1], peak, exact
+    return order[::-1]
 
 
 @dataclass
@@ -188,10 +215,15 @@ class Reordering:
     segments: int
     exact_segments: int
     changed_segments: int
+    steps: int = 0
+    cut_short: int = 0
+    """Segments whose search the ``max_steps`` bound stopped (they keep the best order found)."""
 
 
-def reorder_for_memory(graph: Graph, max_states: int = DEFAULT_MAX_STATES, inplace: bool = True) -> Reordering:
+def reorder_for_memory(graph: Graph, max_states: int = DEFAULT_MAX_STATES, inplace: bool = True,
+                       max_steps: int = DEFAULT_MAX_STEPS) -> Reordering:
     """A node order with a peak no higher than the current one; the graph is not changed."""
+    budget = Budget(max_steps)
     parts = segments(graph)
     later = {id(n) for n in graph.nodes}
     new_order: list[Node] = []
@@ -207,7 +239,7 @@ def reorder_for_memory(graph: Graph, max_states: int = DEFAULT_MAX_STATES, inpla
             segment.inplace = [[] for _ in segment.nodes]
         position = {id(n): i for i, n in enumerate(segment.nodes)}
         current = [position[id(n)] for n in part]
-        order, peak, exact = schedule(segment, max_states)
+        order, peak, exact = schedule(segment, max_states, budget, current)
         exact_count += exact
         if peak < simulate(segment, current):
             new_order.extend(segment.nodes[i] for i in order)
@@ -220,7 +252,7 @@ def reorder_for_memory(graph: Graph, max_states: int = DEFAULT_MAX_STATES, inpla
         after = peak_live_bytes(graph, inplace)
     finally:
         graph.nodes = saved
-    return Reordering(new_order, before, after, len(parts), exact_count, changed)
+    return Reordering(new_order, before, after, len(parts), exact_count, changed, budget.used, budget.cut_short)
 
 
 @register_pass
@@ -231,22 +263,29 @@ class ReorderForMemory(Pass):
     class Options:
         max_states: int = DEFAULT_MAX_STATES
         inplace: bool = True
+        max_steps: int = DEFAULT_MAX_STEPS
 
     def requires(self, model: Model) -> None:
         if self.options.max_states < 1:
             raise CompileError(f"max-states must be positive, got {self.options.max_states}")
+        if self.options.max_steps < 0:
+            raise CompileError(f"max-steps must not be negative, got {self.options.max_steps}")
 
     def call(self, model: Model) -> PassResult:
         graph = model.graph
-        found = reorder_for_memory(graph, self.options.max_states, self.options.inplace)
+        found = reorder_for_memory(graph, self.options.max_states, self.options.inplace, self.options.max_steps)
         modified = found.changed_segments > 0
         if modified:
             graph.nodes = found.nodes
         stats = {"peak-before-bytes": found.peak_before, "peak-after-bytes": found.peak_after,
                  "segments": found.segments, "segments-exact": found.exact_segments,
-                 "segments-reordered": found.changed_segments}
+                 "segments-reordered": found.changed_segments, "search-steps": found.steps,
+                 "segments-cut-short": found.cut_short}
         note = f"peak live bytes {human_size(found.peak_before)} -> {human_size(found.peak_after)}"
         if found.exact_segments < found.segments:
             note += f" ({found.segments - found.exact_segments} segments by beam search, not proven optimal)"
+        if found.cut_short:
+            note += (f"; the search stopped at max-steps={self.options.max_steps}: {found.cut_short} segment(s) "
+                     "keep the best order found before it")
         logger.debug("%s: %s", self.name, note)
         return PassResult(model, modified, stats, [Diagnostic("note", note)])

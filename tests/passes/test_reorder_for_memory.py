@@ -51,7 +51,7 @@ def test_golden_and_idempotent():
     assert_golden(result.model, AFTER)
     # before: x, a1 and b1 live at b1 (64 + 256 + 256); after: at most one big tensor and two small ones
     assert result.stats == {"peak-before-bytes": 576, "peak-after-bytes": 336, "segments": 2, "segments-exact": 2,
-                            "segments-reordered": 1}
+                            "segments-reordered": 1, "search-steps": 12, "segments-cut-short": 0}
     assert [str(d) for d in result.diagnostics] == ["note: peak live bytes 576 B -> 336 B"]
     assert plan_memory(result.model).lower_bound == 336
 
@@ -75,6 +75,19 @@ def test_bad_option_fails_the_precondition():
         run_pass("reorder-for-memory{max-states=0}", parse_model(BEFORE))
     assert str(Pipeline.parse("reorder-for-memory{max-states=64,inplace=false}")) == \
         "reorder-for-memory{max-states=64,inplace=false}"
+
+
+def test_the_step_bound_keeps_the_best_order_found_and_says_so():
+    """Past max-steps the best set reached is completed in the current order: valid, never worse, and reported."""
+    for steps, peak in ((0, 576), (5, 576), (9, 336)):
+        result = assert_idempotent(f"reorder-for-memory{{max-steps={steps}}}", parse_model(BEFORE)) if peak < 576 \
+            else run_pass(f"reorder-for-memory{{max-steps={steps}}}", parse_model(BEFORE))
+        verify(result.model)
+        assert result.stats["peak-after-bytes"] == peak and result.stats["search-steps"] <= steps
+        assert result.stats["segments-cut-short"] == 1
+        assert "the search stopped at max-steps=" in str(result.diagnostics[0])
+    with pytest.raises(PassError, match="max-steps must not be negative"):
+        run_pass("reorder-for-memory{max-steps=-1}", parse_model(BEFORE))
 
 
 def branchy_model():
@@ -152,11 +165,12 @@ def all_orders_min_peak(model: Model, inplace: bool) -> int:
 
 
 @SETTINGS
-@given(random_graphs(), st.sampled_from([1, 4, 1024]), st.booleans())
-def test_random_graphs_keep_a_valid_order_and_never_get_worse(model, max_states, inplace):
+@given(random_graphs(), st.sampled_from([1, 4, 1024]), st.booleans(), st.sampled_from([0, 7, 40, 2_000_000]))
+def test_random_graphs_keep_a_valid_order_and_never_get_worse(model, max_states, inplace, max_steps):
     before = peak_live_bytes(model.graph, inplace)
     names = sorted(n.outputs[0].name for n in model.graph.nodes)
-    pipeline = f"reorder-for-memory{{max-states={max_states},inplace={'true' if inplace else 'false'}}}"
+    pipeline = (f"reorder-for-memory{{max-states={max_states},inplace={'true' if inplace else 'false'},"
+                f"max-steps={max_steps}}}")
     result = run_pass(pipeline, model)
     graph = result.model.graph
     verify(result.model)  # a topological order, links intact, types as inferred
