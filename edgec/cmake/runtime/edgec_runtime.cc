@@ -404,6 +404,11 @@ std::vector<TensorSpec> Signature(const Manifest& m, const ffi::Any& list, const
     TensorSpec spec;
     spec.name = m.Str(m.Get(entry, "name", what + "[]."), what + "[].name");
     spec.dtype = m.Str(m.Get(entry, "dtype", what + "[]."), what + "[].dtype");
+    if (m.Has(entry, "valid_rows") || m.Has(entry, "count_of_rows")) {
+      // NonMaxSuppression's rows: only the Python runtime cuts them to their count so far.
+      throw Bad(m.path + ": output '" + spec.name + "' has a row count the data decides (valid_rows); this runtime "
+                "does not cut it yet: run the artifact with edgec's Python runtime");
+    }
     for (const ffi::Any& dim : m.List(m.Get(entry, "shape", what + "[]."), what + "[].shape")) {
       spec.shape.push_back(m.Int(dim, what + "[].shape"));
     }
