@@ -42,7 +42,8 @@ def _assert_has_ops() -> None:
 def _import_torchvision():
     import torch
 
-    extension = next(iter(Path(importlib.util.find_spec("torchvision").submodule_search_locations).glob("_C*.so")), None)
+    package = Path(importlib.util.find_spec("torchvision").submodule_search_locations[0])
+    extension = next(iter(package.glob("_C*.so")), None)
     try:
         if extension is not None:
             torch.ops.load_library(str(extension))
@@ -71,8 +72,12 @@ def export_ssdlite(path: Path, whole: bool = True) -> Path:
     model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
 
     class Network(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = model.backbone, model.head
+
         def forward(self, image):
-            head = model.head(list(model.backbone(image).values()))
+            head = self.head(list(self.backbone(image).values()))
             return head["bbox_regression"], head["cls_logits"]
 
     image = torch.rand(3, 320, 320)
