@@ -290,9 +290,10 @@ RECURRENT = ("RNN", "GRU", "LSTM")
 def recurrent_steps(model) -> int | None:
     """Time steps one call runs: the longest sequence of the RNN, GRU and LSTM nodes (None without
     any), so ``edgec check`` can tell a streaming model (1, the caller keeps the state) from a whole sequence."""
-    steps = [node.inputs[0].shape[1 if node.attr("layout", 0) == 1 else 0] for node in model.graph.nodes
-             if node.op_type in RECURRENT and node.domain in ("", "ai.onnx")]
-    return max(int(s) for s in steps) if steps else None
+    shapes = [(node.inputs[0].shape, 1 if node.attr("layout", 0) == 1 else 0) for node in model.graph.nodes
+              if node.op_type in RECURRENT and node.domain in ("", "ai.onnx")]
+    steps = [shape[axis] for shape, axis in shapes if shape and isinstance(shape[axis], int)]
+    return max(steps) if steps else None
 
 
 def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
