@@ -72,6 +72,7 @@ def test_nms_refuses_limits_given_at_run_time(tmp_path):
         edgec.compile(tmp_path / "nms.onnx", "x86-64", output=tmp_path / "nms.edgec")
 
 
+@pytest.mark.slow  # the default run's conformance sample binds them too (test_top_k, test_nonmaxsuppression_*)
 def test_backend_binds_limits_given_as_inputs():
     """onnx's node tests feed NMS's limits as inputs: the backend compiles with their values, again when they change."""
     model = nms_model(limits_as_inputs=True)
