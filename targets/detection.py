@@ -129,10 +129,8 @@ def _static_nms(s, node, where: str, shapes: dict, constants: dict, count: str) 
     picked, valid = [], []
     for _ in range(rounds):
         best = s("ArgMax", [s("Where", [alive, scores, minus_inf])], axis=2, keepdims=1)  # [B, C, 1]
-        valid.append(s("Greater", [s("ReduceMax", [s("Cast", [alive], to=onnx.TensorProto.INT32), s.ints(2)],
-                                     keepdims=1) if s.opset >= 18 else
-                                   s("ReduceMax", [s("Cast", [alive], to=onnx.TensorProto.INT32)], axes=[2],
-                                     keepdims=1), s.const(np.array(0, np.int32))]))
+        any_alive = reduce(s, "ReduceMax", s("Cast", [alive], to=onnx.TensorProto.INT32), 2)
+        valid.append(s("Greater", [any_alive, s.const(np.array(0, np.int32))]))
         picked.append(best)
         place = s("Add", [best, starts])
         chosen = {k: s("Gather", [v, place], axis=0) for k, v in flat.items()}
@@ -165,8 +163,14 @@ def _static_nms(s, node, where: str, shapes: dict, constants: dict, count: str) 
     moved = s("Gather", [rows, f"{first}.indices"], axis=0)
     kept = s.unsqueeze(s("Gather", [is_row, f"{first}.indices"], axis=0), 1)
     s("Where", [kept, moved, s.const(np.zeros((), np.int64))], node.output[0])
-    s("ReduceSum", [s("Cast", [is_row], to=onnx.TensorProto.INT64), s.ints(0)], count, keepdims=1) if s.opset >= 13 \
-        else s("ReduceSum", [s("Cast", [is_row], to=onnx.TensorProto.INT64)], count, axes=[0], keepdims=1)
+    reduce(s, "ReduceSum", s("Cast", [is_row], to=onnx.TensorProto.INT64), 0, count)
+
+
+def reduce(s, op: str, x: str, axis: int, output: str | None = None) -> str:
+    """``op`` over ``axis``, kept; the axes an input from the opset that made them one (ReduceSum 13, the rest 18)."""
+    if s.opset >= (13 if op == "ReduceSum" else 18):
+        return s(op, [x, s.ints(axis)], output, keepdims=1)
+    return s(op, [x], output, axes=[axis], keepdims=1)
 
 
 def node_attr(node: onnx.NodeProto, name: str, default):

@@ -134,7 +134,7 @@ def detector(seed: int = 0):
         tensor("iou", np.array([0.4], np.float32)), tensor("threshold", np.array([0.5], np.float32)),
         tensor("s0", np.array([0], np.int64)), tensor("s2", np.array([2], np.int64)),
         tensor("s4", np.array([4], np.int64)), tensor("ax2", np.array([2], np.int64)),
-        tensor("last", np.array([-1], np.int64)), tensor("box_col", np.array(2, np.int64)),
+        tensor("box_col", np.array(2, np.int64)),
     ]
     n = helper.make_node
     nodes = [
