@@ -34,6 +34,8 @@ class Runtime:
         # TVM's thread pool uses one thread on a 2-core machine unless told otherwise.
         os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
         tvm_ffi = load_tvm_library("tvm_runtime", "RTLD_GLOBAL")
+        if wheel_library("tvm_runtime_extra") is not None:  # TVM's sort and topk kernels call into it
+            load_tvm_library("tvm_runtime_extra", "RTLD_GLOBAL")
         self.ffi = tvm_ffi
         self._alloc = tvm_ffi.get_global_func("runtime.TVMTensorAllocWithScope")
         self._copy_from_bytes = tvm_ffi.get_global_func("runtime.TVMTensorCopyFromBytes")
@@ -95,6 +97,16 @@ def import_tvm_ffi():
     finally:
         del sys.modules["torch"]
     return tvm_ffi
+
+
+def wheel_library(name: str) -> Path | None:
+    """The apache-tvm wheel's ``lib<name>.so``, or None where that wheel lacks it."""
+    spec = importlib.util.find_spec("tvm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return next((path for path in (package / "lib" / f"lib{name}.so", package / "lib64" / f"lib{name}.so")
+                 if path.exists()), None)
 
 
 def load_tvm_library(name: str, mode: str):

@@ -198,3 +198,23 @@ def test_detector_equals_onnxruntime_row_for_row(detector_artifact):
             np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, atol=1e-6, err_msg=name)
         rows.append(len(expected["selected"]))
     assert rows[-1] == 0 and min(rows[:-1]) > 0 and len(set(rows)) > 1
+
+
+def test_detector_runs_on_the_runtime_library_alone(detector_artifact, tmp_path):
+    """``edgec run`` loads TVM's runtime libraries only: TopK's sort kernels must be there too,
+    and the rows come back cut."""
+    import subprocess
+    import sys
+
+    path, artifact = detector_artifact
+    features = (np.random.default_rng(7).standard_normal((1, FEATURES, 3, 3)) * 0.7).astype(np.float32)
+    np.save(tmp_path / "features.npy", features)
+    done = subprocess.run([sys.executable, "-c", "import sys; from edgec.cli import main; sys.exit(main(sys.argv[1:]))",
+                           "run", str(artifact), "--input", f"features={tmp_path / 'features.npy'}",
+                           "--output", str(tmp_path / "out.npz")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    expected = ort_run(path, {"features": features})
+    with np.load(tmp_path / "out.npz") as written:
+        assert sorted(written.files) == sorted(expected)
+        np.testing.assert_array_equal(written["selected"], expected["selected"])
+        assert len(expected["selected"]) > 0
