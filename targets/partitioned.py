@@ -168,6 +168,8 @@ class PartitionedLowering:
     """The one partition's VM memory; None with several (each partition records its own)."""
     partitions: list[dict]
     """Each partition's manifest entry."""
+    valid_rows: dict | None = None
+    """Always None: a partitioned model with NonMaxSuppression is refused (see ``lower_partitions``)."""
 
 
 def weight_digest(array: np.ndarray) -> str:
@@ -196,6 +198,10 @@ def lower_partitions(model: Model, target: TargetSpec, plan: PartitionPlan,
             lowered = lower(sub, spec, tuning_db=None if on_gpu else tuning_db)
         except CompileError as exc:
             raise CompileError(f"partition #{partition.id} ({partition.device}): {exc}") from None
+        if lowered.valid_rows:
+            raise CompileError(f"partition #{partition.id} ({partition.device}): outputs "
+                               f"{', '.join(lowered.valid_rows)} have a row count the data decides (NonMaxSuppression's), "
+                               "which a partitioned artifact does not cut yet; compile for a CPU target")
         tvm_version = lowered.tvm_version
         base = spec.manifest()
         notes = {key: value for key, value in lowered.target_manifest.items() if key not in base}
