@@ -389,6 +389,9 @@ def check_schema(path: Path, manifest: dict) -> None:
         specs = signature.get(side)
         need(isinstance(specs, list) and all(is_tensor_spec(spec, side == "outputs") for spec in specs),
              f"signature.{side}")
+    input_names = {spec["name"] for spec in signature["inputs"]}
+    need(isinstance(target.get("shape_inputs", []), list)
+         and all(is_shape_input(pinned, input_names) for pinned in target.get("shape_inputs", [])), "target.shape_inputs")
     partitions = manifest.get("partitions")
     if not partitions:
         return
@@ -401,6 +404,15 @@ def check_schema(path: Path, manifest: dict) -> None:
         need(set(partition["inputs"]) <= available and set(partition["weights"]) <= weights, field)
         available |= set(partition["outputs"])
     need({spec["name"] for spec in signature["outputs"]} <= available, "signature.outputs")
+
+
+def is_shape_input(pinned, input_names: set[str]) -> bool:
+    """A pinned shape input (``runtime.Signature.check_shape_input``): an input of the model,
+    a node's name and op, and two shapes of sizes."""
+    return (isinstance(pinned, dict) and all(isinstance(pinned.get(k), str) for k in ("input", "node", "op"))
+            and pinned["input"] in input_names
+            and all(isinstance(pinned.get(k), list) and all(type(d) is int and d >= 0 for d in pinned[k])
+                    for k in ("data_shape", "shape")))
 
 
 def is_names(value) -> bool:
