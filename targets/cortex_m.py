@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.artifact import FIRMWARE, PROJECT
+from edgec.deploy.artifact import FIRMWARE, PROJECT
 from edgec.errors import CompileError
 
 from .base import TargetSpec, register_family

@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 
 from edgec.errors import CompileError, UsageError
-from edgec.exporter import export_model, tensor_proto
+from edgec.frontend.exporter import export_model, tensor_proto
 from edgec.ir import Model
 
 from .base import TargetSpec

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.artifact import LIBRARY
+from edgec.compiler.pass_manager import PassSpec, Pipeline
+from edgec.compiler.pipelines import append_at_partition_point
+from edgec.deploy.artifact import LIBRARY
 from edgec.errors import CompileError, UsageError
 from edgec.ir import Graph, Model, Node, Value, verify
-from edgec.pass_manager import PassSpec, Pipeline
-from edgec.pipelines import append_at_partition_point
 from edgec.passes.partition import CPU, PartitionOptions, PartitionPlan, node_keys
 from edgec.passes.plan_memory import plan_memory, target_alignment
 

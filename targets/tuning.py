@@ -294,8 +294,8 @@ def check_device(target, device) -> None:
     elif not device.via_tracker:
         raise UsageError(f"--device {device}: tuning needs a tracker (rpc://HOST:PORT/KEY)")
     else:
+        from edgec.deploy.remote import registered_keys, tracker_summary
         from edgec.errors import DeviceError
-        from edgec.remote import registered_keys, tracker_summary
 
         keys = registered_keys(tracker_summary(device.host, device.port))  # unreachable: a DeviceError
         if device.key not in keys:
@@ -310,7 +310,7 @@ def make_runner(target, device):
     evaluator = ms.runner.EvaluatorConfig(number=5, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
     if device is None:
         return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60)
-    from edgec.remote import registered_keys, tracker_summary
+    from edgec.deploy.remote import registered_keys, tracker_summary
 
     config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
                                  session_timeout_sec=120)

@@ -1,6 +1,6 @@
-"""ONNX's node conformance tests through ``edgec.backend``.
+"""ONNX's node conformance tests through ``edgec.conformance.backend``.
 
-The cases are generated from ``onnx.backend.test.case.node`` (``edgec.conformance``)
+The cases are generated from ``onnx.backend.test.case.node`` (``edgec.conformance.cases``)
 into pytest's cache directory, once per onnx version. ``conformance_expected_failures.txt``
 lists every test edgec fails, with its reason class: a listed test that passes, or fails
 for another class, and an unlisted test that fails, both fail here, so the list stays
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from edgec.backend import EdgecBackend
-from edgec.conformance import REASON_CLASSES, classify, compare, generate
+from edgec.conformance.backend import EdgecBackend
+from edgec.conformance.cases import REASON_CLASSES, classify, compare, generate
 from edgec.errors import CompileError
 
 EXPECTED_FAILURES = Path(__file__).with_name("conformance_expected_failures.txt")

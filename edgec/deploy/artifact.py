@@ -8,7 +8,7 @@ Members, in this order:
 - ``model.so``: the compiled library (it takes the weights as arguments);
 - ``weights.bin``: every weight, raw and little-endian, each at a 64-byte-aligned offset;
 - ``manifest.sig`` (only in signed artifacts, ``edgec compile --sign``): the Ed25519
-  signature of the 32-byte manifest digest (see :mod:`edgec.trust`).
+  signature of the 32-byte manifest digest (see :mod:`edgec.deploy.trust`).
 
 A model split into several partitions (format version 2) has one library per
 partition instead of ``model.so``: ``partition0.so``, ``partition1.so``... in the
@@ -35,7 +35,7 @@ no ``..``, nothing absolute), the members must be exactly those the manifest lis
 with the sizes it records, the manifest must match its digest and stay within
 :data:`MAX_MANIFEST_BYTES` and :data:`MAX_DEPTH`, and the weight index must lie inside
 ``weights.bin``. A member's sha256 is checked when it is read or mapped. The digest
-catches corruption; only a signature (:mod:`edgec.trust`) says who wrote the artifact.
+catches corruption; only a signature (:mod:`edgec.deploy.trust`) says who wrote the artifact.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 FORMAT = "edgec-artifact"
 FORMAT_VERSION = 1

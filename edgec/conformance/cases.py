@@ -168,7 +168,7 @@ ZERO_D = re.compile(r"0-d|ndim 0 but get|expected 0 dim|rank 0|scalar", re.I)
 
 def classify(error: BaseException | None, model: onnx.ModelProto) -> str:
     """The reason class of one edgec failure; ``error`` None means the outputs were wrong."""
-    from .errors import EdgecError
+    from ..errors import EdgecError
 
     if error is None:
         return "wrong result"

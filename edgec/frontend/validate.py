@@ -15,9 +15,9 @@ from pathlib import Path
 import onnx
 from onnx import AttributeProto, TensorProto
 
-from .errors import ModelError, ProfileViolation
-from .ir.core import numpy_dtype
-from .units import human_size
+from ..errors import ModelError, ProfileViolation
+from ..ir.core import numpy_dtype
+from ..units import human_size
 
 A = AttributeProto
 ATTRIBUTE_TYPES = {value: name for name, value in A.AttributeType.items()}

@@ -5,7 +5,7 @@
 
 Weights are memory-mapped from the artifact file and handed to TVM without a
 copy, so loading costs no more than the weights' size, and only for pages used.
-TVM's runtime library is driven through ``tvm_ffi`` (edgec/tvm_runtime.py): the
+TVM's runtime library is driven through ``tvm_ffi`` (edgec/runtime/tvm_runtime.py): the
 ``tvm`` Python package, most of it compiler, is never imported.
 
 A partitioned artifact (one library per partition) runs its partitions in order,
@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import FIRMWARE_VERSION, LIBRARY, WEIGHTS, ArtifactFile, open_artifact
-from .errors import ArtifactError
-from .host import cpu_features
+from ..deploy.artifact import FIRMWARE_VERSION, LIBRARY, WEIGHTS, ArtifactFile, open_artifact
+from ..errors import ArtifactError
+from ..host import cpu_features
 from .tvm_runtime import Runtime, runtime
 
 
 class Signature:
     """The input/output signature of an artifact and the checks on feeds.
 
-    Shared by local (:class:`CompiledModel`) and remote (``edgec.remote.RemoteModel``)
+    Shared by local (:class:`CompiledModel`) and remote (``edgec.deploy.remote.RemoteModel``)
     runs so both refuse the same bad inputs with the same messages.
     """
 
@@ -301,9 +301,9 @@ def map_weights(rt: Runtime, artifact: ArtifactFile, device) -> tuple[np.memmap 
 
 def open_model(artifact: ArtifactFile):
     """The opened artifact ready to run: in TVM's runtime here, or, for a microcontroller
-    firmware (format version 3), on its emulated board (``edgec.emulator``)."""
+    firmware (format version 3), on its emulated board (``edgec.deploy.emulator``)."""
     if artifact.manifest.get("format_version") == FIRMWARE_VERSION:
-        from .emulator import EmulatedModel
+        from ..deploy.emulator import EmulatedModel
 
         return EmulatedModel(artifact)
     return CompiledModel(artifact)

@@ -22,8 +22,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from .errors import ModelError, UsageError
-from .ir.core import DTYPE_NAMES, Attr, Dim, Graph, Model, Value
+from ..errors import ModelError, UsageError
+from ..ir.core import DTYPE_NAMES, Attr, Dim, Graph, Model, Value
 from .validate import check_external_location, check_proto
 
 logger = logging.getLogger(__name__)
