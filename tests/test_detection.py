@@ -9,7 +9,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import edgec
-from edgec.backend import EdgecBackend
+from edgec.conformance.backend import EdgecBackend
 from edgec.errors import CompileError
 from tests.models import make_model, ort_run
 

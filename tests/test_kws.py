@@ -89,7 +89,7 @@ def test_check_times_one_step_under_basic_audio(exported, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_arm64_matches_onnxruntime_on_the_emulated_lab(exported, cell, lab_device):
-    from edgec.remote import load_remote
+    from edgec.deploy.remote import load_remote
 
     frames = kws_models.mfcc_like(3)
     whole = ort_run(exported(cell, False), {"x": frames})["logits"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.backend import EdgecBackend
+from edgec.conformance.backend import EdgecBackend
 from edgec.errors import CompileError
 from tests.models import make_model, ort_run
 

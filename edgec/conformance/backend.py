@@ -1,6 +1,6 @@
 """edgec as an ONNX backend (``onnx.backend.base.Backend``), for onnx's conformance tests.
 
-    rep = edgec.backend.prepare(model_proto)        # compiles for this machine's CPU
+    rep = edgec.conformance.backend.prepare(model_proto)        # compiles for this machine's CPU
     outputs = rep.run([x, y])                       # positional, in graph-input order
 
 ``prepare`` is the whole compile driver (import, passes, lowering, artifact) followed
@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 TARGET = "x86-64"
 """The host CPU: the one target whose code runs where the tests run."""
@@ -87,8 +87,8 @@ class EdgecRep(BackendRep):
 def compile_and_load(model: onnx.ModelProto, target: str):
     """The artifact lives in a temporary directory only while it loads: the runtime maps
     its weights and keeps the mapping after the file is unlinked."""
-    from .driver import CompileRequest, compile_model
-    from .runtime import load
+    from ..compiler.driver import CompileRequest, compile_model
+    from ..runtime import load
 
     with tempfile.TemporaryDirectory(prefix="edgec-backend-") as workdir:
         source = Path(workdir) / "model.onnx"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgecError, UsageError
+from ..errors import EdgecError, UsageError
 
 
 @dataclass

@@ -13,8 +13,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .pipelines import DEFAULT_PIPELINE
-from .units import human_size
+from ..compiler.pipelines import DEFAULT_PIPELINE
+from ..units import human_size
 
 
 def analyze(model: str | Path, target: str, *, profile: str | None = None, overrides: Sequence[str] = (),
@@ -26,14 +26,14 @@ def analyze(model: str | Path, target: str, *, profile: str | None = None, overr
     from edgec.targets import get_target
     from edgec.targets.partitioned import with_partitioning
 
-    from .compliance import check_static
-    from .driver import batch_binding
-    from .errors import UsageError
-    from .importer import ensure_static, load_model
-    from .pass_manager import PassManager, Pipeline
-    from .profile import from_metadata_props, load_profile
+    from ..compiler.driver import batch_binding
+    from ..compiler.pass_manager import PassManager, Pipeline
+    from ..errors import UsageError
+    from ..frontend.importer import ensure_static, load_model
+    from ..frontend.validate import check_declared_sizes
+    from ..profiles.compliance import check_static
+    from ..profiles.profile import from_metadata_props, load_profile
     from .report import build_report
-    from .validate import check_declared_sizes
 
     started = time.perf_counter()
     spec = get_target(target)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ir import Model, Node
 from .accuracy_budget import ratio_db, session
-from .ir import Model, Node
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
