@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgec
-from edgec.artifact import open_artifact
+from edgec.deploy.artifact import open_artifact
 from edgec.errors import ArtifactError, CompileError, ModelError
 from edgec.runtime import load
 from tests.conftest import assert_close
