@@ -348,24 +348,36 @@ def integer_op_rewriter(report: IntegerReport, op: str, bindings: dict, values: 
     from tvm.relax.dpl import is_op, wildcard
 
     pattern = is_op("relax.nn.conv2d" if op == "conv2d" else "relax.matmul")(wildcard(), wildcard())
-    reported = []
 
     def rewrite(call, matchings):
-        if str(call.ty.dtype) != "int32" or any(dtype_of(arg) != "int32" for arg in call.args):
-            return call
-        activation = widened(call.args[0], bindings)
-        if activation is None:
-            return call  # not made of 8-bit values: a plain int32 op
-        lowered = integer_op(op, call, activation, bindings, values, dot)
-        if isinstance(lowered, str):
-            if not any(seen.same_as(call) for seen in reported):
-                reported.append(call)
-                report.kept_int32.append(f"{op}: {lowered}")
-            return call
+        lowered = integer_op_of(op, call, bindings, values, dot)
+        if lowered is None or isinstance(lowered, str):
+            return call  # reported by ``report_kept_int32`` once the rewrite is done
         report.lowered.append(f"{op}-integer")
         return lowered
 
     return pattern, rewrite
+
+
+def integer_op_of(op: str, call, bindings: dict, values: Constants, dot: DotProduct | None):
+    """The 8-bit kernel for an int32 ``op`` call of widened operands, why not, or None when the
+    call is not made of 8-bit values (a plain int32 op)."""
+    if op_name(call) != ("relax.nn.conv2d" if op == "conv2d" else "relax.matmul"):
+        return None
+    if str(call.ty.dtype) != "int32" or any(dtype_of(arg) != "int32" for arg in call.args):
+        return None
+    activation = widened(call.args[0], bindings)
+    return None if activation is None else integer_op(op, call, activation, bindings, values, dot)
+
+
+def report_kept_int32(report: IntegerReport, func, values: Constants) -> None:
+    """Why each integer op still widened to int32 after the rewrite stayed so."""
+    bindings = {binding.var: binding.value for block in func.body.blocks for binding in block.bindings}
+    for value in bindings.values():
+        for op in ("conv2d", "matmul"):
+            reason = integer_op_of(op, value, bindings, values, None)
+            if isinstance(reason, str):
+                report.kept_int32.append(f"{op}: {reason}")
 
 
 def integer_op(op: str, call, activation, bindings: dict, values: Constants, dot: DotProduct | None):
@@ -441,6 +453,7 @@ def lower_integer_kernels(mod, dot: DotProduct | None = None):
         for op in ("conv2d", "matmul"):
             bindings = {binding.var: binding.value for block in func.body.blocks for binding in block.bindings}
             func = rewrite_call(*integer_op_rewriter(report, op, bindings, values, dot), func)
+        report_kept_int32(report, func, values)
         updated[gvar] = func
     for gvar, func in updated.items():
         mod[gvar] = func
