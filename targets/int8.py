@@ -37,10 +37,11 @@ operands widened from 8 bits and shifted by their zero points:
 - The weight is a constant; ``W_q - z_w`` (zero points per tensor or per output channel)
   is stored as int8 where it fits, so a symmetric int8 weight and a uint8 one with zero
   point 128 both do. A matmul whose shifted weight does not fit keeps ``W_q`` and
-  subtracts ``z_w * rowsum(x_q)`` at run time; such a conv stays int32.
+  subtracts ``z_w * rowsum(x_q)`` at run time; such a conv stores it shifted into int8
+  per output channel and subtracts that shift times each window's sum of ``x_q``.
 - ``z_x`` is a constant, or a scalar computed at run time (DynamicQuantizeLinear): its
   correction is then a run-time product with the constant column sums, and a conv
-  with padding stays int32 (its pad value is a compile-time attribute).
+  with padding or a shifted weight stays int32 (its pad value is a compile-time attribute).
 - The result is the op's exact int32: what follows (bias, requantize) is unchanged.
 """
 
@@ -132,15 +133,16 @@ def integer_conv(call, x_call, w_call, values: Constants, dot: DotProduct | None
         return f"weight scales along axis {w_axis}, not the output channels"
     weight = values.of(w)
     channels = weight.shape[0]
-    acc, correction = conv_kernel(x, int(zx.reshape(())), weight, attrs, dot)
+    acc, correction, _, _ = conv_kernel(x, int(zx.reshape(())), weight, attrs, dot)
     scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (channels,))).astype(np.float32)
     return acc, correction, scale.reshape(1, channels, 1, 1)
 
 
 def conv_kernel(x, zero: int, weight: np.ndarray, attrs, dot: DotProduct | None):
     """(int32 conv of the 8-bit ``x`` and the constant int8 ``weight``, int32 correction shaped
-    [1, C, 1, 1]): ``x`` padded with its zero point, the kernel unpadded, and ``-zero * sum(W[c])``
-    to subtract the zero point's share. ``dot``: see ``integer_conv``."""
+    [1, C, 1, 1], the padded activation, its zero point): ``x`` padded with its zero point, the
+    kernel unpadded, and ``-zero * sum(W[c])`` to subtract the zero point's share. ``dot``: see
+    ``integer_conv``."""
     from tvm import relax
 
     channels = weight.shape[0]
@@ -156,7 +158,33 @@ def conv_kernel(x, zero: int, weight: np.ndarray, attrs, dot: DotProduct | None)
     acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
                              groups=int(attrs.groups), out_dtype="int32")
     correction = -zero * weight.astype(np.int64).reshape(channels, -1).sum(axis=1)
-    return acc, correction.reshape(1, channels, 1, 1)
+    return acc, correction.reshape(1, channels, 1, 1), padded, zero
+
+
+def shifted_weight_conv(x, zero: int, weight: np.ndarray, attrs):
+    """The int32 conv of ``x`` less its zero point with a weight that spans up to 256 values per
+    output channel but does not fit int8 (uint8 weights with any zero point): stored as int8
+    ``w8 = e - min(e[c]) - 128``, so ``e = w8 - z[c]``; ``z[c]`` times each window's sum of the
+    activation (a conv with ones) is subtracted at run time."""
+    from tvm import relax
+
+    channels = weight.shape[0]
+    flat = weight.reshape(channels, -1)
+    low = flat.min(axis=1)
+    if np.any(flat.max(axis=1) - low > 255):
+        return "the weight less its zero point spans more than 256 values"
+    z = -(low + 128)
+    w8 = (weight - low.reshape(-1, *[1] * (weight.ndim - 1)) - 128).astype(np.int8)
+    acc, correction, padded, zero = conv_kernel(x, zero, w8, attrs, None)
+    groups = int(attrs.groups)
+    ones = relax.const(np.ones((groups, *weight.shape[1:]), np.int8), "int8")
+    window = relax.op.nn.conv2d(padded, ones, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
+                                groups=groups, out_dtype="int32")
+    if channels != groups:
+        window = relax.op.repeat(window, channels // groups, axis=1)
+    acc = relax.op.subtract(acc, relax.op.multiply(window, relax.const(z.reshape(1, -1, 1, 1).astype(np.int32), "int32")))
+    correction = correction + (z * flat.shape[1] * zero).reshape(1, -1, 1, 1)
+    return relax.op.add(acc, relax.const(correction.astype(np.int32), "int32"))
 
 
 def dot_operand(x, zero: int, weight: np.ndarray, dot: DotProduct | None):
@@ -395,15 +423,15 @@ def integer_op(op: str, call, activation, bindings: dict, values: Constants, dot
         return "the weight is not a constant"
     fits = weight.min(initial=0) >= -128 and weight.max(initial=0) <= 127
     if op == "conv2d":
-        if not fits:
-            return "the weight less its zero point leaves the int8 range"
         attrs = call.attrs
         if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
             return f"layout {attrs.data_layout}/{attrs.kernel_layout}"
-        if zero is None and any(int(p) for p in attrs.padding):
-            return "the activation's zero point is computed at run time and the conv pads"
+        if zero is None and (any(int(p) for p in attrs.padding) or not fits):
+            return "the activation's zero point is computed at run time and the conv pads or its weight leaves int8"
+        if not fits:
+            return shifted_weight_conv(x, int(np.reshape(zero, ())), weight, attrs)
         weight = weight.astype(np.int8)
-        acc, correction = conv_kernel(x, 0 if zero is None else int(np.reshape(zero, ())), weight, attrs, dot)
+        acc, correction, _, _ = conv_kernel(x, 0 if zero is None else int(np.reshape(zero, ())), weight, attrs, dot)
         sums = weight.astype(np.int64).reshape(weight.shape[0], -1).sum(axis=1).reshape(1, -1, 1, 1)
     else:
         if weight.ndim != 2:

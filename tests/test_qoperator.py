@@ -63,9 +63,11 @@ def quantized(name: str, dtype: int, shape) -> tuple[onnx.ValueInfoProto, np.nda
 def integer_ops_model():
     """QLinearConv (per-channel int8 weight, bias, odd strides/pads/dilations; depthwise with a
     uint8 weight, zero point 128), QLinearMatMul (3-D int8), QGemm (transB, bias; and a float
-    result with alpha, untransposed), ConvInteger (uint8 weights, zero points 128 and 10), MatMulInteger
+    result with alpha, untransposed), ConvInteger (uint8 weights, zero points 128, 10
+    and 200, grouped; a grouped one with a run-time weight, which stays int32), MatMulInteger
     (uint8 weight, zero point 17) and DynamicQuantizeLinear into MatMulInteger."""
     (x_info, x), (a_info, a), (g_info, g) = quantized("x", U8, [1, 5, 7, 9]), quantized("a", I8, [2, 3, 7]), quantized("g", U8, [3, 7])
+    rw_info, rw = quantized("rw", U8, [10, 1, 2, 2])
     f = RNG.standard_normal((4, 7)).astype(np.float32)
     inits = [
         const("xs", np.float32(0.05)), const("xz", np.uint8(131)), const("as", np.float32(0.04)), const("az", np.int8(-4)),
@@ -80,6 +82,7 @@ def integer_ops_model():
         const("qw2", RNG.integers(-128, 128, (7, 9)).astype(np.int8)), const("qb", RNG.integers(-500, 500, 9).astype(np.int32)), const("qys", np.float32(0.2)), const("qyz", np.uint8(100)),
         const("cw", RNG.integers(0, 256, (4, 5, 3, 3)).astype(np.uint8)), const("cwz", np.uint8(10)),
         const("cw2", RNG.integers(0, 256, (3, 5, 2, 2)).astype(np.uint8)), const("cwz2", np.uint8(128)),
+        const("gw", RNG.integers(0, 256, (10, 1, 3, 3)).astype(np.uint8)), const("gwz", np.uint8(200)),
         const("iw", RNG.integers(0, 256, (7, 9)).astype(np.uint8)), const("iwz", np.uint8(17)),
         const("fw", RNG.integers(-128, 128, (7, 5)).astype(np.int8)),
     ]
@@ -93,26 +96,29 @@ def integer_ops_model():
                          domain="com.microsoft"),
         helper.make_node("ConvInteger", ["x", "cw", "xz", "cwz"], ["conv_integer"], pads=[1, 1, 1, 1]),
         helper.make_node("ConvInteger", ["x", "cw2", "xz", "cwz2"], ["conv_integer_fits"], strides=[2, 3]),
+        helper.make_node("ConvInteger", ["x", "gw", "xz", "gwz"], ["conv_integer_grouped"], group=5, pads=[2, 1, 0, 1],
+                         strides=[1, 2], dilations=[2, 1]),
+        helper.make_node("ConvInteger", ["x", "rw", "xz"], ["conv_integer_runtime"], group=5),
         helper.make_node("MatMulInteger", ["g", "iw", "gz", "iwz"], ["matmul_integer"]),
         helper.make_node("DynamicQuantizeLinear", ["f"], ["fq", "fs", "fz"]),
         helper.make_node("MatMulInteger", ["fq", "fw", "fz"], ["dynamic"]),
     ]
     outputs = [("conv", U8), ("depthwise", U8), ("matmul", I8), ("gemm", U8), ("gemm_float", F32), ("conv_integer", I32),
-               ("conv_integer_fits", I32), ("matmul_integer", I32), ("dynamic", I32), ("fq", U8)]
-    model = make_model(nodes, [x_info, a_info, g_info, helper.make_tensor_value_info("f", F32, [4, 7])],
+               ("conv_integer_fits", I32), ("conv_integer_grouped", I32), ("conv_integer_runtime", I32), ("matmul_integer", I32), ("dynamic", I32), ("fq", U8)]
+    model = make_model(nodes, [x_info, a_info, g_info, rw_info, helper.make_tensor_value_info("f", F32, [4, 7])],
                        [helper.make_tensor_value_info(name, dtype, None) for name, dtype in outputs], inits)
     model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
-    return model, {"x": x, "a": a, "g": g, "f": f}
+    return model, {"x": x, "a": a, "g": g, "rw": rw, "f": f}
 
 
 def test_integer_ops_become_integer_kernels_and_match_onnxruntime(tmp_path):
     model, feeds = integer_ops_model()
     artifact, kernels = compiled(model, tmp_path)
-    assert sorted(kernels["lowered"]) == ["conv2d-integer"] * 3 + ["matmul-integer"] * 5
-    assert kernels["kept_int32"] == ["conv2d: the weight less its zero point leaves the int8 range"]
+    assert sorted(kernels["lowered"]) == ["conv2d-integer"] * 5 + ["matmul-integer"] * 5
+    assert kernels["kept_int32"] == ["conv2d: the weight is not a constant"]
     assert kernels["kept_float"] == []
     expected, actual = reference(model, feeds), artifact.run(feeds)
-    for name in ("conv_integer", "conv_integer_fits", "matmul_integer", "dynamic", "fq"):  # integer ops: exact
+    for name in ("conv_integer", "conv_integer_fits", "conv_integer_grouped", "conv_integer_runtime", "matmul_integer", "dynamic", "fq"):  # integer ops: exact
         np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
     for name in ("conv", "depthwise", "matmul", "gemm"):  # requantized: within 1 LSB
         difference = np.abs(actual[name].astype(np.int32) - expected[name].astype(np.int32))
