@@ -36,6 +36,18 @@ INTEGER = {("", "QLinearConv"), ("", "QLinearMatMul"), (CONTRIB, "QGemm")}
 TRANSLATED = {*INTEGER, *((CONTRIB, op) for op in (*ELEMENTWISE, *UNARY, "QLinearConcat",
                                                     "QuantizeLinear", "DequantizeLinear"))}
 """(domain, op) of every op this module turns into standard ONNX."""
+INPUTS = {"QLinearConv": (8, 9), "QLinearMatMul": (8, 8), "QGemm": (6, 9), "QLinearAdd": (7, 8), "QLinearMul": (7, 8),
+          "QLinearConcat": (5, None), "QuantizeLinear": (2, 3), "DequantizeLinear": (2, 3),
+          **dict.fromkeys(UNARY, (4, 5))}
+"""The fewest and most inputs of each op (QLinearConcat: 2, then 3 per input)."""
+ATTRIBUTES = {"alpha": onnx.AttributeProto.FLOAT, "transA": onnx.AttributeProto.INT, "transB": onnx.AttributeProto.INT,
+              "axis": onnx.AttributeProto.INT, "channels_last": onnx.AttributeProto.INT,
+              "auto_pad": onnx.AttributeProto.STRING, "ceil_mode": onnx.AttributeProto.INT,
+              "count_include_pad": onnx.AttributeProto.INT, "kernel_shape": onnx.AttributeProto.INTS,
+              "pads": onnx.AttributeProto.INTS, "strides": onnx.AttributeProto.INTS,
+              "dilations": onnx.AttributeProto.INTS, "block_size": onnx.AttributeProto.INT,
+              "output_dtype": onnx.AttributeProto.INT, "saturate": onnx.AttributeProto.INT}
+"""The type of each attribute the com.microsoft ops here take (their schemas are not in onnx)."""
 
 
 def is_default(domain: str) -> bool:
@@ -54,8 +66,13 @@ def translate(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
             proto = onnx.version_converter.convert_version(proto, 11)
         except Exception as exc:  # the converter raises bare RuntimeErrors
             raise ModelError(f"{source}: {found[0].op_type} node '{found[0].name or found[0].output[0]}': the model "
-                             f"has opset {opset} and cannot be converted to opset 11 ({exc})") from None
-    types, ranks = element_types(proto)
+                             f"has opset {opset} and cannot be converted to opset 11 ({' '.join(str(exc).split())})") from None
+    for node in found:
+        check(node, source)
+    try:
+        types, ranks = element_types(proto)
+    except onnx.shape_inference.InferenceError as exc:
+        raise ModelError(f"{source}: shape inference failed: {' '.join(str(exc).split())}") from None
     nodes: list[onnx.NodeProto] = []
     for node in proto.graph.node:
         key = ("" if is_default(node.domain) else node.domain, node.op_type)
@@ -68,6 +85,24 @@ def translate(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     return proto
+
+
+def check(node: onnx.NodeProto, source: str) -> None:
+    """Refuse, in one line, a node whose inputs or attributes its op does not take."""
+    where = f"{source}: {node.op_type} node '{node.name or (node.output[0] if node.output else '?')}'"
+    fewest, most = INPUTS[node.op_type]
+    count = len(node.input)
+    if count < fewest or most is not None and count > most or node.op_type == "QLinearConcat" and (count - 2) % 3:
+        raise ModelError(f"{where}: {count} inputs is not a valid number for {node.op_type}")
+    if not node.input[0] or len(node.output) != 1 or not node.output[0]:
+        raise ModelError(f"{where}: needs its first input and exactly one output")
+    if node.op_type == "QLinearConcat" and not any(a.name == "axis" for a in node.attribute):
+        raise ModelError(f"{where}: the axis attribute is required")
+    if is_default(node.domain):
+        return  # onnx's schema checked the attributes
+    for attribute in node.attribute:
+        if ATTRIBUTES.get(attribute.name) != attribute.type:
+            raise ModelError(f"{where}: attribute '{attribute.name}' is not one {node.op_type} takes with this type")
 
 
 def element_types(proto: onnx.ModelProto) -> tuple[dict[str, int], dict[str, int]]:

@@ -170,6 +170,10 @@ def test_contrib_ops_import_as_qdq_and_match_onnxruntime(tmp_path):
                       domain="com.microsoft"), "channels_last=1"),
     (helper.make_node("QLinearSoftmax", ["x", "s", "z", "s", "z"], ["y"], axis=1, domain="com.microsoft"),
      "unknown op domain 'com.microsoft'"),
+    (helper.make_node("QLinearAdd", ["x", "s", "z"], ["y"], domain="com.microsoft"), "3 inputs is not a valid number"),
+    (helper.make_node("QLinearConcat", ["s", "z", "x", "s", "z"], ["y"], domain="com.microsoft"), "axis attribute is required"),
+    (helper.make_node("QLinearLeakyRelu", ["x", "s", "z", "s", "z"], ["y"], alpha=[1, 2], domain="com.microsoft"),
+     "attribute 'alpha'"),
 ])
 def test_unsupported_qoperator_forms_are_refused_in_one_line(tmp_path, node, message):
     model = make_model([node], [helper.make_tensor_value_info("x", U8, [1, 2, 4, 4])], [helper.make_tensor_value_info("y", U8, None)],
