@@ -259,6 +259,11 @@ def test_qoperator_mobilenet_compiles_to_integer_kernels_within_one_lsb(qoperato
     assert kernels["kept_float"] == [] and kernels["kept_int32"] == []
     assert main(["report", "--quantization", str(tmp_path / "model.edgec")]) == 0
     assert f"integer kernels: {convs + 1} (conv2d-integer x{convs}, matmul-integer x1)" in capsys.readouterr().out
+    from edgec.artifact import open_artifact
+    from edgec.report import macs
+
+    float_macs = sum(macs(node) for node in load_model(qoperator_cnn.parent / "cnn.onnx").graph.nodes)
+    assert open_artifact(tmp_path / "model.edgec").manifest["report"]["totals"]["macs"] == float_macs > 0  # integer ops counted
 
     dequantize = next(n for n in proto.graph.node if n.output[0] == "logits")
     lsb = float(numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == dequantize.input[1])))
