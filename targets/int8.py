@@ -36,9 +36,10 @@ operands widened from 8 bits and shifted by their zero points:
 
 - The weight is a constant; ``W_q - z_w`` (zero points per tensor or per output channel)
   is stored as int8 where it fits, so a symmetric int8 weight and a uint8 one with zero
-  point 128 both do. A matmul whose shifted weight does not fit keeps ``W_q`` and
-  subtracts ``z_w * rowsum(x_q)`` at run time; such a conv stores it shifted into int8
-  per output channel and subtracts that shift times each window's sum of ``x_q``.
+  point 128 both do. Where it does not fit (a uint8 weight, any zero point) it is stored
+  shifted into int8 per output channel, ``w8 - z``, and ``z`` times the activation's sums
+  is subtracted at run time: its row sums for a matmul, each window's sum (a conv with
+  ones) for a conv.
 - ``z_x`` is a constant, or a scalar computed at run time (DynamicQuantizeLinear): its
   correction is then a run-time product with the constant column sums, and a conv
   with padding or a shifted weight stays int32 (its pad value is a compile-time attribute).
@@ -436,14 +437,14 @@ def integer_op(op: str, call, activation, bindings: dict, values: Constants, dot
     else:
         if weight.ndim != 2:
             return f"{weight.ndim}-D weight"
-        raw = widened(call.args[1], bindings)
-        if fits:
-            weight8, weight_zero = relax.const(weight.astype(np.int8), "int8"), None
-            sums = weight.sum(axis=0)
-        else:  # W_q as stored, its zero point through the activation's row sums
-            weight8 = relax.const(values.of(resolve(raw[0], bindings)), dtype_of(raw[0]))
-            weight_zero = np.broadcast_to(constant_value(raw[1], bindings, values), (1, weight.shape[1])).astype(np.int64)
-            sums = values.of(resolve(raw[0], bindings)).astype(np.int64).sum(axis=0)
+        low = weight.min(axis=0)
+        if np.any(weight.max(axis=0) - low > 255):
+            return "the weight less its zero point spans more than 256 values"
+        # Stored as int8 less a per-column shift where it does not fit: e = w8 - z[n].
+        weight_zero = None if fits else -(low + 128).reshape(1, -1)
+        w8 = weight if fits else weight + weight_zero
+        weight8 = relax.const(w8.astype(np.int8), "int8")
+        sums = w8.sum(axis=0)
         acc = relax.op.matmul(x, weight8, out_dtype="int32")
         correction = np.zeros_like(sums)
         if weight_zero is not None:
