@@ -5,10 +5,12 @@ them, ``com.microsoft`` contrib ops that onnx knows no schema or shape inference
 the IR could not type their outputs. Each becomes default-domain ONNX that means the same:
 
 - QLinearConv, QLinearMatMul and com.microsoft QGemm: the integer op (ConvInteger,
-  MatMulInteger; QGemm's int32 bias added to its product), then the requantize as ONNX's
-  reference computes it: the int32 result times ``scale_a * scale_b / scale_y`` (in the
-  scales' dtype), plus ``y_zero_point``, in float64, rounded half to even and saturated.
-  QGemm without ``y_scale`` returns the float product times ``alpha * scale_a * scale_b``.
+  MatMulInteger; QGemm's int32 bias added to its product), then the requantize as
+  onnxruntime's kernels compute it: the int32 result times ``scale_a * scale_b / scale_y``
+  (in the scales' dtype) in float32, rounded half to even, plus ``y_zero_point``, saturated.
+  (ONNX's reference multiplies in float64; the two differ only where float32 rounds a
+  product across a half, and onnxruntime is what the models are quantized for.) QGemm
+  without ``y_scale`` returns the float32 product times ``alpha * scale_a * scale_b``.
   The integer op lowers to an 8-bit x 8-bit -> int32 kernel (``targets/int8.py``).
 - com.microsoft QLinearAdd, QLinearMul, QLinearSigmoid, QLinearLeakyRelu,
   QLinearGlobalAveragePool, QLinearAveragePool (NCHW only: ``channels_last`` is
@@ -225,16 +227,14 @@ class Builder:
             if alpha != 1.0:
                 scale = self("Mul", [scale, self.const(np.array(alpha, np.float32))])
             if not y_scale:  # a float result
-                wide = self("Mul", [self("Cast", [product], to=T.DOUBLE), self("Cast", [scale], to=T.DOUBLE)])
-                self("Cast", [wide], self.node.output[0], to=T.FLOAT)
+                self("Mul", [self("Cast", [product], to=T.FLOAT), self("Cast", [scale], to=T.FLOAT)], self.node.output[0])
                 return
         dtype = self.quantized_dtype(self.input(0), y_zero)
         info = np.iinfo(onnx.helper.tensor_dtype_to_np_dtype(dtype))
-        multiplier = self("Cast", [self("Div", [scale, y_scale])], to=T.DOUBLE)
-        value = self("Mul", [self("Cast", [product], to=T.DOUBLE), multiplier])
-        if y_zero:
-            value = self("Add", [value, self("Cast", [y_zero], to=T.DOUBLE)])
-        bounded = self("Clip", [self("Round", [value]), self.const(np.array(info.min, np.float64)),
-                                self.const(np.array(info.max, np.float64))])
+        multiplier = self("Cast", [self("Div", [scale, y_scale])], to=T.FLOAT)
+        value = self("Round", [self("Mul", [self("Cast", [product], to=T.FLOAT), multiplier])])
+        if y_zero:  # after the rounding, as onnxruntime adds it: a sum in float32 could round up to a tie
+            value = self("Add", [value, self("Cast", [y_zero], to=T.FLOAT)])
+        bounded = self("Clip", [value, self.const(np.array(info.min, np.float32)), self.const(np.array(info.max, np.float32))])
         self("Cast", [bounded], self.node.output[0], to=dtype)
         self.produced[self.node.output[0]] = dtype
