@@ -48,7 +48,7 @@ def reference_session(path: Path):
 
 
 def kernels_of(artifact: Path) -> dict:
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
 
     return open_artifact(artifact).manifest["target"].get("integer_kernels", {})
 

@@ -15,10 +15,10 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from .driver import CompileRequest, CompileResult, compile_model
+from .compiler.driver import CompileRequest, CompileResult, compile_model
+from .compiler.pass_manager import Instrument
+from .compiler.pipelines import DEFAULT_PIPELINE
 from .errors import UsageError
-from .pass_manager import Instrument
-from .pipelines import DEFAULT_PIPELINE
 
 PathLike = str | os.PathLike
 
@@ -64,7 +64,7 @@ def compile(  # noqa: A001 - edgec.compile is the name users expect, as tvm.comp
     model = Path(model)
     key = None
     if sign is not None:
-        from .trust import load_private_key
+        from .deploy.trust import load_private_key
 
         key = load_private_key(Path(sign))  # before the compile: a bad key costs nothing
     pipeline = quantized_pipeline(passes, calib=calib, calibrator=calibrator, no_quantize=list(no_quantize),
@@ -91,7 +91,7 @@ def compile(  # noqa: A001 - edgec.compile is the name users expect, as tvm.comp
     )
     result = compile_model(request, list(instruments), progress or (lambda *_: None))
     if key is not None:
-        from .trust import sign_artifact
+        from .deploy.trust import sign_artifact
 
         try:
             sign_artifact(result.output, key)

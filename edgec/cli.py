@@ -19,7 +19,7 @@ import click
 import numpy as np
 
 from . import __version__
-from .artifact import FIRMWARE_VERSION
+from .deploy.artifact import FIRMWARE_VERSION
 from .errors import EdgecError, ProfileViolation, UsageError
 from .units import human_size
 
@@ -51,7 +51,7 @@ def progress_display(enabled: bool):
 
 def pipeline_options(command):
     """The MLIR-style pass-pipeline flags shared by ``compile`` and ``opt``."""
-    from .pipelines import DEFAULT_PIPELINE
+    from .compiler.pipelines import DEFAULT_PIPELINE
 
     decorators = [
         click.option("--passes", "pipeline", default=DEFAULT_PIPELINE, show_default=True, metavar="PIPELINE",
@@ -82,7 +82,7 @@ def pipeline_options(command):
 
 def quantize_options(calib_required: bool):
     """The static-quantization flags of ``quantize`` and ``compile`` (where --calib turns quantization on)."""
-    from .calibration import CALIBRATORS
+    from .quant.calibration import CALIBRATORS
 
     extra = "" if calib_required else " Quantizes the model to int8 QDQ before lowering."
     decorators = [
@@ -121,7 +121,7 @@ def quantized_pipeline(pipeline: str, options: dict, weight_bits: int = 8) -> st
 
 def budget_options(command):
     """The accuracy budget of ``quantize`` and ``compile``."""
-    from .profile import METRICS
+    from .profiles.profile import METRICS
 
     decorators = [
         click.option("--data", type=click.Path(path_type=Path), metavar="DATA.npz",
@@ -152,7 +152,7 @@ def profile_options(command):
 
 
 def build_instruments(options: dict) -> list:
-    from .instruments import CrashReproducer, DumpIRInstrument, PrintIRInstrument, StatisticsInstrument, TimingInstrument
+    from .compiler.instruments import CrashReproducer, DumpIRInstrument, PrintIRInstrument, StatisticsInstrument, TimingInstrument
 
     stream = sys.stderr
     instruments = []
@@ -179,7 +179,7 @@ def build_instruments(options: dict) -> list:
 
 
 def check_pass_names(options: dict) -> None:
-    from .pass_manager import registered_passes
+    from .compiler.pass_manager import registered_passes
 
     known = registered_passes()
     for name in (*options["print_ir_after"], *options["print_ir_before"]):
@@ -188,13 +188,13 @@ def check_pass_names(options: dict) -> None:
 
 
 def parse_shapes(specs) -> dict[str, tuple[int, ...]]:
-    from .importer import parse_input_shape
+    from .frontend.importer import parse_input_shape
 
     return dict(parse_input_shape(spec) for spec in specs)
 
 
 def parse_dims(specs) -> dict[str, int]:
-    from .importer import parse_dim
+    from .frontend.importer import parse_dim
 
     return dict(parse_dim(spec) for spec in specs)
 
@@ -256,7 +256,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
     --data it fails the same way when the int8 model misses the accuracy budget with
     every quantized op reverted to float."""
     from . import api
-    from .artifact import sha256_file
+    from .deploy.artifact import sha256_file
 
     check_pass_names(options)
     started = time.perf_counter()
@@ -352,11 +352,11 @@ def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: st
 
     Records are appended as they are measured, so a killed run resumes where it stopped.
     'edgec compile --tuning-db DIR' then uses them."""
-    from .driver import batch_binding
-    from .pipelines import DEFAULT_PIPELINE
-    from .importer import ensure_static, load_model
-    from .pass_manager import PassManager, Pipeline
-    from .remote import parse_device
+    from .compiler.driver import batch_binding
+    from .compiler.pass_manager import PassManager, Pipeline
+    from .compiler.pipelines import DEFAULT_PIPELINE
+    from .deploy.remote import parse_device
+    from .frontend.importer import ensure_static, load_model
     from .targets import get_target
     from .targets.tuning import tune
 
@@ -417,7 +417,7 @@ def analyze_command(model: Path, target: str, profile, overrides, input_shapes, 
     """What compiling MODEL for the target would give, before any TVM work: per layer the op,
     shape, MACs, parameters and whether the target lowers it (and why not); the planned arena
     and its lower bound; the profile's static checks. Exits 3 when the profile is violated."""
-    from .analyze import analyze, format_analysis
+    from .reports.analyze import analyze, format_analysis
 
     analysis = analyze(model, target, profile=profile, overrides=overrides, input_shapes=parse_shapes(input_shapes),
                        dims=parse_dims(dims))
@@ -433,14 +433,14 @@ def analyze_command(model: Path, target: str, profile, overrides, input_shapes, 
 @pipeline_options
 def opt_command(model: Path, output: Path | None, **options) -> None:
     """Run a pass pipeline on MODEL without lowering (like mlir-opt)."""
-    from .exporter import export_model
-    from .importer import load_model
+    from .compiler.pass_manager import PassManager, Pipeline
+    from .frontend.exporter import export_model
+    from .frontend.importer import load_model
     from .ir import print_model
-    from .pass_manager import PassManager, Pipeline
 
     check_pass_names(options)
     if output is not None:
-        from .driver import check_writable
+        from .compiler.driver import check_writable
 
         check_writable(output)
     pipeline = Pipeline.parse(options["pipeline"])
@@ -476,17 +476,17 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     flags (on AVX2 targets compile defaults to --reduce-range; quantize knows no target)."""
     import onnx
 
-    from .accuracy_budget import NOT_MET, fit_budget, resolve_budget
-    from .compliance import weight_bytes
-    from .driver import check_writable
-    from .exporter import export_model
-    from .importer import convert_model, load_model
-    from .pass_manager import PassManager, Pipeline
-    from .pipelines import PIPELINES
+    from .compiler.driver import check_writable
+    from .compiler.pass_manager import PassManager, Pipeline
+    from .compiler.pipelines import PIPELINES
+    from .frontend.exporter import export_model
+    from .frontend.importer import convert_model, load_model
+    from .profiles.compliance import weight_bytes
+    from .quant.accuracy_budget import NOT_MET, fit_budget, resolve_budget
 
     resolved = None
     if profile or overrides:  # a profile's accuracy section is the budget; its scheme picks the weight scales
-        from .profile import load_profile
+        from .profiles.profile import load_profile
 
         if not profile:
             raise UsageError("--set needs --profile (the profile it overrides)")
@@ -518,7 +518,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
         if not fitted.met:
             click.echo(f"edgec: warning: {NOT_MET}", err=True)
     if report:
-        from .quant_report import format_rows, layer_record
+        from .quant.report import format_rows, layer_record
 
         rows, layers = layer_record(float_model, ir_model, data or options["calib"], "--data" if data else "--calib",
                                     quantize.options.excluded, fitted)
@@ -599,7 +599,7 @@ def load_artifact(artifact: Path, device: str | None = None, timeout: float = 12
         if opened.manifest.get("format_version") == FIRMWARE_VERSION:
             raise UsageError(f"{artifact} is microcontroller firmware: it runs on its emulated board "
                              f"({opened.manifest['target'].get('board')}) without --device, or on a board you flash")
-        from .remote import load_remote, parse_device
+        from .deploy.remote import load_remote, parse_device
 
         return load_remote(opened, parse_device(device), timeout=timeout)
     from .runtime import open_model
@@ -609,18 +609,18 @@ def load_artifact(artifact: Path, device: str | None = None, timeout: float = 12
 
 def open_verified(artifact: Path, verify_key: Path | None):
     """The opened artifact, its signature checked when ``--verify-key`` was given."""
-    from .artifact import open_artifact
+    from .deploy.artifact import open_artifact
 
     key = None
     if verify_key:
-        from .trust import load_public_key
+        from .deploy.trust import load_public_key
 
         key = load_public_key(verify_key)
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
     opened = open_artifact(artifact)
     if key is not None:
-        from .trust import verify_signature
+        from .deploy.trust import verify_signature
 
         verify_signature(opened, key, verify_key)
     return opened
@@ -634,7 +634,7 @@ def run_command(artifact: Path, device, timeout, inputs_file, input_specs, rando
                 verify_key, output_file) -> None:
     """Run a compiled ARTIFACT, here or on a lab device, and print or save its outputs."""
     if output_file:
-        from .driver import check_writable
+        from .compiler.driver import check_writable
 
         check_writable(output_file, "--output")
     compiled = load_artifact(artifact, device, timeout, verify_key)
@@ -673,13 +673,13 @@ def check_command(artifact: Path, model: Path | None, profile: str | None, overr
     attribute is measured (latency, working set, accuracy on --data, performance per
     watt, data locality) and shown as required, measured, how, pass/fail; a failing
     certificate exits 3."""
-    from .check import compare_with_onnxruntime
-    from .profile import load_profile, profile_from_dict
+    from .profiles.profile import load_profile, profile_from_dict
+    from .reports.check import compare_with_onnxruntime
 
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
     if certificate_file:
-        from .driver import check_writable
+        from .compiler.driver import check_writable
 
         check_writable(certificate_file)
     manifest = open_verified(artifact, verify_key).manifest
@@ -715,7 +715,7 @@ def issue_certificate(artifact, manifest, profile, data, model, device, timeout,
                       verify_key=None) -> None:
     from types import SimpleNamespace
 
-    from .compliance import certify
+    from .profiles.compliance import certify
 
     target = SimpleNamespace(**{key: manifest["target"].get(key) for key in ("name", "power_watts", "power_source", "memory_bytes")})
     if data is not None and not data.is_file():
@@ -724,7 +724,7 @@ def issue_certificate(artifact, manifest, profile, data, model, device, timeout,
                           target)
     document = json.dumps(certificate.to_dict(), indent=2)
     if certificate_file:
-        from .cache import write_text_atomically
+        from .compiler.cache import write_text_atomically
 
         write_text_atomically(certificate_file, document + "\n")
     click.echo(document if as_json else certificate.format())
@@ -743,7 +743,7 @@ def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, ran
     """Time ARTIFACT: first-time latency (a fresh process: start, imports, load, first result) and steady state.
 
     On an emulated lab device the times are labelled EMULATED: they check the flow, not the speed."""
-    from .check import measure_latency
+    from .reports.check import measure_latency
 
     if repeat < 1 or warmup < 0:
         raise UsageError("--repeat must be at least 1 and --warmup at least 0")
@@ -764,7 +764,7 @@ def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, ran
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def inspect_command(artifact: Path, as_json: bool) -> None:
     """Show what an ARTIFACT holds: signature, target, pipeline, members."""
-    from .artifact import open_artifact
+    from .deploy.artifact import open_artifact
 
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
@@ -781,7 +781,7 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
 
 
 def inspect_lines(artifact: Path, opened) -> list[str]:
-    from .artifact import SIGNATURE
+    from .deploy.artifact import SIGNATURE
 
     manifest = opened.manifest
     target = manifest["target"]
@@ -796,7 +796,7 @@ def inspect_lines(artifact: Path, opened) -> list[str]:
         for spec in manifest["signature"][kind]:
             lines.append(f"{kind[:-1]:<10} {spec['name']}: {spec['dtype']}{spec['shape']}")
     if manifest.get("dim_bindings"):
-        from .importer import DimBinding
+        from .frontend.importer import DimBinding
 
         lines += [f"bound      {DimBinding(**binding).describe()}" for binding in manifest["dim_bindings"]]
     weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
@@ -832,9 +832,9 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
     a table of every planned tensor (offset, size, steps live); --plot draws it.
     With --partitions: the partition plan; --plot draws it.
     With --quantization: the per-layer quantization and the accuracy budget."""
-    from .artifact import open_artifact
-    from .driver import check_writable
-    from .report import format_csv, format_memory, format_table, plot_memory, plot_partitions
+    from .compiler.driver import check_writable
+    from .deploy.artifact import open_artifact
+    from .reports.report import format_csv, format_memory, format_table, plot_memory, plot_partitions
 
     if as_json and as_csv:
         raise UsageError("give at most one of --json and --csv")
@@ -849,7 +849,7 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
         raise UsageError(f"{artifact}: no such file")
     manifest = open_artifact(artifact).manifest
     if quantization:
-        from .quant_report import format_record
+        from .quant.report import format_record
 
         record, integer = manifest.get("quantization"), manifest["target"].get("integer_kernels")
         if as_json:
@@ -919,7 +919,7 @@ def lab_start_command(target: str, tracker: str | None, key: str | None, servers
     """Set up (first time: Debian packages, an arm64 sysroot, TVM wheels; cached) and start a device.
 
     Prints the --device string to use with run, check, bench and tune."""
-    from . import lab
+    from .deploy import lab
 
     with progress_display(True) as progress:
         progress(f"starting the emulated {target} (the first start builds its sysroot, about a minute)")
@@ -931,7 +931,7 @@ def lab_start_command(target: str, tracker: str | None, key: str | None, servers
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def lab_status_command(as_json: bool) -> None:
     """Show the lab's tracker and devices, and whether each is alive and registered."""
-    from . import lab
+    from .deploy import lab
 
     status = lab.status()
     if as_json:
@@ -950,7 +950,7 @@ def lab_status_command(as_json: bool) -> None:
 @lab_group.command("stop")
 def lab_stop_command() -> None:
     """Stop the tracker and devices the lab started (by their process ids), nothing else."""
-    from . import lab
+    from .deploy import lab
 
     stopped = lab.stop()
     click.echo(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
@@ -965,7 +965,7 @@ def profiles_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print names and descriptions as JSON.")
 def profiles_list_command(as_json: bool) -> None:
     """List the built-in profiles."""
-    from .profile import builtin_profiles, load_profile
+    from .profiles.profile import builtin_profiles, load_profile
 
     profiles = {name: load_profile(name).description for name in builtin_profiles()}
     if as_json:
@@ -981,7 +981,7 @@ def profiles_list_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved profile as JSON.")
 def profiles_show_command(name: str, overrides, as_json: bool) -> None:
     """Show a profile (built-in NAME or a file), resolved: inheritance and overrides applied."""
-    from .profile import load_profile
+    from .profiles.profile import load_profile
 
     profile = load_profile(name, overrides)
     if as_json:
@@ -1001,11 +1001,11 @@ def annotate_command(model: Path, profile: str | None, overrides, output: Path) 
     Compiling the result without --profile uses that profile."""
     import onnx
 
-    from .cache import write_bytes_atomically
-    from .importer import read_proto
-    from .profile import load_profile, to_metadata_props
+    from .compiler.cache import write_bytes_atomically
+    from .frontend.importer import read_proto
+    from .profiles.profile import load_profile, to_metadata_props
 
-    from .driver import check_writable
+    from .compiler.driver import check_writable
 
     if not profile:
         raise UsageError("annotate needs --profile")
@@ -1034,7 +1034,7 @@ def keygen_command(private_key: Path) -> None:
 
     Sign with 'edgec compile --sign PRIVATE_KEY'; check with 'edgec run/check/bench
     --verify-key PRIVATE_KEY.pub'. Existing files are never overwritten."""
-    from .trust import generate_keypair
+    from .deploy.trust import generate_keypair
 
     public = generate_keypair(private_key)
     click.echo(f"wrote {private_key} (private, keep it secret) and {public} (public)", err=True)
@@ -1050,7 +1050,7 @@ def export_c_command(artifact: Path, directory: Path) -> None:
     The project: the kernels, the call sequence and <model>.h (<model>_init, <model>_run),
     the weights as const arrays, a startup file, linker script and Makefile for the
     emulated board, and the semihosting harness. DIRECTORY must not exist or be empty."""
-    from .emulator import export_project
+    from .deploy.emulator import export_project
 
     files = export_project(open_verified(artifact, None), directory)
     click.echo(f"wrote {len(files)} files to {directory}; build with: make -C {directory}", err=True)
@@ -1067,8 +1067,8 @@ def passes_command() -> None:
     """List the registered passes and their options."""
     import dataclasses
 
-    from .pass_manager import format_option, registered_passes
-    from .pipelines import PIPELINES
+    from .compiler.pass_manager import format_option, registered_passes
+    from .compiler.pipelines import PIPELINES
 
     for name, cls in sorted(registered_passes().items()):
         options = ", ".join(

@@ -14,8 +14,8 @@ import onnx
 import pytest
 
 import edgec
-from edgec.artifact import open_artifact
 from edgec.cli import main
+from edgec.deploy.artifact import open_artifact
 from edgec.errors import UsageError
 from tests.models import ort_run
 from tests.test_pipelines import conv_affine_model
@@ -59,7 +59,7 @@ def test_loading_imports_no_compiler(tmp_path):
     edgec.compile(EXAMPLE, target="x86-64", output=tmp_path / "d.edgec")
     script = (f"import sys, json, numpy as np, edgec\n"
               f"edgec.load({str(tmp_path / 'd.edgec')!r}).run(dict(np.load({str(SAMPLE)!r})))\n"
-              "print(json.dumps(sorted(m for m in ('onnx', 'tvm', 'edgec.api', 'edgec.driver', 'edgec.passes')"
+              "print(json.dumps(sorted(m for m in ('onnx', 'tvm', 'edgec.api', 'edgec.compiler.driver', 'edgec.passes')"
               " if m in sys.modules)))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -11,8 +11,8 @@ import onnx
 import pytest
 
 from edgec import runtime
-from edgec.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
 from edgec.cli import main
+from edgec.deploy.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
 from edgec.errors import ArtifactError
 from tests.models import small_cnn
 

@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec.cli import main
 from edgec.errors import ModelError
-from edgec.importer import load_model
+from edgec.frontend.importer import load_model
 from tests.models import make_model
 
 tvm = pytest.importorskip("tvm")
@@ -37,7 +37,7 @@ def reference(model: onnx.ModelProto | str, feeds: dict, optimized: bool = False
 
 def compiled(model: onnx.ModelProto | str, folder, *flags):
     """The loaded artifact and its manifest's integer kernels."""
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
     from edgec.runtime import load
 
     path = folder / "model.onnx"
@@ -260,8 +260,8 @@ def test_qoperator_mobilenet_compiles_to_integer_kernels_within_one_lsb(qoperato
     assert kernels["kept_float"] == [] and kernels["kept_int32"] == []
     assert main(["report", "--quantization", str(tmp_path / "model.edgec")]) == 0
     assert f"integer kernels: {convs + 1} (conv2d-integer x{convs}, matmul-integer x1)" in capsys.readouterr().out
-    from edgec.artifact import open_artifact
-    from edgec.report import macs
+    from edgec.deploy.artifact import open_artifact
+    from edgec.reports.report import macs
 
     float_macs = sum(macs(node) for node in load_model(qoperator_cnn.parent / "cnn.onnx").graph.nodes)
     assert open_artifact(tmp_path / "model.edgec").manifest["report"]["totals"]["macs"] == float_macs > 0  # integer ops counted

@@ -68,7 +68,7 @@ def test_gemm_macs_agree_with_the_independent_count(tmp_path, capsys):
 
 def test_the_artifact_says_what_the_vm_allocates_next_to_edgecs_plan(tmp_path, capsys):
     """TVM's storages, read from the lowered module, against edgec's packing of the same tensors."""
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
 
     onnx.save(zoo_model("squeezenet"), tmp_path / "m.onnx")
     assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
@@ -87,7 +87,7 @@ def test_the_artifact_says_what_the_vm_allocates_next_to_edgecs_plan(tmp_path, c
 def test_memory_report_and_plot(tmp_path, capsys):
     """--memory lists every planned tensor at its offset; --plot draws one rectangle per tensor."""
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'edgec[plot]')")
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
     from tests.models import small_cnn
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
