@@ -855,7 +855,7 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
         if as_json:
             click.echo(json.dumps({"quantization": record, "integer_kernels": integer}, indent=2))
         else:
-            click.echo(format_record(record, integer) if record else
+            click.echo(format_record(record or {}, integer) if record or integer else
                        f"no quantization record: {artifact} was compiled without --calib, from a model without "
                        "'edgec quantize --report' metadata")
         return

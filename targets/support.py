@@ -3,7 +3,7 @@
 ``edgec analyze`` answers before any TVM work, and importing TVM's ONNX frontend costs
 seconds. So the ops TVM converts are read from the installed frontend's source (the keys
 of its ``_get_convert_map``), and an op TVM lacks is still lowered when ONNX defines it as
-a function of other ops, which edgec's lowering expands.
+a function of other ops, which edgec's lowering expands, or ``qoperator`` rewrites it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import importlib.util
 from pathlib import Path
 
 import onnx.defs
+
+from .qoperator import REWRITTEN
 
 FRONTEND = ("relax", "frontend", "onnx", "onnx_frontend.py")
 
@@ -46,6 +48,6 @@ def cpu_support(op_type: str, domain: str, opset: int) -> str | None:
     """None when a CPU target lowers the op; else why not, in one phrase."""
     if domain not in ("", "ai.onnx"):
         return f"domain '{domain}' has no lowering on this target"
-    if op_type in tvm_converted_ops() or has_function_body(op_type, domain, opset):
+    if op_type in tvm_converted_ops() or op_type in REWRITTEN or has_function_body(op_type, domain, opset):
         return None
     return f"no converter in TVM's ONNX frontend and no ONNX function body for {op_type}"

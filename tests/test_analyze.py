@@ -91,7 +91,7 @@ def test_analysis_imports_no_tvm_compiler():
     assert json.loads(done.stdout) == []
 
 
-@pytest.mark.parametrize("op, lowered", [("Conv", True), ("Celu", True), ("NotAnOp", False)])
+@pytest.mark.parametrize("op, lowered", [("Conv", True), ("Celu", True), ("ConvInteger", True), ("NotAnOp", False)])
 def test_cpu_support_reads_tvms_converters_and_onnx_functions(op, lowered):
     from edgec.targets.support import cpu_support, tvm_converted_ops
 

@@ -131,4 +131,5 @@ def format_record(record: dict, integer_kernels: dict | None) -> str:
         counts = ", ".join(f"{kind} x{lowered.count(kind)}" for kind in sorted(set(lowered)))
         lines.append(f"integer kernels: {len(lowered)} ({counts or 'none'})")
         lines += [f"kept float by the lowering: {why}" for why in integer_kernels["kept_float"]]
+        lines += [f"kept int32 by the lowering: {why}" for why in integer_kernels.get("kept_int32", [])]
     return "\n".join(lines)

@@ -30,9 +30,9 @@ def macs(node: Node) -> int:
     if out is None or not out.is_static:
         return 0
     op = node.op_type
-    if op in ("Conv", "ConvTranspose") and node.inputs[1] is not None and node.inputs[1].is_static:
+    if op in ("Conv", "ConvInteger", "ConvTranspose") and node.inputs[1] is not None and node.inputs[1].is_static:
         weight = node.inputs[1].shape
-        if op == "Conv":  # each output element sums C_in/group x kernel products
+        if op != "ConvTranspose":  # each output element sums C_in/group x kernel products
             return prod(out.shape) * prod(weight[1:])
         if node.inputs[0].is_static:  # each input element feeds C_out/group x kernel outputs
             return prod(node.inputs[0].shape) * prod(weight[1:])
@@ -41,7 +41,7 @@ def macs(node: Node) -> int:
         a = node.inputs[0].shape
         k = a[0] if node.attr("transA", 0) else a[1]
         return prod(out.shape) * int(k)
-    if op == "MatMul" and node.inputs[0].is_static:
+    if op in ("MatMul", "MatMulInteger") and node.inputs[0].is_static:
         return prod(out.shape) * int(node.inputs[0].shape[-1])
     return 0
 
