@@ -4,18 +4,35 @@
     result = edgec.compile("model.onnx", target="x86-64", output="model.edgec")
     outputs = edgec.load("model.edgec").run({"input": array})
 
-The API is exported lazily: ``edgec.load`` (the runtime) never imports the compiler.
+One function per command (compile, quantize, tune, analyze, check, bench; see edgec/api.py)
+and the runtime's load. They are exported lazily: ``edgec.load`` never imports the compiler.
 """
+
+import sys
+import types
 
 __version__ = "0.1.0"
 
 LAZY = {
-    "compile": "edgec.api",
+    **dict.fromkeys(("compile", "quantize", "tune", "analyze", "check", "bench"), "edgec.api"),
     "load": "edgec.runtime",
 }
 """Public name -> the module that defines it, imported on first use."""
 
 __all__ = ["__version__", *LAZY]
+
+
+class Package(types.ModuleType):
+    """Importing a submodule sets it as an attribute of its package: the modules
+    ``edgec.check`` and ``edgec.analyze`` would then hide the functions of those names."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in LAZY and isinstance(value, types.ModuleType):
+            return  # reachable as sys.modules["edgec." + name]; edgec.<name> stays the function
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = Package
 
 
 def __getattr__(name: str):
