@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,8 @@ from edgec.ir import parse_model
 from edgec.profile import load_profile
 from edgec.targets import get_target
 from tests.models import ort_run, small_cnn
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp.onnx"
 
 DIGITS_PROFILE = """\
 schema = 1
@@ -248,8 +251,46 @@ def test_a_preloaded_model_without_first_time_is_unverified(digits, digits_profi
 def test_batch_size_other_than_the_artifacts_fails(digits, digits_profile, host):
     _, _, artifact = digits
     profile = load_profile(digits_profile, ["latency.batch_size=8"])
-    steady = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))["latency.steady_state"]
-    assert steady.status == FAIL and "recompile it for batches of 8" in steady.how
+    found = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))
+    for attribute in ("latency.first_time", "latency.steady_state"):
+        assert found[attribute].status == FAIL and "batch of 8" in found[attribute].required
+        assert "batch of 1" in found[attribute].measured and "the model fixes its batch at 1" in found[attribute].how
+
+
+def test_a_batch_the_model_fixes_is_named_with_advice_that_can_be_followed(host, tmp_path):
+    """The bundled example fixes its batch at 10; under mobile (batch 1) both latency lines fail
+    naming both batches, and neither advises a recompile, which cannot change a fixed batch."""
+    from edgec.api import compile as compile_model
+
+    artifact = compile_model(EXAMPLE, "x86-64", output=tmp_path / "d.edgec").output
+    certificate = certify(artifact, loader(artifact), load_profile("mobile"), None, None, host)
+    found = by_attribute(certificate)
+    for attribute in ("latency.first_time", "latency.steady_state"):
+        line = found[attribute]
+        assert line.status == FAIL and "batch of 1" in line.required and "batch of 10" in line.measured
+        assert "the model fixes its batch at 10" in line.how and "recompile" not in line.how
+    for line in certificate.measurements:  # a verdict never contradicts the line it is on
+        assert (line.status == NOT_REQUIRED) == (line.required is None), line
+        assert line.status != FAIL or line.measured is not None, line
+
+
+def test_a_batch_bound_at_compile_is_advised_a_recompile(host, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgec.api import compile as compile_model
+    from tests.models import make_model
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, np.float32))
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [weight])
+    onnx.save(model, tmp_path / "m.onnx")
+    artifact = compile_model(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec").output
+    steady = by_attribute(certify(artifact, loader(artifact), load_profile("mobile", ["latency.batch_size=4"]),
+                                  None, None, host))["latency.steady_state"]
+    assert steady.status == FAIL and "per batch of 1" in steady.measured
+    assert "bound at compile from" in steady.how and "recompile it with --profile mobile" in steady.how
 
 
 def test_bad_data_is_a_usage_error(digits, digits_profile, host, tmp_path):
