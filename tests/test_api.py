@@ -15,6 +15,7 @@ import pytest
 
 import edgec
 from edgec.artifact import open_artifact
+from edgec.check import FRESH_WORKING_SET
 from edgec.cli import main
 from edgec.errors import ProfileViolation, UsageError
 from tests.models import ort_run
@@ -123,6 +124,8 @@ def test_check_compares_and_certifies(tmp_path):
     assert [row.name for row in checked.comparison.rows] == ["logits"] and checked.comparison.rows[0].mismatched == 0
     certified = edgec.check(artifact, profile="mobile", output=tmp_path / "cert.json")
     assert not certified.ok and isinstance(certified.error, ProfileViolation)
+    working_set = next(m for m in certified.certificate.measurements if m.attribute == "memory.working_set")
+    assert working_set.how == FRESH_WORKING_SET and working_set.values["bytes"] > 0  # as bench measures it
     assert json.loads((tmp_path / "cert.json").read_text()) == certified.certificate.to_dict()
 
 
@@ -145,6 +148,7 @@ def test_bench_times_the_first_run_in_a_fresh_process(tmp_path):
     artifact = edgec.compile(EXAMPLE, target="x86-64", output=tmp_path / "d.edgec").output
     latency = edgec.bench(artifact, inputs=dict(np.load(SAMPLE)), repeat=3, warmup=0)
     assert len(latency.runs_s) == 3 and latency.first_s > 0 and "fresh Python process" in latency.first_how
+    assert latency.working_set_how == FRESH_WORKING_SET and latency.working_set_bytes > 0  # as check measures it
     with pytest.raises(UsageError, match="--repeat must be at least 1"):
         edgec.bench(artifact, repeat=0)
 
