@@ -12,6 +12,7 @@ import pytest
 from onnx import numpy_helper
 
 from edgec.cli import main
+from edgec.units import human_size
 from tests.models import zoo_model
 
 
@@ -106,3 +107,29 @@ def test_memory_report_and_plot(tmp_path, capsys):
     assert main(["report", str(tmp_path / "m.edgec"), "--plot", str(tmp_path / "p.png")]) == 2
     assert "--plot draws the memory plan or the partitions: give it with --memory or --partitions" \
         in capsys.readouterr().err
+
+
+def test_the_memory_plot_labels_tensors_in_a_unit_that_fits():
+    """Every tensor's name is written on its rectangle; sizes read in KiB for a small arena, MiB
+    for a large one; the arena and lower bound lines differ in color and style and carry their sizes."""
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'edgec[plot]')")
+    from matplotlib import pyplot
+
+    from edgec.report import memory_figure
+
+    for scale, unit, sizes in ((1, "KiB", ("6.0 KiB", "4.0 KiB")), (2**10, "MiB", ("6.0 MiB", "4.0 MiB"))):
+        tensors = [{"name": "conv_out", "offset": 0, "size": 6144 * scale, "first_step": 0, "last_step": 1},
+                   {"name": "relu_out", "offset": 6144 * scale, "size": 4096 * scale, "first_step": 1, "last_step": 2},
+                   {"name": "sliver", "offset": 0, "size": 64, "first_step": 2, "last_step": 3}]
+        plan = {"tensors": tensors, "arena_bytes": 12288 * scale, "lower_bound_bytes": 10240 * scale,
+                "algorithm": "greedy-by-size", "peak_step": 1}
+        figure = memory_figure({"memory_plan": plan, "source": {"file": "m.onnx"}})
+        axes = figure.axes[0]
+        assert axes.get_ylabel() == f"arena offset ({unit})"
+        assert [t.get_text() for t in axes.texts] == [f"conv_out {sizes[0]}", f"relu_out {sizes[1]}"]  # no sliver
+        arena_line, bound_line = axes.get_lines()[:2]
+        assert (arena_line.get_color(), arena_line.get_linestyle()) != (bound_line.get_color(), bound_line.get_linestyle())
+        legend = [t.get_text() for t in axes.get_legend().get_texts()]
+        assert legend[0].startswith(f"arena {human_size(12288 * scale)}")
+        assert legend[1].startswith(f"lower bound {human_size(10240 * scale)}")
+        pyplot.close(figure)
