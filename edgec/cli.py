@@ -40,12 +40,16 @@ def stderr_console():
 
 @contextmanager
 def progress_display(enabled: bool):
-    """A transient spinner on stderr naming the current step (only on a terminal)."""
-    if not enabled or not sys.stderr.isatty():
+    """A transient spinner on stderr naming the current step on a terminal; elsewhere (a CI
+    log, a pipe) one line per step as it starts, with the seconds since the command began."""
+    if not enabled:
         yield lambda step: logger.info("%s", step)
-        return
-    with stderr_console().status("starting") as status:
-        yield lambda step: status.update(f"[bold]{step}[/bold]")
+    elif not sys.stderr.isatty():
+        started = time.perf_counter()
+        yield lambda step: click.echo(f"edgec: [{time.perf_counter() - started:6.1f}s] {step}", err=True)
+    else:
+        with stderr_console().status("starting") as status:
+            yield lambda step: status.update(f"[bold]{step}[/bold]")
 
 
 def pipeline_options(command):
@@ -349,9 +353,23 @@ def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: st
 
 @contextmanager
 def tuning_progress(enabled: bool):
-    """A progress bar with the trial count and the best time of the kernel that last improved."""
+    """A progress bar with the trial count and the best time of the kernel that last improved; off
+    a terminal, a line whenever a kernel improves and at each tenth of the budget."""
     if not enabled:
         yield lambda done, budget, kernel: None
+        return
+    if not sys.stderr.isatty():
+        started, tenths = time.perf_counter(), [-1]
+
+        def line(done: int, budget: int, kernel) -> None:
+            tenth = 10 * done // budget
+            if kernel is None and tenth == tenths[0]:
+                return
+            tenths[0] = tenth
+            best = f", best {kernel.name}: {kernel.best_seconds * 1e6:.1f} us" if kernel else ""
+            click.echo(f"edgec: [{time.perf_counter() - started:6.1f}s] tuning {done}/{budget} trials{best}", err=True)
+
+        yield line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

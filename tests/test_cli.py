@@ -83,6 +83,19 @@ def test_same_inputs_give_the_same_bytes(cnn_artifact, capsys):
     assert again.read_bytes() == (cnn_artifact / "cnn.edgec").read_bytes()
 
 
+def test_progress_is_a_line_per_step_off_a_terminal(tmp_path, capsys):
+    """A CI log gets each compile step as it starts (the spinner is for terminals), and -q none."""
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    code, _, err = edgec(capsys, "compile", tmp_path / "cnn.onnx", "-t", "x86-64", "-o", tmp_path / "c.edgec")
+    assert code == 0, err
+    lines = err.splitlines()
+    steps = [line.split("] ", 1)[1] for line in lines if line.startswith("edgec: [")]
+    assert steps == ["importing", "running passes", "lowering for x86-64 with TVM", "writing artifact"]
+    assert lines[-1].startswith(f"wrote {tmp_path / 'c.edgec'}")
+    code, _, err = edgec(capsys, "compile", tmp_path / "cnn.onnx", "-t", "x86-64", "-o", tmp_path / "c.edgec", "-q")
+    assert (code, err) == (0, "")
+
+
 def test_instrument_flags(tmp_path, capsys):
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     code, _, err = edgec(capsys, "compile", tmp_path / "cnn.onnx", "-t", "x86-64", "-o", tmp_path / "c.edgec", "-q",
@@ -198,7 +211,8 @@ def test_bad_input_gives_one_clear_line_and_no_output(case, tmp_path, capsys):
     code, out, err = edgec(capsys, "compile", *args)
     assert code == expected_code, err
     assert expected_text in err
-    assert err.count("\n") == 1 and "error:" in err and out == ""
+    problems = [line for line in err.splitlines() if not line.startswith("edgec: [")]  # progress lines off a terminal
+    assert len(problems) == 1 and "error:" in problems[0] and out == ""
     assert set(work.iterdir()) == before  # nothing written, not even a temp file
 
 
