@@ -422,11 +422,15 @@ def analyze_command(model: Path, target: str, profile, overrides, input_shapes, 
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Write the result: .onnx for ONNX, anything else for IR text. Default: IR text on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON summary on stdout: the pipeline, each pass (changed it or not, counters, diagnostics), "
+                   "node counts, and the IR text unless -o writes it.")
 @pipeline_options
-def opt_command(model: Path, output: Path | None, **options) -> None:
+def opt_command(model: Path, output: Path | None, as_json: bool, **options) -> None:
     """Run a pass pipeline on MODEL without lowering (like mlir-opt)."""
     from .exporter import export_model
     from .importer import load_model
+    from .instruments import RecordInstrument
     from .ir import print_model
     from .pass_manager import PassManager, Pipeline
 
@@ -438,15 +442,21 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
     pipeline = Pipeline.parse(options["pipeline"])
     ir_model = load_model(model, parse_shapes(options["input_shapes"]), parse_dims(options["dims"]))
     pipeline.check_inputs(ir_model)
-    ir_model = PassManager(pipeline, build_instruments(options), options["verify_each"]).run(ir_model)
-    if output is None:
-        click.echo(print_model(ir_model), nl=False)
-    elif output.suffix == ".onnx":
+    record, nodes_before = RecordInstrument(), len(ir_model.graph.nodes)
+    ir_model = PassManager(pipeline, [*build_instruments(options), record], options["verify_each"]).run(ir_model)
+    if output is not None and output.suffix == ".onnx":
         import onnx
 
         onnx.save(export_model(ir_model), output)
-    else:
+    elif output is not None:
         output.write_text(print_model(ir_model))
+    if as_json:
+        click.echo(json.dumps({"pipeline": str(pipeline), "passes": record.passes, "nodes_before": nodes_before,
+                               "nodes_after": len(ir_model.graph.nodes),
+                               "output": str(output) if output is not None else None,
+                               **({"ir": print_model(ir_model)} if output is None else {})}, indent=2))
+    elif output is None:
+        click.echo(print_model(ir_model), nl=False)
 
 
 @main_group.command("quantize", epilog=EXIT_CODES)
@@ -459,9 +469,12 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
               help="Print per layer: placement, scales and zero points, SQNR against float over --data (else the "
                    "calibration data). Also recorded in the file's edgec.quantization metadata, which "
                    "'edgec compile' copies into the artifact for 'edgec report --quantization'.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON on stdout (output, Q/DQ pairs, weight bytes, budget, and with --report "
+                   "the layers) instead of the table.")
 @profile_options
 def quantize_command(model: Path, output: Path | None, data: Path | None, metric: str | None, max_drop: float | None,
-                     report: bool, profile: str | None, overrides, **options) -> None:
+                     report: bool, as_json: bool, profile: str | None, overrides, **options) -> None:
     """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
 
     Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz' with the same
@@ -478,7 +491,9 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
             click.echo(f"edgec: {line}", err=True)
         if not result.budget.met:
             click.echo(f"edgec: warning: {NOT_MET}", err=True)
-    if report:
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif report:
         from .quant_report import format_rows
 
         click.echo(format_rows(result.layers))
@@ -527,8 +542,9 @@ def input_options(command):
 @click.argument("artifact", type=click.Path(path_type=Path))
 @input_options
 @click.option("--output", "output_file", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
+@click.option("--json", "as_json", is_flag=True, help="Print every output in full as JSON (name: dtype, shape, values).")
 def run_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs: bool, seed: int,
-                verify_key, output_file) -> None:
+                verify_key, output_file, as_json: bool) -> None:
     """Run a compiled ARTIFACT, here or on a lab device, and print or save its outputs."""
     from .api import load_artifact, read_inputs
 
@@ -542,6 +558,10 @@ def run_command(artifact: Path, device, timeout, inputs_file, input_specs, rando
     if output_file:
         np.savez(output_file, **outputs)
         click.echo(f"wrote {len(outputs)} output(s) to {output_file}", err=True)
+        return
+    if as_json:
+        click.echo(json.dumps({name: {"dtype": str(value.dtype), "shape": list(value.shape), "values": value.tolist()}
+                               for name, value in outputs.items()}, indent=2))
         return
     for name, value in outputs.items():
         flat = value.reshape(-1)
@@ -913,19 +933,27 @@ def cmake_dir_command() -> None:
 
 
 @main_group.command("passes")
-def passes_command() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the passes (summary, options with defaults) and the named "
+                                                       "pipelines as JSON.")
+def passes_command(as_json: bool) -> None:
     """List the registered passes and their options."""
     import dataclasses
 
     from .pass_manager import format_option, registered_passes
     from .pipelines import PIPELINES
 
+    passes = {}
     for name, cls in sorted(registered_passes().items()):
-        options = ", ".join(
-            f"{f.name.replace('_', '-')}={format_option(f, f.default)}" for f in dataclasses.fields(cls.Options)
-        )
-        summary = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"{name}: ")
-        click.echo(f"{name:<18} {summary}" + (f"\n{'':<18} options: {options}" if options else ""))
+        passes[name] = {
+            "summary": (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"{name}: "),
+            "options": {f.name.replace("_", "-"): format_option(f, f.default) for f in dataclasses.fields(cls.Options)},
+        }
+    if as_json:
+        click.echo(json.dumps({"passes": passes, "pipelines": {k: list(v) for k, v in PIPELINES.items()}}, indent=2))
+        return
+    for name, entry in passes.items():
+        options = ", ".join(f"{option}={value}" for option, value in entry["options"].items())
+        click.echo(f"{name:<18} {entry['summary']}" + (f"\n{'':<18} options: {options}" if options else ""))
     click.echo("\nnamed pipelines:")
     for name, steps in PIPELINES.items():
         click.echo(f"{name:<18} {','.join(steps)}")

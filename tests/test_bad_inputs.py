@@ -14,12 +14,13 @@ import pytest
 
 from edgec.cli import main
 from tests.bad_models import CASES, arena, relu, saved
+from tests.conftest import without_progress
 
 
 def one_line_error(capfd, code: int, argv: list[str], culprit: str) -> str:
     capfd.readouterr()
     assert main(argv) == code
-    err = capfd.readouterr().err
+    err = without_progress(capfd.readouterr().err)
     assert err.count("\n") == 1 and err.startswith("edgec") and "internal error" not in err, err
     assert culprit in err, err
     return err

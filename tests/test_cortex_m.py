@@ -17,6 +17,7 @@ import edgec.runtime
 from edgec.artifact import FIRMWARE, open_artifact
 from edgec.cli import main
 from edgec.errors import ArtifactError
+from tests.conftest import without_progress
 from tests.models import ort_run, random_feeds, small_cnn
 
 NEEDS = {"arm-none-eabi-gcc": "gcc-arm-none-eabi and libnewlib-arm-none-eabi", "qemu-system-arm": "qemu-system-arm",
@@ -252,7 +253,7 @@ def test_a_model_too_large_for_the_board_is_one_clear_error(tmp_path, capsys, ch
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 256, 256])])
     onnx.save(model, tmp_path / "huge.onnx")
     assert main(["compile", str(tmp_path / "huge.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "h.edgec")]) == 1
-    err = capsys.readouterr().err
+    err = without_progress(capsys.readouterr().err)
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "h.edgec").exists()
 

@@ -12,6 +12,7 @@ from edgec.cli import main
 from edgec.exporter import export_model
 from edgec.importer import import_proto
 from edgec.ir import Model, Value, parse_model
+from tests.conftest import without_progress
 from tests.models import make_model, ort_run, small_cnn
 from tests.passes.helpers import assert_golden, run_pass
 
@@ -251,6 +252,7 @@ def test_bad_calibration_data_is_a_usage_error(capsys, tmp_path, arrays, message
     np.savez(tmp_path / "bad.npz", **arrays)
     extra = ["-t", "x86-64"] if command == "compile" else []
     code, _, err = edgec(capsys, command, tmp_path / "m.onnx", "--calib", tmp_path / "bad.npz", *extra, "-o", tmp_path / "out")
+    err = without_progress(err)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith(f"edgec: error: --calib {tmp_path / 'bad.npz'}: ") and message in err
     assert not (tmp_path / "out").exists()
