@@ -44,10 +44,10 @@ Inputs = Mapping[str, np.ndarray] | PathLike | None
 
 def compile(  # noqa: A001 - edgec.compile is the name users expect, as tvm.compile
     model: PathLike,
-    target: str,
+    target: str | PathLike,
     *,
     output: PathLike | None = None,
-    profile: str | None = None,
+    profile: str | PathLike | None = None,
     overrides: Sequence[str] = (),
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
@@ -81,7 +81,7 @@ def compile(  # noqa: A001 - edgec.compile is the name users expect, as tvm.comp
     from .driver import CompileRequest, compile_model
     from .targets import get_target
 
-    model = Path(model)
+    model, target, profile = Path(model), os.fspath(target), os.fspath(profile) if profile is not None else None
     key = None
     if sign is not None:
         from .trust import load_private_key
@@ -182,7 +182,7 @@ def quantize(
     metric: str | None = None,
     max_drop: float | None = None,
     report: bool = False,
-    profile: str | None = None,
+    profile: str | PathLike | None = None,
     overrides: Sequence[str] = (),
 ) -> QuantizeResult:
     """Quantize ``model`` (static int8) into a QDQ ONNX file, ``output`` by default MODEL's
@@ -206,7 +206,7 @@ def quantize(
 
         if not profile:
             raise UsageError("--set needs --profile (the profile it overrides)")
-        resolved = load_profile(profile, tuple(overrides))
+        resolved = load_profile(os.fspath(profile), tuple(overrides))
         per_tensor_weights = per_tensor_weights or resolved.quantization.scheme == "per-tensor"
     budget = resolve_budget(data, metric, max_drop, resolved)
     output = Path(output) if output is not None else Path(model.stem + ".qdq.onnx")
@@ -246,7 +246,7 @@ def quantize(
 
 def tune(
     model: PathLike,
-    target: str,
+    target: str | PathLike,
     *,
     db: PathLike,
     trials: int = 64,
@@ -266,7 +266,7 @@ def tune(
     from .targets import get_target
     from .targets.tuning import tune as tune_kernels
 
-    spec = get_target(target)
+    spec = get_target(os.fspath(target))
     rpc_device = parse_device(device) if device else None
     loaded = load_model(Path(model), {name: tuple(shape) for name, shape in (input_shapes or {}).items()},
                         dict(dims or {}), lambda metadata: batch_binding(None, metadata))
@@ -278,9 +278,9 @@ def tune(
 
 def analyze(
     model: PathLike,
-    target: str,
+    target: str | PathLike,
     *,
-    profile: str | None = None,
+    profile: str | PathLike | None = None,
     overrides: Sequence[str] = (),
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     dims: Mapping[str, int] | None = None,
@@ -290,8 +290,8 @@ def analyze(
     analyze``); ``.ok`` is False when the profile's static checks fail (the command exits 3)."""
     from .analyze import analyze as analyze_model
 
-    return analyze_model(model, target, profile=profile, overrides=overrides, input_shapes=input_shapes, dims=dims,
-                         passes=passes)
+    return analyze_model(model, os.fspath(target), profile=os.fspath(profile) if profile is not None else None,
+                         overrides=overrides, input_shapes=input_shapes, dims=dims, passes=passes)
 
 
 @dataclass
@@ -324,7 +324,7 @@ def check(
     artifact: PathLike,
     *,
     model: PathLike | None = None,
-    profile: str | None = None,
+    profile: str | PathLike | None = None,
     overrides: Sequence[str] = (),
     data: PathLike | None = None,
     output: PathLike | None = None,
@@ -354,7 +354,7 @@ def check(
     manifest = open_verified(artifact, verify_key).manifest
     if overrides and not profile:
         raise UsageError("--set needs --profile (the profile it overrides)")
-    chosen = (load_profile(profile, tuple(overrides)) if profile
+    chosen = (load_profile(os.fspath(profile), tuple(overrides)) if profile
               else profile_from_dict(manifest["profile"], f"{artifact} manifest") if manifest.get("profile") else None)
     if model is None and chosen is None:
         raise UsageError(f"nothing to check: {artifact} has no profile; give --model MODEL.onnx or --profile")

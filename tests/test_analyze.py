@@ -14,6 +14,7 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgec
+from edgec import api
 from edgec.analyze import analyze
 from edgec.artifact import open_artifact
 from edgec.cli import main
@@ -32,7 +33,7 @@ def run(capsys, *args) -> tuple[int, str, str]:
 def test_numbers_match_what_the_compile_records(tmp_path):
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     analysis = analyze(tmp_path / "cnn.onnx", "x86-64")
-    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "x86-64", "-o", str(tmp_path / "cnn.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "cnn.onnx", "x86-64", output=tmp_path / "cnn.edgec")
     manifest = open_artifact(tmp_path / "cnn.edgec").manifest
     compiled = manifest["report"]
     assert [(l["name"], l["op"], l["macs"], l["parameters"]) for l in analysis.layers] == \

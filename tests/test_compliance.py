@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgec import api
 from edgec.compliance import (
     FAIL,
     NOT_REQUIRED,
@@ -62,7 +63,6 @@ def digits(request, tmp_path_factory):
     """(onnx path, held-out .npz, compiled artifact), trained once and cached across runs."""
     pytest.importorskip("torch", reason="the digits CNN is trained with torch==2.13.0 (pip install torch==2.13.0)")
     pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
-    from edgec.cli import main
     from tests.digits_cnn import trained_digits
 
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
@@ -71,8 +71,7 @@ def digits(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("digits")
     (work / "digits.toml").write_text(DIGITS_PROFILE)
     artifact = work / "digits.edgec"
-    assert main(["compile", str(model_path), "-t", "x86-64", "--profile", str(work / "digits.toml"),
-                 "-o", str(artifact), "-q"]) == 0
+    api.compile(model_path, "x86-64", profile=str(work / "digits.toml"), output=artifact)
     return model_path, data_path, artifact
 
 
@@ -139,22 +138,17 @@ def test_static_rules_are_unverified_unless_the_compile_checked_the_same_ones(di
     assert found["ops"].status == UNVERIFIED and "recompile it with --profile mcu" in found["ops"].how
     assert found["dtypes.compute"].status == UNVERIFIED  # not proven for this artifact either
 
-    from edgec.cli import main
-
     unprofiled = tmp_path / "plain.edgec"
-    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(unprofiled), "-q"]) == 0
+    api.compile(model_path, "x86-64", output=unprofiled)
     found = by_attribute(certify(unprofiled, loader(unprofiled), load_profile("mcu"), None, None, host))
     assert found["ops"].status == UNVERIFIED and "compiled without a profile" in found["ops"].how
 
 
 def test_a_violation_allowed_at_compile_time_fails_the_certificate(digits, host, tmp_path):
-    from edgec.cli import main
-
     model_path, _, _ = digits
     artifact = tmp_path / "violating.edgec"
     overrides = ['ops.allowed=["Conv"]', "memory.working_set=4GiB"]
-    assert main(["compile", str(model_path), "-t", "x86-64", "--profile", "mcu", "--set", overrides[0], "--set",
-                 overrides[1], "--allow-violations", "-o", str(artifact), "-q"]) == 0
+    api.compile(model_path, "x86-64", profile="mcu", overrides=overrides, allow_violations=True, output=artifact)
     certificate = certify(artifact, loader(artifact), load_profile("mcu", overrides), None, None, host)
     found = by_attribute(certificate)
     assert not certificate.ok
@@ -260,9 +254,7 @@ def test_batch_size_other_than_the_artifacts_fails(digits, digits_profile, host)
 def test_a_batch_the_model_fixes_is_named_with_advice_that_can_be_followed(host, tmp_path):
     """The bundled example fixes its batch at 10; under mobile (batch 1) both latency lines fail
     naming both batches, and neither advises a recompile, which cannot change a fixed batch."""
-    from edgec.api import compile as compile_model
-
-    artifact = compile_model(EXAMPLE, "x86-64", output=tmp_path / "d.edgec").output
+    artifact = api.compile(EXAMPLE, "x86-64", output=tmp_path / "d.edgec").output
     certificate = certify(artifact, loader(artifact), load_profile("mobile"), None, None, host)
     found = by_attribute(certificate)
     for attribute in ("latency.first_time", "latency.steady_state"):
@@ -278,7 +270,6 @@ def test_a_batch_bound_at_compile_is_advised_a_recompile(host, tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from edgec.api import compile as compile_model
     from tests.models import make_model
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, np.float32))
@@ -286,7 +277,7 @@ def test_a_batch_bound_at_compile_is_advised_a_recompile(host, tmp_path):
                        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [weight])
     onnx.save(model, tmp_path / "m.onnx")
-    artifact = compile_model(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec").output
+    artifact = api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec").output
     steady = by_attribute(certify(artifact, loader(artifact), load_profile("mobile", ["latency.batch_size=4"]),
                                   None, None, host))["latency.steady_state"]
     assert steady.status == FAIL and "per batch of 1" in steady.measured
@@ -431,7 +422,7 @@ def test_command_line_certificate_passes_then_fails_on_a_1us_latency(digits, dig
 
     model_path, data_path, _ = digits
     artifact = tmp_path / "digits.edgec"
-    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(artifact), "-q", "--profile", str(digits_profile)]) == 0
+    api.compile(model_path, "x86-64", output=artifact, profile=digits_profile)
     capsys.readouterr()
     assert main(["check", str(artifact), "--data", str(data_path), "-o", str(tmp_path / "cert.json")]) == 0
     assert "COMPLIANT" in capsys.readouterr().out
@@ -459,7 +450,7 @@ def test_annotated_model_carries_its_profile_into_the_compile(tmp_path, capsys):
     assert main(["annotate", str(tmp_path / "m.onnx"), "--profile", "smart-device", "-o", str(tmp_path / "a.onnx")]) == 0
     props = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
     assert props["edge.profile.name"] == "smart-device"
-    assert main(["compile", str(tmp_path / "a.onnx"), "-t", "x86-64", "-o", str(tmp_path / "a.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "a.onnx", "x86-64", output=tmp_path / "a.edgec")
     manifest = open_artifact(tmp_path / "a.edgec").manifest
     assert manifest["profile"]["name"] == "smart-device" and manifest["compliance"]["ok"] is True
 
@@ -495,7 +486,7 @@ def test_planned_arena_budget_fails_just_below_the_plan_and_passes_at_it(tmp_pat
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
     out = tmp_path / "m.edgec"
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=out)
     manifest = open_artifact(out).manifest
     planned = manifest["memory_plan"]["arena_bytes"]
     assert manifest["runtime_memory"]["arena_bytes"] == planned  # lowering keeps this model's tensors

@@ -8,6 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgec import api
 from edgec.cli import main
 from edgec.host import cpu_features
 from edgec.importer import load_model
@@ -110,7 +111,7 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, flags)
 
     qdq_cnn = quantized_cnn(tmp_path, *flags)
     artifact = tmp_path / "q.edgec"
-    assert main(["compile", str(qdq_cnn), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
+    api.compile(qdq_cnn, "x86-64", output=artifact)
     assert open_artifact(artifact).manifest["target"]["integer_kernels"]["lowered"] == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ graph's meaning, op by op
@@ -188,8 +189,7 @@ def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
     rng = np.random.default_rng(8)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--reduce-range",
-                 "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", reduce_range=True, output=tmp_path / "q.onnx")
 
     mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), AVX2_U8I8)
     assert report.lowered == ["conv2d+bias"] * 4
@@ -200,7 +200,7 @@ def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
 
     if "avx2" not in cpu_features():
         pytest.skip("this CPU has no AVX2: the dot-product kernels cannot run here")
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "q.onnx", "x86-64", output=tmp_path / "q.edgec")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
@@ -224,8 +224,7 @@ def test_scales_passed_as_weights_are_read_too(tmp_path):
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 80, 8, 8])], inits)
     onnx.save(proto, tmp_path / "wide.onnx")
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((2, 1, 3, 8, 8)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "wide.onnx"), "--calib", str(tmp_path / "calib.npz"),
-                 "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "wide.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
     module = imported(tmp_path / "q.onnx")
     assert len(module["main"].params) > 1  # the scales really are parameters here
     _, report = lower_integer_kernels(module)
@@ -257,8 +256,8 @@ def test_transformer_encoder_int8_close_to_float_and_to_onnxruntime(tmp_path):
     masks = np.where(np.arange(32)[None, :] < lengths[:, None], 0.0, -10000.0).astype(np.float32)[:, None, :]
     embeddings = rng.standard_normal((24, 1, 32, 64)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", embeddings=embeddings[:16], mask=masks[:16])
-    assert main(["quantize", str(tmp_path / "enc.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.quantize(tmp_path / "enc.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
+    api.compile(tmp_path / "q.onnx", "x86-64", output=tmp_path / "q.edgec")
     kernels = open_artifact(tmp_path / "q.edgec").manifest["target"]["integer_kernels"]
     assert sorted(kernels["lowered"]) == ["matmul"] * 6 + ["matmul-activations"] * 2 and kernels["kept_float"] == []
 
@@ -295,12 +294,12 @@ def test_vnni_target_compiles_its_convs_to_vpdpbusd(tmp_path):
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
     rng = np.random.default_rng(10)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
     mod, _ = lower_integer_kernels(imported(tmp_path / "q.onnx"), AVX512_VNNI)
     scheduled, _ = schedule_for_cpu(mod, vnni)
     assert sum("llvm.x86.avx512.vpdpbusd.512" in f.script() for _, f in scheduled.functions_items()) == 2  # 16, 32 channels
 
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64-vnni", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "q.onnx", "x86-64-vnni", output=tmp_path / "q.edgec")
     artifact = open_artifact(tmp_path / "q.edgec")
     (tmp_path / "model.so").write_bytes(artifact.read_member(artifact.libraries()[0]))
     if shutil.which("objdump") is None:
@@ -319,8 +318,8 @@ def test_vnni_artifact_matches_onnxruntime(tmp_path):
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
     rng = np.random.default_rng(10)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64-vnni", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
+    api.compile(tmp_path / "q.onnx", "x86-64-vnni", output=tmp_path / "q.edgec")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])

@@ -16,6 +16,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from edgec import api
 from edgec.artifact import open_artifact
 from edgec.cli import main
 from edgec.pipelines import DEFAULT_PIPELINE
@@ -225,7 +226,7 @@ def test_gpu_partitions_get_gpu_code_and_the_cpu_partition_host_code(target, tmp
 def test_a_cuda_multi_partition_artifact_runs_and_matches_onnxruntime(tmp_path, capsys):
     model = diamond(512)
     onnx.save(model, tmp_path / "d.onnx")
-    assert main(["compile", str(tmp_path / "d.onnx"), "-t", "cuda", "-o", str(tmp_path / "d.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "d.onnx", "cuda", output=tmp_path / "d.edgec")
     feeds = random_feeds(model)
     np.savez(tmp_path / "in.npz", **feeds)
     code, _, err = edgec(capsys, "run", tmp_path / "d.edgec", "--inputs", tmp_path / "in.npz", "--output", tmp_path / "o.npz")

@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from edgec import api
 from edgec.cli import main
 from edgec.units import human_size
 from tests.models import zoo_model
@@ -35,7 +36,7 @@ def independent_macs(model: onnx.ModelProto) -> int:
 def test_report_totals_agree_with_an_independent_count(tmp_path, capsys):
     model = zoo_model("squeezenet")
     onnx.save(model, tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     capsys.readouterr()
     assert main(["report", str(tmp_path / "m.edgec"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -61,7 +62,7 @@ def test_gemm_macs_agree_with_the_independent_count(tmp_path, capsys):
     model = small_cnn()
     assert any(node.op_type == "Gemm" for node in model.graph.node)
     onnx.save(model, tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     capsys.readouterr()
     assert main(["report", str(tmp_path / "m.edgec"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["macs"] == independent_macs(model)
@@ -72,7 +73,7 @@ def test_the_artifact_says_what_the_vm_allocates_next_to_edgecs_plan(tmp_path, c
     from edgec.artifact import open_artifact
 
     onnx.save(zoo_model("squeezenet"), tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     manifest = open_artifact(tmp_path / "m.edgec").manifest
     runtime = manifest["runtime_memory"]
     assert runtime["analysed"] and runtime["tensors"] > 10
@@ -92,7 +93,7 @@ def test_memory_report_and_plot(tmp_path, capsys):
     from tests.models import small_cnn
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     plan = open_artifact(tmp_path / "m.edgec").manifest["memory_plan"]
     capsys.readouterr()
     assert main(["report", str(tmp_path / "m.edgec"), "--memory", "--plot", str(tmp_path / "plan.png")]) == 0
