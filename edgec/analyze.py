@@ -112,7 +112,7 @@ def support_of(node, spec, opset: int, on_cpu: Mapping[str, str]) -> dict:
 
 def format_analysis(analysis: Analysis) -> str:
     """The table and summary ``edgec analyze`` prints."""
-    from edgec.passes.partition import table
+    from .tables import table
 
     rows = [(layer["name"], layer["op"], "x".join(map(str, layer["output_shape"])) or "-", f"{layer['macs']:,}",
              f"{layer['parameters']:,}", layer["device"],
@@ -121,7 +121,7 @@ def format_analysis(analysis: Analysis) -> str:
     totals, memory = analysis.totals, analysis.memory
     lines = [f"{analysis.model} for {analysis.target}"
              + (f" under profile {analysis.profile}" if analysis.profile else "")]
-    lines += table(("layer", "op", "output", "MACs", "params", "device", "lowered"), rows)
+    lines += table(("layer", "op", "output", "MACs", "params", "device", "lowered"), rows, right=("MACs", "params"))
     lines += [
         "",
         f"MACs        {totals['macs']:,}",

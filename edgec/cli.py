@@ -307,7 +307,8 @@ def partition_summary(manifest: dict) -> dict | None:
 def explain_partitions(manifest: dict) -> str:
     """The plan as tables, then each partition's library and memory; or one line saying the
     compile did not partition."""
-    from .passes.partition import PartitionPlan, table
+    from .passes.partition import PartitionPlan
+    from .tables import table
 
     if not manifest.get("partition_plan"):
         target = manifest["target"]
@@ -315,7 +316,8 @@ def explain_partitions(manifest: dict) -> str:
     rows = [(f"#{p['id']}", p["library"], p["runs_on"], human_size(p["memory_plan"]["arena_bytes"]),
              human_size(p["input_bytes"]), human_size(p["output_bytes"])) for p in manifest["partitions"]]
     return "\n".join([PartitionPlan.from_dict(manifest["partition_plan"]).explain(), "",
-                      *table(("partition", "library", "runs on", "arena", "in", "out"), rows)])
+                      *table(("partition", "library", "runs on", "arena", "in", "out"), rows,
+                             right=("arena", "in", "out"))])
 
 
 @main_group.command("tune", epilog=EXIT_CODES)
@@ -386,13 +388,17 @@ def tuning_progress(enabled: bool):
 
 
 def format_tuning(summary) -> str:
-    lines = [f"{summary.trials_run} new trial(s), {summary.trials_before} earlier, {summary.threads} thread(s); "
-             f"records in {summary.database}"]
-    for kernel in summary.kernels:
-        best = "no valid measurement" if kernel.best_seconds is None else f"best {kernel.best_seconds * 1e6:.1f} us"
-        rules = "" if kernel.rule_seconds is None else f" (rules {kernel.rule_seconds * 1e6:.1f} us)"
-        lines.append(f"  {kernel.name} x{kernel.weight}: {kernel.trials} trial(s), {best}{rules}")
-    return "\n".join(lines)
+    from .tables import table
+
+    def micros(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds * 1e6:.1f}"
+
+    rows = [(kernel.name, str(kernel.weight), str(kernel.trials), micros(kernel.best_seconds), micros(kernel.rule_seconds))
+            for kernel in summary.kernels]
+    return "\n".join([f"{summary.trials_run} new trial(s), {summary.trials_before} earlier, {summary.threads} "
+                      f"thread(s); records in {summary.database} (times in us; '-': no valid measurement)",
+                      *table(("kernel", "calls", "trials", "best", "rules"), rows,
+                             right=("calls", "trials", "best", "rules"))])
 
 
 @main_group.command("analyze", epilog=EXIT_CODES)
@@ -839,8 +845,9 @@ def profiles_list_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(profiles, indent=2))
         return
-    for name, description in profiles.items():
-        click.echo(f"{name:<18} {description}")
+    from .tables import table
+
+    click.echo("\n".join(table(("profile", "description"), profiles.items())))
 
 
 @profiles_group.command("show")

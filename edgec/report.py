@@ -17,6 +17,7 @@ import numpy as np
 from .compliance import estimate_arena, planned_arena, runtime_intermediates
 from .errors import UsageError
 from .ir import Model, Node
+from .tables import table
 from .units import human_size
 
 
@@ -161,10 +162,7 @@ COLUMNS = ["name", "op", "output_shape", "dtype", "macs", "parameters", "weight_
 def format_table(report: dict) -> str:
     rows = [[str(layer[c]) if c != "output_shape" else "x".join(map(str, layer[c])) for c in COLUMNS]
             for layer in report["layers"]]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
-    lines += ["  ".join(v.rjust(w) if COLUMNS[i] in ("macs", "parameters", "weight_bytes") else v.ljust(w)
-                        for i, (v, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = table(COLUMNS, rows, right=("macs", "parameters", "weight_bytes"))
     t = report["totals"]
     share = ", ".join(f"{d} {100 * s:.1f}%" for d, s in t["macs_share"].items())
     lines += [
@@ -211,10 +209,7 @@ def format_memory(manifest: dict) -> str:
     header = ["tensor", "offset", "size", "steps", "dtype", "shape", "in place of"]
     rows = [[t["name"], str(t["offset"]), str(t["size"]), f"{t['first_step']}-{t['last_step']}", t["dtype"],
              "x".join(map(str, t["shape"])), t["shares"] or ""] for t in tensors]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines += ["", "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(v.rjust(w) if header[i] in ("offset", "size") else v.ljust(w)
-                        for i, (v, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines += ["", *table(header, rows, right=("offset", "size"))]
     return "\n".join(lines)
 
 
