@@ -9,7 +9,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec import api
-from edgec.cli import main
 from edgec.host import cpu_features
 from edgec.importer import load_model
 from tests.models import make_model, small_cnn
@@ -22,13 +21,12 @@ def qdq_cnn(tmp_path_factory):
     return quantized_cnn(tmp_path_factory.mktemp("int8"))
 
 
-def quantized_cnn(folder, *flags):
+def quantized_cnn(folder, **options):
     """small_cnn quantized by ``edgec quantize``, with the int8 input of conv2 (MaxPool's
     output after its Q/DQ) exposed as an extra graph output."""
     onnx.save(small_cnn(), folder / "cnn.onnx")
     np.savez(folder / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 1, 3, 16, 16)).astype(np.float32))
-    assert main(["quantize", str(folder / "cnn.onnx"), "--calib", str(folder / "calib.npz"), *flags,
-                 "-o", str(folder / "q.onnx")]) == 0
+    api.quantize(folder / "cnn.onnx", calib=folder / "calib.npz", output=folder / "q.onnx", **options)
     proto = onnx.load(folder / "q.onnx")
     conv2 = next(n for n in proto.graph.node if n.name == "conv2")
     proto.graph.output.append(helper.make_tensor_value_info(conv2.input[0], TensorProto.FLOAT, [1, 8, 8, 8]))
@@ -101,15 +99,15 @@ def test_patterns_that_cannot_be_integer_stay_float_with_a_reason():
     assert report.kept_float == ["conv2d: weight is not symmetric (zero point not 0) or its scale is not constant"]
 
 
-@pytest.mark.parametrize("flags", [(), ("--unsigned",), ("--reduce-range",)])
-def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, flags):
+@pytest.mark.parametrize("options", [{}, {"unsigned": True}, {"reduce_range": True}])
+def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, options):
     """int8, uint8 shifted to int8 (8-bit weights), and uint8 on the dot product (7-bit)."""
     import onnxruntime as ort
 
     from edgec.artifact import open_artifact
     from edgec.runtime import load
 
-    qdq_cnn = quantized_cnn(tmp_path, *flags)
+    qdq_cnn = quantized_cnn(tmp_path, **options)
     artifact = tmp_path / "q.edgec"
     api.compile(qdq_cnn, "x86-64", output=artifact)
     assert open_artifact(artifact).manifest["target"]["integer_kernels"]["lowered"] == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
@@ -130,11 +128,13 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, flags)
         np.testing.assert_allclose(actual["logits"], expected["logits"], atol=0.05 * np.abs(expected["logits"]).max())
 
 
-@pytest.mark.parametrize("dot, flags, conv_input", [
-    ("avx2", ("--unsigned",), "int8"), ("avx2", ("--unsigned", "--reduce-range"), "uint8"),
-    ("avx2", ("--reduce-range",), "uint8"), ("sdot", ("--unsigned", "--reduce-range"), "int8"),
-    (None, ("--unsigned", "--reduce-range"), "int8")])
-def test_activation_dtype_follows_the_dot_product(tmp_path, dot, flags, conv_input):
+UNSIGNED_7BIT = {"unsigned": True, "reduce_range": True}
+
+
+@pytest.mark.parametrize("dot, options, conv_input", [
+    ("avx2", {"unsigned": True}, "int8"), ("avx2", UNSIGNED_7BIT, "uint8"), ("avx2", {"reduce_range": True}, "uint8"),
+    ("sdot", UNSIGNED_7BIT, "int8"), (None, UNSIGNED_7BIT, "int8")])
+def test_activation_dtype_follows_the_dot_product(tmp_path, dot, options, conv_input):
     """The contract with the dot-product schedules: on AVX2 a conv reads uint8 activations only
     when its weights are 7-bit (so uint8 x int8 pair sums cannot saturate int16); otherwise,
     and on arm64's sdot (exact for any weights) or without a dot product, int8, shifted by 128
@@ -145,8 +145,7 @@ def test_activation_dtype_follows_the_dot_product(tmp_path, dot, flags, conv_inp
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(3).standard_normal((4, 1, 3, 16, 16)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "cnn.onnx"), "--calib", str(tmp_path / "calib.npz"), *flags,
-                 "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "cnn.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx", **options)
     mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), {"avx2": AVX2_U8I8, "sdot": NEON_SDOT}.get(dot))
     assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     text = relax.transform.LegalizeOps()(mod).script()
