@@ -202,7 +202,7 @@ def own_cpu_s() -> float:
 
 def bench_model(name: str, options: dict, context) -> dict:
     """Compile ``name`` with edgec, then time it against onnxruntime; failures are recorded, not raised."""
-    from edgec.driver import CompileRequest, compile_model
+    from edgec.compiler.driver import CompileRequest, compile_model
 
     record = {"model": name}
     with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as workdir:

@@ -46,16 +46,16 @@ import onnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgec.artifact import open_artifact  # noqa: E402
 from edgec.cli import main as edgec  # noqa: E402
-from edgec.importer import import_proto  # noqa: E402
-from edgec.emulator import export_project  # noqa: E402
-from edgec.pass_manager import PassManager  # noqa: E402
+from edgec.compiler.pass_manager import PassManager  # noqa: E402
+from edgec.compiler.pipelines import get_pipeline  # noqa: E402
+from edgec.deploy.artifact import open_artifact  # noqa: E402
+from edgec.deploy.emulator import export_project  # noqa: E402
+from edgec.frontend.importer import import_proto  # noqa: E402
 from edgec.passes.plan_memory import plan_memory  # noqa: E402
-from edgec.pipelines import get_pipeline  # noqa: E402
+from edgec.runtime import load  # noqa: E402
 from edgec.targets import get_target  # noqa: E402
 from edgec.targets.cortex_m import elf_sections, llvm_kernels  # noqa: E402
-from edgec.runtime import load  # noqa: E402
 from tests.digits_cnn import INPUT, digits_split, trained_digits  # noqa: E402
 from tests.models import ort_run  # noqa: E402
 

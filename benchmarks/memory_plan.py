@@ -52,8 +52,8 @@ import click
 import numpy as np
 import onnx
 
-from edgec.importer import import_proto
-from edgec.pass_manager import PassManager, Pipeline
+from edgec.compiler.pass_manager import PassManager, Pipeline
+from edgec.frontend.importer import import_proto
 from edgec.passes.plan_memory import plan_memory
 from edgec.passes.reorder_for_memory import reorder_for_memory
 from models import ZOO, model_by_name
@@ -113,8 +113,8 @@ def peak_rss(engine: str, path: Path, feeds: dict) -> dict:
 
 def runtime_memory(onnx_model: onnx.ModelProto, workdir: Path) -> dict:
     """Compile for x86-64 and measure both engines' peak RSS on one seeded input."""
-    from edgec.artifact import open_artifact
-    from edgec.driver import CompileRequest, compile_model
+    from edgec.compiler.driver import CompileRequest, compile_model
+    from edgec.deploy.artifact import open_artifact
 
     source, artifact = workdir / "model.onnx", workdir / "model.edgec"
     onnx.save(onnx_model, source)

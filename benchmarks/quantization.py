@@ -85,7 +85,7 @@ def median_ms(run, feeds: dict, rounds: int, warmup: int) -> tuple[float, float]
 
 
 def compile_artifact(source: Path, output: Path) -> float:
-    from edgec.driver import CompileRequest, compile_model
+    from edgec.compiler.driver import CompileRequest, compile_model
 
     start = time.perf_counter()
     compile_model(CompileRequest(model=source, target="x86-64", output=output))

@@ -54,9 +54,9 @@ def measured_peak(threads: int) -> tuple[float, float]:
 
 
 def conv_kernels(name: str, threads: int) -> list[dict]:
-    from edgec.pipelines import DEFAULT_PIPELINE
-    from edgec.importer import import_proto
-    from edgec.pass_manager import PassManager, Pipeline
+    from edgec.compiler.pass_manager import PassManager, Pipeline
+    from edgec.compiler.pipelines import DEFAULT_PIPELINE
+    from edgec.frontend.importer import import_proto
     from edgec.targets import get_target
     from edgec.targets.profiling import profile_kernels
 

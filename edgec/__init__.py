@@ -8,9 +8,6 @@ One function per command (compile, quantize, tune, analyze, check, bench; see ed
 and the runtime's load. They are exported lazily: ``edgec.load`` never imports the compiler.
 """
 
-import sys
-import types
-
 __version__ = "0.1.0"
 
 LAZY = {
@@ -20,19 +17,6 @@ LAZY = {
 """Public name -> the module that defines it, imported on first use."""
 
 __all__ = ["__version__", *LAZY]
-
-
-class Package(types.ModuleType):
-    """Importing a submodule sets it as an attribute of its package: the modules
-    ``edgec.check`` and ``edgec.analyze`` would then hide the functions of those names."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in LAZY and isinstance(value, types.ModuleType):
-            return  # reachable as sys.modules["edgec." + name]; edgec.<name> stays the function
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = Package
 
 
 def __getattr__(name: str):

@@ -25,16 +25,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import EdgecError, ProfileViolation, UsageError
-from .pipelines import DEFAULT_PIPELINE
+from .compiler.pipelines import DEFAULT_PIPELINE
 
 if TYPE_CHECKING:
-    from .accuracy_budget import BudgetResult
-    from .analyze import Analysis
-    from .check import CheckReport, Latency
-    from .compliance import Certificate
-    from .driver import CompileResult
-    from .pass_manager import Instrument
-    from .quant_report import LayerRow
+    from .quant.accuracy_budget import BudgetResult
+    from .reports.analyze import Analysis
+    from .reports.check import CheckReport, Latency
+    from .profiles.compliance import Certificate
+    from .compiler.driver import CompileResult
+    from .compiler.pass_manager import Instrument
+    from .quant.report import LayerRow
     from .targets.tuning import TuneSummary
 
 PathLike = str | os.PathLike
@@ -78,13 +78,13 @@ def compile(  # noqa: A001 - edgec.compile is the name users expect, as tvm.comp
     dot product needs them; 8 elsewhere). With ``sign`` (an Ed25519 private key file) the
     artifact carries a signature; a failure to sign leaves no artifact.
     """
-    from .driver import CompileRequest, compile_model
+    from .compiler.driver import CompileRequest, compile_model
     from .targets import get_target
 
     model, target, profile = Path(model), os.fspath(target), os.fspath(profile) if profile is not None else None
     key = None
     if sign is not None:
-        from .trust import load_private_key
+        from .deploy.trust import load_private_key
 
         key = load_private_key(Path(sign))  # before the compile: a bad key costs nothing
     pipeline = quantized_pipeline(passes, calib=calib, calibrator=calibrator, no_quantize=list(no_quantize),
@@ -111,7 +111,7 @@ def compile(  # noqa: A001 - edgec.compile is the name users expect, as tvm.comp
     )
     result = compile_model(request, list(instruments), progress or (lambda *_: None))
     if key is not None:
-        from .trust import sign_artifact
+        from .deploy.trust import sign_artifact
 
         try:
             sign_artifact(result.output, key)
@@ -160,7 +160,7 @@ class QuantizeResult:
                 f"{self.weight_bytes_before / 1e3:.1f} kB -> {self.weight_bytes_after / 1e3:.1f} kB")
 
     def to_dict(self) -> dict:
-        from .quant_report import rows_to_dicts
+        from .quant.report import rows_to_dicts
 
         return {"output": str(self.output), "activation_pairs": self.activation_pairs,
                 "weight_bytes": {"before": self.weight_bytes_before, "after": self.weight_bytes_after},
@@ -191,18 +191,18 @@ def quantize(
     per-layer table is measured and recorded in the file's metadata."""
     import onnx
 
-    from .accuracy_budget import fit_budget, resolve_budget
-    from .compliance import weight_bytes
-    from .driver import check_writable
-    from .exporter import export_model
-    from .importer import convert_model, load_model
-    from .pass_manager import PassManager, Pipeline
-    from .pipelines import PIPELINES
+    from .quant.accuracy_budget import fit_budget, resolve_budget
+    from .profiles.compliance import weight_bytes
+    from .compiler.driver import check_writable
+    from .frontend.exporter import export_model
+    from .frontend.importer import convert_model, load_model
+    from .compiler.pass_manager import PassManager, Pipeline
+    from .compiler.pipelines import PIPELINES
 
     model, data = Path(model), Path(data) if data is not None else None
     resolved = None
     if profile or overrides:  # a profile's accuracy section is the budget; its scheme picks the weight scales
-        from .profile import load_profile
+        from .profiles.profile import load_profile
 
         if not profile:
             raise UsageError("--set needs --profile (the profile it overrides)")
@@ -231,7 +231,7 @@ def quantize(
         ir_model = result.budget.model
         record["budget"] = result.budget.to_dict()
     if report:
-        from .quant_report import layer_record
+        from .quant.report import layer_record
 
         result.layers, layers = layer_record(float_model, ir_model, data or calib, "--data" if data else "--calib",
                                              quantize_pass.options.excluded, result.budget)
@@ -259,10 +259,10 @@ def tune(
     """Measure schedules for ``model``'s kernels with MetaSchedule into the record directory
     ``db`` (``edgec tune``); ``compile(..., tuning_db=db)`` uses them. ``progress(done, budget,
     kernel)`` is called after each measurement."""
-    from .driver import batch_binding
-    from .importer import ensure_static, load_model
-    from .pass_manager import PassManager, Pipeline
-    from .remote import parse_device
+    from .compiler.driver import batch_binding
+    from .frontend.importer import ensure_static, load_model
+    from .compiler.pass_manager import PassManager, Pipeline
+    from .deploy.remote import parse_device
     from .targets import get_target
     from .targets.tuning import tune as tune_kernels
 
@@ -288,7 +288,7 @@ def analyze(
 ) -> Analysis:
     """What compiling ``model`` for ``target`` would give, before any TVM work (``edgec
     analyze``); ``.ok`` is False when the profile's static checks fail (the command exits 3)."""
-    from .analyze import analyze as analyze_model
+    from .reports.analyze import analyze as analyze_model
 
     return analyze_model(model, os.fspath(target), profile=os.fspath(profile) if profile is not None else None,
                          overrides=overrides, input_shapes=input_shapes, dims=dims, passes=passes)
@@ -340,14 +340,14 @@ def check(
     (seeded random by default); with a profile (``profile``, else the one compiled in), measure
     every attribute and issue a certificate, written to ``output`` as JSON when given.
     Outputs that differ end the check before the certificate, as in the command."""
-    from .check import compare_with_onnxruntime
-    from .profile import load_profile, profile_from_dict
+    from .reports.check import compare_with_onnxruntime
+    from .profiles.profile import load_profile, profile_from_dict
 
     artifact = Path(artifact)
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
     if output is not None:
-        from .driver import check_writable
+        from .compiler.driver import check_writable
 
         check_writable(Path(output))
     verify_key = Path(verify_key) if verify_key is not None else None
@@ -374,7 +374,7 @@ def check(
     if chosen is not None:
         result.certificate = certify_artifact(artifact, manifest, chosen, data, model, device, timeout, verify_key)
         if output is not None:
-            from .cache import write_text_atomically
+            from .compiler.cache import write_text_atomically
 
             write_text_atomically(Path(output), json.dumps(result.certificate.to_dict(), indent=2) + "\n")
     return result
@@ -383,7 +383,7 @@ def check(
 def certify_artifact(artifact: Path, manifest: dict, profile, data, model, device, timeout, verify_key):
     from types import SimpleNamespace
 
-    from .compliance import certify
+    from .profiles.compliance import certify
 
     target = SimpleNamespace(**{key: manifest["target"].get(key)
                                 for key in ("name", "power_watts", "power_source", "memory_bytes")})
@@ -417,7 +417,7 @@ def bench(
     measures them, then ``repeat`` steady-state runs after ``warmup`` untimed ones."""
     import time
 
-    from .check import measure_latency
+    from .reports.check import measure_latency
 
     if repeat < 1 or warmup < 0:
         raise UsageError("--repeat must be at least 1 and --warmup at least 0")
@@ -464,14 +464,14 @@ def load_artifact(artifact: Path, device: str | None = None, timeout: float = 12
     """The artifact loaded here, or on the lab device named by ``device``; with
     ``verify_key``, only when signed by that key (checked on the same open, so the
     members read are those the signed manifest lists)."""
-    from .artifact import FIRMWARE_VERSION
+    from .deploy.artifact import FIRMWARE_VERSION
 
     opened = open_verified(artifact, verify_key)
     if device and device != "host":
         if opened.manifest.get("format_version") == FIRMWARE_VERSION:
             raise UsageError(f"{artifact} is microcontroller firmware: it runs on its emulated board "
                              f"({opened.manifest['target'].get('board')}) without --device, or on a board you flash")
-        from .remote import load_remote, parse_device
+        from .deploy.remote import load_remote, parse_device
 
         return load_remote(opened, parse_device(device), timeout=timeout)
     from .runtime import open_model
@@ -481,18 +481,18 @@ def load_artifact(artifact: Path, device: str | None = None, timeout: float = 12
 
 def open_verified(artifact: Path, verify_key: Path | None):
     """The opened artifact, its signature checked when ``verify_key`` is given."""
-    from .artifact import open_artifact
+    from .deploy.artifact import open_artifact
 
     key = None
     if verify_key:
-        from .trust import load_public_key
+        from .deploy.trust import load_public_key
 
         key = load_public_key(verify_key)
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
     opened = open_artifact(artifact)
     if key is not None:
-        from .trust import verify_signature
+        from .deploy.trust import verify_signature
 
         verify_signature(opened, key, verify_key)
     return opened

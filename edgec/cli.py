@@ -54,7 +54,7 @@ def progress_display(enabled: bool):
 
 def pipeline_options(command):
     """The MLIR-style pass-pipeline flags shared by ``compile`` and ``opt``."""
-    from .pipelines import DEFAULT_PIPELINE
+    from .compiler.pipelines import DEFAULT_PIPELINE
 
     decorators = [
         click.option("--passes", "pipeline", default=DEFAULT_PIPELINE, show_default=True, metavar="PIPELINE",
@@ -85,7 +85,7 @@ def pipeline_options(command):
 
 def quantize_options(calib_required: bool):
     """The static-quantization flags of ``quantize`` and ``compile`` (where --calib turns quantization on)."""
-    from .calibration import CALIBRATORS
+    from .quant.calibration import CALIBRATORS
 
     extra = "" if calib_required else " Quantizes the model to int8 QDQ before lowering."
     decorators = [
@@ -118,7 +118,7 @@ def quantize_flags(options: dict) -> dict:
 
 def budget_options(command):
     """The accuracy budget of ``quantize`` and ``compile``."""
-    from .profile import METRICS
+    from .profiles.profile import METRICS
 
     decorators = [
         click.option("--data", type=click.Path(path_type=Path), metavar="DATA.npz",
@@ -149,7 +149,7 @@ def profile_options(command):
 
 
 def build_instruments(options: dict) -> list:
-    from .instruments import CrashReproducer, DumpIRInstrument, PrintIRInstrument, StatisticsInstrument, TimingInstrument
+    from .compiler.instruments import CrashReproducer, DumpIRInstrument, PrintIRInstrument, StatisticsInstrument, TimingInstrument
 
     stream = sys.stderr
     instruments = []
@@ -176,7 +176,7 @@ def build_instruments(options: dict) -> list:
 
 
 def check_pass_names(options: dict) -> None:
-    from .pass_manager import registered_passes
+    from .compiler.pass_manager import registered_passes
 
     known = registered_passes()
     for name in (*options["print_ir_after"], *options["print_ir_before"]):
@@ -185,13 +185,13 @@ def check_pass_names(options: dict) -> None:
 
 
 def parse_shapes(specs) -> dict[str, tuple[int, ...]]:
-    from .importer import parse_input_shape
+    from .frontend.importer import parse_input_shape
 
     return dict(parse_input_shape(spec) for spec in specs)
 
 
 def parse_dims(specs) -> dict[str, int]:
-    from .importer import parse_dim
+    from .frontend.importer import parse_dim
 
     return dict(parse_dim(spec) for spec in specs)
 
@@ -253,7 +253,7 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
     --data it fails the same way when the int8 model misses the accuracy budget with
     every quantized op reverted to float."""
     from . import api
-    from .artifact import sha256_file
+    from .deploy.artifact import sha256_file
 
     check_pass_names(options)
     started = time.perf_counter()
@@ -415,7 +415,7 @@ def analyze_command(model: Path, target: str, profile, overrides, input_shapes, 
     shape, MACs, parameters and whether the target lowers it (and why not); the planned arena
     and its lower bound; the profile's static checks. Exits 3 when the profile is violated."""
     from . import api
-    from .analyze import format_analysis
+    from .reports.analyze import format_analysis
 
     analysis = api.analyze(model, target, profile=profile, overrides=overrides, input_shapes=parse_shapes(input_shapes),
                            dims=parse_dims(dims))
@@ -434,15 +434,15 @@ def analyze_command(model: Path, target: str, profile, overrides, input_shapes, 
 @pipeline_options
 def opt_command(model: Path, output: Path | None, as_json: bool, **options) -> None:
     """Run a pass pipeline on MODEL without lowering (like mlir-opt)."""
-    from .exporter import export_model
-    from .importer import load_model
-    from .instruments import RecordInstrument
+    from .compiler.instruments import RecordInstrument
+    from .compiler.pass_manager import PassManager, Pipeline
+    from .frontend.exporter import export_model
+    from .frontend.importer import load_model
     from .ir import print_model
-    from .pass_manager import PassManager, Pipeline
 
     check_pass_names(options)
     if output is not None:
-        from .driver import check_writable
+        from .compiler.driver import check_writable
 
         check_writable(output)
     pipeline = Pipeline.parse(options["pipeline"])
@@ -486,7 +486,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz' with the same
     flags (on AVX2 targets compile defaults to --reduce-range; quantize knows no target)."""
     from . import api
-    from .accuracy_budget import NOT_MET
+    from .quant.accuracy_budget import NOT_MET
 
     result = api.quantize(model, output=output, **quantize_flags(options), data=data, metric=metric, max_drop=max_drop,
                           report=report, profile=profile, overrides=overrides)
@@ -500,7 +500,7 @@ def quantize_command(model: Path, output: Path | None, data: Path | None, metric
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif report:
-        from .quant_report import format_rows
+        from .quant.report import format_rows
 
         click.echo(format_rows(result.layers))
     click.echo(f"wrote {result}", err=True)
@@ -555,7 +555,7 @@ def run_command(artifact: Path, device, timeout, inputs_file, input_specs, rando
     from .api import load_artifact, read_inputs
 
     if output_file:
-        from .driver import check_writable
+        from .compiler.driver import check_writable
 
         check_writable(output_file, "--output")
     inputs = cli_inputs(inputs_file, input_specs, random_inputs)
@@ -638,7 +638,7 @@ def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, ran
 @click.option("--json", "as_json", is_flag=True, help="Print the whole manifest as JSON.")
 def inspect_command(artifact: Path, as_json: bool) -> None:
     """Show what an ARTIFACT holds: signature, target, pipeline, members."""
-    from .artifact import open_artifact
+    from .deploy.artifact import open_artifact
 
     if not artifact.exists():
         raise UsageError(f"{artifact}: no such file")
@@ -655,7 +655,7 @@ def inspect_command(artifact: Path, as_json: bool) -> None:
 
 
 def inspect_lines(artifact: Path, opened) -> list[str]:
-    from .artifact import SIGNATURE
+    from .deploy.artifact import SIGNATURE
 
     manifest = opened.manifest
     target = manifest["target"]
@@ -670,7 +670,7 @@ def inspect_lines(artifact: Path, opened) -> list[str]:
         for spec in manifest["signature"][kind]:
             lines.append(f"{kind[:-1]:<10} {spec['name']}: {spec['dtype']}{spec['shape']}")
     if manifest.get("dim_bindings"):
-        from .importer import DimBinding
+        from .frontend.importer import DimBinding
 
         lines += [f"bound      {DimBinding(**binding).describe()}" for binding in manifest["dim_bindings"]]
     weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
@@ -706,9 +706,9 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
     a table of every planned tensor (offset, size, steps live); --plot draws it.
     With --partitions: the partition plan; --plot draws it.
     With --quantization: the per-layer quantization and the accuracy budget."""
-    from .artifact import open_artifact
-    from .driver import check_writable
-    from .report import format_csv, format_memory, format_table, plot_memory, plot_partitions
+    from .compiler.driver import check_writable
+    from .deploy.artifact import open_artifact
+    from .reports.report import format_csv, format_memory, format_table, plot_memory, plot_partitions
 
     if as_json and as_csv:
         raise UsageError("give at most one of --json and --csv")
@@ -723,7 +723,7 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
         raise UsageError(f"{artifact}: no such file")
     manifest = open_artifact(artifact).manifest
     if quantization:
-        from .quant_report import format_record
+        from .quant.report import format_record
 
         record, integer = manifest.get("quantization"), manifest["target"].get("integer_kernels")
         if as_json:
@@ -793,7 +793,7 @@ def lab_start_command(target: str, tracker: str | None, key: str | None, servers
     """Set up (first time: Debian packages, an arm64 sysroot, TVM wheels; cached) and start a device.
 
     Prints the --device string to use with run, check, bench and tune."""
-    from . import lab
+    from .deploy import lab
 
     with progress_display(True) as progress:
         progress(f"starting the emulated {target} (the first start builds its sysroot, about a minute)")
@@ -805,7 +805,7 @@ def lab_start_command(target: str, tracker: str | None, key: str | None, servers
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
 def lab_status_command(as_json: bool) -> None:
     """Show the lab's tracker and devices, and whether each is alive and registered."""
-    from . import lab
+    from .deploy import lab
 
     status = lab.status()
     if as_json:
@@ -824,7 +824,7 @@ def lab_status_command(as_json: bool) -> None:
 @lab_group.command("stop")
 def lab_stop_command() -> None:
     """Stop the tracker and devices the lab started (by their process ids), nothing else."""
-    from . import lab
+    from .deploy import lab
 
     stopped = lab.stop()
     click.echo(f"stopped {len(stopped)} process(es)" + (f": {', '.join(map(str, stopped))}" if stopped else ""))
@@ -839,7 +839,7 @@ def profiles_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print names and descriptions as JSON.")
 def profiles_list_command(as_json: bool) -> None:
     """List the built-in profiles."""
-    from .profile import builtin_profiles, load_profile
+    from .profiles.profile import builtin_profiles, load_profile
 
     profiles = {name: load_profile(name).description for name in builtin_profiles()}
     if as_json:
@@ -856,7 +856,7 @@ def profiles_list_command(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the resolved profile as JSON.")
 def profiles_show_command(name: str, overrides, as_json: bool) -> None:
     """Show a profile (built-in NAME or a file), resolved: inheritance and overrides applied."""
-    from .profile import load_profile
+    from .profiles.profile import load_profile
 
     profile = load_profile(name, overrides)
     if as_json:
@@ -876,11 +876,11 @@ def annotate_command(model: Path, profile: str | None, overrides, output: Path) 
     Compiling the result without --profile uses that profile."""
     import onnx
 
-    from .cache import write_bytes_atomically
-    from .importer import read_proto
-    from .profile import load_profile, to_metadata_props
+    from .compiler.cache import write_bytes_atomically
+    from .frontend.importer import read_proto
+    from .profiles.profile import load_profile, to_metadata_props
 
-    from .driver import check_writable
+    from .compiler.driver import check_writable
 
     if not profile:
         raise UsageError("annotate needs --profile")
@@ -909,7 +909,7 @@ def keygen_command(private_key: Path) -> None:
 
     Sign with 'edgec compile --sign PRIVATE_KEY'; check with 'edgec run/check/bench
     --verify-key PRIVATE_KEY.pub'. Existing files are never overwritten."""
-    from .trust import generate_keypair
+    from .deploy.trust import generate_keypair
 
     public = generate_keypair(private_key)
     click.echo(f"wrote {private_key} (private, keep it secret) and {public} (public)", err=True)
@@ -925,7 +925,7 @@ def export_c_command(artifact: Path, directory: Path) -> None:
     The project: the kernels, the call sequence and <model>.h (<model>_init, <model>_run),
     the weights as const arrays, a startup file, linker script and Makefile for the
     emulated board, and the semihosting harness. DIRECTORY must not exist or be empty."""
-    from .emulator import export_project
+    from .deploy.emulator import export_project
 
     from .api import open_verified
 
@@ -946,8 +946,8 @@ def passes_command(as_json: bool) -> None:
     """List the registered passes and their options."""
     import dataclasses
 
-    from .pass_manager import format_option, registered_passes
-    from .pipelines import PIPELINES
+    from .compiler.pass_manager import format_option, registered_passes
+    from .compiler.pipelines import PIPELINES
 
     passes = {}
     for name, cls in sorted(registered_passes().items()):

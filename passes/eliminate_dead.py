@@ -9,8 +9,8 @@ Rules:
 
 from __future__ import annotations
 
+from edgec.compiler.pass_manager import Pass, PassResult, register_pass
 from edgec.ir import Model
-from edgec.pass_manager import Pass, PassResult, register_pass
 
 
 @register_pass

@@ -19,8 +19,8 @@ import numpy as np
 
 import onnx
 
+from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.ir import Attr, Graph, Model, Node, Value
-from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
 
 
 def fold_target(bn: Node) -> tuple[Node, str] | tuple[None, str]:

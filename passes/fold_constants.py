@@ -30,10 +30,10 @@ import numpy as np
 import onnx
 from onnx.reference import ReferenceEvaluator
 
-from edgec.exporter import attribute_proto, export_model, tensor_proto
-from edgec.importer import dims_of
+from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass, size_option
+from edgec.frontend.exporter import attribute_proto, export_model, tensor_proto
+from edgec.frontend.importer import dims_of
 from edgec.ir import Model, Node
-from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass, size_option
 from edgec.units import human_size
 
 NONDETERMINISTIC = {"RandomNormal", "RandomNormalLike", "RandomUniform", "RandomUniformLike", "Multinomial", "Bernoulli"}

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.ir import Graph, Model, Node
-from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
 
 from .fold_batchnorm import set_constant
 

@@ -54,13 +54,13 @@ from typing import Callable, Iterable
 
 import networkx as nx
 
-from edgec.compliance import op_matches
+from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.errors import CompileError, UsageError
 from edgec.ir import Model, Node
 from edgec.ir.printer import format_type
-from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
-from edgec.profile import Profile, from_metadata_props, load_profile
-from edgec.report import macs
+from edgec.profiles.compliance import op_matches
+from edgec.profiles.profile import Profile, from_metadata_props, load_profile
+from edgec.reports.report import macs
 from edgec.tables import table
 from edgec.targets.base import TargetSpec, get_target
 from edgec.units import human_size

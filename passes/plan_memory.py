@@ -20,7 +20,7 @@ Rules:
 - Two tensors live at the same step never overlap, except an in-place pair.
 - The lower bound is the largest total of bytes live at any one step: no packing
   can do better. ``algorithm=auto`` (the default) runs every offset algorithm of
-  ``edgec.arena`` (greedy-by-size, best-fit, greedy-by-breadth) and keeps the
+  ``edgec.compiler.arena`` (greedy-by-size, best-fit, greedy-by-breadth) and keeps the
   smallest arena, then the exact search for at most ``EXACT_MAX_TENSORS`` buffers
   when no heuristic meets the lower bound.
 - The graph is not changed (``modified`` is always false). The plan is returned
@@ -33,10 +33,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from edgec.arena import CHOICES, Buffer, live_bytes, pack
+from edgec.compiler.arena import CHOICES, Buffer, live_bytes, pack
+from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.errors import CompileError
 from edgec.ir import Graph, Model, Node, Value
-from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.units import human_size
 
 logger = logging.getLogger(__name__)

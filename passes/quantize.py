@@ -3,7 +3,7 @@
 Placement follows the 2020 ONNX workshop's recommendations: quantize the inputs
 of linear ops, not op outputs; be conservative; per-tensor activations and
 per-channel weights. Ranges come from running the float graph with onnxruntime
-over the calibration data (``edgec.calibration``).
+over the calibration data (``edgec.quant.calibration``).
 
 Rules:
 - Conv, ConvTranspose, Gemm and MatMul get QuantizeLinear -> DequantizeLinear in
@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from edgec.calibration import (
+from edgec.quant.calibration import (
     CALIBRATORS,
     Statistics,
     calibrate,
@@ -52,9 +52,9 @@ from edgec.calibration import (
     quant_params,
 )
 from edgec.errors import CompileError, UsageError
-from edgec.exporter import export_model
+from edgec.frontend.exporter import export_model
 from edgec.ir import Attr, Graph, Model, Node, Value
-from edgec.pass_manager import (
+from edgec.compiler.pass_manager import (
     Diagnostic,
     Pass,
     PassResult,
@@ -62,7 +62,7 @@ from edgec.pass_manager import (
     Pipeline,
     register_pass,
 )
-from edgec.pipelines import insert_at_quantize_point
+from edgec.compiler.pipelines import insert_at_quantize_point
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.ir import Model, Node
-from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
 
 
 def dropout_is_inference(node: Node) -> str | None:

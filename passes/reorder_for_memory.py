@@ -30,9 +30,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.errors import CompileError
 from edgec.ir import Graph, Model, Node, Value
-from edgec.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.passes.plan_memory import can_overwrite, inplace_candidates, peak_live_bytes
 from edgec.units import human_size
 

@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.artifact import FIRMWARE, PROJECT
+from edgec.deploy.artifact import FIRMWARE, PROJECT
 from edgec.errors import CompileError
 
 from .base import TargetSpec, register_family
@@ -221,8 +221,13 @@ def prepare(model, target: TargetSpec) -> Prepared:
     from .int8 import lower_integer_kernels
     from .lowering import first_line, onnx_for_tvm, unique_names
 
+    proto, shape_inputs = onnx_for_tvm(model)
+    if shape_inputs:  # the firmware's C API takes tensors, it does not check their values
+        pinned = shape_inputs[0]
+        raise CompileError(f"{pinned.op} node '{pinned.node}': its output shape is the value of input '{pinned.input}'; "
+                           f"target {target.name} compiles static shapes only")
     try:
-        mod = from_onnx(c_names(onnx_for_tvm(model)), keep_params_in_input=True)
+        mod = from_onnx(c_names(proto), keep_params_in_input=True)
     except Exception as exc:  # TVM raises a variety of types; the op name is in the text
         raise CompileError(f"TVM's ONNX frontend rejected the model: {first_line(exc)}") from exc
     mod, integer = lower_integer_kernels(mod, None)

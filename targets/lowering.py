@@ -26,11 +26,11 @@ import numpy as np
 import onnx
 
 from edgec.errors import CompileError, UsageError
-from edgec.exporter import export_model, tensor_proto
+from edgec.frontend.exporter import export_model, tensor_proto
 from edgec.ir import Model
 
 from .base import TargetSpec
-from .onnx_rewrites import prepare_for_tvm
+from .onnx_rewrites import ShapeInput, prepare_for_tvm
 from .tvm_arena import cpu_pipeline_with_arena
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ def is_weight(data: np.ndarray) -> bool:
     return data.dtype.kind == "f" and data.nbytes > EMBED_BELOW_BYTES
 
 
-def onnx_for_tvm(model: Model) -> onnx.ModelProto:
-    """The model as ONNX, with non-weight initializers turned into Constant nodes."""
+def onnx_for_tvm(model: Model) -> tuple[onnx.ModelProto, list[ShapeInput]]:
+    """The model as ONNX, with non-weight initializers turned into Constant nodes, and the
+    shape inputs compiled to the shape the model declares (which the runtime checks)."""
     proto = export_model(model)
     graph = proto.graph
     constants = [t for t in graph.initializer if not is_weight(model.graph.initializers[t.name].const)]
@@ -75,8 +76,7 @@ def onnx_for_tvm(model: Model) -> onnx.ModelProto:
         graph.node.insert(position, node)
     proto.ir_version = max(proto.ir_version, 4)  # initializers need not be listed as inputs
     _clip_as_max_min(proto, {t.name: model.graph.initializers[t.name].const for t in constants})
-    prepare_for_tvm(proto)
-    return proto
+    return proto, prepare_for_tvm(proto)
 
 
 def _clip_as_max_min(proto: onnx.ModelProto, constants: dict[str, np.ndarray]) -> None:
@@ -123,7 +123,9 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name:
     options = export_options(target)  # a missing cross toolchain fails before any TVM work
     check_signature(model)
     target_manifest = target.manifest()
-    proto = onnx_for_tvm(model)
+    proto, shape_inputs = onnx_for_tvm(model)
+    if shape_inputs:
+        target_manifest["shape_inputs"] = [pinned.to_dict() for pinned in shape_inputs]
     try:
         mod = from_onnx(proto, keep_params_in_input=True)
     except Exception as exc:  # TVM raises a variety of types; the op name is in the text

@@ -27,13 +27,16 @@ never an option. Rules:
   Mean/InvStdDev outputs, RMSNormalization over every axis), that ONNX defines as functions
   of other ops become their bodies, their static shape arithmetic folded; ``fix_ops`` then
   runs on the bodies' nodes.
-- ``refuse_run_time_shapes``: Expand and ConstantOfShape to a shape computed at run time.
+- ``pin_run_time_shapes``: Expand and ConstantOfShape whose shape is a graph input compile to
+  the output shape the model declares, and the runtime refuses a value that gives another;
+  to a shape computed at run time any other way, they are refused.
 - ``fold_shape_outputs``: a graph output made by Shape or Size becomes a constant.
 """
 
 from __future__ import annotations
 
 import functools
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
@@ -42,14 +45,15 @@ from edgec.errors import CompileError
 from edgec.passes.fold_constants import NONDETERMINISTIC
 
 
-def prepare_for_tvm(proto: onnx.ModelProto) -> None:
-    """Apply every rule, in place."""
+def prepare_for_tvm(proto: onnx.ModelProto) -> list[ShapeInput]:
+    """Apply every rule, in place; returns the shape inputs the runtime must check."""
     refuse_dtypes(proto)
     fix_ops(proto)
     expanded = expand_functions(proto)
     fix_ops(proto, lambda node: node.name in expanded)  # the bodies' own ReduceMax, Pow...
-    refuse_run_time_shapes(proto)
+    pinned = pin_run_time_shapes(proto)
     fold_shape_outputs(proto)
+    return pinned
 
 
 def fold_shape_outputs(proto: onnx.ModelProto) -> None:
@@ -95,18 +99,57 @@ SHAPE_INPUTS = {"Expand": 1, "ConstantOfShape": 0}
 time but gets it wrong: Expand keeps the input's dims, ConstantOfShape fails to legalize."""
 
 
-def refuse_run_time_shapes(proto: onnx.ModelProto) -> None:
-    """Refuse, naming the node, an op whose output shape would be decided by values only known
-    at run time (a graph input or something computed from one); ``Shape`` of a statically
-    shaped value is known at compile time and does not count."""
-    dynamic = {v.name for v in proto.graph.input} - {t.name for t in proto.graph.initializer}
-    for node in proto.graph.node:
+@dataclass(frozen=True)
+class ShapeInput:
+    """A graph input whose value is a shape, compiled as the one output shape the model declares.
+
+    The runtime checks each run's value against it: ``broadcast(data_shape, value)`` must be
+    ``shape`` (Expand broadcasts its data; ConstantOfShape has none, so ``data_shape`` is [])."""
+
+    input: str
+    node: str
+    op: str
+    data_shape: list[int]
+    shape: list[int]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pin_run_time_shapes(proto: onnx.ModelProto) -> list[ShapeInput]:
+    """Expand and ConstantOfShape whose shape operand is a graph input, and whose output shape
+    the model declares, compile to that shape (in place); the returned list is what the
+    runtime checks each run. Any other op whose output shape would be decided by values only
+    known at run time (something computed from a graph input) is refused, naming the node;
+    ``Shape`` of a statically shaped value is known at compile time and does not count."""
+    inputs = {v.name for v in proto.graph.input} - {t.name for t in proto.graph.initializer}
+    dynamic = set(inputs)
+    declared = {v.name: static_shape(v.type) for v in [*proto.graph.value_info, *proto.graph.output]}
+    data_shapes = {v.name: static_shape(v.type) for v in [*proto.graph.input, *proto.graph.value_info]}
+    pinned: list[ShapeInput] = []
+    for node in list(proto.graph.node):
         position = SHAPE_INPUTS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
         if position is not None and position < len(node.input) and node.input[position] in dynamic:
-            raise CompileError(f"{node.op_type} node '{node.name or node.output[0]}': its output shape is the value of "
-                               f"'{node.input[position]}', decided at run time; edgec compiles static shapes only")
+            source, shape = node.input[position], declared.get(node.output[0])
+            data_shape = data_shapes.get(node.input[0]) if node.op_type == "Expand" else []
+            if source not in inputs or shape is None or data_shape is None:
+                raise CompileError(f"{label(node)}: its output shape is the value of '{source}', decided at run "
+                                   "time; edgec compiles static shapes only")
+            pinned.append(ShapeInput(source, node.name or node.output[0], node.op_type, data_shape, shape))
+            const = f"{node.output[0]}.shape"
+            proto.graph.node.insert(list(proto.graph.node).index(node), constant(const, np.array(shape, np.int64)))
+            node.input[position] = const
         if node.op_type not in ("Shape", "Size") and any(name in dynamic for name in node.input):
             dynamic.update(node.output)
+    return pinned
+
+
+def static_shape(type_proto: onnx.TypeProto) -> list[int] | None:
+    """A tensor type's dims, if every one is a fixed size."""
+    if not type_proto.tensor_type.HasField("shape"):
+        return None
+    dims = type_proto.tensor_type.shape.dim
+    return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
 
 EXPAND_ALWAYS = frozenset({"Attention"})

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec.artifact import LIBRARY
+from edgec.compiler.pass_manager import PassSpec, Pipeline
+from edgec.compiler.pipelines import append_at_partition_point
+from edgec.deploy.artifact import LIBRARY
 from edgec.errors import CompileError, UsageError
 from edgec.ir import Graph, Model, Node, Value, verify
-from edgec.pass_manager import PassSpec, Pipeline
-from edgec.pipelines import append_at_partition_point
 from edgec.passes.partition import CPU, PartitionOptions, PartitionPlan, node_keys
 from edgec.passes.plan_memory import plan_memory, target_alignment
 
@@ -196,6 +196,11 @@ def lower_partitions(model: Model, target: TargetSpec, plan: PartitionPlan,
             lowered = lower(sub, spec, tuning_db=None if on_gpu else tuning_db)
         except CompileError as exc:
             raise CompileError(f"partition #{partition.id} ({partition.device}): {exc}") from None
+        if several and "shape_inputs" in lowered.target_manifest:  # the runtime checks the model's, not a partition's
+            pinned = lowered.target_manifest["shape_inputs"][0]
+            raise CompileError(f"partition #{partition.id} ({partition.device}): {pinned['op']} node '{pinned['node']}': "
+                               f"its output shape is the value of input '{pinned['input']}'; a partitioned model "
+                               "compiles static shapes only")
         tvm_version = lowered.tvm_version
         base = spec.manifest()
         notes = {key: value for key, value in lowered.target_manifest.items() if key not in base}

@@ -57,7 +57,7 @@ def profile_kernels(model, target, tuning_db: Path | None = None, min_repeat_ms:
 
     database = open_database(tuning_db, target) if tuning_db else None
     tuned: list[str] = []
-    mod, _ = schedule_for_cpu(from_onnx(onnx_for_tvm(model), keep_params_in_input=True), target, database, tuned)
+    mod, _ = schedule_for_cpu(from_onnx(onnx_for_tvm(model)[0], keep_params_in_input=True), target, database, tuned)
     calls = call_counts(mod, relax)
     tvm_target = tvm.target.Target(target.tvm_target)
     device = tvm.cpu()

@@ -165,7 +165,7 @@ def tuning_tasks(model, target):
     from .cpu_schedules import has_reduction, prepare_for_schedules
     from .lowering import onnx_for_tvm
 
-    mod = prepare_for_schedules(from_onnx(onnx_for_tvm(model), keep_params_in_input=True), [])
+    mod = prepare_for_schedules(from_onnx(onnx_for_tvm(model)[0], keep_params_in_input=True), [])
     extracted = ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
     return [task for task in extracted if has_reduction(task.dispatched[0]["main"])]
 
@@ -294,8 +294,8 @@ def check_device(target, device) -> None:
     elif not device.via_tracker:
         raise UsageError(f"--device {device}: tuning needs a tracker (rpc://HOST:PORT/KEY)")
     else:
+        from edgec.deploy.remote import registered_keys, tracker_summary
         from edgec.errors import DeviceError
-        from edgec.remote import registered_keys, tracker_summary
 
         keys = registered_keys(tracker_summary(device.host, device.port))  # unreachable: a DeviceError
         if device.key not in keys:
@@ -310,7 +310,7 @@ def make_runner(target, device):
     evaluator = ms.runner.EvaluatorConfig(number=5, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
     if device is None:
         return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=60)
-    from edgec.remote import registered_keys, tracker_summary
+    from edgec.deploy.remote import registered_keys, tracker_summary
 
     config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
                                  session_timeout_sec=120)

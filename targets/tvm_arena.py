@@ -8,7 +8,7 @@ The ``EdgecArena`` pass runs right after it, inside TVM's CPU pipeline:
 1. ``account_tvm_memory``: every ``R.memory.alloc_tensor`` on a planned storage is
    a tensor, live from its allocation to the last binding that reads it or anything
    aliasing it (a rebinding, a reshape, a tuple); edgec's offset algorithms
-   (``edgec.arena``) pack them into one arena, at 64-byte-aligned offsets;
+   (``edgec.compiler.arena``) pack them into one arena, at 64-byte-aligned offsets;
 2. ``in_arena``: ``main`` allocates that one arena and takes each tensor as a view
    at its offset (``R.memory.view``). TVM's kernels refuse a tensor with a byte
    offset unless their parameters allow one, so each kernel is rewritten (a
@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from edgec.arena import Buffer, pack
+from edgec.compiler.arena import Buffer, pack
 
 ALIGNMENT = 64
 """Bytes: TVM's kAllocAlignment, which its kernels assume for every tensor's data."""

@@ -28,7 +28,7 @@ def host_cpu() -> str:
     """LLVM's name for this CPU (``znver4``, ``sapphirerapids``...), from TVM's LLVM. Asked
     through TVM's compiler library directly: importing the tvm package for it would cost
     seconds on every target lookup (``edgec targets``, ``analyze``, a compile's first checks)."""
-    from edgec.tvm_runtime import load_tvm_library
+    from edgec.runtime.tvm_runtime import load_tvm_library
 
     return load_tvm_library("tvm_compiler", "RTLD_LOCAL").get_global_func("target.llvm_get_system_cpu")()
 

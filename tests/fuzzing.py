@@ -276,13 +276,13 @@ def front_end(data: bytes, directory: Path | None = None) -> str | None:
     or is refused with an EdgecError; otherwise the internal error's signature
     (exception type and innermost edgec frame) and the traceback. An error message of
     more than one line is a finding too."""
-    from edgec.pipelines import DEFAULT_PIPELINE
-    from edgec.exporter import export_model
-    from edgec.importer import ensure_static, load_model
+    from edgec.compiler.pass_manager import PassManager, Pipeline
+    from edgec.compiler.pipelines import DEFAULT_PIPELINE
+    from edgec.frontend.exporter import export_model
+    from edgec.frontend.importer import ensure_static, load_model
+    from edgec.frontend.validate import check_declared_sizes
     from edgec.ir import print_model
-    from edgec.pass_manager import PassManager, Pipeline
     from edgec.passes.plan_memory import plan_memory
-    from edgec.validate import check_declared_sizes
 
     with tempfile.TemporaryDirectory(dir=directory) as workdir:
         path = Path(workdir) / "fuzz.onnx"

@@ -1,4 +1,4 @@
-"""``edgec analyze`` (edgec/analyze.py, targets/support.py): the compile's own numbers before
+"""``edgec analyze`` (edgec/reports/analyze.py, targets/support.py): the compile's own numbers before
 any TVM work: per-layer MACs and parameters as the artifact's report has them, the arena
 the compile plans, op support with reasons, and the profile's static checks."""
 
@@ -15,9 +15,9 @@ from onnx import TensorProto, helper
 
 import edgec
 from edgec import api
-from edgec.analyze import analyze
-from edgec.artifact import open_artifact
 from edgec.cli import main
+from edgec.deploy.artifact import open_artifact
+from edgec.reports.analyze import analyze
 from tests.models import make_model, small_cnn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ def test_accelerator_targets_show_each_nodes_device():
 
 
 def test_analysis_imports_no_tvm_compiler():
-    script = ("import sys, json\nfrom edgec.analyze import analyze\n"
+    script = ("import sys, json\nfrom edgec.reports.analyze import analyze\n"
               f"analyze({str(EXAMPLE)!r}, 'x86-64')\n"
               "print(json.dumps(sorted(m for m in sys.modules if m == 'tvm' or m.startswith('tvm.'))))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -12,7 +12,7 @@ import pytest
 
 from edgec import api
 from edgec import runtime
-from edgec.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
+from edgec.deploy.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
 from edgec.errors import ArtifactError
 from tests.models import small_cnn
 

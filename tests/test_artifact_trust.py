@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from edgec import api
 from edgec import runtime
-from edgec.artifact import DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact
 from edgec.cli import main
+from edgec.deploy.artifact import DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact
 from edgec.errors import ArtifactError
 from tests.models import small_cnn
 
@@ -215,7 +215,7 @@ def test_library_is_loaded_from_a_private_directory(good, private_tmp, monkeypat
         seen.append((stat.S_IMODE(os.stat(directory).st_mode), stat.S_IMODE(os.stat(path).st_mode), directory))
         return loader(self, path, *args)
 
-    from edgec.tvm_runtime import Runtime
+    from edgec.runtime.tvm_runtime import Runtime
 
     loader = Runtime.load_vm
     monkeypatch.setattr(Runtime, "load_vm", load_vm)

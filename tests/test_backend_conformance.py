@@ -1,6 +1,6 @@
-"""ONNX's node conformance tests through ``edgec.backend``.
+"""ONNX's node conformance tests through ``edgec.conformance.backend``.
 
-The cases are generated from ``onnx.backend.test.case.node`` (``edgec.conformance``)
+The cases are generated from ``onnx.backend.test.case.node`` (``edgec.conformance.cases``)
 into pytest's cache directory, once per onnx version. ``conformance_expected_failures.txt``
 lists every test edgec fails, with its reason class: a listed test that passes, or fails
 for another class, and an unlisted test that fails, both fail here, so the list stays
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from edgec.backend import EdgecBackend
-from edgec.conformance import REASON_CLASSES, classify, compare, generate
+from edgec.conformance.backend import EdgecBackend
+from edgec.conformance.cases import REASON_CLASSES, classify, compare, generate
 from edgec.errors import CompileError
 
 EXPECTED_FAILURES = Path(__file__).with_name("conformance_expected_failures.txt")
@@ -60,13 +60,14 @@ FIXED = (
     "test_scatternd", "test_maxunpool_export_without_output_shape", "test_l2normalization_axis_0",
     "test_lstm_with_peepholes", "test_gru_seq_length", "test_gru_batchwise", "test_simple_rnn_bidirectional",
     "test_qlinearmatmul_3D_int8_float16", "test_reversesequence_batch", "test_dropout_default_mask",
+    "test_expand_dim_changed", "test_mvn", "test_optional_has_element_optional_input",
 )
 """Tests edgec once failed, crashed on or got wrong (fixed in targets/onnx_rewrites.py and
 cpu_schedules.py): in the default run whatever the sample holds."""
 REFUSED = {
     "test_batchnorm_example_training_mode": "training mode", "test_roialign_mode_max": "max mode",
     "test_cast_FLOAT_to_FLOAT8E4M3FN": "float8e4m3fn tensor",
-    "test_cast_FLOAT_to_INT4": "int4 tensor", "test_expand_dim_changed": "decided at run time",
+    "test_cast_FLOAT_to_INT4": "int4 tensor",
     "test_split_to_sequence_1": "is not a tensor",
 }
 """Tests whose op edgec refuses in one line naming the node, instead of a wrong result or a crash."""

@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 import edgec
-import edgec.artifact
+import edgec.deploy.artifact
 from edgec.cli import main
 from tests.models import add_external_weights, small_cnn
 
@@ -135,7 +135,7 @@ def test_cmake_module_rebuilds_exactly_when_an_input_changes(tmp_path):
     assert "digits_sample.npz" not in depfile
     int8_depfile = (build / "digits-x86-64-int8.edgec.d").read_text()
     assert str(source / "digits_sample.npz") in int8_depfile and "board-profile.toml" in int8_depfile
-    manifest = edgec.artifact.open_artifact(int8).manifest
+    manifest = edgec.deploy.artifact.open_artifact(int8).manifest
     assert manifest["pipeline"].count("quantize{calib=digits_sample.npz") == 1
     assert manifest["target"]["integer_kernels"]["lowered"]  # CALIB really reached the compile
 
@@ -211,7 +211,7 @@ def test_compiles_from_clean_states_are_byte_identical(tmp_path, quantized):
                                     *calib))
     assert outputs[0]["sha256"] == outputs[1]["sha256"]
     if quantized:  # the int8 path really ran, so the equality covers it
-        manifest = edgec.artifact.open_artifact(tmp_path / "one" / "out.edgec").manifest
+        manifest = edgec.deploy.artifact.open_artifact(tmp_path / "one" / "out.edgec").manifest
         assert "quantize{calib=" in manifest["pipeline"]
 
 
@@ -228,7 +228,7 @@ def test_makefile_example_uses_the_depfile(tmp_path):
     shutil.copy(EXAMPLES / "digits_sample.npz", tmp_path / "digits_sample.npz")
     run("make", "-C", tmp_path / "make", "clean")
     assert "--calib ../digits_sample.npz" in run("make", "-C", tmp_path / "make", "CALIB=../digits_sample.npz")
-    manifest = edgec.artifact.open_artifact(tmp_path / "make" / "digits-x86-64.edgec").manifest
+    manifest = edgec.deploy.artifact.open_artifact(tmp_path / "make" / "digits-x86-64.edgec").manifest
     assert "quantize{calib=digits_sample.npz" in manifest["pipeline"]
     assert "edgec compile" not in run("make", "-C", tmp_path / "make", "CALIB=../digits_sample.npz")
     touch_later(tmp_path / "digits_sample.npz")

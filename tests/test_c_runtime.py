@@ -20,18 +20,18 @@ import onnx
 import pytest
 
 import edgec.runtime
-from edgec import lab
-from edgec.artifact import DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact
 from edgec.cli import main
+from edgec.compiler.pipelines import DEFAULT_PIPELINE
+from edgec.deploy import lab
+from edgec.deploy.artifact import DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact
 from edgec.errors import ArtifactError
-from edgec.pipelines import DEFAULT_PIPELINE
 from tests.models import ort_run, random_feeds, small_cnn
 from tests.test_artifact_trust import craft, good, listed  # noqa: F401  (good is a fixture)
 from tests.test_cpp_consumer import names_and_dtypes
 
 SOURCE = Path(__file__).parent / "c_api"
 EXAMPLE = Path(__file__).parent.parent / "examples" / "cpp"
-CMAKE_DIR = Path(edgec.runtime.__file__).parent / "cmake"
+CMAKE_DIR = Path(edgec.__file__).parent / "cmake"
 DOUBLE = f"{DEFAULT_PIPELINE},partition{{target=x86-64,device=cpu-test-double}}"
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgec.calibration import StatsCollector, calibrate, load_calibration, quant_params
 from edgec.errors import UsageError
 from edgec.ir import parse_model
+from edgec.quant.calibration import StatsCollector, calibrate, load_calibration, quant_params
 
 BINS = 2048
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edgec import api
-from edgec.compliance import (
+from edgec.profiles.compliance import (
     FAIL,
     NOT_REQUIRED,
     PASS,
@@ -24,9 +24,9 @@ from edgec.compliance import (
     estimate_arena,
 )
 from edgec.errors import UsageError
-from edgec.importer import import_proto
+from edgec.frontend.importer import import_proto
 from edgec.ir import parse_model
-from edgec.profile import load_profile
+from edgec.profiles.profile import load_profile
 from edgec.targets import get_target
 from tests.models import ort_run, small_cnn
 
@@ -158,7 +158,7 @@ def test_a_violation_allowed_at_compile_time_fails_the_certificate(digits, host,
 
 def test_activation_arena_is_judged_by_the_compiled_plan(digits, host):
     _, _, artifact = digits
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
 
     runtime = open_artifact(artifact).manifest["runtime_memory"]
     assert runtime["runs_in_arena"]
@@ -299,7 +299,7 @@ def test_bad_data_is_a_usage_error(digits, digits_profile, host, tmp_path):
 
 
 def test_static_checks_name_the_nodes_of_the_trained_cnn(digits, host):
-    from edgec.importer import load_model
+    from edgec.frontend.importer import load_model
 
     model_path, _, _ = digits
     model = load_model(model_path, {})
@@ -407,7 +407,7 @@ def test_elf_imports_find_socket_calls(tmp_path):
 
 
 def test_elf_imports_of_the_artifact(digits):
-    from edgec.artifact import LIBRARY, open_artifact
+    from edgec.deploy.artifact import LIBRARY, open_artifact
 
     _, _, artifact = digits
     symbols, _ = elf_imports(open_artifact(artifact).read_member(LIBRARY))
@@ -443,8 +443,8 @@ def test_command_line_certificate_passes_then_fails_on_a_1us_latency(digits, dig
 def test_annotated_model_carries_its_profile_into_the_compile(tmp_path, capsys):
     import onnx
 
-    from edgec.artifact import open_artifact
     from edgec.cli import main
+    from edgec.deploy.artifact import open_artifact
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
     assert main(["annotate", str(tmp_path / "m.onnx"), "--profile", "smart-device", "-o", str(tmp_path / "a.onnx")]) == 0
@@ -472,7 +472,7 @@ def test_command_line_profile_errors_exit_2_and_violations_exit_3(tmp_path, caps
     assert not out.exists()
     assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q", "--profile", "mcu",
                  "--set", "memory.weights=1KiB", "--allow-violations"]) == 0
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
 
     compliance = open_artifact(out).manifest["compliance"]
     assert compliance["ok"] is False and compliance["violations_allowed"] is True
@@ -481,8 +481,8 @@ def test_command_line_profile_errors_exit_2_and_violations_exit_3(tmp_path, caps
 def test_planned_arena_budget_fails_just_below_the_plan_and_passes_at_it(tmp_path, capsys):
     import onnx
 
-    from edgec.artifact import open_artifact
     from edgec.cli import main
+    from edgec.deploy.artifact import open_artifact
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
     out = tmp_path / "m.edgec"

@@ -15,8 +15,8 @@ import pytest
 
 import edgec.runtime
 from edgec import api
-from edgec.artifact import FIRMWARE, open_artifact
 from edgec.cli import main
+from edgec.deploy.artifact import FIRMWARE, open_artifact
 from edgec.errors import ArtifactError
 from tests.conftest import without_progress
 from tests.models import ort_run, random_feeds, small_cnn
@@ -194,7 +194,7 @@ def test_check_profile_mcu_fails_naming_the_budget_for_a_too_large_model(tmp_pat
 
 
 def test_partitioning_a_firmware_is_a_usage_error(tmp_path, capsys):
-    from edgec.pipelines import DEFAULT_PIPELINE
+    from edgec.compiler.pipelines import DEFAULT_PIPELINE
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     code = main(["compile", str(tmp_path / "cnn.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "p.edgec"), "--passes",

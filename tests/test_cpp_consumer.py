@@ -16,9 +16,9 @@ import pytest
 from onnx import TensorProto, helper
 
 import edgec.runtime
-from edgec.artifact import open_artifact
 from edgec.cli import main
-from edgec.pipelines import DEFAULT_PIPELINE
+from edgec.compiler.pipelines import DEFAULT_PIPELINE
+from edgec.deploy.artifact import open_artifact
 from tests.models import make_model, ort_run, random_feeds, small_cnn, zoo_model
 from tests.test_scalars import scalar_model
 
@@ -136,14 +136,14 @@ def test_signature_and_digests_are_checked_with_openssl(edgec_run, compiled, tmp
     weight byte is refused even without a key."""
     if "OPENSSL_CRYPTO_LIBRARY:FILEPATH=/" not in (edgec_run.parent / "CMakeCache.txt").read_text():
         pytest.skip("edgec_run was built without OpenSSL (libssl-dev): it checks no signatures")
-    from edgec.artifact import WEIGHTS, open_artifact
+    from edgec.deploy.artifact import WEIGHTS, open_artifact
 
     artifact = compiled("small_cnn", small_cnn())
     assert main(["keygen", str(tmp_path / "key.pem")]) == 0
     assert main(["keygen", str(tmp_path / "other.pem")]) == 0
     signed = tmp_path / "signed.edgec"
     shutil.copy(artifact, signed)
-    from edgec.trust import load_private_key, sign_artifact
+    from edgec.deploy.trust import load_private_key, sign_artifact
 
     sign_artifact(signed, load_private_key(tmp_path / "key.pem"))
     in_dir = tmp_path / "in"

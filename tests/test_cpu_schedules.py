@@ -26,9 +26,9 @@ def compile_scheduled(model, spec):
 
     from edgec.targets.cpu_schedules import schedule_for_cpu
 
-    from edgec.pipelines import DEFAULT_PIPELINE
-    from edgec.importer import import_proto
-    from edgec.pass_manager import PassManager, Pipeline
+    from edgec.compiler.pass_manager import PassManager, Pipeline
+    from edgec.compiler.pipelines import DEFAULT_PIPELINE
+    from edgec.frontend.importer import import_proto
     from edgec.targets.lowering import onnx_for_tvm
 
     # What lower() hands TVM: edgec's import and default passes, then its ONNX export.
@@ -297,7 +297,7 @@ def test_matmul_kernels_get_the_register_tile_rule(case):
     from tvm import s_tir
     from tvm.relax.frontend.onnx import from_onnx
 
-    from edgec.importer import import_proto
+    from edgec.frontend.importer import import_proto
     from edgec.targets.cpu_schedules import _is_matmul, prepare_for_schedules
     from edgec.targets.lowering import onnx_for_tvm
 
@@ -354,7 +354,7 @@ def test_clip_with_constant_bounds_fuses_into_the_conv(lo, hi):
 
 def test_clip_with_a_nan_bound_is_left_to_tvm():
     """onnxruntime treats a NaN bound as no bound; the rewrite leaves such a Clip alone."""
-    from edgec.importer import import_proto
+    from edgec.frontend.importer import import_proto
     from edgec.targets.lowering import onnx_for_tvm
 
     proto = onnx_for_tvm(import_proto(clip_model(0.0, 6.0, nan_bound=True)))

@@ -11,9 +11,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.cli import main
-from edgec.driver import CompileRequest, compile_model
+from edgec.compiler.driver import CompileRequest, compile_model
 from edgec.errors import ModelError, UsageError
-from edgec.importer import DimBinding, ensure_static, import_proto
+from edgec.frontend.importer import DimBinding, ensure_static, import_proto
 from edgec.runtime import load
 from tests.conftest import assert_close, without_progress
 from tests.models import make_model, ort_run

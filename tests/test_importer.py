@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.errors import ModelError, UsageError
-from edgec.exporter import export_model
-from edgec.importer import ensure_static, load_model, parse_input_shape
+from edgec.frontend.exporter import export_model
+from edgec.frontend.importer import ensure_static, load_model, parse_input_shape
 from tests.models import ZOO, make_model, ort_run, random_feeds, zoo_model
 
 
@@ -62,7 +62,7 @@ def test_old_opset_is_converted_up(tmp_path):
 @pytest.mark.parametrize("opset", [6, 9])
 def test_ir3_initializers_left_out_of_the_inputs_are_constants(tmp_path, opset):
     """Old converters wrote IR 3 files without listing the initializers as inputs; onnxruntime runs them."""
-    from edgec.driver import CompileRequest, compile_model
+    from edgec.compiler.driver import CompileRequest, compile_model
     from edgec.runtime import load
 
     bias = np.arange(6, dtype=np.float32).reshape(2, 3)
@@ -211,7 +211,7 @@ def test_control_flow_subgraphs_are_kept_opaque_and_export_exactly(tmp_path):
 
 
 def test_values_read_inside_subgraphs_count_as_uses(tmp_path):
-    from edgec.pass_manager import PassManager, Pipeline
+    from edgec.compiler.pass_manager import PassManager, Pipeline
 
     branch = helper.make_graph([helper.make_node("Neg", ["hidden"], ["o"])], "b", [],
                                [helper.make_tensor_value_info("o", TensorProto.FLOAT, [2])])

@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec import api
+from edgec.frontend.importer import load_model
 from edgec.host import cpu_features
-from edgec.importer import load_model
 from tests.models import make_model, small_cnn
 
 tvm = pytest.importorskip("tvm")
@@ -92,7 +92,7 @@ def test_patterns_that_cannot_be_integer_stay_float_with_a_reason():
     from edgec.targets.lowering import onnx_for_tvm
     from tvm.relax.frontend.onnx import from_onnx
 
-    from edgec.importer import convert_model
+    from edgec.frontend.importer import convert_model
 
     _, report = lower_integer_kernels(from_onnx(onnx_for_tvm(convert_model(proto)), keep_params_in_input=True))
     assert report.lowered == []
@@ -104,7 +104,7 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, option
     """int8, uint8 shifted to int8 (8-bit weights), and uint8 on the dot product (7-bit)."""
     import onnxruntime as ort
 
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
     from edgec.runtime import load
 
     qdq_cnn = quantized_cnn(tmp_path, **options)
@@ -246,7 +246,7 @@ def test_transformer_encoder_int8_close_to_float_and_to_onnxruntime(tmp_path):
     included; the int8 artifact stays within cosine 0.99 of float and matches onnxruntime's QDQ."""
     import onnxruntime as ort
 
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
     from edgec.runtime import load
 
     onnx.save(transformer_encoder(tokens=32, width=64, heads=4, layers=1, ffn=128), tmp_path / "enc.onnx")
@@ -286,7 +286,7 @@ def test_vnni_target_compiles_its_convs_to_vpdpbusd(tmp_path):
     from edgec.targets.int8 import lower_integer_kernels
     from edgec.targets.int8_schedules import AVX512_VNNI, dot_product_for
 
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
 
     vnni = get_target("x86-64-vnni")
     assert dot_product_for(vnni) is AVX512_VNNI and vnni.int8_weight_bits == 8

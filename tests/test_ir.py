@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgec.importer import import_proto
+from edgec.frontend.importer import import_proto
 from edgec.ir import Value, VerificationError, parse_model, print_model, verify
 from edgec.ir.parser import ParseError
 from tests.models import small_cnn

@@ -24,10 +24,10 @@ import onnx
 import pytest
 
 from edgec import api
-from edgec import lab
 from edgec.cli import main
+from edgec.deploy import lab
+from edgec.deploy.remote import Device, load_remote, parse_device
 from edgec.errors import ArtifactError, DeviceError, UsageError
-from edgec.remote import Device, load_remote, parse_device
 from tests.conftest import assert_close
 from tests.models import make_model, ort_run, random_feeds, small_cnn, zoo_model
 

@@ -14,9 +14,9 @@ import onnx
 import pytest
 
 from edgec import api
-from edgec import lab
-from edgec.artifact import open_artifact
-from edgec.remote import load_remote
+from edgec.deploy import lab
+from edgec.deploy.artifact import open_artifact
+from edgec.deploy.remote import load_remote
 from tests.conftest import assert_close
 from tests.models import ort_run, random_feeds
 from tests.test_lab import lab_unavailable

@@ -17,9 +17,9 @@ import pytest
 from onnx import TensorProto, helper
 
 from edgec import api
-from edgec.artifact import open_artifact
 from edgec.cli import main
-from edgec.pipelines import DEFAULT_PIPELINE
+from edgec.compiler.pipelines import DEFAULT_PIPELINE
+from edgec.deploy.artifact import open_artifact
 from edgec.ir import parse_model
 from edgec.passes.partition import partition_graph
 from edgec.runtime import load as edgec_load
@@ -93,8 +93,8 @@ def test_a_multi_partition_artifact_is_reproducible_and_inspectable(double_artif
 def test_check_runs_every_partition_and_reads_every_library(double_artifact):
     """``edgec check --model`` compares the partitioned run with onnxruntime; the profile's
     no-network rule reads the symbols of each partition's library."""
-    from edgec.compliance import locality_measurement
-    from edgec.profile import load_profile
+    from edgec.profiles.compliance import locality_measurement
+    from edgec.profiles.profile import load_profile
 
     checked = api.check(double_artifact, model=double_artifact.parent / "cnn.onnx")
     assert checked.ok and [row.name for row in checked.comparison.rows] == ["logits"]

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pytest
 
+from edgec.compiler.instruments import CrashReproducer, DumpIRInstrument, PrintIRInstrument, StatisticsInstrument, TimingInstrument
+from edgec.compiler.pass_manager import PASS_REGISTRY, Pass, PassError, PassManager, PassResult, Pipeline, register_pass
 from edgec.errors import UsageError
-from edgec.importer import import_proto, load_model
-from edgec.instruments import CrashReproducer, DumpIRInstrument, PrintIRInstrument, StatisticsInstrument, TimingInstrument
+from edgec.frontend.importer import import_proto, load_model
 from edgec.ir import Model, parse_model
-from edgec.pass_manager import PASS_REGISTRY, Pass, PassError, PassManager, PassResult, Pipeline, register_pass
 from tests.models import small_cnn
 
 DEFAULT = "remove-identity,fold-constants,fold-batchnorm,fold-conv-affine,eliminate-dead,reorder-for-memory"
@@ -154,7 +154,7 @@ def test_in_place_declaration_is_checked():
 
 
 def test_error_diagnostics_fail_the_pipeline():
-    from edgec.pass_manager import Diagnostic
+    from edgec.compiler.pass_manager import Diagnostic
 
     @register_pass
     class Complain(Pass):

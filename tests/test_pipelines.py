@@ -1,4 +1,4 @@
-"""Named pipelines (edgec/pipelines.py): one definition that compile, ``compile --calib``,
+"""Named pipelines (edgec/compiler/pipelines.py): one definition that compile, ``compile --calib``,
 ``edgec quantize`` and partitioning all build on."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec import api
-from edgec.importer import load_model
+from edgec.compiler.pass_manager import PassManager, PassSpec, Pipeline
+from edgec.frontend.importer import load_model
 from edgec.ir import print_model
-from edgec.pass_manager import PassManager, PassSpec, Pipeline
 from edgec.passes.quantize import QuantizeOptions, with_quantize
-from edgec.pipelines import (
+from edgec.compiler.pipelines import (
     DEFAULT_PIPELINE,
     PIPELINES,
     append_at_partition_point,

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from edgec.errors import UsageError
-from edgec.profile import (
+from edgec.profiles.profile import (
     builtin_profiles,
     from_metadata_props,
     load_profile,

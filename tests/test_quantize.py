@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgec import api
 from edgec.cli import main
-from edgec.exporter import export_model
-from edgec.importer import import_proto
+from edgec.frontend.exporter import export_model
+from edgec.frontend.importer import import_proto
 from edgec.ir import Model, Value, parse_model
 from tests.conftest import without_progress
 from tests.models import make_model, ort_run, small_cnn
@@ -339,7 +339,7 @@ def test_compiled_qdq_matches_onnxruntime(tmp_path, digits):
 
 def test_profile_per_tensor_scheme_reaches_compile_quantization(capsys, tmp_path):
     """A profile with quantization.scheme = per-tensor gets one weight scale per tensor from --calib."""
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
     np.savez(tmp_path / "c.npz", x=np.random.default_rng(8).standard_normal((2, 1, 3, 16, 16)).astype(np.float32))
@@ -398,7 +398,7 @@ def test_calibration_data_is_a_compile_input(capsys, tmp_path):
 def test_compile_takes_the_targets_weight_bits(capsys, tmp_path):
     """AVX2 targets ask for 7-bit weights (their uint8 x int8 dot product saturates with 8-bit
     ones); --full-range overrides, and either flag without --calib is a usage error."""
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
     from edgec.targets import get_target
 
     assert get_target("x86-64-v3").int8_weight_bits == 7 and get_target("arm64-a72").int8_weight_bits == 8

@@ -70,7 +70,7 @@ def test_gemm_macs_agree_with_the_independent_count(tmp_path, capsys):
 
 def test_the_artifact_says_what_the_vm_allocates_next_to_edgecs_plan(tmp_path, capsys):
     """TVM's storages, read from the lowered module, against edgec's packing of the same tensors."""
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
 
     onnx.save(zoo_model("squeezenet"), tmp_path / "m.onnx")
     api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
@@ -89,7 +89,7 @@ def test_the_artifact_says_what_the_vm_allocates_next_to_edgecs_plan(tmp_path, c
 def test_memory_report_and_plot(tmp_path, capsys):
     """--memory lists every planned tensor at its offset; --plot draws one rectangle per tensor."""
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'edgec[plot]')")
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
     from tests.models import small_cnn
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
@@ -116,7 +116,7 @@ def test_the_memory_plot_labels_tensors_in_a_unit_that_fits():
     pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'edgec[plot]')")
     from matplotlib import pyplot
 
-    from edgec.report import memory_figure
+    from edgec.reports.report import memory_figure
 
     for scale, unit, sizes in ((1, "KiB", ("6.0 KiB", "4.0 KiB")), (2**10, "MiB", ("6.0 MiB", "4.0 MiB"))):
         tensors = [{"name": "conv_out", "offset": 0, "size": 6144 * scale, "first_step": 0, "last_step": 1},

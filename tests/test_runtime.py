@@ -1,4 +1,4 @@
-"""The runtime's lean path (edgec/runtime.py over edgec/tvm_runtime.py): a process that runs
+"""The runtime's lean path (edgec/runtime/ over edgec/runtime/tvm_runtime.py): a process that runs
 an artifact imports neither TVM's Python package nor onnx nor torch, input tensors are
 reused between calls without leaking one call's data into the next, and calls from several
 threads give the serial results."""

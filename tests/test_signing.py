@@ -8,8 +8,8 @@ import onnx
 import pytest
 
 from edgec import api
-from edgec.artifact import MANIFEST, SIGNATURE, WEIGHTS, open_artifact
 from edgec.cli import main
+from edgec.deploy.artifact import MANIFEST, SIGNATURE, WEIGHTS, open_artifact
 from tests.models import small_cnn
 
 

@@ -10,10 +10,10 @@ import onnx
 import pytest
 
 from edgec import api
-from edgec.artifact import open_artifact
 from edgec.cli import main
+from edgec.deploy.artifact import open_artifact
 from edgec.errors import CompileError, UsageError
-from edgec.importer import import_proto
+from edgec.frontend.importer import import_proto
 from edgec.targets import all_targets, get_target, lower
 from tests.models import small_cnn
 

@@ -18,9 +18,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec import lab
 from edgec.cli import main
-from edgec.remote import registered_keys, tracker_summary
+from edgec.deploy import lab
+from edgec.deploy.remote import registered_keys, tracker_summary
 from tests.conftest import assert_close
 from tests.models import make_model, ort_run, random_feeds
 
@@ -127,7 +127,7 @@ def test_tuning_over_rpc_survives_a_kill_and_the_records_compile(tracker, tmp_pa
     # A compile takes the record where it beat the rules' measured time, else the rules; both
     # match onnxruntime. Whether four random trials beat the rules is up to the machine, so the
     # rules' recorded time is set to each side of the record's instead of trusting either.
-    from edgec.artifact import open_artifact
+    from edgec.deploy.artifact import open_artifact
     from edgec.runtime import load
 
     meta_path = db / "edgec-tuning.json"

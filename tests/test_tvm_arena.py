@@ -12,7 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec import api
-from edgec.artifact import open_artifact
+from edgec.deploy.artifact import open_artifact
 from edgec.targets.tvm_arena import kernel_workspace_bytes
 from tests.conftest import assert_close
 from tests.models import make_model, ort_run, random_feeds, zoo_model

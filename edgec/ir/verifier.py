@@ -84,7 +84,7 @@ def cycle_note(model: Model) -> str:
 
 
 def verify_types(model: Model) -> None:
-    from ..exporter import export_model  # deferred: the exporter itself imports this package
+    from ..frontend.exporter import export_model  # deferred: the exporter itself imports this package
 
     proto = export_model(model, with_weights=False)
     del proto.graph.value_info[:]  # infer from scratch, then compare with what the IR records

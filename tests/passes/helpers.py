@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgec.exporter import export_model
+from edgec.compiler.pass_manager import PassResult, Pipeline
+from edgec.frontend.exporter import export_model
 from edgec.ir import Model, parse_model, print_model, verify
-from edgec.pass_manager import PassResult, Pipeline
 from tests.models import ort_run
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgec.importer import import_proto
+from edgec.frontend.importer import import_proto
 from edgec.ir import parse_model
 from tests.models import small_cnn
 from tests.passes.helpers import assert_golden, assert_idempotent, assert_same_numbers

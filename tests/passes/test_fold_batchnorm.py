@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgec.importer import import_proto
+from edgec.frontend.importer import import_proto
 from edgec.ir import parse_model
 from tests.models import random_feeds, small_cnn, zoo_model
 from tests.passes.helpers import assert_golden, assert_idempotent, assert_same_numbers, run_pass
@@ -60,7 +60,7 @@ model ir_version=8 opset_import={"": 17} {
 }
 """
     before = parse_model(text)
-    from edgec.exporter import export_model
+    from edgec.frontend.exporter import export_model
 
     onnx_before = export_model(before)
     result = assert_idempotent("fold-batchnorm", before)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from edgec.exporter import export_model
-from edgec.importer import import_proto
+from edgec.frontend.exporter import export_model
+from edgec.frontend.importer import import_proto
 from edgec.ir import parse_model
 from tests.models import ZOO_DIR, ort_run, random_feeds, zoo_model
 from tests.passes.helpers import assert_golden, assert_idempotent, assert_same_numbers, run_pass

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.importer import import_proto
+from edgec.frontend.importer import import_proto
 from edgec.ir import parse_model
 from tests.models import make_model, random_feeds
 from tests.passes.helpers import assert_golden, assert_idempotent, assert_same_numbers, run_pass

@@ -11,14 +11,14 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 import edgec.passes.partition  # noqa: F401  registers the pass until edgec.passes imports it
-from edgec.pipelines import DEFAULT_PIPELINE
+from edgec.compiler.pass_manager import PassError, PassManager, Pipeline
+from edgec.compiler.pipelines import DEFAULT_PIPELINE
 from edgec.errors import CompileError
-from edgec.exporter import export_model
-from edgec.importer import import_proto
+from edgec.frontend.exporter import export_model
+from edgec.frontend.importer import import_proto
 from edgec.ir import parse_model
-from edgec.pass_manager import PassError, PassManager, Pipeline
 from edgec.passes.partition import METADATA_KEY, accelerator_support, node_keys, partition_graph, plan_of
-from edgec.profile import Ops, Profile
+from edgec.profiles.profile import Ops, Profile
 from edgec.targets import get_target
 from tests.models import ZOO, make_model, zoo_model
 from tests.passes.helpers import assert_idempotent, assert_same_numbers, run_pass

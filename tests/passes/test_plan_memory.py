@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import edgec.passes.plan_memory  # noqa: F401  registers plan-memory
-from edgec.importer import import_proto
+from edgec.compiler.arena import ALGORITHMS, CHOICES
+from edgec.compiler.pass_manager import PassError, PassManager, Pipeline
+from edgec.frontend.importer import import_proto
 from edgec.ir import Attr, Graph, Model, Value, parse_model, print_model, verify
-from edgec.pass_manager import PassError, PassManager, Pipeline
-from edgec.arena import ALGORITHMS, CHOICES
 from edgec.passes.plan_memory import DEFAULT_ALIGNMENT, ELEMENTWISE, VIEWS, MemoryPlan, plan_memory, target_alignment
 from edgec.targets.base import all_targets, get_target
 from tests.models import zoo_model

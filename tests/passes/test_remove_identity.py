@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgec.exporter import export_model
-from edgec.importer import import_proto
+from edgec.frontend.exporter import export_model
+from edgec.frontend.importer import import_proto
 from edgec.ir import parse_model
 from tests.models import small_cnn
 from tests.passes.helpers import assert_golden, assert_idempotent, assert_same_numbers, run_pass

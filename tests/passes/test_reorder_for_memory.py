@@ -9,10 +9,10 @@ from onnx import TensorProto, helper
 
 import edgec.passes.plan_memory  # noqa: F401  registers plan-memory
 import edgec.passes.reorder_for_memory  # noqa: F401  registers reorder-for-memory
-from edgec.exporter import export_model
-from edgec.importer import import_proto
+from edgec.compiler.pass_manager import PassError, PassManager, Pipeline
+from edgec.frontend.exporter import export_model
+from edgec.frontend.importer import import_proto
 from edgec.ir import Model, parse_model, print_model, verify
-from edgec.pass_manager import PassError, PassManager, Pipeline
 from edgec.passes.plan_memory import peak_live_bytes, plan_memory
 from edgec.passes.reorder_for_memory import reorder_for_memory, segments
 from tests.models import make_model, random_feeds, zoo_model

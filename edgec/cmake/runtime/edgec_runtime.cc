@@ -42,6 +42,7 @@
 #include <openssl/pem.h>
 #endif
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -652,8 +653,16 @@ struct Stage {
 
 }  // namespace
 
+/*! \brief An input whose value is a shape the compile fixed (edgec/runtime.py's check_shape_input). */
+struct ShapeInput {
+  size_t input = 0;
+  std::string node, op;
+  std::vector<int64_t> data_shape, shape;
+};
+
 struct edgec_model {
   std::shared_ptr<Bytes> bytes;
+  std::vector<ShapeInput> shape_inputs;
   std::shared_ptr<void> weight_copy;  // an aligned copy of weights.bin, when the bytes were not aligned
   std::vector<TensorSpec> inputs, outputs;
   std::vector<ffi::Tensor> input_tensors;
@@ -663,6 +672,66 @@ struct edgec_model {
 };
 
 namespace {
+
+std::vector<int64_t> Sizes(const Manifest& m, const ffi::Any& list, const std::string& what) {
+  std::vector<int64_t> sizes;
+  for (const ffi::Any& item : m.List(list, what)) {
+    sizes.push_back(m.Int(item, what + "[]"));
+    if (sizes.back() < 0) throw Bad(m.path + ": manifest '" + what + "' has a negative size");
+  }
+  return sizes;
+}
+
+/*! \brief target.shape_inputs: each names an int64 vector input of the signature. */
+std::vector<ShapeInput> ShapeInputs(const Manifest& m, const std::vector<TensorSpec>& inputs) {
+  ffi::json::Object target = m.Object(m.Get(m.root, "target", ""), "target");
+  std::vector<ShapeInput> pinned;
+  if (!m.Has(target, "shape_inputs")) return pinned;
+  for (const ffi::Any& item : m.List(m.Get(target, "shape_inputs", "target."), "target.shape_inputs")) {
+    ffi::json::Object entry = m.Object(item, "target.shape_inputs[]");
+    const std::string what = "target.shape_inputs[].";
+    std::string name = m.Str(m.Get(entry, "input", what), what + "input");
+    ShapeInput p;
+    p.input = std::find_if(inputs.begin(), inputs.end(), [&](const TensorSpec& s) { return s.name == name; }) - inputs.begin();
+    if (p.input == inputs.size() || inputs[p.input].dtype != "int64" || inputs[p.input].shape.size() != 1) {
+      throw Bad(m.path + ": manifest '" + what + "input' is not an int64 vector input of the model");
+    }
+    p.node = m.Str(m.Get(entry, "node", what), what + "node");
+    p.op = m.Str(m.Get(entry, "op", what), what + "op");
+    p.data_shape = Sizes(m, m.Get(entry, "data_shape", what), what + "data_shape");
+    p.shape = Sizes(m, m.Get(entry, "shape", what), what + "shape");
+    pinned.push_back(p);
+  }
+  return pinned;
+}
+
+std::string Dims(const std::vector<int64_t>& dims) {
+  std::string text = "[";
+  for (size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
+  return text + "]";
+}
+
+/*! \brief Refuse a shape value that gives the node another output shape than it was compiled for. */
+void CheckShapeInput(const edgec_model& model, const ShapeInput& p) {
+  const ffi::Tensor& tensor = model.input_tensors[p.input];
+  const int64_t* data = static_cast<const int64_t*>(tensor.data_ptr());
+  std::vector<int64_t> value(data, data + tensor.numel());
+  size_t rank = std::max(value.size(), p.data_shape.size());
+  std::vector<int64_t> shape(rank);
+  bool broadcasts = true;
+  for (size_t i = 0; i < rank; ++i) {  // numpy's rule, aligned at the last axis
+    int64_t a = i < rank - p.data_shape.size() ? 1 : p.data_shape[i - (rank - p.data_shape.size())];
+    int64_t b = i < rank - value.size() ? 1 : value[i - (rank - value.size())];
+    broadcasts &= a == b || a == 1 || b == 1;
+    shape[i] = a == 1 ? b : a;
+  }
+  if (!broadcasts || shape != p.shape) {
+    throw Failure(EDGEC_ERROR_USAGE, "input '" + model.inputs[p.input].name + "' = " + Dims(value) +
+                (broadcasts ? " gives " + p.op + " node '" + p.node + "' shape " + Dims(shape)
+                            : " does not broadcast with " + p.op + " node '" + p.node + "''s input " + Dims(p.data_shape)) +
+                "; this artifact was compiled for shape " + Dims(p.shape) + " (its value is a shape, fixed at compile time)");
+  }
+}
 
 /*! \brief The manifest's partition list, or none for a one-library artifact (no list, null
  *  or empty, as edgec/artifact.py reads it); anything but a list of objects is refused. */
@@ -857,6 +926,7 @@ std::unique_ptr<edgec_model> Open(std::shared_ptr<Bytes> bytes, const std::strin
   ffi::json::Object signature = m.Object(m.Get(m.root, "signature", ""), "signature");
   model->inputs = Signature(m, m.Get(signature, "inputs", "signature."), "signature.inputs");
   model->outputs = Signature(m, m.Get(signature, "outputs", "signature."), "signature.outputs");
+  model->shape_inputs = ShapeInputs(m, model->inputs);
 
   // 6 (before 5, so the stages take them). The weights, in place when aligned.
   const uint8_t* base = bytes->data + blob.offset;
@@ -1013,6 +1083,7 @@ edgec_status edgec_run(edgec_model* model) {
       if (!model->input_set[i]) throw Usage("input '" + model->inputs[i].name + "' was not set");
       tensors[model->inputs[i].name] = model->input_tensors[i];
     }
+    for (const ShapeInput& p : model->shape_inputs) CheckShapeInput(*model, p);
     for (Stage& stage : model->stages) {
       std::vector<ffi::AnyView> args;
       for (const std::string& name : stage.inputs) {

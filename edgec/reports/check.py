@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EdgecError, UsageError
-from .units import human_size
+from ..errors import EdgecError, UsageError
+from ..units import human_size
 
 
 @dataclass

@@ -8,7 +8,7 @@ Members, in this order:
 - ``model.so``: the compiled library (it takes the weights as arguments);
 - ``weights.bin``: every weight, raw and little-endian, each at a 64-byte-aligned offset;
 - ``manifest.sig`` (only in signed artifacts, ``edgec compile --sign``): the Ed25519
-  signature of the 32-byte manifest digest (see :mod:`edgec.trust`).
+  signature of the 32-byte manifest digest (see :mod:`edgec.deploy.trust`).
 
 A model split into several partitions (format version 2) has one library per
 partition instead of ``model.so``: ``partition0.so``, ``partition1.so``... in the
@@ -35,7 +35,7 @@ no ``..``, nothing absolute), the members must be exactly those the manifest lis
 with the sizes it records, the manifest must match its digest and stay within
 :data:`MAX_MANIFEST_BYTES` and :data:`MAX_DEPTH`, and the weight index must lie inside
 ``weights.bin``. A member's sha256 is checked when it is read or mapped. The digest
-catches corruption; only a signature (:mod:`edgec.trust`) says who wrote the artifact.
+catches corruption; only a signature (:mod:`edgec.deploy.trust`) says who wrote the artifact.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 FORMAT = "edgec-artifact"
 FORMAT_VERSION = 1
@@ -389,6 +389,9 @@ def check_schema(path: Path, manifest: dict) -> None:
         specs = signature.get(side)
         need(isinstance(specs, list) and all(is_tensor_spec(spec, side == "outputs") for spec in specs),
              f"signature.{side}")
+    input_names = {spec["name"] for spec in signature["inputs"]}
+    need(isinstance(target.get("shape_inputs", []), list)
+         and all(is_shape_input(pinned, input_names) for pinned in target.get("shape_inputs", [])), "target.shape_inputs")
     partitions = manifest.get("partitions")
     if not partitions:
         return
@@ -401,6 +404,15 @@ def check_schema(path: Path, manifest: dict) -> None:
         need(set(partition["inputs"]) <= available and set(partition["weights"]) <= weights, field)
         available |= set(partition["outputs"])
     need({spec["name"] for spec in signature["outputs"]} <= available, "signature.outputs")
+
+
+def is_shape_input(pinned, input_names: set[str]) -> bool:
+    """A pinned shape input (``runtime.Signature.check_shape_input``): an input of the model,
+    a node's name and op, and two shapes of sizes."""
+    return (isinstance(pinned, dict) and all(isinstance(pinned.get(k), str) for k in ("input", "node", "op"))
+            and pinned["input"] in input_names
+            and all(isinstance(pinned.get(k), list) and all(type(d) is int and d >= 0 for d in pinned[k])
+                    for k in ("data_shape", "shape")))
 
 
 def is_names(value) -> bool:

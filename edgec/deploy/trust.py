@@ -13,8 +13,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from ..errors import ArtifactError, UsageError
 from .artifact import DIGEST, MANIFEST, SIGNATURE, ArtifactFile, open_artifact, write_members
-from .errors import ArtifactError, UsageError
 
 
 def generate_keypair(private_path: Path) -> Path:

@@ -15,21 +15,21 @@ from typing import Callable
 
 import onnx
 
-from . import __version__
-from .accuracy_budget import Budget, fit_budget, resolve_budget
-from .artifact import open_artifact, sha256_file, write_artifact
+from .. import __version__
+from ..deploy.artifact import open_artifact, sha256_file, write_artifact
+from ..errors import ProfileViolation, UsageError
+from ..frontend.exporter import export_model
+from ..frontend.importer import convert_model, ensure_static, load_model
+from ..frontend.validate import check_arena_size, check_declared_sizes
+from ..ir import Model
+from ..passes.plan_memory import plan_memory, target_alignment
+from ..profiles.compliance import check_static, lowered_arena_check
+from ..profiles.profile import Profile, from_metadata_props, load_profile
+from ..quant.accuracy_budget import Budget, fit_budget, resolve_budget
+from ..reports.report import build_report, with_firmware_memory, with_runtime_memory
 from .cache import CompileCache, cache_key, write_depfile
-from .compliance import check_static, lowered_arena_check
-from .errors import ProfileViolation, UsageError
-from .exporter import export_model
-from .importer import convert_model, ensure_static, load_model
-from .ir import Model
 from .pass_manager import Instrument, PassManager, PassSpec, Pipeline
 from .pipelines import DEFAULT_PIPELINE
-from .passes.plan_memory import plan_memory, target_alignment
-from .profile import Profile, from_metadata_props, load_profile
-from .report import build_report, with_firmware_memory, with_runtime_memory
-from .validate import check_arena_size, check_declared_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ class CompileResult:
 
     def __str__(self) -> str:
         origin = ", from the cache" if self.cached else ""
-        from .units import human_size
+        from ..units import human_size
 
         return f"{self.output} ({self.manifest['target']['name']}, {human_size(self.output.stat().st_size)}{origin})"
 
@@ -265,7 +265,7 @@ def fit_accuracy_budget(plan: Plan, prepared: Model):
 def quantization_record(plan: Plan, prepared: Model, model: Model, fitted) -> dict:
     """Per quantized layer: placement, scales and zero points, and SQNR against the float model
     over the budget's data (else the calibration data); and the budget's outcome."""
-    from .quant_report import layer_record
+    from ..quant.report import layer_record
 
     spec = quantize_spec(plan.pipeline)
     source, flag = (plan.budget.data, "--data") if plan.budget else (Path(spec.options.calib), "--calib")

@@ -168,7 +168,7 @@ ZERO_D = re.compile(r"0-d|ndim 0 but get|expected 0 dim|rank 0|scalar", re.I)
 
 def classify(error: BaseException | None, model: onnx.ModelProto) -> str:
     """The reason class of one edgec failure; ``error`` None means the outputs were wrong."""
-    from .errors import EdgecError
+    from ..errors import EdgecError
 
     if error is None:
         return "wrong result"
@@ -176,7 +176,7 @@ def classify(error: BaseException | None, model: onnx.ModelProto) -> str:
     graph = model.graph
     if any(v.type.HasField("tensor_type") and v.type.tensor_type.HasField("shape") and not v.type.tensor_type.shape.dim
            for v in [*graph.input, *graph.output]) and ZERO_D.search(text):
-        return "0-d tensor"  # being fixed on another branch; re-measured after its merge
+        return "0-d tensor"
     if not isinstance(error, EdgecError):
         return "internal error"
     if any(v.type.WhichOneof("value") != "tensor_type" for v in [*graph.input, *graph.output]):

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .pipelines import DEFAULT_PIPELINE
-from .units import human_size
+from ..compiler.pipelines import DEFAULT_PIPELINE
+from ..units import human_size
 
 
 @dataclass
@@ -55,14 +55,14 @@ def analyze(model: str | Path, target: str, *, profile: str | None = None, overr
     from edgec.targets import get_target
     from edgec.targets.partitioned import with_partitioning
 
-    from .compliance import check_static
-    from .driver import batch_binding
-    from .errors import UsageError
-    from .importer import ensure_static, load_model
-    from .pass_manager import PassManager, Pipeline
-    from .profile import from_metadata_props, load_profile
+    from ..compiler.driver import batch_binding
+    from ..compiler.pass_manager import PassManager, Pipeline
+    from ..errors import UsageError
+    from ..frontend.importer import ensure_static, load_model
+    from ..frontend.validate import check_declared_sizes
+    from ..profiles.compliance import check_static
+    from ..profiles.profile import from_metadata_props, load_profile
     from .report import build_report
-    from .validate import check_declared_sizes
 
     started = time.perf_counter()
     spec = get_target(target)
@@ -112,7 +112,7 @@ def support_of(node, spec, opset: int, on_cpu: Mapping[str, str]) -> dict:
 
 def format_analysis(analysis: Analysis) -> str:
     """The table and summary ``edgec analyze`` prints."""
-    from .tables import table
+    from ..tables import table
 
     rows = [(layer["name"], layer["op"], "x".join(map(str, layer["output_shape"])) or "-", f"{layer['macs']:,}",
              f"{layer['parameters']:,}", layer["device"],

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from .errors import UsageError
-from .units import format_duration, format_size_exact, parse_duration, parse_size
+from ..errors import UsageError
+from ..units import format_duration, format_size_exact, parse_duration, parse_size
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-BUILTIN_DIR = Path(__file__).parent / "builtin_profiles"
+BUILTIN_DIR = Path(__file__).parent / "builtin"
 METADATA_PREFIX = "edge.profile."
 METRICS = {"top1": "higher", "top5": "higher", "cosine": "higher", "mse": "lower", "mae": "lower"}
 """Accuracy metrics and which direction is better: ``min`` applies to "higher", ``max`` to "lower"."""
@@ -252,7 +252,7 @@ def parse_ops(value) -> tuple[str, ...]:
 def parse_dtypes(value) -> tuple[str, ...]:
     """Dtype names, checked against the IR's where onnx is installed (see ``parse_ops``)."""
     try:
-        from .ir.core import DTYPES
+        from ..ir.core import DTYPES
     except ImportError:
         return tuple(parse_names(value, "dtype"))
     for name in parse_names(value, "dtype"):

@@ -19,8 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Iterator
 
-from . import __version__
-from .artifact import sha256_file, temporary_beside
+from .. import __version__
+from ..deploy.artifact import sha256_file, temporary_beside
 
 
 def cache_key(files: list[Path], settings: dict) -> str:

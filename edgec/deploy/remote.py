@@ -1,6 +1,6 @@
 """Run ``.edgec`` artifacts on lab devices over TVM RPC.
 
-    model = edgec.remote.load_remote("model.edgec", "rpc://127.0.0.1:9190/arm64-a72")
+    model = edgec.deploy.remote.load_remote("model.edgec", "rpc://127.0.0.1:9190/arm64-a72")
     outputs = model.run({"input": array})
 
 A device is either a tracker and a key (``rpc://HOST:PORT/KEY``: any free server
@@ -36,9 +36,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from ..errors import ArtifactError, DeviceError, EdgecError, UsageError
+from ..runtime import Signature, check_arch, check_features
 from .artifact import LIBRARY, WEIGHTS, ArtifactFile, open_artifact
-from .errors import ArtifactError, DeviceError, EdgecError, UsageError
-from .runtime import Signature, check_arch, check_features
 
 logger = logging.getLogger(__name__)
 

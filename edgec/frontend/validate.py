@@ -15,9 +15,9 @@ from pathlib import Path
 import onnx
 from onnx import AttributeProto, TensorProto
 
-from .errors import ModelError, ProfileViolation
-from .ir.core import numpy_dtype
-from .units import human_size
+from ..errors import ModelError, ProfileViolation
+from ..ir.core import numpy_dtype
+from ..units import human_size
 
 A = AttributeProto
 ATTRIBUTE_TYPES = {value: name for name, value in A.AttributeType.items()}
@@ -47,7 +47,14 @@ def check_proto(proto: onnx.ModelProto, source: str) -> None:
     check_graph(graph, source, opsets)
     initializer_names = {t.name for t in graph.initializer}
     for value in graph.input:
-        if value.name in initializer_names or not value.type.HasField("tensor_type"):
+        if value.name in initializer_names:
+            continue
+        kind = value.type.WhichOneof("value")
+        if kind in ("sequence_type", "map_type", "sparse_tensor_type") or (
+                kind == "optional_type" and not value.type.optional_type.elem_type.HasField("tensor_type")):
+            what = {"sequence_type": "a sequence", "map_type": "a map", "sparse_tensor_type": "a sparse tensor"}.get(kind, "an optional sequence")
+            raise ModelError(f"{source}: input '{value.name}' is {what}; edgec compiles (optional) dense tensors only")
+        if kind != "tensor_type":
             continue
         elem = value.type.tensor_type.elem_type
         if elem == TensorProto.STRING:

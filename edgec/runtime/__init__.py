@@ -5,7 +5,7 @@
 
 Weights are memory-mapped from the artifact file and handed to TVM without a
 copy, so loading costs no more than the weights' size, and only for pages used.
-TVM's runtime library is driven through ``tvm_ffi`` (edgec/tvm_runtime.py): the
+TVM's runtime library is driven through ``tvm_ffi`` (edgec/runtime/tvm_runtime.py): the
 ``tvm`` Python package, most of it compiler, is never imported.
 
 A partitioned artifact (one library per partition) runs its partitions in order,
@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .artifact import FIRMWARE_VERSION, LIBRARY, WEIGHTS, ArtifactFile, open_artifact
-from .errors import ArtifactError
-from .host import cpu_features
+from ..deploy.artifact import FIRMWARE_VERSION, LIBRARY, WEIGHTS, ArtifactFile, open_artifact
+from ..errors import ArtifactError
+from ..host import cpu_features
 from .tvm_runtime import Runtime, runtime
 
 
 class Signature:
     """The input/output signature of an artifact and the checks on feeds.
 
-    Shared by local (:class:`CompiledModel`) and remote (``edgec.remote.RemoteModel``)
+    Shared by local (:class:`CompiledModel`) and remote (``edgec.deploy.remote.RemoteModel``)
     runs so both refuse the same bad inputs with the same messages.
     """
 
@@ -53,11 +53,31 @@ class Signature:
         unknown = sorted(set(inputs) - {spec["name"] for spec in self.inputs})
         if unknown:
             raise ArtifactError(f"unknown input(s) {', '.join(unknown)}; the model takes {self.input_names()}")
+        for pinned in self.shape_inputs():
+            self.check_shape_input(pinned, inputs[pinned["input"]])
         return arrays
+
+    def shape_inputs(self) -> list[dict]:
+        """Inputs whose value is a shape the compile fixed (``onnx_rewrites.pin_run_time_shapes``)."""
+        return self.manifest["target"].get("shape_inputs", [])
+
+    @staticmethod
+    def check_shape_input(pinned: dict, value) -> None:
+        """Refuse a shape value that would give the node another output shape than it was compiled for."""
+        sizes = [int(v) for v in np.asarray(value).reshape(-1)]
+        try:
+            shape = list(np.broadcast_shapes(tuple(pinned["data_shape"]), tuple(sizes)))
+        except ValueError:
+            shape = None
+        if shape != pinned["shape"]:
+            gives = f"gives {pinned['op']} node '{pinned['node']}' shape {shape}" if shape is not None else \
+                f"does not broadcast with {pinned['op']} node '{pinned['node']}''s input {pinned['data_shape']}"
+            raise ArtifactError(f"input '{pinned['input']}' = {sizes} {gives}; this artifact was compiled for "
+                                f"shape {pinned['shape']} (its value is a shape, fixed at compile time)")
 
     def check_input(self, spec: dict, inputs: dict[str, np.ndarray]) -> np.ndarray:
         name = spec["name"]
-        if name not in inputs:
+        if inputs.get(name) is None:  # None: an absent optional input, which the artifact requires
             raise ArtifactError(f"missing input '{name}'; the model takes {self.input_names()}")
         array = np.asarray(inputs[name])
         if str(array.dtype) != spec["dtype"]:
@@ -82,9 +102,12 @@ class Signature:
         """Seeded inputs matching the signature: normal floats, small non-negative ints."""
         rng = np.random.default_rng(seed)
         feeds = {}
+        pinned = {p["input"]: p["shape"] for p in self.shape_inputs()}
         for spec in self.inputs:
             dtype = np.dtype(spec["dtype"])
-            if dtype.kind == "f":
+            if spec["shape"] == [len(pinned.get(spec["name"], []))]:
+                feeds[spec["name"]] = np.array(pinned[spec["name"]], dtype)
+            elif dtype.kind == "f":
                 feeds[spec["name"]] = rng.standard_normal(spec["shape"]).astype(dtype)
             elif dtype.kind == "b":
                 feeds[spec["name"]] = rng.integers(0, 2, spec["shape"]).astype(dtype)
@@ -147,6 +170,7 @@ class CompiledModel(Signature):
         self._output_dtypes = [(spec["name"], numpy_dtype(spec["dtype"])) for spec in self.outputs]
         self._slots = [input_slot(rt, spec, self._device) for spec in self.inputs]
         self._lock = threading.Lock()
+        self._shape_inputs = self.shape_inputs()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once. Inputs are checked by name, dtype and shape against the signature.
@@ -165,6 +189,8 @@ class CompiledModel(Signature):
                 else:
                     np.copyto(view, array)
                     tensors[name] = tensor
+            for pinned in self._shape_inputs:
+                self.check_shape_input(pinned, inputs[pinned["input"]])
             for stage in self._stages:
                 try:
                     stage.run(tensors)
@@ -275,9 +301,9 @@ def map_weights(rt: Runtime, artifact: ArtifactFile, device) -> tuple[np.memmap 
 
 def open_model(artifact: ArtifactFile):
     """The opened artifact ready to run: in TVM's runtime here, or, for a microcontroller
-    firmware (format version 3), on its emulated board (``edgec.emulator``)."""
+    firmware (format version 3), on its emulated board (``edgec.deploy.emulator``)."""
     if artifact.manifest.get("format_version") == FIRMWARE_VERSION:
-        from .emulator import EmulatedModel
+        from ..deploy.emulator import EmulatedModel
 
         return EmulatedModel(artifact)
     return CompiledModel(artifact)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .host import physical_cores
+from ..host import physical_cores
 
 POOLED_ALLOCATOR = 2
 """The VM's memory pool, as ``tvm.runtime.vm.VirtualMachine`` sets it by default."""

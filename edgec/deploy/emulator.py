@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ArtifactError, UsageError
+from ..runtime import Signature
 from .artifact import FIRMWARE, FIRMWARE_VERSION, PROJECT, ArtifactFile
-from .errors import ArtifactError, UsageError
-from .runtime import Signature
 
 EMULATOR = "qemu-system-arm"
 TIMEOUT = 600.0

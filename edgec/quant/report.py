@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ir import Model, Node
+from ..tables import table
 from .accuracy_budget import ratio_db, session
-from .ir import Model, Node
-from .tables import table
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

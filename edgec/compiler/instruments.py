@@ -8,8 +8,8 @@ import shlex
 from pathlib import Path
 from typing import TextIO
 
-from .exporter import export_model
-from .ir import Model, print_model
+from ..frontend.exporter import export_model
+from ..ir import Model, print_model
 from .pass_manager import Instrument, Pass, PassResult, Pipeline
 
 RULE = "===" + "-" * 73 + "==="

@@ -6,6 +6,8 @@ External-data weights are loaded from beside the model. Initializers that old
 models (IR < 4) also list as graph inputs are treated as constants, as
 onnxruntime does; IR < 4 files that leave some out get them listed. Symbolic input
 dims are bound before shape inference, which then fills in every intermediate type.
+An optional tensor input compiles as a tensor the caller must give (the IR has no
+optional type): ``OptionalHasElement`` of it is true, ``OptionalGetElement`` is the tensor.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from .errors import ModelError, UsageError
-from .ir.core import DTYPE_NAMES, Attr, Dim, Graph, Model, Value
+from ..errors import ModelError, UsageError
+from ..ir.core import DTYPE_NAMES, Attr, Dim, Graph, Model, Value
 from .validate import check_external_location, check_proto
 
 logger = logging.getLogger(__name__)
@@ -147,6 +149,50 @@ def list_initializers_as_inputs(proto: onnx.ModelProto) -> None:
             proto.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
 
 
+def require_optional_inputs(proto: onnx.ModelProto) -> None:
+    """Type each optional-tensor graph input as its tensor, in place: the artifact takes it
+    like any input and the runtime refuses a run without it, rather than compiling both cases."""
+    for value_info in proto.graph.input:
+        optional = value_info.type.optional_type
+        if value_info.type.HasField("optional_type") and optional.elem_type.HasField("tensor_type"):
+            value_info.type.CopyFrom(optional.elem_type)
+            logger.info("input '%s' is an optional tensor; edgec compiles it as a required input", value_info.name)
+
+
+def infer_shapes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Strict shape inference; where it fails, once more with function ops' defaults spelled out."""
+    try:
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError:
+        if not spell_out_function_defaults(proto):
+            raise
+        return onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+
+
+def spell_out_function_defaults(proto: onnx.ModelProto) -> bool:
+    """Write the schema's default values of missing attributes into nodes of ops that ONNX
+    defines as functions, in place. A body that refers to an attribute (``value_ints = @axes``)
+    fails strict shape inference when the node leaves it to the default
+    (MeanVarianceNormalization's ``axes``); an explicit default means the same op. Returns
+    whether any node changed."""
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    changed = False
+    if opset is None:
+        return changed
+    for node in proto.graph.node:
+        if node.domain not in ("", "ai.onnx") or not onnx.defs.has(node.op_type, opset, node.domain):
+            continue
+        schema = onnx.defs.get_schema(node.op_type, opset, node.domain)
+        if not schema.has_function:
+            continue
+        given = {a.name for a in node.attribute}
+        for name, attribute in schema.attributes.items():
+            if name not in given and attribute.default_value.type != onnx.AttributeProto.UNDEFINED:
+                node.attribute.append(attribute.default_value)
+                changed = True
+    return changed
+
+
 def parse_dim(spec: str) -> tuple[str, int]:
     """Parse ``NAME=VALUE`` (the ``--dim`` flag)."""
     name, sep, value = spec.partition("=")
@@ -234,9 +280,10 @@ def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: 
     check_proto(proto, source)
     list_initializers_as_inputs(proto)
     proto = check_opsets(proto, source)
+    require_optional_inputs(proto)
     bindings = bind_dims(proto, input_shapes or {}, dims or {}, batch)
     try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+        inferred = infer_shapes(proto)
     except onnx.shape_inference.InferenceError as exc:
         raise ModelError(f"{source}: shape inference failed: {' '.join(str(exc).split())}") from None  # one line
     except ValueError:  # protos over 2 GiB cannot be inferred in memory

@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .compliance import estimate_arena, planned_arena, runtime_intermediates
-from .errors import UsageError
-from .ir import Model, Node
-from .tables import table
-from .units import human_size
+from ..errors import UsageError
+from ..ir import Model, Node
+from ..profiles.compliance import estimate_arena, planned_arena, runtime_intermediates
+from ..tables import table
+from ..units import human_size
 
 
 def prod(values) -> int:

@@ -9,7 +9,7 @@ certificate the working group set out to produce.
 
 The device is a parameter: ``certify`` takes anything with ``run(feeds) -> outputs``
 and the signature of :class:`edgec.runtime.Signature` (a local ``CompiledModel``, or
-``edgec.remote.RemoteModel`` on a lab device, which also offers ``time()``,
+``edgec.deploy.remote.RemoteModel`` on a lab device, which also offers ``time()``,
 ``device_info`` and ``emulated``).
 """
 
@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from .artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, sha256_file
-from .check import IN_PROCESS, WHOLE_PROCESS
-from .errors import UsageError
+from ..deploy.artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, sha256_file
+from ..errors import UsageError
+from ..reports.check import IN_PROCESS, WHOLE_PROCESS
+from ..units import format_duration, format_size_exact, human_duration, human_size
 from .profile import METRICS, QUANTIZED_STORAGE, Profile
-from .units import format_duration, format_size_exact, human_duration, human_size
 
 if TYPE_CHECKING:  # certifying an artifact (check) needs no IR, so no onnx
-    from .ir import Model, Node, Value
+    from ..ir import Model, Node, Value
 
 logger = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ def certify_firmware(artifact_path: Path, manifest: dict, model, profile: Profil
 
 def firmware_ram(profile: Profile, memory: dict) -> Measurement:
     """RAM: the model objects' .data and .bss (arena, kernel workspace, tensor descriptors) and the stack."""
-    from .report import firmware_ram_bytes  # report imports this module
+    from ..reports.report import firmware_ram_bytes  # report imports this module
 
     ram = firmware_ram_bytes(memory)
     required = profile.memory.working_set
@@ -499,7 +499,7 @@ def firmware_ram(profile: Profile, memory: dict) -> Measurement:
 
 def firmware_flash(profile: Profile, memory: dict) -> Measurement:
     """Flash: the model's code (.text), weights and constants (.rodata) and .data's initial image."""
-    from .report import firmware_flash_bytes  # report imports this module
+    from ..reports.report import firmware_flash_bytes  # report imports this module
 
     sections = memory["model_sections"]
     flash = firmware_flash_bytes(memory)
@@ -680,7 +680,7 @@ class Timing:
 
 def measure(model, data, started: float, repeat: int, warmup: int) -> Timing:
     """First and steady-state latency on one batch: real data when given, else seeded random inputs."""
-    from .check import measure_latency
+    from ..reports.check import measure_latency
 
     first_batch = next(batches(model, data), None) if data is not None else None
     feeds = first_batch[0] if first_batch else model.random_inputs(0)
@@ -994,7 +994,7 @@ def environment(model, manifest: dict) -> dict:
     """Where the measurements were taken: the host, the versions, and the device when remote."""
     import onnxruntime
 
-    from . import __version__
+    from .. import __version__
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -20,9 +20,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Iterator
 
-from .errors import CompileError, UsageError
-from .ir import Model, verify
-from .units import format_size, parse_size
+from ..errors import CompileError, UsageError
+from ..ir import Model, verify
+from ..units import format_size, parse_size
 
 logger = logging.getLogger(__name__)
 

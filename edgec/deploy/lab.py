@@ -1,8 +1,8 @@
 """An emulated arm64 lab device on this machine: a TVM RPC server under qemu-user.
 
-    state = edgec.lab.start("arm64-a72")   # state.device == "rpc://127.0.0.1:PORT/arm64-a72"
-    model = edgec.remote.load_remote("model.edgec", state.device)
-    edgec.lab.stop()
+    state = edgec.deploy.lab.start("arm64-a72")   # state.device == "rpc://127.0.0.1:PORT/arm64-a72"
+    model = edgec.deploy.remote.load_remote("model.edgec", state.device)
+    edgec.deploy.lab.stop()
 
 Why emulate: it runs cross-compiled artifacts for real (right instructions, right
 numbers, the same RPC flow as a lab board) on any x86-64 machine. qemu's
@@ -36,7 +36,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import DeviceError, UsageError
+from ..errors import DeviceError, UsageError
 
 logger = logging.getLogger(__name__)
 
@@ -373,7 +373,7 @@ def copy_edgec(root: Path) -> Path:
     """This edgec's pure-Python package, for the device's server; refreshed on every start."""
     device_path = root / "device-python"
     shutil.rmtree(device_path, ignore_errors=True)
-    shutil.copytree(Path(__file__).parent, device_path / "edgec", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(__file__).parents[1], device_path / "edgec", ignore=shutil.ignore_patterns("__pycache__"))
     return device_path
 
 
@@ -509,7 +509,7 @@ def start_server(root: Path, state: LabState, target: str, key: str) -> LabServe
     wrapper.chmod(0o755)
     port = free_port()
     log = root / "logs" / f"server-{key}-{port}.log"
-    serve_code = "import sys; from edgec.lab import serve; serve(sys.argv[1:])"
+    serve_code = "import sys; from edgec.deploy.lab import serve; serve(sys.argv[1:])"
     pid, started = spawn([str(wrapper), "-c", serve_code, "--tracker", f"{state.tracker_host}:{state.tracker_port}",
                           "--key", key, "--port", str(port), "--python", str(wrapper)], log, env)
     server = LabServer(target, cpu, key, port, pid, started, str(log))
@@ -553,7 +553,7 @@ def save_state(root: Path, state: LabState) -> None:
 
 def device_info() -> dict:
     """What a client checks before uploading: architecture, HWCAP features, emulation."""
-    from .host import hwcap_features
+    from ..host import hwcap_features
 
     return {
         "machine": platform.machine(),
@@ -574,7 +574,7 @@ def serve(argv: list[str]) -> None:
     """The device's RPC server: TVM's, plus ``edgec.device_info``. Runs emulated, loopback only."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="edgec.lab.serve")
+    parser = argparse.ArgumentParser(prog="edgec.deploy.lab.serve")
     parser.add_argument("--tracker", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--port", type=int, required=True)

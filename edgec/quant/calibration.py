@@ -34,10 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from ..errors import UsageError
 
 if TYPE_CHECKING:  # the command line reads CALIBRATORS without importing the IR (and onnx)
-    from .ir import Model
+    from ..ir import Model
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def matches(shape: tuple, expected: tuple) -> bool:
 def load_calibration(path: Path, model: Model, flag: str = "--calib") -> CalibrationData:
     """Read and check ``path`` against ``model``'s inputs; every failure is one UsageError line
     starting with ``flag`` and the path."""
-    from .ir import numpy_dtype
+    from ..ir import numpy_dtype
 
     path = Path(path)
     where = f"{flag} {path}"

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
+from ..frontend.exporter import export_model
+from ..frontend.importer import convert_model
+from ..ir import Model
+from ..profiles.profile import METRICS, Profile
 from .calibration import load_calibration
-from .errors import UsageError
-from .exporter import export_model
-from .importer import convert_model
-from .ir import Model
-from .profile import METRICS, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -161,8 +161,8 @@ def run_all(model: Model, data) -> dict[str, np.ndarray]:
 def fit_budget(prepared: Model, options, budget: Budget) -> BudgetResult:
     """Quantize ``prepared`` (a float model after the passes before quantize) with the quantize
     pass's ``options``, then revert ops to float by SQNR until the budget holds."""
-    from .compliance import expected_values, metric_value
-    from .passes.quantize import Quantize, node_key
+    from ..passes.quantize import Quantize, node_key
+    from ..profiles.compliance import expected_values, metric_value
 
     metric = budget.metric
     data = load_calibration(budget.data, prepared, flag="--data")

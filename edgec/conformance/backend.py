@@ -1,6 +1,6 @@
 """edgec as an ONNX backend (``onnx.backend.base.Backend``), for onnx's conformance tests.
 
-    rep = edgec.backend.prepare(model_proto)        # compiles for this machine's CPU
+    rep = edgec.conformance.backend.prepare(model_proto)        # compiles for this machine's CPU
     outputs = rep.run([x, y])                       # positional, in graph-input order
 
 ``prepare`` is the whole compile driver (import, passes, lowering, artifact) followed
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
-from .errors import ArtifactError
+from ..errors import ArtifactError
 
 TARGET = "x86-64"
 """The host CPU: the one target whose code runs where the tests run."""
@@ -51,8 +51,8 @@ class EdgecBackend(Backend):
 
         The artifact lives in a temporary directory only while it loads: the runtime maps
         its weights and keeps the mapping after the file is unlinked."""
-        from .driver import CompileRequest, compile_model
-        from .runtime import load
+        from ..compiler.driver import CompileRequest, compile_model
+        from ..runtime import load
 
         if not cls.supports_device(device):
             raise ArtifactError(f"edgec's backend runs on the CPU, not {device}")

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .ir.core import DTYPES, Attr, Model, Value
+from ..ir.core import DTYPES, Attr, Model, Value
 
 SHAPE_DATA_BYTES = 4096
 """Without weights, initializers up to this size still travel: shape inference needs
