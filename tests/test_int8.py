@@ -38,7 +38,7 @@ def imported(path):
     from edgec.targets.lowering import onnx_for_tvm
     from tvm.relax.frontend.onnx import from_onnx
 
-    return from_onnx(onnx_for_tvm(load_model(path, {})), keep_params_in_input=True)
+    return from_onnx(onnx_for_tvm(load_model(path, {}))[0], keep_params_in_input=True)  # [1]: its shape inputs
 
 
 def test_linear_ops_become_integer_kernels(qdq_cnn):
@@ -94,7 +94,7 @@ def test_patterns_that_cannot_be_integer_stay_float_with_a_reason():
 
     from edgec.frontend.importer import convert_model
 
-    _, report = lower_integer_kernels(from_onnx(onnx_for_tvm(convert_model(proto)), keep_params_in_input=True))
+    _, report = lower_integer_kernels(from_onnx(onnx_for_tvm(convert_model(proto))[0], keep_params_in_input=True))
     assert report.lowered == []
     assert report.kept_float == ["conv2d: weight is not symmetric (zero point not 0) or its scale is not constant"]
 
