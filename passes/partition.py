@@ -61,6 +61,7 @@ from edgec.ir.printer import format_type
 from edgec.profiles.compliance import op_matches
 from edgec.profiles.profile import Profile, from_metadata_props, load_profile
 from edgec.reports.report import macs
+from edgec.tables import table
 from edgec.targets.base import TargetSpec, get_target
 from edgec.units import human_size
 
@@ -531,14 +532,14 @@ class PartitionPlan:
         summary = self.summary()
         lines += ["", *table(("partition", "device", "nodes", "MACs"),
                              [(f"#{p['id']}", p["device"], str(p["nodes"]), f"{100 * p['macs_share']:.1f}%")
-                              for p in summary["partitions"]])]
+                              for p in summary["partitions"]], right=("nodes", "MACs"))]
 
         def end(partition: int | None) -> str:
             return "host I/O" if partition is None else f"#{partition} {self.device_at(partition)}"
 
         lines += ["", *table(("crossing", "bytes", "from", "to", "copy"),
                              [(c["tensor"], human_size(c["bytes"]), end(c["from"]), end(c["to"]),
-                               "yes" if c["copy"] else "no") for c in summary["crossings"]])]
+                               "yes" if c["copy"] else "no") for c in summary["crossings"]], right=("bytes",))]
         stats = summary["totals"]
         lines += [
             "",
@@ -558,11 +559,6 @@ class PartitionPlan:
         verb = "cannot run on" if severity == "error" else "stays off"
         return [Diagnostic(severity, f"{verb} {self.accelerator}: {p.reason}", f"node '{p.node}' ({p.op})")
                 for p in self.placements.values() if p.device == CPU]
-
-
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
 
 
 def node_keys(nodes: Iterable[Node]) -> dict[Node, str]:

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..deploy.artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, sha256_file
 from ..errors import UsageError
-from ..reports.check import IN_PROCESS
+from ..reports.check import IN_PROCESS, WHOLE_PROCESS
 from ..units import format_duration, format_size_exact, human_duration, human_size
 from .profile import METRICS, QUANTIZED_STORAGE, Profile
 
@@ -418,7 +418,7 @@ def certify(
     ``model`` is a loaded model (``run(feeds)``), or a zero-argument loader returning
     one: then first-time latency is measured from the call to the first result (for a local
     artifact, in a fresh process, as ``edgec bench`` does), and
-    memory from before loading. With a loaded model, pass ``first_time_s`` (load and
+    memory in that process too (``check.measure_latency``, shared with ``edgec bench``). With a loaded model, pass ``first_time_s`` (load and
     first inference) measured by the caller. ``data`` is an .npz (path or arrays): one array per model input with
     samples on the first axis, plus ``labels`` or ``expected_<output>``.
     """
@@ -427,10 +427,7 @@ def certify(
     arrays = load_data(data) if data is not None and not isinstance(data, Mapping) else data
     if manifest.get("format_version") == FIRMWARE_VERSION:
         return certify_firmware(artifact_path, manifest, model, profile, arrays, float_model_path)
-    memory = MemoryProbe()
     loader = model if callable(model) and not hasattr(model, "run") else None
-    if loader is not None:
-        memory.start()
     started = time.perf_counter()
     if loader is not None:
         model = loader()
@@ -438,12 +435,12 @@ def certify(
     if loader is None and first_time_s is not None:
         timing.first_s = first_time_s
     outputs = run_all(model.run, model, arrays) if arrays is not None and profile.accuracy.metric else None
-    working_set = memory.measurement(profile, model)  # before onnxruntime runs the float model in this process
+    measured_first = loader is not None or first_time_s is not None
     measurements = [
         accuracy_measurement(profile, model, arrays, outputs, float_model_path),
-        latency_first(profile, timing, loader is not None or first_time_s is not None),
-        latency_steady(profile, timing, manifest.get("recurrent_steps")),
-        working_set,
+        latency_first(profile, timing, measured_first, batch_advice(profile, timing, manifest)),
+        latency_steady(profile, timing, batch_advice(profile, timing, manifest), manifest.get("recurrent_steps")),
+        working_set_measurement(profile, timing),
         weights_measurement(profile, manifest),
     ]
     if profile.memory.activation_arena is not None:
@@ -673,6 +670,8 @@ class Timing:
     batch: int
     """The artifact's batch size, which latency and throughput are measured at."""
     first_how: str = IN_PROCESS
+    working_set_bytes: int | None = None
+    working_set_how: str = "not measured"
 
     @property
     def median_s(self) -> float:
@@ -690,10 +689,11 @@ def measure(model, data, started: float, repeat: int, warmup: int) -> Timing:
         first = time.perf_counter() - started
         timed = model.time(feeds, repeat=repeat)
         return Timing(first, list(timed.runs), timed.emulated, f"median of {repeat} runs timed on the device",
-                      batch_of(model))
+                      batch_of(model), working_set_how="the device reports no memory figures")
     latency = measure_latency(model, feeds, repeat, warmup, started)
     how = f"median of {repeat} runs after {warmup} warm-up runs, wall clock (time.perf_counter) in this process"
-    return Timing(latency.first_s, latency.runs_s, latency.emulated, how, batch_of(model), latency.first_how)
+    return Timing(latency.first_s, latency.runs_s, latency.emulated, how, batch_of(model), latency.first_how,
+                  latency.working_set_bytes, latency.working_set_how)
 
 
 def batch_of(model) -> int:
@@ -701,19 +701,35 @@ def batch_of(model) -> int:
     return int(shape[0]) if shape else 1
 
 
-def latency_first(profile: Profile, timing: Timing, measured: bool) -> Measurement:
+def batch_advice(profile: Profile, timing: Timing, manifest: dict) -> str:
+    """Why the artifact's batch is not the profile's, and what would change it ('' when they agree).
+
+    A batch bound at compile (a symbolic dim) recompiles; a batch the model fixes does not."""
+    if timing.batch == profile.batch_size:
+        return ""
+    bound = next((b for b in manifest.get("dim_bindings") or [] if b["axis"] == 0), None)
+    if bound is not None:
+        return (f"the artifact takes batches of {timing.batch} (bound at compile from {bound['source']}): recompile it "
+                f"with --profile {profile.name}, or --dim/--input-shape, for batches of {profile.batch_size}")
+    return (f"the model fixes its batch at {timing.batch}, so no compile changes it: export the model with a batch "
+            f"of {profile.batch_size} (or a symbolic one, which the compile binds to latency.batch_size), or hold it "
+            f"to a profile with latency.batch_size = {timing.batch} (--set latency.batch_size={timing.batch})")
+
+
+def latency_first(profile: Profile, timing: Timing, measured: bool, advice: str) -> Measurement:
     required = profile.latency.first_time
-    spelled = f"<= {format_duration(required)}" if required is not None else None
+    spelled = f"<= {format_duration(required)} for a batch of {profile.batch_size}" if required is not None else None
     if not measured:
         return Measurement("latency.first_time", spelled, None,
                            "the model was loaded before certification and no first-time latency was given",
                            UNVERIFIED if required is not None else NOT_REQUIRED)
-    return Measurement("latency.first_time", spelled, human_duration(timing.first_s),
-                       f"wall clock, {timing.first_how}",
-                       verdict(required, timing.first_s, timing, profile), values={"seconds": timing.first_s})
+    how = f"wall clock, {timing.first_how}" + (f"; {advice}" if advice and required is not None else "")
+    return Measurement("latency.first_time", spelled, f"{human_duration(timing.first_s)} for a batch of {timing.batch}",
+                       how, verdict(required, timing.first_s, timing, profile),
+                       values={"seconds": timing.first_s, "batch": timing.batch})
 
 
-def latency_steady(profile: Profile, timing: Timing, recurrent_steps: int | None = None) -> Measurement:
+def latency_steady(profile: Profile, timing: Timing, advice: str, recurrent_steps: int | None = None) -> Measurement:
     """Per batch, or per recurrent step where the profile says ``per = "step"``: a call of a
     streaming model is one step; a model that runs a whole sequence per call fails, as it cannot show it."""
     required = profile.latency.steady_state
@@ -722,8 +738,8 @@ def latency_steady(profile: Profile, timing: Timing, recurrent_steps: int | None
     spelled = f"<= {format_duration(required)} {unit}" if required is not None else None
     measured = f"{human_duration(timing.median_s)} per batch of {timing.batch}"
     how = timing.how + ("; EMULATED (qemu): says nothing about the device's speed" if timing.emulated else "")
-    if timing.batch != profile.batch_size:
-        how += f"; the artifact takes batches of {timing.batch}: recompile it for batches of {profile.batch_size}"
+    if advice and required is not None:
+        how += f"; {advice}"
     result = verdict(required, timing.median_s, timing, profile)
     if per_step and (recurrent_steps or 1) == 1:
         measured = f"{human_duration(timing.median_s)} per step (one call" + (
@@ -739,7 +755,8 @@ def latency_steady(profile: Profile, timing: Timing, recurrent_steps: int | None
 
 
 def verdict(required: float | None, measured: float, timing: Timing, profile: Profile) -> str:
-    """Emulated timings prove nothing; a batch other than the profile's fails (recompile for it)."""
+    """Emulated timings prove nothing; a batch other than the profile's fails (the time of
+    another batch says nothing of the profile's: both lines name the two batches)."""
     if required is None:
         return NOT_REQUIRED
     if timing.emulated:
@@ -867,59 +884,18 @@ def metric_value(metric: str, outputs: dict[str, np.ndarray], expected) -> float
     return float(np.mean(np.sum(got * want, axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)))
 
 
-class MemoryProbe:
-    """Peak resident memory of this process, from Linux's /proc/self/status.
-
-    ``start`` notes the resident size before loading and resets the peak (writing 5
-    to /proc/self/clear_refs, Linux 4.0+), so the peak that follows is what loading
-    and running the model added: arena, weights and runtime.
-    """
-
-    def __init__(self):
-        self.baseline: int | None = None
-        self.reset = False
-
-    def start(self) -> None:
-        self.baseline = proc_status("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w") as refs:
-                refs.write("5")
-            self.reset = True
-        except OSError:
-            self.reset = False
-
-    def measurement(self, profile: Profile, model) -> Measurement:
-        required = profile.memory.working_set
-        spelled = f"<= {format_size_exact(required)}" if required is not None else None
-        if hasattr(model, "device_info"):
-            return Measurement("memory.working_set", spelled, None, "the device reports no memory figures",
-                               UNVERIFIED if required is not None else NOT_REQUIRED)
-        peak = proc_status("VmHWM")
-        if peak is None:
-            return Measurement("memory.working_set", spelled, None, "no /proc/self/status (not Linux)",
-                               UNVERIFIED if required is not None else NOT_REQUIRED)
-        if self.baseline is not None and self.reset:
-            used = peak - self.baseline
-            how = ("peak resident memory of this process (VmHWM, reset before loading) less its resident memory "
-                   "before loading (VmRSS): loading and running the model, the TVM runtime included")
-            status = NOT_REQUIRED if required is None else PASS if used <= required else FAIL
-        else:
-            used = peak
-            how = ("peak resident memory of this whole process (VmHWM): an upper bound, as it includes the "
-                   "interpreter and everything loaded before the model")
-            status = NOT_REQUIRED if required is None else PASS if used <= required else UNVERIFIED
-        return Measurement("memory.working_set", spelled, human_size(used), how, status, values={"bytes": used})
-
-
-def proc_status(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+def working_set_measurement(profile: Profile, timing: Timing) -> Measurement:
+    """The memory loading and running the model takes, as ``check.measure_latency`` measured it."""
+    required = profile.memory.working_set
+    spelled = f"<= {format_size_exact(required)}" if required is not None else None
+    used = timing.working_set_bytes
+    if used is None:
+        return Measurement("memory.working_set", spelled, None, timing.working_set_how,
+                           UNVERIFIED if required is not None else NOT_REQUIRED)
+    upper_bound = timing.working_set_how == WHOLE_PROCESS  # over the budget proves nothing then
+    status = (NOT_REQUIRED if required is None else PASS if used <= required else UNVERIFIED if upper_bound else FAIL)
+    return Measurement("memory.working_set", spelled, human_size(used), timing.working_set_how, status,
+                       values={"bytes": used})
 
 
 def weights_measurement(profile: Profile, manifest: dict) -> Measurement:
@@ -968,9 +944,10 @@ def locality_measurement(profile: Profile, artifact_path: Path) -> Measurement:
         return Measurement("data_locality", None, None, "the profile says nothing about the network", NOT_REQUIRED)
     if not on_device:
         qos = profile.data_locality.network_qos
-        return Measurement("data_locality", "network allowed" + (f" ({qos})" if qos else ""), None,
-                           "a network QoS is a requirement on the deployment's network: edgec records it, "
-                           "it does not measure it", NOT_REQUIRED)
+        return Measurement("data_locality", None, None,
+                           "the profile allows the network" + (f" ({qos})" if qos else "") + "; a network QoS is a "
+                           "requirement on the deployment's network: edgec records it, it does not measure it",
+                           NOT_REQUIRED)
     artifact = open_artifact(artifact_path)
     symbols, needed = set(), []
     for member in artifact.libraries():  # model.so, or one library per partition
