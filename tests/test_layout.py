@@ -23,7 +23,7 @@ ALLOWED = {
     "compiler": {"ir", "frontend", "profiles", "quant", "passes", "targets", "deploy", "runtime", "reports"},
     "reports": {"ir", "frontend", "profiles", "passes", "compiler", "targets"},
     "deploy": {"runtime"},
-    "runtime": {"deploy.artifact", "deploy.emulator"},
+    "runtime": {"deploy.artifact", "deploy.manifest", "deploy.emulator"},
     "conformance": {"compiler", "runtime"},
 }
 """Stage -> what it may import: a stage, or one module of it (``"targets.base"``)."""
