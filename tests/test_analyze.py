@@ -92,9 +92,15 @@ def test_analysis_imports_no_tvm_compiler():
     assert json.loads(done.stdout) == []
 
 
-@pytest.mark.parametrize("op, lowered", [("Conv", True), ("Celu", True), ("ConvInteger", True), ("NotAnOp", False)])
-def test_cpu_support_reads_tvms_converters_and_onnx_functions(op, lowered):
-    from edgec.targets.support import cpu_support, tvm_converted_ops
+@pytest.mark.parametrize("op, domain, reason", [
+    ("Conv", "", ""), ("Celu", "", ""), ("ConvInteger", "", ""),
+    ("NotAnOp", "", "no converter in TVM's ONNX frontend and no ONNX function body for NotAnOp"),
+    ("Conv", "com.example", "domain 'com.example' has no lowering on this target"),
+])
+def test_cpu_support_reads_tvms_converters_and_onnx_functions(op, domain, reason):
+    from edgec.ir import Node
+    from edgec.targets.support import cpu_lowering, tvm_converted_ops
 
     assert "Conv" in tvm_converted_ops() and len(tvm_converted_ops()) > 100
-    assert (cpu_support(op, "", 17) is None) == lowered
+    verdict = cpu_lowering(17)(Node(op, [], [], domain=domain))
+    assert (verdict.ok, verdict.reason) == (not reason, reason)

@@ -20,6 +20,7 @@ from edgec.deploy.artifact import FIRMWARE, open_artifact
 from edgec.errors import ArtifactError
 from tests.conftest import without_progress
 from tests.models import ort_run, random_feeds, small_cnn
+from tests.test_manifest import assert_matches_schema
 
 NEEDS = {"arm-none-eabi-gcc": "gcc-arm-none-eabi and libnewlib-arm-none-eabi", "qemu-system-arm": "qemu-system-arm",
          "make": "make"}
@@ -65,6 +66,7 @@ def test_fp32_digits_on_qemu_match_onnxruntime(digits, compiled, tmp_path, capsy
     manifest = open_artifact(artifact).manifest
     assert manifest["format_version"] == 3 and manifest["target"]["board"] == "mps2-an500"
     assert sorted(manifest["members"]) == ["firmware.elf", "project.tar", "weights.bin"]
+    assert_matches_schema(manifest)
     # The command line, as a user runs it.
     np.savez(tmp_path / "x.npz", image=images[:1])
     assert main(["run", str(artifact), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")]) == 0

@@ -27,6 +27,7 @@ from edgec.targets import get_target
 from edgec.targets.partitioned import split
 from edgec.units import human_size
 from tests.conftest import assert_close
+from tests.test_manifest import assert_matches_schema
 from tests.models import make_model, ort_run, random_feeds, small_cnn
 from tests.passes.test_partition import DIAMOND
 
@@ -76,6 +77,8 @@ def test_a_multi_partition_artifact_matches_onnxruntime(double_artifact, tmp_pat
         ("cpu", "cpu", "partition0.so"), ("cpu-test-double", "cpu", "partition1.so"), ("cpu", "cpu", "partition2.so"),
         ("cpu-test-double", "cpu", "partition3.so"), ("cpu", "cpu", "partition4.so")]
     assert list(manifest["members"]) == [*(f"partition{i}.so" for i in range(5)), "weights.bin"]
+    assert_matches_schema(manifest)
+    assert [p.library for p in opened.typed.partitions] == [f"partition{i}.so" for i in range(5)]
     opened.verify_members()
     feeds = random_feeds(small_cnn())
     np.savez(tmp_path / "in.npz", **feeds)

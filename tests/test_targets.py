@@ -201,3 +201,23 @@ def test_jetson_orin_artifact_of_mobilenet_v2_builds_here(tmp_path):
     assert b"__global__" in library  # CUDA kernels, compiled for the GPU when the library loads
     target = opened.manifest["target"]
     assert (target["device"], target["tvm_target"]["arch"], target["triple"]) == ("cuda", "sm_87", "aarch64-linux-gnu")
+
+
+def test_operator_support_is_asked_per_device_and_answers_with_a_reason():
+    """targets/support.py is the one interface: each device's capability comes from its
+    family's module (cuda's tables from targets/cuda.py), and a refusal carries its reason."""
+    from edgec.ir import parse_model
+    from edgec.targets import cuda
+    from edgec.targets.support import device_support, supported_devices
+
+    assert supported_devices() == ["cuda", "cpu-test-double"]
+    model = parse_model('model ir_version=8 opset_import={"": 17} {\n  input %x: float32[4]\n'
+                        '  %s = Shape(%x) : int64[1] @s\n  %r = Relu(%x) : float32[4] @r\n  output %s\n  output %r\n}\n')
+    shape, relu = model.graph.nodes
+    support = device_support(get_target("cuda"), "cuda")
+    assert support(relu).ok
+    assert support(shape).reason == f"Shape: {cuda.CUDA_DENY['Shape']}"
+    assert device_support(get_target("cuda"), "cpu-test-double")(shape).reason == (
+        "Shape is not in the cpu-test-double capability table")
+    with pytest.raises(KeyError):
+        device_support(get_target("cuda"), "npu")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 import numpy as np
 
 from ..deploy.artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, sha256_file
+from ..deploy.manifest import Manifest, Partition
 from ..errors import UsageError
 from ..reports.check import IN_PROCESS, WHOLE_PROCESS
 from ..units import format_duration, format_size_exact, human_duration, human_size
@@ -167,25 +168,25 @@ def lowered_arena_finding(budget: int, runtime_memory: dict) -> Finding:
                    "quantization or a smaller batch lowers it")
 
 
-def partitions_intermediates(partitions: list[dict]) -> tuple[int, str]:
+def partitions_intermediates(partitions: list[Partition]) -> tuple[int, str]:
     """Bytes the partitions' VMs allocate for intermediates, and how that was found. Each
     partition's VM keeps its own, so they add up; partitions TVM's GPU pipeline lowered are
     not analysed, and are named."""
-    analysed = [p for p in partitions if p["runtime_memory"]]
-    needed = sum(runtime_intermediates(p["runtime_memory"]) for p in analysed)
+    analysed = [p for p in partitions if p.runtime_memory]
+    needed = sum(runtime_intermediates(p.runtime_memory) for p in analysed)
     how = f"the sum over {len(analysed)} partitions' VMs, each in its own arena or storages after lowering"
-    skipped = [f"#{p['id']} ({p['device']})" for p in partitions if not p["runtime_memory"]]
+    skipped = [f"#{p.id} ({p.device or p.runs_on})" for p in partitions if not p.runtime_memory]
     if skipped:
         how += f"; not counted: {', '.join(skipped)}, whose memory TVM's GPU pipeline plans"
     return needed, how
 
 
-def partitions_analysed(partitions: list[dict]) -> bool:
+def partitions_analysed(partitions: list[Partition]) -> bool:
     """Whether a model has several partitions and edgec analysed the VM of at least one."""
-    return len(partitions) > 1 and any(p["runtime_memory"] for p in partitions)
+    return len(partitions) > 1 and any(p.runtime_memory for p in partitions)
 
 
-def lowered_arena_check(budget: int, runtime_memory: dict | None, partitions: list[dict]) -> Finding | None:
+def lowered_arena_check(budget: int, runtime_memory: dict | None, partitions: list[Partition]) -> Finding | None:
     """The activation budget against what the lowered model's VMs allocate: the one VM's, or the
     sum over a partitioned model's; None when none was analysed (a model all on the GPU)."""
     if partitions_analysed(partitions):
@@ -423,9 +424,9 @@ def certify(
     samples on the first axis, plus ``labels`` or ``expected_<output>``.
     """
     artifact_path = Path(artifact_path)
-    manifest = open_artifact(artifact_path).manifest
+    manifest = open_artifact(artifact_path).typed
     arrays = load_data(data) if data is not None and not isinstance(data, Mapping) else data
-    if manifest.get("format_version") == FIRMWARE_VERSION:
+    if manifest.format_version == FIRMWARE_VERSION:
         return certify_firmware(artifact_path, manifest, model, profile, arrays, float_model_path)
     loader = model if callable(model) and not hasattr(model, "run") else None
     started = time.perf_counter()
@@ -452,14 +453,14 @@ def certify(
                        environment(model, manifest), measurements, issued)
 
 
-def certify_firmware(artifact_path: Path, manifest: dict, model, profile: Profile, arrays, float_model_path) -> Certificate:
+def certify_firmware(artifact_path: Path, manifest: Manifest, model, profile: Profile, arrays, float_model_path) -> Certificate:
     """A microcontroller firmware's certificate: memory and flash from the linked ELF's
     sections, ops and dtypes from the compiled graph, accuracy on qemu; latency and power
     are not measured (an emulator's timing is not the chip's)."""
     model = model() if callable(model) and not hasattr(model, "run") else model
     outputs = run_all(model.run, model, arrays) if arrays is not None and profile.accuracy.metric else None
-    memory = manifest["target"]["mcu_memory"]
-    why = f"not measured: qemu-system-arm -M {manifest['target']['board']} emulates instructions, not the chip's timing"
+    memory = manifest.target.mcu_memory
+    why = f"not measured: qemu-system-arm -M {manifest.target.board} emulates instructions, not the chip's timing"
     measurements = [
         accuracy_measurement(profile, model, arrays, outputs, float_model_path),
         *(Measurement(attribute, spelled, None, why, EMULATED if spelled else NOT_REQUIRED) for attribute, spelled in (
@@ -512,9 +513,9 @@ def firmware_flash(profile: Profile, memory: dict) -> Measurement:
                        values={"bytes": flash})
 
 
-def firmware_weights(profile: Profile, manifest: dict) -> Measurement:
+def firmware_weights(profile: Profile, manifest: Manifest) -> Measurement:
     """Every weight and constant of the compiled graph (int8 weights are compiled in as constants)."""
-    total = manifest["report"]["totals"]["weight_bytes"]
+    total = manifest.report["totals"]["weight_bytes"]
     required = profile.memory.weights
     return Measurement("memory.weights", f"<= {format_size_exact(required)}" if required is not None else None,
                        human_size(total), "the compiled graph's weights and constants, from the artifact's report",
@@ -522,16 +523,16 @@ def firmware_weights(profile: Profile, manifest: dict) -> Measurement:
                        values={"bytes": total})
 
 
-def same_static_rules(profile: Profile, manifest: dict) -> bool:
-    compiled_with = manifest.get("profile") or {}
-    return manifest.get("compliance") is not None and all(
+def same_static_rules(profile: Profile, manifest: Manifest) -> bool:
+    compiled_with = manifest.profile or {}
+    return manifest.compliance is not None and all(
         compiled_with.get(s) == profile.to_dict().get(s) for s in STATIC_SECTIONS)
 
 
-def graph_checks(profile: Profile, manifest: dict) -> list[Measurement]:
+def graph_checks(profile: Profile, manifest: Manifest) -> list[Measurement]:
     """Ops and dtypes judged on the compiled graph as the manifest's layer report records it
     (each layer's op and output dtype, the inputs' dtypes, the weights' dtypes)."""
-    layers = manifest["report"]["layers"]
+    layers = manifest.report["layers"]
     how = "the compiled graph's layers, as the artifact's report records them"
     measurements: list[Measurement] = []
     if profile.ops.allowed is not None or profile.ops.excluded:
@@ -545,8 +546,8 @@ def graph_checks(profile: Profile, manifest: dict) -> list[Measurement]:
                                         FAIL if bad else PASS))
     for attribute, allowed, dtypes in (
             ("dtypes.compute", profile.dtypes.compute,
-             {*(spec["dtype"] for spec in manifest["signature"]["inputs"]), *(layer["dtype"] for layer in layers)}),
-            ("dtypes.storage", profile.dtypes.storage, {entry["dtype"] for entry in manifest["weights"]})):
+             {*(spec.dtype for spec in manifest.signature.inputs), *(layer["dtype"] for layer in layers)}),
+            ("dtypes.storage", profile.dtypes.storage, {entry.dtype for entry in manifest.weights})):
         if allowed is None:
             continue
         bad = sorted(dtypes - set(allowed))
@@ -587,18 +588,18 @@ def elf_symbols(data: bytes) -> set[str]:
     return names
 
 
-def arena_measurement(budget: int, manifest: dict) -> Measurement:
+def arena_measurement(budget: int, manifest: Manifest) -> Measurement:
     """The activation arena is fixed when the model is compiled: the lowered model's arena is the figure."""
-    runtime = manifest.get("runtime_memory")
+    runtime = manifest.runtime_memory
     if runtime:
         arena = runtime_intermediates(runtime)
         how = ("planned at compile time: " + ("the one arena the VM runs in, at edgec's offsets" if runtime["runs_in_arena"]
                else f"TVM's own storages ({runtime['why_not']})"))
-    elif partitions_analysed(manifest.get("partitions") or []):
-        arena, how = partitions_intermediates(manifest["partitions"])
+    elif partitions_analysed(manifest.partitions or []):
+        arena, how = partitions_intermediates(manifest.partitions)
         how = f"planned at compile time: {how}"
     else:
-        arena = manifest["memory_plan"]["arena_bytes"]
+        arena = manifest.memory_plan["arena_bytes"]
         how = "planned at compile time: edgec's plan for the graph (the GPU allocates by TVM's plan)"
     return Measurement("memory.activation_arena", f"<= {format_size_exact(budget)}", human_size(arena), how,
                        PASS if arena <= budget else FAIL, values={"bytes": arena})
@@ -620,7 +621,7 @@ def static_attributes(profile: Profile) -> list[str]:
     return [attribute for attribute, yes in constrained.items() if yes]
 
 
-def compile_time_checks(profile: Profile, manifest: dict) -> list[Measurement]:
+def compile_time_checks(profile: Profile, manifest: Manifest) -> list[Measurement]:
     """Ops, dtypes and quantization as the compile judged them, when it used these same rules.
 
     They cannot be measured on a device: they hold for the compiled graph or not. The
@@ -631,8 +632,8 @@ def compile_time_checks(profile: Profile, manifest: dict) -> list[Measurement]:
     wanted = static_attributes(profile)
     if not wanted:
         return []
-    compiled_with = manifest.get("profile") or {}
-    report = manifest.get("compliance")
+    compiled_with = manifest.profile or {}
+    report = manifest.compliance
     same_rules = report is not None and all(compiled_with.get(s) == profile.to_dict().get(s) for s in STATIC_SECTIONS)
     if not same_rules:
         why = (f"compiled against profile {compiled_with['name']}, whose ops, dtypes or quantization rules differ"
@@ -898,13 +899,13 @@ def working_set_measurement(profile: Profile, timing: Timing) -> Measurement:
                        values={"bytes": used})
 
 
-def weights_measurement(profile: Profile, manifest: dict) -> Measurement:
+def weights_measurement(profile: Profile, manifest: Manifest) -> Measurement:
     required = profile.memory.weights
-    total = sum(entry["nbytes"] for entry in manifest["weights"])
+    total = sum(entry.nbytes for entry in manifest.weights)
     spelled = f"<= {format_size_exact(required)}" if required is not None else None
     status = NOT_REQUIRED if required is None else PASS if total <= required else FAIL
     return Measurement("memory.weights", spelled, human_size(total),
-                       f"sum of the {len(manifest['weights'])} weight tensors in the artifact's manifest", status,
+                       f"sum of the {len(manifest.weights)} weight tensors in the artifact's manifest", status,
                        values={"bytes": total})
 
 
@@ -1004,7 +1005,7 @@ def elf_imports(data: bytes) -> tuple[set[str], list[str]]:
     return symbols, needed
 
 
-def environment(model, manifest: dict) -> dict:
+def environment(model, manifest: Manifest) -> dict:
     """Where the measurements were taken: the host, the versions, and the device when remote."""
     import onnxruntime
 
@@ -1017,8 +1018,8 @@ def environment(model, manifest: dict) -> dict:
     except OSError:
         pass
     env = {"machine": platform.machine(), "system": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-           "python": platform.python_version(), "edgec": __version__, "tvm": manifest.get("tvm_version"),
-           "onnxruntime": onnxruntime.__version__, "target": manifest["target"]["name"],
+           "python": platform.python_version(), "edgec": __version__, "tvm": manifest.tvm_version,
+           "onnxruntime": onnxruntime.__version__, "target": manifest.target.name,
            "emulated": bool(getattr(model, "emulated", False))}
     device_info = getattr(model, "device_info", None)
     if device_info is not None:

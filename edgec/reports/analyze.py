@@ -104,10 +104,10 @@ def analyze(model: str | Path, target: str, *, profile: str | None = None, overr
 def support_of(node, spec, opset: int, on_cpu: Mapping[str, str]) -> dict:
     """Whether the target lowers ``node``, and where it runs; a partitioned target's CPU
     nodes carry the partitioner's reason for not running on the accelerator."""
-    from edgec.targets.support import cpu_support
+    from edgec.targets.support import cpu_lowering
 
-    reason = cpu_support(node.op_type, node.domain, opset)
-    return {"lowered": reason is None, "reason": reason or on_cpu.get(node.name, "")}
+    verdict = cpu_lowering(opset)(node)
+    return {"lowered": verdict.ok, "reason": verdict.reason or on_cpu.get(node.name, "")}
 
 
 def format_analysis(analysis: Analysis) -> str:
