@@ -440,7 +440,7 @@ def certify(
     measurements = [
         accuracy_measurement(profile, model, arrays, outputs, float_model_path),
         latency_first(profile, timing, measured_first, batch_advice(profile, timing, manifest)),
-        latency_steady(profile, timing, batch_advice(profile, timing, manifest), manifest.get("recurrent_steps")),
+        latency_steady(profile, timing, batch_advice(profile, timing, manifest), manifest.recurrent_steps),
         working_set_measurement(profile, timing),
         weights_measurement(profile, manifest),
     ]
@@ -702,15 +702,15 @@ def batch_of(model) -> int:
     return int(shape[0]) if shape else 1
 
 
-def batch_advice(profile: Profile, timing: Timing, manifest: dict) -> str:
+def batch_advice(profile: Profile, timing: Timing, manifest: Manifest) -> str:
     """Why the artifact's batch is not the profile's, and what would change it ('' when they agree).
 
     A batch bound at compile (a symbolic dim) recompiles; a batch the model fixes does not."""
     if timing.batch == profile.batch_size:
         return ""
-    bound = next((b for b in manifest.get("dim_bindings") or [] if b["axis"] == 0), None)
+    bound = next((b for b in manifest.dim_bindings if b.axis == 0), None)
     if bound is not None:
-        return (f"the artifact takes batches of {timing.batch} (bound at compile from {bound['source']}): recompile it "
+        return (f"the artifact takes batches of {timing.batch} (bound at compile from {bound.source}): recompile it "
                 f"with --profile {profile.name}, or --dim/--input-shape, for batches of {profile.batch_size}")
     return (f"the model fixes its batch at {timing.batch}, so no compile changes it: export the model with a batch "
             f"of {profile.batch_size} (or a symbolic one, which the compile binds to latency.batch_size), or hold it "
