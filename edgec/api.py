@@ -340,8 +340,9 @@ def check(
     (seeded random by default); with a profile (``profile``, else the one compiled in), measure
     every attribute and issue a certificate, written to ``output`` as JSON when given.
     Outputs that differ end the check before the certificate, as in the command."""
-    from .reports.check import compare_with_onnxruntime
+    from .deploy.artifact import reading_section
     from .profiles.profile import load_profile, profile_from_dict
+    from .reports.check import compare_with_onnxruntime
 
     artifact = Path(artifact)
     if not artifact.exists():
@@ -354,8 +355,9 @@ def check(
     manifest = open_verified(artifact, verify_key).manifest
     if overrides and not profile:
         raise UsageError("--set needs --profile (the profile it overrides)")
-    chosen = (load_profile(os.fspath(profile), tuple(overrides)) if profile
-              else profile_from_dict(manifest["profile"], f"{artifact} manifest") if manifest.get("profile") else None)
+    with reading_section(artifact, "profile"):
+        chosen = (load_profile(os.fspath(profile), tuple(overrides)) if profile
+                  else profile_from_dict(manifest["profile"], f"{artifact} manifest") if manifest.get("profile") else None)
     if model is None and chosen is None:
         raise UsageError(f"nothing to check: {artifact} has no profile; give --model MODEL.onnx or --profile")
     result = CheckResult(artifact)

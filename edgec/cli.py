@@ -707,7 +707,7 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
     With --partitions: the partition plan; --plot draws it.
     With --quantization: the per-layer quantization and the accuracy budget."""
     from .compiler.driver import check_writable
-    from .deploy.artifact import open_artifact
+    from .deploy.artifact import open_artifact, reading_section
     from .reports.report import format_csv, format_memory, format_table, plot_memory, plot_partitions
 
     if as_json and as_csv:
@@ -725,33 +725,38 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
     if quantization:
         from .quant.report import format_record
 
-        record, integer = manifest.get("quantization"), manifest["target"].get("integer_kernels")
-        if as_json:
-            click.echo(json.dumps({"quantization": record, "integer_kernels": integer}, indent=2))
-        else:
-            click.echo(format_record(record or {}, integer) if record or integer else
-                       f"no quantization record: {artifact} was compiled without --calib, from a model without "
-                       "'edgec quantize --report' metadata")
+        with reading_section(artifact, "quantization"):
+            record, integer = manifest.get("quantization"), manifest["target"].get("integer_kernels")
+            if as_json:
+                click.echo(json.dumps({"quantization": record, "integer_kernels": integer}, indent=2))
+            else:
+                click.echo(format_record(record or {}, integer) if record or integer else
+                           f"no quantization record: {artifact} was compiled without --calib, from a model without "
+                           "'edgec quantize --report' metadata")
         return
     if partitions:
-        if plot:
-            if not manifest.get("partition_plan"):
-                raise UsageError(f"--plot: {artifact} was not partitioned ({explain_partitions(manifest)})")
-            check_writable(plot, "--plot")
-            plot_partitions(manifest, plot)
-        click.echo(json.dumps({"partitions": partition_summary(manifest)}, indent=2) if as_json
-                   else explain_partitions(manifest))
+        with reading_section(artifact, "partition_plan"):
+            if plot:
+                if not manifest.get("partition_plan"):
+                    raise UsageError(f"--plot: {artifact} was not partitioned ({explain_partitions(manifest)})")
+                check_writable(plot, "--plot")
+                plot_partitions(manifest, plot)
+            click.echo(json.dumps({"partitions": partition_summary(manifest)}, indent=2) if as_json
+                       else explain_partitions(manifest))
         return
     if memory:
-        if plot:
-            check_writable(plot, "--plot")
-            plot_memory(manifest, plot)
-        document = {"memory_plan": manifest["memory_plan"], "runtime_memory": manifest.get("runtime_memory"),
-                    "weight_bytes": manifest["report"]["totals"]["weight_bytes"]}
-        click.echo(json.dumps(document, indent=2) if as_json else format_memory(manifest))
+        with reading_section(artifact, "memory_plan or report"):
+            if plot:
+                check_writable(plot, "--plot")
+                plot_memory(manifest, plot)
+            document = {"memory_plan": manifest["memory_plan"], "runtime_memory": manifest.get("runtime_memory"),
+                        "weight_bytes": manifest["report"]["totals"]["weight_bytes"]}
+            click.echo(json.dumps(document, indent=2) if as_json else format_memory(manifest))
         return
-    report = manifest["report"]
-    click.echo(json.dumps(report, indent=2) if as_json else format_csv(report) if as_csv else format_table(report), nl=not as_csv)
+    with reading_section(artifact, "report"):
+        report = manifest["report"]
+        click.echo(json.dumps(report, indent=2) if as_json else format_csv(report) if as_csv else format_table(report),
+                   nl=not as_csv)
 
 
 @main_group.command("targets")

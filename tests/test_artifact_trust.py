@@ -265,3 +265,27 @@ def test_tampered_manifest_with_a_fresh_digest_is_refused_or_runs(good, tmp_path
         compiled.run(compiled.random_inputs())
     except ArtifactError:
         pass
+
+
+SECTIONS = {"report": ["report", "report --memory", "check --profile mobile"], "memory_plan": ["report --memory"],
+            "quantization": ["report --quantization"], "profile": ["check"], "partition_plan": ["report --partitions"]}
+
+
+@pytest.mark.parametrize("field, command", [(f, c) for f, commands in SECTIONS.items() for c in commands])
+@pytest.mark.parametrize("value", [{"a": 1}, [1]], ids=["object", "list"])
+def test_a_section_without_what_its_reader_needs_is_named(good, tmp_path, capsys, field, command, value):
+    """The sections their owners read (report, memory plan, profile...) hold anything in an
+    artifact from elsewhere: a one-line refusal naming the field, never an internal error."""
+    _, manifest, members = good
+    manifest = {**listed(manifest, members), field: value}
+    path = craft(tmp_path / "section.edgec", manifest, list(members.items()))
+    name, *flags = command.split()
+    code = main([name, str(path), *flags])
+    err = capsys.readouterr().err
+    assert "internal error" not in err and len(err.strip().splitlines()) <= 1, err
+    if isinstance(value, list):  # the typed manifest takes only an object there
+        assert code == 1 and f"field '{field}' is missing or invalid" in err
+    elif code == 1:  # a reader missed a key: the section is named
+        assert "manifest.json': field '" in err and field in err, err
+    else:  # read as far as it goes: printed, a verdict (3), or the profile's own field error (2)
+        assert code in (0, 2, 3), err

@@ -48,6 +48,7 @@ import os
 import re
 import tarfile
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +162,19 @@ def write_members(path: Path, manifest_bytes: bytes, members: dict[str, bytes], 
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def reading_section(path: Path, field: str):
+    """Read a section its owner interprets (the report, the memory plan, the profile...): the
+    typed manifest checks only that it is an object, and an artifact from elsewhere may hold
+    anything in it, so a section without the keys and types its reader needs is refused,
+    naming it, instead of surfacing as an internal error."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise ArtifactError(f"{path}: member '{MANIFEST}': field '{field}' is missing or invalid "
+                            f"({type(exc).__name__}: {exc})") from None
 
 
 def temporary_beside(path: Path):

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
-from ..deploy.artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, sha256_file
+from ..deploy.artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, reading_section, sha256_file
 from ..deploy.manifest import Manifest, Partition
 from ..errors import UsageError
 from ..reports.check import IN_PROCESS, WHOLE_PROCESS
@@ -442,11 +442,12 @@ def certify(
         latency_first(profile, timing, measured_first, batch_advice(profile, timing, manifest)),
         latency_steady(profile, timing, batch_advice(profile, timing, manifest), manifest.recurrent_steps),
         working_set_measurement(profile, timing),
-        weights_measurement(profile, manifest),
     ]
-    if profile.memory.activation_arena is not None:
-        measurements.append(arena_measurement(profile.memory.activation_arena, manifest))
-    measurements += compile_time_checks(profile, manifest)
+    with reading_section(artifact_path, "report, memory_plan, profile or compliance"):
+        measurements.append(weights_measurement(profile, manifest))
+        if profile.memory.activation_arena is not None:
+            measurements.append(arena_measurement(profile.memory.activation_arena, manifest))
+        measurements += compile_time_checks(profile, manifest)
     measurements += [power_measurement(profile, timing, target), locality_measurement(profile, artifact_path)]
     issued = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     return Certificate(profile.to_dict(), str(artifact_path), sha256_file(artifact_path),
@@ -476,8 +477,9 @@ def certify_firmware(artifact_path: Path, manifest: Manifest, model, profile: Pr
     ]
     if profile.memory.activation_arena is not None:
         measurements.append(arena_measurement(profile.memory.activation_arena, manifest))
-    measurements += (compile_time_checks(profile, manifest) if same_static_rules(profile, manifest)
-                     else graph_checks(profile, manifest))
+    with reading_section(artifact_path, "report, profile or compliance"):
+        measurements += (compile_time_checks(profile, manifest) if same_static_rules(profile, manifest)
+                         else graph_checks(profile, manifest))
     measurements.append(firmware_locality(profile, open_artifact(artifact_path).read_member(FIRMWARE)))
     issued = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
     return Certificate(profile.to_dict(), str(artifact_path), sha256_file(artifact_path),
