@@ -4,13 +4,14 @@
     result = edgec.compile("model.onnx", target="x86-64", output="model.edgec")
     outputs = edgec.load("model.edgec").run({"input": array})
 
-The API is exported lazily: ``edgec.load`` (the runtime) never imports the compiler.
+One function per command (compile, quantize, tune, analyze, check, bench; see edgec/api.py)
+and the runtime's load. They are exported lazily: ``edgec.load`` never imports the compiler.
 """
 
 __version__ = "0.1.0"
 
 LAZY = {
-    "compile": "edgec.api",
+    **dict.fromkeys(("compile", "quantize", "tune", "analyze", "check", "bench"), "edgec.api"),
     "load": "edgec.runtime",
 }
 """Public name -> the module that defines it, imported on first use."""

@@ -19,7 +19,6 @@ import click
 import numpy as np
 
 from . import __version__
-from .deploy.artifact import FIRMWARE_VERSION
 from .errors import EdgecError, ProfileViolation, UsageError
 from .units import human_size
 
@@ -41,12 +40,16 @@ def stderr_console():
 
 @contextmanager
 def progress_display(enabled: bool):
-    """A transient spinner on stderr naming the current step (only on a terminal)."""
-    if not enabled or not sys.stderr.isatty():
+    """A transient spinner on stderr naming the current step on a terminal; elsewhere (a CI
+    log, a pipe) one line per step as it starts, with the seconds since the command began."""
+    if not enabled:
         yield lambda step: logger.info("%s", step)
-        return
-    with stderr_console().status("starting") as status:
-        yield lambda step: status.update(f"[bold]{step}[/bold]")
+    elif not sys.stderr.isatty():
+        started = time.perf_counter()
+        yield lambda step: click.echo(f"edgec: [{time.perf_counter() - started:6.1f}s] {step}", err=True)
+    else:
+        with stderr_console().status("starting") as status:
+            yield lambda step: status.update(f"[bold]{step}[/bold]")
 
 
 def pipeline_options(command):
@@ -111,12 +114,6 @@ def quantize_flags(options: dict) -> dict:
     """The quantize flags as the API's keywords."""
     return {name: options[name] for name in ("calib", "calibrator", "no_quantize", "per_tensor_weights", "unsigned",
                                              "reduce_range")}
-
-
-def quantized_pipeline(pipeline: str, options: dict, weight_bits: int = 8) -> str:
-    from .api import quantized_pipeline
-
-    return quantized_pipeline(pipeline, **quantize_flags(options), weight_bits=weight_bits)
 
 
 def budget_options(command):
@@ -289,15 +286,6 @@ def compile_command(model: Path, target: str, output: Path | None, quiet: bool, 
         click.echo(f"wrote {result.output} ({human_size(size)}) for {result.manifest['target']['name']}{origin}", err=True)
 
 
-def model_quantizes(model: Path) -> bool:
-    """The ONNX file holds quantized ops (QDQ pairs or QLinear/Integer ops)."""
-    import onnx
-
-    proto = onnx.load(str(model), load_external_data=False)
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
-               or node.op_type.startswith("QLinear") or node.op_type.endswith("Integer") for node in proto.graph.node)
-
-
 def partition_summary(manifest: dict) -> dict | None:
     """The partition plan's summary with each partition's library, its arena and the bytes crossing
     into and out of it; None unpartitioned."""
@@ -319,7 +307,8 @@ def partition_summary(manifest: dict) -> dict | None:
 def explain_partitions(manifest: dict) -> str:
     """The plan as tables, then each partition's library and memory; or one line saying the
     compile did not partition."""
-    from .passes.partition import PartitionPlan, table
+    from .passes.partition import PartitionPlan
+    from .tables import table
 
     if not manifest.get("partition_plan"):
         target = manifest["target"]
@@ -327,7 +316,8 @@ def explain_partitions(manifest: dict) -> str:
     rows = [(f"#{p['id']}", p["library"], p["runs_on"], human_size(p["memory_plan"]["arena_bytes"]),
              human_size(p["input_bytes"]), human_size(p["output_bytes"])) for p in manifest["partitions"]]
     return "\n".join([PartitionPlan.from_dict(manifest["partition_plan"]).explain(), "",
-                      *table(("partition", "library", "runs on", "arena", "in", "out"), rows)])
+                      *table(("partition", "library", "runs on", "arena", "in", "out"), rows,
+                             right=("arena", "in", "out"))])
 
 
 @main_group.command("tune", epilog=EXIT_CODES)
@@ -352,22 +342,11 @@ def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: st
 
     Records are appended as they are measured, so a killed run resumes where it stopped.
     'edgec compile --tuning-db DIR' then uses them."""
-    from .compiler.driver import batch_binding
-    from .compiler.pass_manager import PassManager, Pipeline
-    from .compiler.pipelines import DEFAULT_PIPELINE
-    from .deploy.remote import parse_device
-    from .frontend.importer import ensure_static, load_model
-    from .targets import get_target
-    from .targets.tuning import tune
+    from . import api
 
-    spec = get_target(target)
-    rpc_device = parse_device(device) if device else None
-    loaded = load_model(model, parse_shapes(input_shapes), parse_dims(dims), lambda metadata: batch_binding(None, metadata))
-    ensure_static(loaded, str(model))
-    graph = PassManager(Pipeline.parse(DEFAULT_PIPELINE)).run(loaded)  # the graph compile lowers
     with tuning_progress(not quiet and not as_json) as progress:
-        summary = tune(graph, spec, db_dir, trials, rpc_device, progress, seed=seed,
-                       verbose=logger.getEffectiveLevel() <= logging.DEBUG)
+        summary = api.tune(model, target, db=db_dir, trials=trials, device=device, input_shapes=parse_shapes(input_shapes),
+                           dims=parse_dims(dims), seed=seed, progress=progress)
     if as_json:
         click.echo(json.dumps(summary.to_dict(), indent=2))
     elif not quiet:
@@ -376,9 +355,23 @@ def tune_command(model: Path, target: str, db_dir: Path, trials: int, device: st
 
 @contextmanager
 def tuning_progress(enabled: bool):
-    """A progress bar with the trial count and the best time of the kernel that last improved."""
+    """A progress bar with the trial count and the best time of the kernel that last improved; off
+    a terminal, a line whenever a kernel improves and at each tenth of the budget."""
     if not enabled:
         yield lambda done, budget, kernel: None
+        return
+    if not sys.stderr.isatty():
+        started, tenths = time.perf_counter(), [-1]
+
+        def line(done: int, budget: int, kernel) -> None:
+            tenth = 10 * done // budget
+            if kernel is None and tenth == tenths[0]:
+                return
+            tenths[0] = tenth
+            best = f", best {kernel.name}: {kernel.best_seconds * 1e6:.1f} us" if kernel else ""
+            click.echo(f"edgec: [{time.perf_counter() - started:6.1f}s] tuning {done}/{budget} trials{best}", err=True)
+
+        yield line
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -395,13 +388,17 @@ def tuning_progress(enabled: bool):
 
 
 def format_tuning(summary) -> str:
-    lines = [f"{summary.trials_run} new trial(s), {summary.trials_before} earlier, {summary.threads} thread(s); "
-             f"records in {summary.database}"]
-    for kernel in summary.kernels:
-        best = "no valid measurement" if kernel.best_seconds is None else f"best {kernel.best_seconds * 1e6:.1f} us"
-        rules = "" if kernel.rule_seconds is None else f" (rules {kernel.rule_seconds * 1e6:.1f} us)"
-        lines.append(f"  {kernel.name} x{kernel.weight}: {kernel.trials} trial(s), {best}{rules}")
-    return "\n".join(lines)
+    from .tables import table
+
+    def micros(seconds: float | None) -> str:
+        return "-" if seconds is None else f"{seconds * 1e6:.1f}"
+
+    rows = [(kernel.name, str(kernel.weight), str(kernel.trials), micros(kernel.best_seconds), micros(kernel.rule_seconds))
+            for kernel in summary.kernels]
+    return "\n".join([f"{summary.trials_run} new trial(s), {summary.trials_before} earlier, {summary.threads} "
+                      f"thread(s); records in {summary.database} (times in us; '-': no valid measurement)",
+                      *table(("kernel", "calls", "trials", "best", "rules"), rows,
+                             right=("calls", "trials", "best", "rules"))])
 
 
 @main_group.command("analyze", epilog=EXIT_CODES)
@@ -417,22 +414,27 @@ def analyze_command(model: Path, target: str, profile, overrides, input_shapes, 
     """What compiling MODEL for the target would give, before any TVM work: per layer the op,
     shape, MACs, parameters and whether the target lowers it (and why not); the planned arena
     and its lower bound; the profile's static checks. Exits 3 when the profile is violated."""
-    from .reports.analyze import analyze, format_analysis
+    from . import api
+    from .reports.analyze import format_analysis
 
-    analysis = analyze(model, target, profile=profile, overrides=overrides, input_shapes=parse_shapes(input_shapes),
-                       dims=parse_dims(dims))
-    click.echo(json.dumps(analysis, indent=2) if as_json else format_analysis(analysis))
-    if analysis["compliance"] is not None and not analysis["compliance"]["ok"]:
-        raise ProfileViolation(f"{model} does not meet profile {analysis['profile']}'s static checks")
+    analysis = api.analyze(model, target, profile=profile, overrides=overrides, input_shapes=parse_shapes(input_shapes),
+                           dims=parse_dims(dims))
+    click.echo(json.dumps(analysis.to_dict(), indent=2) if as_json else format_analysis(analysis))
+    if not analysis.ok:
+        raise ProfileViolation(f"{model} does not meet profile {analysis.profile}'s static checks")
 
 
 @main_group.command("opt", epilog=EXIT_CODES)
 @click.argument("model", type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Write the result: .onnx for ONNX, anything else for IR text. Default: IR text on stdout.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON summary on stdout: the pipeline, each pass (changed it or not, counters, diagnostics), "
+                   "node counts, and the IR text unless -o writes it.")
 @pipeline_options
-def opt_command(model: Path, output: Path | None, **options) -> None:
+def opt_command(model: Path, output: Path | None, as_json: bool, **options) -> None:
     """Run a pass pipeline on MODEL without lowering (like mlir-opt)."""
+    from .compiler.instruments import RecordInstrument
     from .compiler.pass_manager import PassManager, Pipeline
     from .frontend.exporter import export_model
     from .frontend.importer import load_model
@@ -446,15 +448,21 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
     pipeline = Pipeline.parse(options["pipeline"])
     ir_model = load_model(model, parse_shapes(options["input_shapes"]), parse_dims(options["dims"]))
     pipeline.check_inputs(ir_model)
-    ir_model = PassManager(pipeline, build_instruments(options), options["verify_each"]).run(ir_model)
-    if output is None:
-        click.echo(print_model(ir_model), nl=False)
-    elif output.suffix == ".onnx":
+    record, nodes_before = RecordInstrument(), len(ir_model.graph.nodes)
+    ir_model = PassManager(pipeline, [*build_instruments(options), record], options["verify_each"]).run(ir_model)
+    if output is not None and output.suffix == ".onnx":
         import onnx
 
         onnx.save(export_model(ir_model), output)
-    else:
+    elif output is not None:
         output.write_text(print_model(ir_model))
+    if as_json:
+        click.echo(json.dumps({"pipeline": str(pipeline), "passes": record.passes, "nodes_before": nodes_before,
+                               "nodes_after": len(ir_model.graph.nodes),
+                               "output": str(output) if output is not None else None,
+                               **({"ir": print_model(ir_model)} if output is None else {})}, indent=2))
+    elif output is None:
+        click.echo(print_model(ir_model), nl=False)
 
 
 @main_group.command("quantize", epilog=EXIT_CODES)
@@ -467,107 +475,53 @@ def opt_command(model: Path, output: Path | None, **options) -> None:
               help="Print per layer: placement, scales and zero points, SQNR against float over --data (else the "
                    "calibration data). Also recorded in the file's edgec.quantization metadata, which "
                    "'edgec compile' copies into the artifact for 'edgec report --quantization'.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the result as JSON on stdout (output, Q/DQ pairs, weight bytes, budget, and with --report "
+                   "the layers) instead of the table.")
 @profile_options
 def quantize_command(model: Path, output: Path | None, data: Path | None, metric: str | None, max_drop: float | None,
-                     report: bool, profile: str | None, overrides, **options) -> None:
+                     report: bool, as_json: bool, profile: str | None, overrides, **options) -> None:
     """Quantize MODEL (static, int8) into standard QDQ ONNX that onnxruntime runs.
 
     Compiling the result gives the same graph as 'edgec compile MODEL --calib DATA.npz' with the same
     flags (on AVX2 targets compile defaults to --reduce-range; quantize knows no target)."""
-    import onnx
+    from . import api
+    from .quant.accuracy_budget import NOT_MET
 
-    from .compiler.driver import check_writable
-    from .compiler.pass_manager import PassManager, Pipeline
-    from .compiler.pipelines import PIPELINES
-    from .frontend.exporter import export_model
-    from .frontend.importer import convert_model, load_model
-    from .profiles.compliance import weight_bytes
-    from .quant.accuracy_budget import NOT_MET, fit_budget, resolve_budget
-
-    resolved = None
-    if profile or overrides:  # a profile's accuracy section is the budget; its scheme picks the weight scales
-        from .profiles.profile import load_profile
-
-        if not profile:
-            raise UsageError("--set needs --profile (the profile it overrides)")
-        resolved = load_profile(profile, overrides)
-        options["per_tensor_weights"] = options["per_tensor_weights"] or resolved.quantization.scheme == "per-tensor"
-    budget = resolve_budget(data, metric, max_drop, resolved)
-    output = output or Path(model.stem + ".qdq.onnx")
-    check_writable(output)
-    pipeline = Pipeline.parse(quantized_pipeline(",".join(PIPELINES["quantize-prepare"]), options))
-    quantize = pipeline.passes[-1]
-    ir_model = load_model(model, {})
-    pipeline.check_inputs(ir_model)
-    before = weight_bytes(ir_model.graph)
-    prepared = PassManager(Pipeline(pipeline.passes[:-1])).run(ir_model)
-    float_model = convert_model(export_model(prepared)) if report else None
-    record: dict = {}
-    fitted = None
-    if budget is None:
-        manager = PassManager(Pipeline([quantize]))
-        ir_model = manager.run(prepared)
-        for _, diagnostic in manager.diagnostics:
-            click.echo(f"edgec: {diagnostic}", err=True)
-    else:
-        fitted = fit_budget(prepared, quantize.options, budget)
-        ir_model = fitted.model
-        record["budget"] = fitted.to_dict()
-        for line in fitted.summary():
+    result = api.quantize(model, output=output, **quantize_flags(options), data=data, metric=metric, max_drop=max_drop,
+                          report=report, profile=profile, overrides=overrides)
+    for diagnostic in result.diagnostics:
+        click.echo(f"edgec: {diagnostic}", err=True)
+    if result.budget is not None:
+        for line in result.budget.summary():
             click.echo(f"edgec: {line}", err=True)
-        if not fitted.met:
+        if not result.budget.met:
             click.echo(f"edgec: warning: {NOT_MET}", err=True)
-    if report:
-        from .quant.report import format_rows, layer_record
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    elif report:
+        from .quant.report import format_rows
 
-        rows, layers = layer_record(float_model, ir_model, data or options["calib"], "--data" if data else "--calib",
-                                    quantize.options.excluded, fitted)
-        click.echo(format_rows(rows))
-        record.update(layers)
-    if record:
-        ir_model.metadata["edgec.quantization"] = json.dumps(record)
-    onnx.save(export_model(ir_model), output)
-    ops = sum(n.op_type == "QuantizeLinear" for n in ir_model.graph.nodes)
-    click.echo(f"wrote {output}: {ops} activation Q/DQ pairs, weights {before / 1e3:.1f} kB -> "
-               f"{weight_bytes(ir_model.graph) / 1e3:.1f} kB", err=True)
+        click.echo(format_rows(result.layers))
+    click.echo(f"wrote {result}", err=True)
 
 
-def read_inputs(compiled, inputs_file: Path | None, input_specs, random_inputs: bool, seed: int) -> dict:
+def cli_inputs(inputs_file: Path | None, input_specs, random_inputs: bool, required: bool = True):
+    """--inputs, --input NAME=FILE.npy or --random-inputs as the API's ``inputs`` (None: random)."""
+    from .api import load_arrays
+
     chosen = sum(bool(x) for x in (inputs_file, input_specs, random_inputs))
-    if chosen != 1:
+    if chosen > 1 or (required and chosen == 0):
         raise UsageError("give exactly one of --inputs FILE.npz, --input NAME=FILE.npy (repeatable) or --random-inputs")
-    if random_inputs:
-        return compiled.random_inputs(seed)
     if inputs_file:
-        if not inputs_file.is_file():
-            raise UsageError(f"--inputs {inputs_file}: no such file")
-        return dict(load_arrays(inputs_file, "--inputs"))
+        return inputs_file
     feeds = {}
     for spec in input_specs:
         name, sep, file = spec.partition("=")
         if not sep or not Path(file).is_file():
             raise UsageError(f"--input {spec}: expected NAME=FILE.npy with an existing file")
         feeds[name] = load_arrays(Path(file), "--input")
-    return feeds
-
-
-def load_arrays(path: Path, flag: str):
-    """An .npz's arrays by name, or an .npy's array, refusing pickles (loading one runs code)."""
-    import zipfile
-
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if isinstance(loaded, np.ndarray):
-            return loaded
-        with loaded as data:
-            return {name: data[name] for name in data.files}
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise UsageError(f"{flag} {path}: holds pickled objects, which edgec does not load; "
-                             "save plain numeric arrays (np.savez)") from None
-        raise UsageError(f"{flag} {path}: not a NumPy file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise UsageError(f"{flag} {path}: not a NumPy file ({exc})") from None
+    return feeds or None
 
 
 def input_options(command):
@@ -590,59 +544,30 @@ def input_options(command):
     return command
 
 
-def load_artifact(artifact: Path, device: str | None = None, timeout: float = 120.0, verify_key: Path | None = None):
-    """The artifact loaded here, or on the lab device named by ``--device``; with
-    ``verify_key``, only when signed by that key (checked on the same open, so the
-    members read are those the signed manifest lists)."""
-    opened = open_verified(artifact, verify_key)
-    if device and device != "host":
-        if opened.manifest.get("format_version") == FIRMWARE_VERSION:
-            raise UsageError(f"{artifact} is microcontroller firmware: it runs on its emulated board "
-                             f"({opened.manifest['target'].get('board')}) without --device, or on a board you flash")
-        from .deploy.remote import load_remote, parse_device
-
-        return load_remote(opened, parse_device(device), timeout=timeout)
-    from .runtime import open_model
-
-    return open_model(opened)
-
-
-def open_verified(artifact: Path, verify_key: Path | None):
-    """The opened artifact, its signature checked when ``--verify-key`` was given."""
-    from .deploy.artifact import open_artifact
-
-    key = None
-    if verify_key:
-        from .deploy.trust import load_public_key
-
-        key = load_public_key(verify_key)
-    if not artifact.exists():
-        raise UsageError(f"{artifact}: no such file")
-    opened = open_artifact(artifact)
-    if key is not None:
-        from .deploy.trust import verify_signature
-
-        verify_signature(opened, key, verify_key)
-    return opened
-
-
 @main_group.command("run", epilog=EXIT_CODES)
 @click.argument("artifact", type=click.Path(path_type=Path))
 @input_options
 @click.option("--output", "output_file", type=click.Path(path_type=Path), help="Write the outputs to this .npz.")
+@click.option("--json", "as_json", is_flag=True, help="Print every output in full as JSON (name: dtype, shape, values).")
 def run_command(artifact: Path, device, timeout, inputs_file, input_specs, random_inputs: bool, seed: int,
-                verify_key, output_file) -> None:
+                verify_key, output_file, as_json: bool) -> None:
     """Run a compiled ARTIFACT, here or on a lab device, and print or save its outputs."""
+    from .api import load_artifact, read_inputs
+
     if output_file:
         from .compiler.driver import check_writable
 
         check_writable(output_file, "--output")
+    inputs = cli_inputs(inputs_file, input_specs, random_inputs)
     compiled = load_artifact(artifact, device, timeout, verify_key)
-    feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
-    outputs = compiled.run(feeds)
+    outputs = compiled.run(read_inputs(compiled, inputs, seed))
     if output_file:
         np.savez(output_file, **outputs)
         click.echo(f"wrote {len(outputs)} output(s) to {output_file}", err=True)
+        return
+    if as_json:
+        click.echo(json.dumps({name: {"dtype": str(value.dtype), "shape": list(value.shape), "values": value.tolist()}
+                               for name, value in outputs.items()}, indent=2))
         return
     for name, value in outputs.items():
         flat = value.reshape(-1)
@@ -673,63 +598,20 @@ def check_command(artifact: Path, model: Path | None, profile: str | None, overr
     attribute is measured (latency, working set, accuracy on --data, performance per
     watt, data locality) and shown as required, measured, how, pass/fail; a failing
     certificate exits 3."""
-    from .profiles.profile import load_profile, profile_from_dict
-    from .reports.check import compare_with_onnxruntime
+    from . import api
 
-    if not artifact.exists():
-        raise UsageError(f"{artifact}: no such file")
-    if certificate_file:
-        from .compiler.driver import check_writable
-
-        check_writable(certificate_file)
-    manifest = open_verified(artifact, verify_key).manifest
-    if overrides and not profile:
-        raise UsageError("--set needs --profile (the profile it overrides)")
-    chosen = (load_profile(profile, overrides) if profile
-              else profile_from_dict(manifest["profile"], f"{artifact} manifest") if manifest.get("profile") else None)
-    if model is None and chosen is None:
-        raise UsageError(f"nothing to check: {artifact} has no profile; give --model MODEL.onnx or --profile")
-
-    if model is not None:
-        compiled = load_artifact(artifact, device, timeout, verify_key)
-        if not (inputs_file or input_specs):
-            random_inputs = True
-        feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
-        report = compare_with_onnxruntime(compiled, model, feeds, rtol, atol)
-        for row in report.rows:
+    result = api.check(artifact, model=model, profile=profile, overrides=overrides, data=data, output=certificate_file,
+                       device=device, timeout=timeout, inputs=cli_inputs(inputs_file, input_specs, random_inputs, False),
+                       seed=seed, verify_key=verify_key, rtol=rtol, atol=atol)
+    if result.comparison is not None:
+        for row in result.comparison.rows:
             click.echo(f"{row.name}: max|diff| {row.max_abs:.3g}, max rel {row.max_rel:.3g}, "
                        f"{row.mismatched} of {row.size} outside rtol={rtol} atol={atol}: {'ok' if row.ok else 'MISMATCH'}",
-                       err=chosen is not None and as_json)
-        del compiled  # the certificate measures a fresh load
-        if not report.ok:
-            hint = ""
-            if manifest.get("quantization") and not model_quantizes(model):
-                hint = ("; the artifact is quantized (int8) and the model is float: compare it with the QDQ model "
-                        "('edgec quantize' writes one) or loosen --rtol/--atol")
-            raise EdgecError(f"{artifact}: outputs differ from onnxruntime on {model}{hint}")
-    if chosen is not None:
-        issue_certificate(artifact, manifest, chosen, data, model, device, timeout, certificate_file, as_json, verify_key)
-
-
-def issue_certificate(artifact, manifest, profile, data, model, device, timeout, certificate_file, as_json,
-                      verify_key=None) -> None:
-    from types import SimpleNamespace
-
-    from .profiles.compliance import certify
-
-    target = SimpleNamespace(**{key: manifest["target"].get(key) for key in ("name", "power_watts", "power_source", "memory_bytes")})
-    if data is not None and not data.is_file():
-        raise UsageError(f"--data {data}: no such file")
-    certificate = certify(artifact, lambda: load_artifact(artifact, device, timeout, verify_key), profile, data, model,
-                          target)
-    document = json.dumps(certificate.to_dict(), indent=2)
-    if certificate_file:
-        from .compiler.cache import write_text_atomically
-
-        write_text_atomically(certificate_file, document + "\n")
-    click.echo(document if as_json else certificate.format())
-    if not certificate.ok:
-        raise ProfileViolation(f"{artifact} does not comply with profile {profile.name}")
+                       err=as_json and result.certificate is not None)
+    if result.certificate is not None:
+        click.echo(json.dumps(result.certificate.to_dict(), indent=2) if as_json else result.certificate.format())
+    if result.error is not None:
+        raise result.error
 
 
 @main_group.command("bench", epilog=EXIT_CODES)
@@ -743,20 +625,12 @@ def bench_command(artifact: Path, device, timeout, inputs_file, input_specs, ran
     """Time ARTIFACT: first-time latency (a fresh process: start, imports, load, first result) and steady state.
 
     On an emulated lab device the times are labelled EMULATED: they check the flow, not the speed."""
-    from .reports.check import measure_latency
+    from . import api
 
-    if repeat < 1 or warmup < 0:
-        raise UsageError("--repeat must be at least 1 and --warmup at least 0")
-    started = time.perf_counter()
-    compiled = load_artifact(artifact, device, timeout, verify_key)
-    if not (inputs_file or input_specs):
-        random_inputs = True
-    feeds = read_inputs(compiled, inputs_file, input_specs, random_inputs, seed)
-    timing = measure_latency(compiled, feeds, repeat, warmup, started)
-    if as_json:
-        click.echo(json.dumps(timing.as_dict(), indent=2))
-        return
-    click.echo(timing.summary())
+    timing = api.bench(artifact, device=device, timeout=timeout,
+                       inputs=cli_inputs(inputs_file, input_specs, random_inputs, False), seed=seed,
+                       verify_key=verify_key, repeat=repeat, warmup=warmup)
+    click.echo(json.dumps(timing.as_dict(), indent=2) if as_json else timing.summary())
 
 
 @main_group.command("inspect", epilog=EXIT_CODES)
@@ -855,7 +729,7 @@ def report_command(artifact: Path, as_json: bool, as_csv: bool, memory: bool, pa
         if as_json:
             click.echo(json.dumps({"quantization": record, "integer_kernels": integer}, indent=2))
         else:
-            click.echo(format_record(record, integer) if record else
+            click.echo(format_record(record or {}, integer) if record or integer else
                        f"no quantization record: {artifact} was compiled without --calib, from a model without "
                        "'edgec quantize --report' metadata")
         return
@@ -971,8 +845,9 @@ def profiles_list_command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(profiles, indent=2))
         return
-    for name, description in profiles.items():
-        click.echo(f"{name:<18} {description}")
+    from .tables import table
+
+    click.echo("\n".join(table(("profile", "description"), profiles.items())))
 
 
 @profiles_group.command("show")
@@ -1052,6 +927,8 @@ def export_c_command(artifact: Path, directory: Path) -> None:
     emulated board, and the semihosting harness. DIRECTORY must not exist or be empty."""
     from .deploy.emulator import export_project
 
+    from .api import open_verified
+
     files = export_project(open_verified(artifact, None), directory)
     click.echo(f"wrote {len(files)} files to {directory}; build with: make -C {directory}", err=True)
 
@@ -1063,19 +940,27 @@ def cmake_dir_command() -> None:
 
 
 @main_group.command("passes")
-def passes_command() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the passes (summary, options with defaults) and the named "
+                                                       "pipelines as JSON.")
+def passes_command(as_json: bool) -> None:
     """List the registered passes and their options."""
     import dataclasses
 
     from .compiler.pass_manager import format_option, registered_passes
     from .compiler.pipelines import PIPELINES
 
+    passes = {}
     for name, cls in sorted(registered_passes().items()):
-        options = ", ".join(
-            f"{f.name.replace('_', '-')}={format_option(f, f.default)}" for f in dataclasses.fields(cls.Options)
-        )
-        summary = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"{name}: ")
-        click.echo(f"{name:<18} {summary}" + (f"\n{'':<18} options: {options}" if options else ""))
+        passes[name] = {
+            "summary": (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"{name}: "),
+            "options": {f.name.replace("_", "-"): format_option(f, f.default) for f in dataclasses.fields(cls.Options)},
+        }
+    if as_json:
+        click.echo(json.dumps({"passes": passes, "pipelines": {k: list(v) for k, v in PIPELINES.items()}}, indent=2))
+        return
+    for name, entry in passes.items():
+        options = ", ".join(f"{option}={value}" for option, value in entry["options"].items())
+        click.echo(f"{name:<18} {entry['summary']}" + (f"\n{'':<18} options: {options}" if options else ""))
     click.echo("\nnamed pipelines:")
     for name, steps in PIPELINES.items():
         click.echo(f"{name:<18} {','.join(steps)}")

@@ -4,15 +4,17 @@ Every node gets a device, and every node that stays on the CPU gets the reason.
 The graph itself is not changed; the decisions are a :class:`PartitionPlan`.
 
 Rules:
-- A node runs on the accelerator when the device's capability accepts it. A
-  capability is a chain of small predicates; each returns a :class:`Verdict`
-  carrying a reason, and the first refusal is the reason the node stays.
+- A node runs on the accelerator when the device's capability accepts it. The
+  capabilities live beside each target family and are asked through one interface,
+  ``edgec.targets.support`` (``device_support``): a chain of small predicates, each
+  returning a ``Verdict`` that carries a reason; the first refusal is the reason the
+  node stays.
 - What stays on the CPU, in the order the predicates ask:
   ops outside the default ONNX domain; control flow (If, Loop, Scan, any node
   reading an outer scope); outputs without a static shape (data-dependent
-  shapes); the deny-list :data:`CUDA_DENY`; ops outside the capability table
-  :data:`CUDA_OPS` (op -> result dtypes) or with a dtype the target does not
-  declare; the op's attribute and shape conditions :data:`CUDA_CONDITIONS`;
+  shapes); for CUDA (``targets/cuda.py``) the deny-list ``CUDA_DENY``, ops outside
+  the capability table ``CUDA_OPS`` (op -> result dtypes) or with a dtype the target
+  does not declare, the op's attribute and shape conditions ``CUDA_CONDITIONS``;
   ops the profile excludes or does not allow, and activations in a dtype its
   ``dtypes.compute`` does not list.
 - Partitions are convex: same-device nodes are merged along edges, in
@@ -29,7 +31,7 @@ Rules:
   trades speed and the user asked for everything on the accelerator.
 - A target without an accelerator gets one CPU partition; asking it for
   ``fallback=error`` is one error.
-- ``device=cpu-test-double`` partitions against :data:`TEST_DOUBLE_OPS` instead of
+- ``device=cpu-test-double`` partitions against ``TEST_DOUBLE_OPS`` (``targets/support.py``) instead of
   the target's accelerator. That second device is the host CPU again, lowered and
   run like any CPU partition; it exists so that multi-partition artifacts are built
   and checked against onnxruntime on machines without an accelerator, and it is
@@ -50,18 +52,19 @@ import dataclasses
 import json
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 import networkx as nx
 
 from edgec.compiler.pass_manager import Diagnostic, Pass, PassResult, register_pass
 from edgec.errors import CompileError, UsageError
 from edgec.ir import Model, Node
-from edgec.ir.printer import format_type
 from edgec.profiles.compliance import op_matches
 from edgec.profiles.profile import Profile, from_metadata_props, load_profile
 from edgec.reports.report import macs
+from edgec.tables import table
 from edgec.targets.base import TargetSpec, get_target
+from edgec.targets.support import TEST_DOUBLE, Predicate, Verdict, YES, chain, device_support, supported_devices, tensor_dtypes
 from edgec.units import human_size
 
 logger = logging.getLogger(__name__)
@@ -70,169 +73,7 @@ METADATA_KEY = "edgec.partition"
 CPU = "cpu"
 
 
-# -- support predicates ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether a device can run a node, and why not: a reason, never a bare bool."""
-
-    ok: bool
-    reason: str = ""
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-
-YES = Verdict(True)
-Predicate = Callable[[Node], Verdict]
-
-
-def chain(*predicates: Predicate) -> Predicate:
-    """All must accept; the first refusal is the answer."""
-
-    def check(node: Node) -> Verdict:
-        for predicate in predicates:
-            verdict = predicate(node)
-            if not verdict:
-                return verdict
-        return YES
-
-    return check
-
-
-def any_chain(*predicates: Predicate) -> Predicate:
-    """One must accept; when none does, every reason is kept."""
-
-    def check(node: Node) -> Verdict:
-        refusals = []
-        for predicate in predicates:
-            verdict = predicate(node)
-            if verdict:
-                return verdict
-            refusals.append(verdict.reason)
-        return Verdict(False, " and ".join(refusals))
-
-    return check
-
-
-def default_domain(node: Node) -> Verdict:
-    if node.domain in ("", "ai.onnx"):
-        return YES
-    return Verdict(False, f"ops of domain '{node.domain}' have no accelerator lowering in edgec")
-
-
-CONTROL_FLOW = ("If", "Loop", "Scan")
-
-
-def not_control_flow(node: Node) -> Verdict:
-    """Subgraphs run in TVM's VM on the host; only their bodies' kernels could move."""
-    if node.op_type in CONTROL_FLOW or node.implicit_inputs:
-        return Verdict(False, f"control flow ({node.op_type}) runs on the host")
-    return YES
-
-
-def static_outputs(node: Node) -> Verdict:
-    """A kernel is launched with sizes known before it runs."""
-    for value in node.outputs:
-        if not value.is_static:
-            return Verdict(False, f"output '{value.name}' has a data-dependent shape "
-                                  f"({format_type(value.dtype, value.shape)})")
-    return YES
-
-
-def not_denied(deny: dict[str, str]) -> Predicate:
-    def check(node: Node) -> Verdict:
-        why = deny.get(node.op_type)
-        return Verdict(False, f"{node.op_type}: {why}") if why else YES
-
-    return check
-
-
-def op_dtypes(table: dict[str, tuple[str, ...]], device: str) -> Predicate:
-    """The op is in the device's table, and its result (the first output; later ones are
-    indices or masks) has a dtype listed for it."""
-
-    def check(node: Node) -> Verdict:
-        accepted = table.get(node.op_type)
-        if accepted is None:
-            return Verdict(False, f"{node.op_type} is not in the {device} capability table")
-        dtype = node.outputs[0].dtype
-        if dtype not in accepted:
-            return Verdict(False, f"{node.op_type} on {device} computes {'/'.join(accepted)}, not {dtype}")
-        return YES
-
-    return check
-
-
-def tensor_dtypes(accepted: tuple[str, ...], whose: str) -> Predicate:
-    """Every activation the node reads or writes has a dtype in ``accepted``."""
-
-    def check(node: Node) -> Verdict:
-        for value in [*node.inputs, *node.outputs]:
-            if value is not None and not value.is_constant and value.dtype not in accepted:
-                return Verdict(False, f"'{value.name}' is {value.dtype}, which {whose} does not list")
-        return YES
-
-    return check
-
-
-def input_rank(low: int, high: int) -> Predicate:
-    def check(node: Node) -> Verdict:
-        shape = node.inputs[0].shape if node.inputs and node.inputs[0] is not None else None
-        if shape is not None and low <= len(shape) <= high:
-            return YES
-        return Verdict(False, f"{node.op_type} input rank {len(shape) if shape else '?'} is outside {low}..{high}")
-
-    return check
-
-
-def attr_in(name: str, allowed: tuple, default) -> Predicate:
-    def check(node: Node) -> Verdict:
-        value = node.attr(name, default)
-        if isinstance(value, bytes):
-            value = value.decode()
-        if value in allowed:
-            return YES
-        takes = ", ".join(map(repr, allowed))
-        return Verdict(False, f"{node.op_type} {name}={value!r} (the accelerator takes {takes})")
-
-    return check
-
-
-def has_attr(name: str) -> Predicate:
-    def check(node: Node) -> Verdict:
-        return YES if name in node.attrs else Verdict(False, f"no '{name}' attribute")
-
-    return check
-
-
-def input_constant(index: int, what: str) -> Predicate:
-    def check(node: Node) -> Verdict:
-        value = node.inputs[index] if index < len(node.inputs) else None
-        return YES if value is not None and value.is_constant else Verdict(False, f"{what} is not a constant")
-
-    return check
-
-
-def input_absent(index: int, what: str) -> Predicate:
-    def check(node: Node) -> Verdict:
-        absent = index >= len(node.inputs) or node.inputs[index] is None
-        return YES if absent else Verdict(False, f"{what} is given")
-
-    return check
-
-
-def single_output(what: str) -> Predicate:
-    def check(node: Node) -> Verdict:
-        return YES if len(node.outputs) == 1 else Verdict(False, f"{node.op_type} with {what}")
-
-    return check
-
-
-def static_axes(index: int) -> Predicate:
-    """Axes are an attribute (older opsets) or an input (newer): either way known at compile time."""
-    return any_chain(has_attr("axes"), input_constant(index, "axes"), input_absent(index, "axes"))
+# -- support -----------------------------------------------------------------------------------
 
 
 def profile_ops(profile: Profile) -> Predicate:
@@ -247,103 +88,6 @@ def profile_ops(profile: Profile) -> Predicate:
 
     return check
 
-
-# -- the CUDA capability table -----------------------------------------------------------------
-
-FLOAT = ("float32", "float16")
-NUMERIC = FLOAT + ("int8", "int32", "int64")
-ANY = NUMERIC + ("bool",)
-
-
-def ops(names: str, dtypes: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    return dict.fromkeys(names.split(), dtypes)
-
-
-CUDA_OPS: dict[str, tuple[str, ...]] = {
-    **ops("Conv ConvTranspose Gemm MatMul", FLOAT),
-    **ops("AveragePool GlobalAveragePool GlobalMaxPool LpPool", FLOAT),
-    **ops("MaxPool", FLOAT + ("int8",)),
-    **ops("BatchNormalization InstanceNormalization LayerNormalization LRN", FLOAT),
-    **ops("Relu LeakyRelu PRelu Elu Selu Sigmoid HardSigmoid HardSwish Tanh Softplus Softsign Gelu Erf", FLOAT),
-    **ops("Exp Log Sqrt Reciprocal Pow Floor Ceil Round Softmax LogSoftmax Mean", FLOAT),
-    **ops("Add Sub Mul Div Max Min Sum Abs Neg Clip", NUMERIC),
-    **ops("Equal Less Greater LessOrEqual GreaterOrEqual And Or Not Xor", ("bool",)),
-    **ops("ReduceMean ReduceL2", FLOAT),
-    **ops("ReduceSum ReduceMax ReduceMin", NUMERIC),
-    **ops("ArgMax ArgMin", ("int64",)),
-    **ops("Reshape Flatten Squeeze Unsqueeze Transpose Concat Split Slice Gather Expand Tile Pad Identity "
-          "Dropout DepthToSpace SpaceToDepth Cast Where", ANY),
-    **ops("Resize", FLOAT),
-    **ops("QuantizeLinear", ("int8",)),
-    **ops("DequantizeLinear", FLOAT),
-}
-"""Ops TVM's CUDA path schedules (dlight's rules: matmul, GEMV, reductions, elementwise),
-by the dtypes of their outputs. Drawn from TVM 0.27's ONNX frontend and the ops of the nine
-zoo models. Checked by compiling one-op models for the ``cuda`` target (which needs no GPU):
-the unary ops, pools, LRN, Softmax, ReduceMean, ArgMax and Resize compile. Nothing here has
-run on a GPU yet (none was available), so an op is listed only when its Relax lowering is
-plain TIR that dlight's fallback rule covers."""
-
-CUDA_DENY: dict[str, str] = {
-    **dict.fromkeys(("NonZero", "Unique", "Compress"), "its output size depends on the data"),
-    "NonMaxSuppression": "TVM 0.27 fails to compile it for CUDA (a buffer used before its definition)",
-    "TopK": "sorting compiles for CUDA in TVM 0.27 but has not been run on a GPU; kept on the host until it is",
-    **dict.fromkeys(("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
-                     "Bernoulli"), "random number generation has no TVM GPU kernel with ONNX's semantics"),
-    **dict.fromkeys(("Shape", "Size"), "shape arithmetic belongs on the host, which sizes the kernels"),
-}
-"""Ops kept off the accelerator even when they are in no table's way. Conservative: no GPU
-was available to run them, only the compiler (NonMaxSuppression fails there; TopK, NonZero
-and Unique compile); an entry leaves when a GPU test shows the op compiles and matches."""
-
-CUDA_CONDITIONS: dict[str, Predicate] = {
-    **dict.fromkeys(("Conv", "ConvTranspose", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"),
-                    input_rank(3, 5)),
-    "MaxPool": chain(input_rank(3, 5), single_output("an Indices output"), attr_in("storage_order", (0,), 0)),
-    "BatchNormalization": chain(single_output("training outputs"), attr_in("training_mode", (0,), 0)),
-    "Resize": attr_in("mode", ("nearest", "linear"), "nearest"),
-    "Pad": attr_in("mode", ("constant", "reflect", "edge"), "constant"),
-    **dict.fromkeys(("Squeeze", "Unsqueeze", "ReduceSum"), static_axes(1)),
-    **dict.fromkeys(("ReduceMean", "ReduceL2", "ReduceMax", "ReduceMin"), static_axes(1)),
-}
-"""Attribute and shape conditions, beyond op and dtype. Relax has 1-D to 3-D convolutions
-and pools. TVM 0.27's frontend rejects MaxPool's Indices output and Pad mode=wrap outright;
-Resize mode=cubic compiles but, like everything here, has not run on a GPU, so it stays."""
-
-
-def conditions(table: dict[str, Predicate]) -> Predicate:
-    def check(node: Node) -> Verdict:
-        condition = table.get(node.op_type)
-        return condition(node) if condition else YES
-
-    return check
-
-
-def cuda_capability(target: TargetSpec) -> Predicate:
-    return chain(
-        default_domain,
-        not_control_flow,
-        static_outputs,
-        not_denied(CUDA_DENY),
-        op_dtypes(CUDA_OPS, "cuda"),
-        tensor_dtypes(target.dtypes, f"target {target.name}"),
-        conditions(CUDA_CONDITIONS),
-    )
-
-
-TEST_DOUBLE = "cpu-test-double"
-TEST_DOUBLE_OPS: dict[str, tuple[str, ...]] = ops("Relu LeakyRelu Sigmoid Tanh Clip Add Sub Mul Div Max Min", FLOAT)
-"""The test double's table: float elementwise ops only, so that a CNN alternates between
-its partitions and the CPU's, and every crossing is exercised."""
-
-
-def double_capability(target: TargetSpec) -> Predicate:
-    return chain(default_domain, not_control_flow, static_outputs, op_dtypes(TEST_DOUBLE_OPS, TEST_DOUBLE))
-
-
-CAPABILITIES: dict[str, Callable] = {"cuda": cuda_capability, TEST_DOUBLE: double_capability}
-"""Second device -> capability for a target. The CPU takes every node."""
-
 DEVICE_LABELS = {TEST_DOUBLE: f"second device {TEST_DOUBLE}: a test double of the host CPU, not an accelerator"}
 """How plans name a second device that is not an accelerator."""
 HOST_MEMORY = frozenset({CPU, TEST_DOUBLE})
@@ -351,7 +95,8 @@ HOST_MEMORY = frozenset({CPU, TEST_DOUBLE})
 
 
 def accelerator_support(target: TargetSpec, profile: Profile | None, device: str = "") -> Predicate:
-    predicates = [CAPABILITIES[device or target.device](target)]
+    """The device's capability (targets/support.py), then the profile's ops and compute dtypes."""
+    predicates = [device_support(target, device or target.device)]
     if profile is not None and (profile.ops.allowed is not None or profile.ops.excluded):
         predicates.append(profile_ops(profile))
     if profile is not None and profile.dtypes.compute is not None:
@@ -531,14 +276,14 @@ class PartitionPlan:
         summary = self.summary()
         lines += ["", *table(("partition", "device", "nodes", "MACs"),
                              [(f"#{p['id']}", p["device"], str(p["nodes"]), f"{100 * p['macs_share']:.1f}%")
-                              for p in summary["partitions"]])]
+                              for p in summary["partitions"]], right=("nodes", "MACs"))]
 
         def end(partition: int | None) -> str:
             return "host I/O" if partition is None else f"#{partition} {self.device_at(partition)}"
 
         lines += ["", *table(("crossing", "bytes", "from", "to", "copy"),
                              [(c["tensor"], human_size(c["bytes"]), end(c["from"]), end(c["to"]),
-                               "yes" if c["copy"] else "no") for c in summary["crossings"]])]
+                               "yes" if c["copy"] else "no") for c in summary["crossings"]], right=("bytes",))]
         stats = summary["totals"]
         lines += [
             "",
@@ -558,11 +303,6 @@ class PartitionPlan:
         verb = "cannot run on" if severity == "error" else "stays off"
         return [Diagnostic(severity, f"{verb} {self.accelerator}: {p.reason}", f"node '{p.node}' ({p.op})")
                 for p in self.placements.values() if p.device == CPU]
-
-
-def table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
 
 
 def node_keys(nodes: Iterable[Node]) -> dict[Node, str]:
@@ -754,8 +494,8 @@ def partition_graph(model: Model, target: TargetSpec, profile: Profile | None = 
     table, the test double's); see the module's rules."""
     if fallback not in ("cpu", "error"):
         raise UsageError(f"partition: fallback must be cpu or error, not {fallback!r}")
-    if device and device not in CAPABILITIES:
-        raise UsageError(f"partition: device must be one of {', '.join(CAPABILITIES)}, not {device!r}")
+    if device and device not in supported_devices():
+        raise UsageError(f"partition: device must be one of {', '.join(supported_devices())}, not {device!r}")
     graph = model.graph
     nodes = list(graph.nodes)
     keys = node_keys(nodes)
@@ -805,8 +545,8 @@ class PartitionPass(Pass):
             raise CompileError("partition needs a target (partition{target=NAME})")
         if self.options.fallback not in ("cpu", "error"):
             raise CompileError(f"partition: fallback must be cpu or error, not {self.options.fallback!r}")
-        if self.options.device and self.options.device not in CAPABILITIES:
-            raise CompileError(f"partition: device must be one of {', '.join(CAPABILITIES)}, "
+        if self.options.device and self.options.device not in supported_devices():
+            raise CompileError(f"partition: device must be one of {', '.join(supported_devices())}, "
                                f"not {self.options.device!r}")
 
     def call(self, model: Model) -> PassResult:

@@ -43,17 +43,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+from networkx.utils import UnionFind
 
-from edgec.quant.calibration import (
-    CALIBRATORS,
-    Statistics,
-    calibrate,
-    load_calibration,
-    quant_params,
-)
-from edgec.errors import CompileError, UsageError
-from edgec.frontend.exporter import export_model
-from edgec.ir import Attr, Graph, Model, Node, Value
 from edgec.compiler.pass_manager import (
     Diagnostic,
     Pass,
@@ -63,6 +54,16 @@ from edgec.compiler.pass_manager import (
     register_pass,
 )
 from edgec.compiler.pipelines import insert_at_quantize_point
+from edgec.errors import CompileError, UsageError
+from edgec.frontend.exporter import export_model
+from edgec.ir import Attr, Graph, Model, Node, Value
+from edgec.quant.calibration import (
+    CALIBRATORS,
+    Statistics,
+    calibrate,
+    load_calibration,
+    quant_params,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -164,31 +165,13 @@ class Site:
     bias: int | None = None
 
 
-class Groups:
-    """Union-find over values that must share one scale and zero point."""
-
-    def __init__(self):
-        self.parent: dict[Value, Value] = {}
-
-    def add(self, value: Value) -> None:
-        self.parent.setdefault(value, value)
-
-    def find(self, value: Value) -> Value:
-        while self.parent[value] is not value:
-            self.parent[value] = self.parent[self.parent[value]]
-            value = self.parent[value]
-        return value
-
-    def union(self, a: Value, b: Value) -> None:
-        self.add(a)
-        self.add(b)
-        self.parent[self.find(a)] = self.find(b)
-
-    def members(self) -> dict[Value, list[Value]]:
-        out: dict[Value, list[Value]] = {}
-        for value in self.parent:
-            out.setdefault(self.find(value), []).append(value)
-        return out
+def shared_groups(groups: UnionFind) -> dict[Value, list[Value]]:
+    """Each group of values sharing one scale, keyed by its first member in the order the
+    values were added: a stable name for its scale, whichever root the union-find keeps."""
+    by_root: dict[Value, list[Value]] = {}
+    for value in groups.parents:  # insertion-ordered
+        by_root.setdefault(groups[value], []).append(value)
+    return {values[0]: values for values in by_root.values()}
 
 
 @register_pass
@@ -233,22 +216,23 @@ class Quantize(Pass):
                 kept_sites.append(site)
 
         groups, edges = self.share(kept_sites, excluded, masked)
-        members = groups.members()
+        members = shared_groups(groups)
+        head_of = {value: head for head, values in members.items() for value in values}
         if options.calibrator != "minmax":
-            statistics.add_histograms([v.name for v in groups.parent])
+            statistics.add_histograms([v.name for v in groups.parents])
         params = {}
-        for root, values in members.items():
+        for head, values in members.items():
             ranges = [calibrate(statistics.stats[v.name], options.calibrator, 255, options.percentile) for v in values]
             lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
             scale, zero = quant_params(lo, hi, options.unsigned)
-            params[root] = (graph.add_initializer(graph.fresh_name(f"{root.name}_scale"), np.array(scale)),
-                            graph.add_initializer(graph.fresh_name(f"{root.name}_zero_point"), np.array(zero)))
+            params[head] = (graph.add_initializer(graph.fresh_name(f"{head.name}_scale"), np.array(scale)),
+                            graph.add_initializer(graph.fresh_name(f"{head.name}_zero_point"), np.array(zero)))
             stats["shared-groups"] += len(values) > 1
             logger.debug("range of %s: [%g, %g] scale %g zero point %d", [v.name for v in values], lo, hi, scale, zero)
 
         dequantized: dict[Value, Value] = {}
         for value, consumers in edges.items():
-            scale, zero = params[groups.find(value)]
+            scale, zero = params[head_of[value]]
             dequantized[value] = self.insert_qdq(graph, value, consumers, scale, zero)
             stats["qdq-pairs"] += 1
         weight_cache: dict[tuple[Value, int | None], tuple[Value, np.ndarray]] = {}
@@ -265,7 +249,7 @@ class Quantize(Pass):
                 graph.set_input(node, index, new)
                 self.drop_if_unused(graph, weight)
             if site.bias is not None and len(site.weights) == 1:
-                x_scale = params[groups.find(self.original(node.inputs[0], dequantized))][0].const
+                x_scale = params[head_of[self.original(node.inputs[0], dequantized)]][0].const
                 stats["quantized-biases"] += self.quantize_bias(graph, node, site.bias, x_scale, scale)
         return PassResult(model, modified=True, stats=stats, diagnostics=diagnostics)
 
@@ -328,11 +312,11 @@ class Quantize(Pass):
 
     def share(self, sites: list[Site], excluded: set[str], masked: set[Value]):
         """The groups sharing one scale, and for each value the consumers that read its Q/DQ."""
-        groups = Groups()
+        groups = UnionFind()
         edges: dict[Value, list[Node]] = {}
 
         def connect(value: Value, consumer: Node) -> None:
-            groups.add(value)
+            groups[value]  # adds it as its own group
             consumers = edges.setdefault(value, [])
             if consumer not in consumers:
                 consumers.append(consumer)

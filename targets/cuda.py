@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from .arm64 import CROSS_COMPILER, CROSS_PACKAGE
 from .base import TargetSpec, register_family
+from .support import (ANY, FLOAT, NUMERIC, Predicate, attr_in, chain, conditions, default_domain, input_rank,
+                      not_control_flow, not_denied, op_dtypes, ops, register_support, single_output, static_axes,
+                      static_outputs, tensor_dtypes)
 
 GPU_DTYPES = ("float32", "float16", "int8", "int32", "int64", "bool")
 
@@ -59,3 +62,71 @@ def cuda_targets() -> list[TargetSpec]:
             dtypes=GPU_DTYPES,
         ),
     ]
+
+
+# -- what the GPU runs: the partitioner asks this through targets/support.py ----------------------
+
+CUDA_OPS: dict[str, tuple[str, ...]] = {
+    **ops("Conv ConvTranspose Gemm MatMul", FLOAT),
+    **ops("AveragePool GlobalAveragePool GlobalMaxPool LpPool", FLOAT),
+    **ops("MaxPool", FLOAT + ("int8",)),
+    **ops("BatchNormalization InstanceNormalization LayerNormalization LRN", FLOAT),
+    **ops("Relu LeakyRelu PRelu Elu Selu Sigmoid HardSigmoid HardSwish Tanh Softplus Softsign Gelu Erf", FLOAT),
+    **ops("Exp Log Sqrt Reciprocal Pow Floor Ceil Round Softmax LogSoftmax Mean", FLOAT),
+    **ops("Add Sub Mul Div Max Min Sum Abs Neg Clip", NUMERIC),
+    **ops("Equal Less Greater LessOrEqual GreaterOrEqual And Or Not Xor", ("bool",)),
+    **ops("ReduceMean ReduceL2", FLOAT),
+    **ops("ReduceSum ReduceMax ReduceMin", NUMERIC),
+    **ops("ArgMax ArgMin", ("int64",)),
+    **ops("Reshape Flatten Squeeze Unsqueeze Transpose Concat Split Slice Gather Expand Tile Pad Identity "
+          "Dropout DepthToSpace SpaceToDepth Cast Where", ANY),
+    **ops("Resize", FLOAT),
+    **ops("QuantizeLinear", ("int8",)),
+    **ops("DequantizeLinear", FLOAT),
+}
+"""Ops TVM's CUDA path schedules (dlight's rules: matmul, GEMV, reductions, elementwise),
+by the dtypes of their outputs. Drawn from TVM 0.27's ONNX frontend and the ops of the nine
+zoo models. Checked by compiling one-op models for the ``cuda`` target (which needs no GPU):
+the unary ops, pools, LRN, Softmax, ReduceMean, ArgMax and Resize compile. Nothing here has
+run on a GPU yet (none was available), so an op is listed only when its Relax lowering is
+plain TIR that dlight's fallback rule covers."""
+
+CUDA_DENY: dict[str, str] = {
+    **dict.fromkeys(("NonZero", "Unique", "Compress"), "its output size depends on the data"),
+    "NonMaxSuppression": "TVM 0.27 fails to compile it for CUDA (a buffer used before its definition)",
+    "TopK": "sorting compiles for CUDA in TVM 0.27 but has not been run on a GPU; kept on the host until it is",
+    **dict.fromkeys(("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                     "Bernoulli"), "random number generation has no TVM GPU kernel with ONNX's semantics"),
+    **dict.fromkeys(("Shape", "Size"), "shape arithmetic belongs on the host, which sizes the kernels"),
+}
+"""Ops kept off the accelerator even when they are in no table's way. Conservative: no GPU
+was available to run them, only the compiler (NonMaxSuppression fails there; TopK, NonZero
+and Unique compile); an entry leaves when a GPU test shows the op compiles and matches."""
+
+CUDA_CONDITIONS: dict[str, Predicate] = {
+    **dict.fromkeys(("Conv", "ConvTranspose", "AveragePool", "LpPool", "GlobalAveragePool", "GlobalMaxPool"),
+                    input_rank(3, 5)),
+    "MaxPool": chain(input_rank(3, 5), single_output("an Indices output"), attr_in("storage_order", (0,), 0)),
+    "BatchNormalization": chain(single_output("training outputs"), attr_in("training_mode", (0,), 0)),
+    "Resize": attr_in("mode", ("nearest", "linear"), "nearest"),
+    "Pad": attr_in("mode", ("constant", "reflect", "edge"), "constant"),
+    **dict.fromkeys(("Squeeze", "Unsqueeze", "ReduceSum"), static_axes(1)),
+    **dict.fromkeys(("ReduceMean", "ReduceL2", "ReduceMax", "ReduceMin"), static_axes(1)),
+}
+"""Attribute and shape conditions, beyond op and dtype. Relax has 1-D to 3-D convolutions
+and pools. TVM 0.27's frontend rejects MaxPool's Indices output and Pad mode=wrap outright;
+Resize mode=cubic compiles but, like everything here, has not run on a GPU, so it stays."""
+
+
+
+@register_support("cuda")
+def cuda_capability(target: TargetSpec) -> Predicate:
+    return chain(
+        default_domain,
+        not_control_flow,
+        static_outputs,
+        not_denied(CUDA_DENY),
+        op_dtypes(CUDA_OPS, "cuda"),
+        tensor_dtypes(target.dtypes, f"target {target.name}"),
+        conditions(CUDA_CONDITIONS),
+    )

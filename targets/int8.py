@@ -26,6 +26,24 @@ Rules:
 - What follows (relu, the next quantize) stays as imported and fuses into the
   kernel's epilogue: that is the requantize step.
 - A pattern that cannot be lowered stays in float; the report says why.
+
+Integer ops (MatMulInteger, and ConvInteger as ``qoperator`` rewrites it; edgec's import
+makes both of QLinearConv, QLinearMatMul and QGemm) import as an int32 conv2d or matmul of
+operands widened from 8 bits and shifted by their zero points:
+
+    matmul(astype(x_q, i32) - z_x, astype(W_q, i32) - z_w)
+      -> matmul_i32(x_q, W_q - z_w) - z_x * colsum(W_q - z_w)
+
+- The weight is a constant; ``W_q - z_w`` (zero points per tensor or per output channel)
+  is stored as int8 where it fits, so a symmetric int8 weight and a uint8 one with zero
+  point 128 both do. Where it does not fit (a uint8 weight, any zero point) it is stored
+  shifted into int8 per output channel, ``w8 - z``, and ``z`` times the activation's sums
+  is subtracted at run time: its row sums for a matmul, each window's sum (a conv with
+  ones) for a conv.
+- ``z_x`` is a constant, or a scalar computed at run time (DynamicQuantizeLinear): its
+  correction is then a run-time product with the constant column sums, and a conv
+  with padding or a shifted weight stays int32 (its pad value is a compile-time attribute).
+- The result is the op's exact int32: what follows (bias, requantize) is unchanged.
 """
 
 from __future__ import annotations
@@ -48,9 +66,11 @@ class IntegerReport:
     """The op of each pattern that became an integer kernel, in order."""
     kept_float: list[str] = field(default_factory=list)
     """``op: reason`` for each quantized pattern left in float."""
+    kept_int32: list[str] = field(default_factory=list)
+    """``op: reason`` for each integer op (MatMulInteger, ConvInteger) left widened to int32."""
 
     def to_dict(self) -> dict:
-        return {"lowered": list(self.lowered), "kept_float": list(self.kept_float)}
+        return {"lowered": list(self.lowered), "kept_float": list(self.kept_float), "kept_int32": list(self.kept_int32)}
 
 
 class Constants:
@@ -102,8 +122,6 @@ def integer_conv(call, x_call, w_call, values: Constants, dot: DotProduct | None
     ``dot``: the target's int8 dot product, which sums 4 input channels per step; an
     ungrouped conv it is exact for gets its input channels padded to a multiple (zero
     weights), so an RGB stem takes it too."""
-    from tvm import relax
-
     attrs = call.attrs
     reason = why_not(x_call, w_call, values)
     if reason is None and (attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW"):
@@ -116,8 +134,22 @@ def integer_conv(call, x_call, w_call, values: Constants, dot: DotProduct | None
         return f"weight scales along axis {w_axis}, not the output channels"
     weight = values.of(w)
     channels = weight.shape[0]
+    acc, correction, _, _ = conv_kernel(x, int(zx.reshape(())), weight, attrs, dot)
+    scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (channels,))).astype(np.float32)
+    return acc, correction, scale.reshape(1, channels, 1, 1)
+
+
+def conv_kernel(x, zero: int, weight: np.ndarray, attrs, dot: DotProduct | None):
+    """(int32 conv of the 8-bit ``x`` and the constant int8 ``weight``, int32 correction shaped
+    [1, C, 1, 1], the padded activation, its zero point): ``x`` padded with its zero point, the
+    kernel unpadded, and ``-zero * sum(W[c])`` to subtract the zero point's share. ``dot``: see
+    ``integer_conv``."""
+    from tvm import relax
+
+    channels = weight.shape[0]
     top, left, bottom, right = (int(p) for p in attrs.padding)
-    x, zero, fits = dot_operand(x, int(zx.reshape(())), weight, dot)
+    x, zero, fits = dot_operand(x, zero, weight, dot)
+    w = relax.const(weight, "int8")
     extra = 0
     if fits and int(attrs.groups) == 1 and weight.shape[1] % dot.depth:
         extra = dot.depth - weight.shape[1] % dot.depth
@@ -127,8 +159,33 @@ def integer_conv(call, x_call, w_call, values: Constants, dot: DotProduct | None
     acc = relax.op.nn.conv2d(padded, w, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
                              groups=int(attrs.groups), out_dtype="int32")
     correction = -zero * weight.astype(np.int64).reshape(channels, -1).sum(axis=1)
-    scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32), (channels,))).astype(np.float32)
-    return acc, correction.reshape(1, channels, 1, 1), scale.reshape(1, channels, 1, 1)
+    return acc, correction.reshape(1, channels, 1, 1), padded, zero
+
+
+def shifted_weight_conv(x, zero: int, weight: np.ndarray, attrs):
+    """The int32 conv of ``x`` less its zero point with a weight that spans up to 256 values per
+    output channel but does not fit int8 (uint8 weights with any zero point): stored as int8
+    ``w8 = e - min(e[c]) - 128``, so ``e = w8 - z[c]``; ``z[c]`` times each window's sum of the
+    activation (a conv with ones) is subtracted at run time."""
+    from tvm import relax
+
+    channels = weight.shape[0]
+    flat = weight.reshape(channels, -1)
+    low = flat.min(axis=1)
+    if np.any(flat.max(axis=1) - low > 255):
+        return "the weight less its zero point spans more than 256 values"
+    z = -(low + 128)
+    w8 = (weight - low.reshape(-1, *[1] * (weight.ndim - 1)) - 128).astype(np.int8)
+    acc, correction, padded, zero = conv_kernel(x, zero, w8, attrs, None)
+    groups = int(attrs.groups)
+    ones = relax.const(np.ones((groups, *weight.shape[1:]), np.int8), "int8")
+    window = relax.op.nn.conv2d(padded, ones, strides=attrs.strides, padding=[0, 0, 0, 0], dilation=attrs.dilation,
+                                groups=groups, out_dtype="int32")
+    if channels != groups:
+        window = relax.op.repeat(window, channels // groups, axis=1)
+    acc = relax.op.subtract(acc, relax.op.multiply(window, relax.const(z.reshape(1, -1, 1, 1).astype(np.int32), "int32")))
+    correction = correction + (z * flat.shape[1] * zero).reshape(1, -1, 1, 1)
+    return relax.op.add(acc, relax.const(correction.astype(np.int32), "int32"))
 
 
 def dot_operand(x, zero: int, weight: np.ndarray, dot: DotProduct | None):
@@ -270,6 +327,143 @@ def rescale(acc, correction: np.ndarray, scale: np.ndarray):
     return relax.op.multiply(relax.op.astype(shifted, "float32"), relax.const(scale, "float32"))
 
 
+def resolve(expr, bindings: dict):
+    """The value a dataflow variable is bound to, through any chain of variables."""
+    while expr in bindings:
+        expr = bindings[expr]
+    return expr
+
+
+def op_name(expr) -> str:
+    from tvm.ir.expr import Call
+
+    return getattr(expr.op, "name", "") if isinstance(expr, Call) else ""
+
+
+def constant_value(expr, bindings: dict, values: Constants) -> np.ndarray | None:
+    """The compile-time value of a constant, or of astype/subtract/reshape/expand_dims of constants."""
+    expr = resolve(expr, bindings)
+    found = values.of(expr)
+    if found is not None:
+        return found
+    name = op_name(expr)
+    if name not in ("relax.astype", "relax.subtract", "relax.reshape", "relax.expand_dims"):
+        return None
+    first = constant_value(expr.args[0], bindings, values)
+    if first is None:
+        return None
+    if name == "relax.astype":
+        return first.astype(np.int64)
+    if name == "relax.subtract":
+        second = constant_value(expr.args[1], bindings, values)
+        return None if second is None else first.astype(np.int64) - second.astype(np.int64)
+    return first.reshape([int(d) for d in expr.ty.shape.values])
+
+
+def widened(expr, bindings: dict):
+    """(8-bit tensor, zero point expr or None) of ``astype(q, int32) [- zero]``, or None."""
+    expr = resolve(expr, bindings)
+    zero = None
+    if op_name(expr) == "relax.subtract":
+        expr, zero = resolve(expr.args[0], bindings), expr.args[1]
+    if op_name(expr) == "relax.astype" and dtype_of(expr.args[0]) in QUANTIZED_INPUTS:
+        return expr.args[0], zero
+    return None
+
+
+def integer_op_rewriter(report: IntegerReport, op: str, bindings: dict, values: Constants, dot: DotProduct | None):
+    """A (pattern, rewriter) pair for an int32 ``op`` (conv2d or matmul) of widened 8-bit
+    operands: the integer ops' form."""
+    from tvm.relax.dpl import is_op, wildcard
+
+    pattern = is_op("relax.nn.conv2d" if op == "conv2d" else "relax.matmul")(wildcard(), wildcard())
+
+    def rewrite(call, matchings):
+        lowered = integer_op_of(op, call, bindings, values, dot)
+        if lowered is None or isinstance(lowered, str):
+            return call  # reported by ``report_kept_int32`` once the rewrite is done
+        report.lowered.append(f"{op}-integer")
+        return lowered
+
+    return pattern, rewrite
+
+
+def integer_op_of(op: str, call, bindings: dict, values: Constants, dot: DotProduct | None):
+    """The 8-bit kernel for an int32 ``op`` call of widened operands, why not, or None when the
+    call is not made of 8-bit values (a plain int32 op)."""
+    if op_name(call) != ("relax.nn.conv2d" if op == "conv2d" else "relax.matmul"):
+        return None
+    if str(call.ty.dtype) != "int32" or any(dtype_of(arg) != "int32" for arg in call.args):
+        return None
+    activation = widened(call.args[0], bindings)
+    return None if activation is None else integer_op(op, call, activation, bindings, values, dot)
+
+
+def report_kept_int32(report: IntegerReport, func, values: Constants) -> None:
+    """Why each integer op still widened to int32 after the rewrite stayed so."""
+    bindings = {binding.var: binding.value for block in func.body.blocks for binding in block.bindings}
+    for value in bindings.values():
+        for op in ("conv2d", "matmul"):
+            reason = integer_op_of(op, value, bindings, values, None)
+            if isinstance(reason, str):
+                report.kept_int32.append(f"{op}: {reason}")
+
+
+def integer_op(op: str, call, activation, bindings: dict, values: Constants, dot: DotProduct | None):
+    """The 8-bit kernel for an int32 conv2d or matmul of widened operands, or why not."""
+    from tvm import relax
+
+    x, zero_expr = activation
+    zero = 0 if zero_expr is None else constant_value(zero_expr, bindings, values)
+    if zero is not None and np.size(zero) != 1:
+        return "the activation's zero point is not a scalar"
+    if zero_expr is not None and zero is None and zero_expr.ty.shape is not None and len(zero_expr.ty.shape.values) != 0:
+        return "the activation's zero point is not a scalar"
+    weight = constant_value(call.args[1], bindings, values)
+    if weight is None:
+        return "the weight is not a constant"
+    fits = weight.min(initial=0) >= -128 and weight.max(initial=0) <= 127
+    if op == "conv2d":
+        attrs = call.attrs
+        if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout != "NCHW":
+            return f"layout {attrs.data_layout}/{attrs.kernel_layout}"
+        if zero is None and (any(int(p) for p in attrs.padding) or not fits):
+            return "the activation's zero point is computed at run time and the conv pads or its weight leaves int8"
+        if not fits:
+            return shifted_weight_conv(x, int(np.reshape(zero, ())), weight, attrs)
+        weight = weight.astype(np.int8)
+        acc, correction, _, _ = conv_kernel(x, 0 if zero is None else int(np.reshape(zero, ())), weight, attrs, dot)
+        sums = weight.astype(np.int64).reshape(weight.shape[0], -1).sum(axis=1).reshape(1, -1, 1, 1)
+    else:
+        if weight.ndim != 2:
+            return f"{weight.ndim}-D weight"
+        low = weight.min(axis=0)
+        if np.any(weight.max(axis=0) - low > 255):
+            return "the weight less its zero point spans more than 256 values"
+        # Stored as int8 less a per-column shift where it does not fit: e = w8 - z[n].
+        weight_zero = None if fits else -(low + 128).reshape(1, -1)
+        w8 = weight if fits else weight + weight_zero
+        weight8 = relax.const(w8.astype(np.int8), "int8")
+        sums = w8.sum(axis=0)
+        acc = relax.op.matmul(x, weight8, out_dtype="int32")
+        correction = np.zeros_like(sums)
+        if weight_zero is not None:
+            rowsum = relax.op.sum(relax.op.astype(x, "int32"), axis=[-1], keepdims=True)
+            acc = relax.op.subtract(acc, relax.op.multiply(rowsum, relax.const(weight_zero.astype(np.int32), "int32")))
+            depth = weight.shape[0]
+            if zero is not None:
+                correction = correction + depth * int(np.reshape(zero, ())) * weight_zero.reshape(-1)
+            else:
+                acc = relax.op.add(acc, relax.op.multiply(zero_expr, relax.const((depth * weight_zero).astype(np.int32), "int32")))
+        if zero is not None:
+            correction = correction - int(np.reshape(zero, ())) * sums
+    if zero is None:  # a run-time zero point times the constant column sums
+        acc = relax.op.subtract(acc, relax.op.multiply(zero_expr, relax.const(sums.astype(np.int32), "int32")))
+    if op == "conv2d":
+        return relax.op.add(acc, relax.const(correction.astype(np.int32), "int32"))
+    return relax.op.add(acc, relax.const(correction.astype(np.int32), "int32")) if np.any(correction) else acc
+
+
 def lower_integer_kernels(mod, dot: DotProduct | None = None):
     """Rewrite every function of ``mod``; returns the new module and what happened.
     ``dot``: the target's int8 dot product (``int8_schedules.dot_product_for``)."""
@@ -285,6 +479,10 @@ def lower_integer_kernels(mod, dot: DotProduct | None = None):
         for pattern, rewrite in [linear_rewriter(report, op, with_bias, values, dot) for with_bias in (True, False)
                                  for op in ("conv2d", "matmul-transposed", "matmul")]:
             func = rewrite_call(pattern, rewrite, func)
+        for op in ("conv2d", "matmul"):
+            bindings = {binding.var: binding.value for block in func.body.blocks for binding in block.bindings}
+            func = rewrite_call(*integer_op_rewriter(report, op, bindings, values, dot), func)
+        report_kept_int32(report, func, values)
         updated[gvar] = func
     for gvar, func in updated.items():
         mod[gvar] = func

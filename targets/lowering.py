@@ -143,7 +143,7 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name:
         from .int8_schedules import dot_product_for
 
         mod, integer = lower_integer_kernels(mod, dot_product_for(target))
-        if integer.lowered or integer.kept_float:
+        if integer.lowered or integer.kept_float or integer.kept_int32:
             target_manifest["integer_kernels"] = integer.to_dict()
         # TVM's default CPU pipeline schedules nothing; edgec's rules do (see cpu_schedules).
         from .cpu_schedules import schedule_for_cpu

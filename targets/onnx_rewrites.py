@@ -3,7 +3,7 @@
 TVM's frontend converts ~190 ops, some of them wrongly in cases edgec can see beforehand.
 Each rule here either rewrites the node into ONNX that TVM converts right, or refuses the
 model with one line naming the op, the node and the reason; a silent wrong result is
-never an option. Rules:
+never an option. Rules (ConvInteger first, in ``qoperator``):
 
 - ``refuse_dtypes``: tensors TVM's CPU code gets wrong or cannot hold (sub-byte, float8).
 - ``fix_ops``, node by node:
@@ -19,7 +19,7 @@ never an option. Rules:
     float64, or the exponent cast to the base's dtype;
   - float Mod with ``fmod=0`` (TVM's floor modulo is NaN for infinite divisors): from
     ``fmod``, as numpy does it;
-  - ops TVM has no converter for: LpNormalization, QLinearMatMul, ReverseSequence, and
+  - ops TVM has no converter for: LpNormalization, ReverseSequence, and
     RNN, GRU and LSTM unrolled over their static sequence length (their activations and
     clip: ``targets/recurrent.py``);
   - Dropout's mask in inference (TVM returns it as float32): all true, bool;
@@ -45,11 +45,13 @@ import onnx
 from edgec.errors import CompileError
 from edgec.passes.fold_constants import NONDETERMINISTIC
 
+from .qoperator import rewrite_integer_ops
 from .recurrent import activations
 
 
 def prepare_for_tvm(proto: onnx.ModelProto) -> list[ShapeInput]:
     """Apply every rule, in place; returns the shape inputs the runtime must check."""
+    rewrite_integer_ops(proto)
     refuse_dtypes(proto)
     fix_ops(proto)
     expanded = expand_functions(proto)
@@ -405,7 +407,7 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
                "SpaceToDepth": _space_to_depth_crd, "ReduceMax": _reduce_to_infinity,
                "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
                "Pow": _integer_pow, "Mod": _float_floor_mod,
-               "LpNormalization": _lp_normalization, "QLinearMatMul": _qlinear_matmul,
+               "LpNormalization": _lp_normalization,
                "ReverseSequence": _reverse_sequence, "Dropout": _dropout_mask}.get(op)
         if op in GATES:
             fix = functools.partial(_recurrent, opset=opset)
@@ -784,27 +786,6 @@ def _lstm_step(s: Steps, hidden: int, total: str, peephole: str | None, c: str, 
     new_c = s("Add", [s("Mul", [f, c]), s("Mul", [i, act_g(gate(3))])])
     o = act_f(gate(1, new_c))
     return s("Mul", [o, act_h(new_c)]), new_c
-
-
-def _qlinear_matmul(node, attrs, elem, shape):
-    """QLinearMatMul (no TVM converter) as ONNX's reference computes it: the int32 product of
-    the zero-point-shifted operands, times ``a_scale * b_scale / y_scale`` (in the scales'
-    dtype), plus ``y_zero_point``, rounded half to even and saturated, in float64."""
-    a, a_scale, a_zero, b, b_scale, b_zero, y_scale, y_zero = node.input
-    s = Steps(node.output[0], 0)
-    result = elem(y_zero)
-    info = np.iinfo(onnx.helper.tensor_dtype_to_np_dtype(result))
-
-    def shifted(value: str, zero: str) -> str:
-        return s("Sub", [s("Cast", [value], to=T.INT32), s("Cast", [zero], to=T.INT32)])
-
-    product = s("MatMul", [shifted(a, a_zero), shifted(b, b_zero)])
-    scale = s("Div", [s("Mul", [a_scale, b_scale]), y_scale])
-    scaled = s("Add", [s("Mul", [s("Cast", [product], to=T.DOUBLE), s("Cast", [scale], to=T.DOUBLE)]),
-                       s("Cast", [y_zero], to=T.DOUBLE)])
-    bounded = s("Clip", [s("Round", [scaled]), s.const(np.array(info.min, np.float64)), s.const(np.array(info.max, np.float64))])
-    s("Cast", [bounded], node.output[0], to=result)
-    return s.nodes
 
 
 def _reverse_sequence(node, attrs, elem, shape):

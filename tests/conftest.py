@@ -24,3 +24,9 @@ def assert_close(actual: dict, expected: dict, rtol: float = 1e-3, atol: float =
     assert list(actual) == list(expected)
     for name in expected:
         np.testing.assert_allclose(actual[name], expected[name], rtol=rtol, atol=atol, err_msg=f"output {name}")
+
+
+def without_progress(err: str) -> str:
+    """stderr less the progress lines a compile prints off a terminal (``edgec: [  0.1s] step``):
+    what the one-line-error checks read."""
+    return "".join(line for line in err.splitlines(keepends=True) if not line.startswith("edgec: ["))

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgec import api
 from edgec.cli import main
+from edgec.errors import ProfileViolation, UsageError
 from tests.models import make_model, ort_run
 
 
@@ -41,11 +45,10 @@ def test_budget_reverts_the_most_sensitive_layer(tmp_path, capsys):
     np.savez(tmp_path / "calib.npz", x=x[:32])
     np.savez(tmp_path / "data.npz", x=x, labels=labels)
 
-    code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--per-tensor-weights",
-                 "--data", str(tmp_path / "data.npz"), "--max-drop", "0.02", "-o", str(tmp_path / "q.onnx")])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "top1: float 1, all quantized 0." in err and "kept in float: fc2 (SQNR" in err
+    result = api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", per_tensor_weights=True,
+                          data=tmp_path / "data.npz", max_drop=0.02, output=tmp_path / "q.onnx")
+    assert result.budget.met and result.budget.float_value == 1 and result.budget.first_value < 0.5
+    assert result.budget.reverted == ["fc2"] and "kept in float: fc2 (SQNR" in result.budget.summary()[1]
 
     quantized = onnx.load(tmp_path / "q.onnx")
     nodes = {n.name: n for n in quantized.graph.node}
@@ -61,19 +64,18 @@ def test_budget_reverts_the_most_sensitive_layer(tmp_path, capsys):
 def test_budget_flags_go_together(tmp_path, capsys):
     onnx.save(fragile_model(), tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", x=np.zeros((2, 16), np.float32))
-    code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--max-drop", "0.01",
-                 "-o", str(tmp_path / "q.onnx")])
-    assert code == 2 and "--data and --max-drop (or a profile's accuracy.max_drop or accuracy.min) go together" in capsys.readouterr().err
+    with pytest.raises(UsageError, match=re.escape("--data and --max-drop (or a profile's accuracy.max_drop or "
+                                                   "accuracy.min) go together")):
+        api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", max_drop=0.01, output=tmp_path / "q.onnx")
 
 
 def test_bad_budget_data_is_a_usage_error(tmp_path, capsys):
     onnx.save(fragile_model(), tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", x=np.zeros((2, 16), np.float32))
     np.savez(tmp_path / "data.npz", x=np.full((4, 16), np.nan, np.float32), labels=np.zeros(4))
-    code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
-                 "--data", str(tmp_path / "data.npz"), "--max-drop", "0.01", "-o", str(tmp_path / "q.onnx")])
-    err = capsys.readouterr().err
-    assert code == 2 and err.startswith(f"edgec: error: --data {tmp_path / 'data.npz'}: input 'x' has 64 NaN/Inf")
+    with pytest.raises(UsageError, match=re.escape(f"--data {tmp_path / 'data.npz'}: input 'x' has 64 NaN/Inf")):
+        api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", data=tmp_path / "data.npz", max_drop=0.01,
+                     output=tmp_path / "q.onnx")
 
 
 def test_a_profile_gives_the_budget_and_the_scheme(tmp_path, capsys):
@@ -87,15 +89,13 @@ def test_a_profile_gives_the_budget_and_the_scheme(tmp_path, capsys):
     np.savez(tmp_path / "data.npz", x=x, labels=labels)
     (tmp_path / "p.toml").write_text('schema = 1\nname = "budget"\n[accuracy]\nmetric = "top1"\nmax_drop = 0.02\n'
                                      '[quantization]\nscheme = "per-tensor"\n')
-    code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--profile",
-                 str(tmp_path / "p.toml"), "--data", str(tmp_path / "data.npz"), "-o", str(tmp_path / "q.onnx")])
-    err = capsys.readouterr().err
-    assert code == 0, err
-    assert "kept in float: fc2" in err and "budget 0.02" in err
+    result = api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", profile=tmp_path / "p.toml",
+                          data=tmp_path / "data.npz", output=tmp_path / "q.onnx")
+    assert result.budget.reverted[0] == "fc2" and result.budget.max_drop == 0.02
     # Without --data the profile's budget is not applied, and nothing is reverted.
-    code = main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--profile",
-                 str(tmp_path / "p.toml"), "-o", str(tmp_path / "q2.onnx")])
-    assert code == 0 and "kept in float" not in capsys.readouterr().err
+    result = api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", profile=tmp_path / "p.toml",
+                          output=tmp_path / "q2.onnx")
+    assert result.budget is None and result.activation_pairs == 2
 
 
 def budget_data(tmp_path, proto, samples: int = 64, seed: int = 1):
@@ -115,10 +115,8 @@ def test_compile_fits_the_budget_and_records_it(tmp_path, capsys):
     proto = fragile_model()
     onnx.save(proto, tmp_path / "m.onnx")
     x, labels = budget_data(tmp_path, proto)
-    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--calib", str(tmp_path / "calib.npz"),
-                 "--per-tensor-weights", "--data", str(tmp_path / "data.npz"), "--max-drop", "0.02",
-                 "-o", str(tmp_path / "m.edgec"), "-q"])
-    assert code == 0, capsys.readouterr().err
+    api.compile(tmp_path / "m.onnx", "x86-64", calib=tmp_path / "calib.npz", per_tensor_weights=True,
+                data=tmp_path / "data.npz", max_drop=0.02, output=tmp_path / "m.edgec")
     compiled = load(tmp_path / "m.edgec")
     manifest = compiled.manifest
     assert "quantize{calib=calib.npz,per-tensor-weights=true,exclude=fc2" in manifest["pipeline"]
@@ -144,21 +142,17 @@ def test_compile_fails_a_budget_no_revert_can_meet(tmp_path, capsys):
     x, labels = budget_data(tmp_path, proto, samples=32)
     np.savez(tmp_path / "data.npz", x=x, labels=(labels + 1) % 10)  # float top-1 is 0
     (tmp_path / "p.toml").write_text('schema = 1\nname = "strict"\n[accuracy]\nmetric = "top1"\nmin = 0.9\n')
-    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--calib", str(tmp_path / "calib.npz"),
-                 "--profile", str(tmp_path / "p.toml"), "--data", str(tmp_path / "data.npz"),
-                 "-o", str(tmp_path / "m.edgec"), "-q"])
-    err = capsys.readouterr().err
-    assert code == 3, err
-    assert "m.onnx cannot meet its accuracy budget: top1: float" in err
+    with pytest.raises(ProfileViolation, match="m.onnx cannot meet its accuracy budget: top1: float"):
+        api.compile(tmp_path / "m.onnx", "x86-64", calib=tmp_path / "calib.npz", profile=str(tmp_path / "p.toml"),
+                    data=tmp_path / "data.npz", output=tmp_path / "m.edgec")
     assert not (tmp_path / "m.edgec").exists()
 
 
 def test_compile_budget_flags_need_quantization(tmp_path, capsys):
     onnx.save(fragile_model(), tmp_path / "m.onnx")
     np.savez(tmp_path / "data.npz", x=np.zeros((2, 16), np.float32), labels=np.zeros(2))
-    code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--data", str(tmp_path / "data.npz"),
-                 "--max-drop", "0.01", "-o", str(tmp_path / "m.edgec"), "-q"])
-    assert code == 2 and "--data measures the accuracy of quantization: give --calib" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="--data measures the accuracy of quantization: give --calib"):
+        api.compile(tmp_path / "m.onnx", "x86-64", data=tmp_path / "data.npz", max_drop=0.01, output=tmp_path / "m.edgec")
     code = main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "--max-drop", "0.01", "-o", str(tmp_path / "m.edgec")])
-    assert code == 2 and "--data and --max-drop" in capsys.readouterr().err
+    assert code == 2 and "--data and --max-drop" in capsys.readouterr().err  # the flags' error, exit code 2
     assert not (tmp_path / "m.edgec").exists()

@@ -13,6 +13,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import edgec
+from edgec import api
 from edgec.cli import main
 from edgec.deploy.artifact import open_artifact
 from edgec.reports.analyze import analyze
@@ -31,15 +33,15 @@ def run(capsys, *args) -> tuple[int, str, str]:
 def test_numbers_match_what_the_compile_records(tmp_path):
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     analysis = analyze(tmp_path / "cnn.onnx", "x86-64")
-    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "x86-64", "-o", str(tmp_path / "cnn.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "cnn.onnx", "x86-64", output=tmp_path / "cnn.edgec")
     manifest = open_artifact(tmp_path / "cnn.edgec").manifest
     compiled = manifest["report"]
-    assert [(l["name"], l["op"], l["macs"], l["parameters"]) for l in analysis["layers"]] == \
+    assert [(l["name"], l["op"], l["macs"], l["parameters"]) for l in analysis.layers] == \
            [(l["name"], l["op"], l["macs"], l["parameters"]) for l in compiled["layers"]]
-    assert analysis["totals"]["macs"] == compiled["totals"]["macs"] > 0
-    assert analysis["memory"]["arena_bytes"] == manifest["memory_plan"]["arena_bytes"]
-    assert analysis["memory"]["lower_bound_bytes"] <= analysis["memory"]["arena_bytes"]
-    assert analysis["unsupported"] == [] and all(l["support"]["lowered"] for l in analysis["layers"])
+    assert analysis.totals["macs"] == compiled["totals"]["macs"] > 0
+    assert analysis.memory["arena_bytes"] == manifest["memory_plan"]["arena_bytes"]
+    assert analysis.memory["lower_bound_bytes"] <= analysis.memory["arena_bytes"]
+    assert analysis.unsupported == [] and all(l["support"]["lowered"] for l in analysis.layers)
 
 
 def test_unsupported_nodes_are_named_with_the_reason(tmp_path, capsys):
@@ -49,10 +51,8 @@ def test_unsupported_nodes_are_named_with_the_reason(tmp_path, capsys):
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 3))
     onnx.save(model, tmp_path / "m.onnx")
-    code, out, err = run(capsys, "analyze", tmp_path / "m.onnx", "-t", "x86-64", "--json")
-    assert code == 0, err
-    analysis = json.loads(out)
-    assert analysis["unsupported"] == [{"node": "scaler", "op": "ai.onnx.ml::Normalizer",
+    analysis = edgec.analyze(tmp_path / "m.onnx", "x86-64")
+    assert analysis.ok and analysis.unsupported == [{"node": "scaler", "op": "ai.onnx.ml::Normalizer",
                                         "reason": "domain 'ai.onnx.ml' has no lowering on this target"}]
     code, out, _ = run(capsys, "analyze", tmp_path / "m.onnx", "-t", "x86-64")
     assert "scaler (ai.onnx.ml::Normalizer): domain 'ai.onnx.ml' has no lowering" in out
@@ -63,6 +63,7 @@ def test_the_table_and_json_carry_the_same_layers(capsys):
     assert code == 0
     code, out, _ = run(capsys, "analyze", EXAMPLE, "-t", "x86-64", "--json")
     analysis = json.loads(out)
+    assert analysis == {**edgec.analyze(EXAMPLE, "x86-64").to_dict(), "seconds": analysis["seconds"]}
     for layer in analysis["layers"]:
         assert f"{layer['macs']:,}" in text and layer["name"] in text
     assert f"{analysis['totals']['macs']:,}" in text
@@ -78,8 +79,8 @@ def test_a_profile_violation_exits_3_naming_the_budget(capsys):
 
 def test_accelerator_targets_show_each_nodes_device():
     analysis = analyze(EXAMPLE, "cuda")
-    assert {layer["device"] for layer in analysis["layers"]} <= {"cuda", "cpu"}
-    assert "partition" in analysis["pipeline"]
+    assert {layer["device"] for layer in analysis.layers} <= {"cuda", "cpu"}
+    assert "partition" in analysis.pipeline
 
 
 def test_analysis_imports_no_tvm_compiler():
@@ -91,9 +92,15 @@ def test_analysis_imports_no_tvm_compiler():
     assert json.loads(done.stdout) == []
 
 
-@pytest.mark.parametrize("op, lowered", [("Conv", True), ("Celu", True), ("NotAnOp", False)])
-def test_cpu_support_reads_tvms_converters_and_onnx_functions(op, lowered):
-    from edgec.targets.support import cpu_support, tvm_converted_ops
+@pytest.mark.parametrize("op, domain, reason", [
+    ("Conv", "", ""), ("Celu", "", ""), ("ConvInteger", "", ""),
+    ("NotAnOp", "", "no converter in TVM's ONNX frontend and no ONNX function body for NotAnOp"),
+    ("Conv", "com.example", "domain 'com.example' has no lowering on this target"),
+])
+def test_cpu_support_reads_tvms_converters_and_onnx_functions(op, domain, reason):
+    from edgec.ir import Node
+    from edgec.targets.support import cpu_lowering, tvm_converted_ops
 
     assert "Conv" in tvm_converted_ops() and len(tvm_converted_ops()) > 100
-    assert (cpu_support(op, "", 17) is None) == lowered
+    verdict = cpu_lowering(17)(Node(op, [], [], domain=domain))
+    assert (verdict.ok, verdict.reason) == (not reason, reason)

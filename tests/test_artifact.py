@@ -10,8 +10,8 @@ import numpy as np
 import onnx
 import pytest
 
+from edgec import api
 from edgec import runtime
-from edgec.cli import main
 from edgec.deploy.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
 from edgec.errors import ArtifactError
 from tests.models import small_cnn
@@ -21,7 +21,7 @@ from tests.models import small_cnn
 def artifact(tmp_path_factory):
     directory = tmp_path_factory.mktemp("art")
     onnx.save(small_cnn(), directory / "cnn.onnx")
-    assert main(["compile", str(directory / "cnn.onnx"), "-t", "x86-64", "-o", str(directory / "cnn.edgec"), "-q"]) == 0
+    api.compile(directory / "cnn.onnx", "x86-64", output=directory / "cnn.edgec")
     return directory / "cnn.edgec"
 
 

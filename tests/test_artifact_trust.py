@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edgec import api
 from edgec import runtime
 from edgec.cli import main
 from edgec.deploy.artifact import DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact
@@ -28,7 +29,7 @@ from tests.models import small_cnn
 def good(tmp_path_factory):
     directory = tmp_path_factory.mktemp("trust")
     onnx.save(small_cnn(), directory / "cnn.onnx")
-    assert main(["compile", str(directory / "cnn.onnx"), "-t", "x86-64", "-o", str(directory / "cnn.edgec"), "-q"]) == 0
+    api.compile(directory / "cnn.onnx", "x86-64", output=directory / "cnn.edgec")
     opened = open_artifact(directory / "cnn.edgec")
     members = {name: opened.read_member(name) for name in opened.manifest["members"]}
     return directory / "cnn.edgec", json.loads(json.dumps(opened.manifest)), members

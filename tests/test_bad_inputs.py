@@ -12,14 +12,16 @@ import numpy as np
 import onnx
 import pytest
 
+from edgec import api
 from edgec.cli import main
 from tests.bad_models import CASES, arena, relu, saved
+from tests.conftest import without_progress
 
 
 def one_line_error(capfd, code: int, argv: list[str], culprit: str) -> str:
     capfd.readouterr()
     assert main(argv) == code
-    err = capfd.readouterr().err
+    err = without_progress(capfd.readouterr().err)
     assert err.count("\n") == 1 and err.startswith("edgec") and "internal error" not in err, err
     assert culprit in err, err
     return err
@@ -66,7 +68,7 @@ def test_output_path_is_checked_before_any_work(tmp_path, capfd, argv):
 def small_artifact(tmp_path_factory):
     directory = tmp_path_factory.mktemp("bad-inputs")
     saved(relu())(directory)
-    assert main(["compile", str(directory / "bad.onnx"), "-t", "x86-64", "-o", str(directory / "m.edgec"), "-q"]) == 0
+    api.compile(directory / "bad.onnx", "x86-64", output=directory / "m.edgec")
     return directory / "m.edgec"
 
 
@@ -87,7 +89,7 @@ def test_stale_temporary_of_a_killed_compile_is_removed(small_artifact, tmp_path
     live = tmp_path / f".m.edgec.{__import__('os').getpid()}-def456.tmp"
     stale.write_bytes(b"half an artifact")
     live.write_bytes(b"being written")
-    assert main(["compile", str(model), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(model, "x86-64", output=tmp_path / "m.edgec")
     assert not stale.exists() and live.exists()
 
 

@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec.cli import main
-from tests.conftest import assert_close
+from tests.conftest import assert_close, without_progress
 from tests.models import make_model, ort_run, random_feeds, small_cnn
 
 
@@ -83,6 +83,19 @@ def test_same_inputs_give_the_same_bytes(cnn_artifact, capsys):
     assert again.read_bytes() == (cnn_artifact / "cnn.edgec").read_bytes()
 
 
+def test_progress_is_a_line_per_step_off_a_terminal(tmp_path, capsys):
+    """A CI log gets each compile step as it starts (the spinner is for terminals), and -q none."""
+    onnx.save(small_cnn(), tmp_path / "cnn.onnx")
+    code, _, err = edgec(capsys, "compile", tmp_path / "cnn.onnx", "-t", "x86-64", "-o", tmp_path / "c.edgec")
+    assert code == 0, err
+    lines = err.splitlines()
+    steps = [line.split("] ", 1)[1] for line in lines if line.startswith("edgec: [")]
+    assert steps == ["importing", "running passes", "lowering for x86-64 with TVM", "writing artifact"]
+    assert lines[-1].startswith(f"wrote {tmp_path / 'c.edgec'}")
+    code, _, err = edgec(capsys, "compile", tmp_path / "cnn.onnx", "-t", "x86-64", "-o", tmp_path / "c.edgec", "-q")
+    assert (code, err) == (0, "")
+
+
 def test_instrument_flags(tmp_path, capsys):
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     code, _, err = edgec(capsys, "compile", tmp_path / "cnn.onnx", "-t", "x86-64", "-o", tmp_path / "c.edgec", "-q",
@@ -101,6 +114,38 @@ def test_opt_prints_ir_and_writes_onnx(tmp_path, capsys):
     assert edgec(capsys, "opt", tmp_path / "cnn.onnx", "-o", tmp_path / "out.onnx")[0] == 0
     feeds = random_feeds(small_cnn())
     assert_close(ort_run(tmp_path / "out.onnx", feeds), ort_run(small_cnn(), feeds))
+
+
+def test_json_on_run_passes_opt_and_quantize(cnn_artifact, tmp_path, capsys):
+    feeds = random_feeds(small_cnn())
+    np.savez(tmp_path / "in.npz", **feeds)
+    code, out, err = edgec(capsys, "run", cnn_artifact / "cnn.edgec", "--inputs", tmp_path / "in.npz", "--json")
+    assert code == 0, err
+    logits = json.loads(out)["logits"]
+    assert (logits["dtype"], logits["shape"]) == ("float32", [1, 10])
+    assert_close({"logits": np.array(logits["values"], np.float32)}, ort_run(small_cnn(), feeds))
+
+    code, out, _ = edgec(capsys, "passes", "--json")
+    listed = json.loads(out)
+    assert code == 0 and listed["passes"]["fold-constants"]["options"]["size-limit"] == "1GiB"
+    assert ",".join(listed["pipelines"]["default"]) == "remove-identity,fold-constants,fold-batchnorm,fold-conv-affine," \
+                                                      "eliminate-dead,reorder-for-memory"
+
+    code, out, _ = edgec(capsys, "opt", cnn_artifact / "cnn.onnx", "--passes", "remove-identity,eliminate-dead", "--json")
+    summary = json.loads(out)
+    assert code == 0 and [p["pass"] for p in summary["passes"]] == ["remove-identity", "eliminate-dead"]
+    assert summary["passes"][0]["modified"] and summary["nodes_after"] < summary["nodes_before"]
+    assert summary["ir"].startswith("model ir_version=8") and "Identity" not in summary["ir"]
+    code, out, _ = edgec(capsys, "opt", cnn_artifact / "cnn.onnx", "-o", tmp_path / "o.txt", "--json")
+    assert code == 0 and "ir" not in json.loads(out) and (tmp_path / "o.txt").read_text().startswith("model ")
+
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32))
+    code, out, err = edgec(capsys, "quantize", cnn_artifact / "cnn.onnx", "--calib", tmp_path / "calib.npz", "--report",
+                           "--json", "-o", tmp_path / "q.onnx")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["output"] == str(tmp_path / "q.onnx") and result["activation_pairs"] > 0
+    assert {layer["op"] for layer in result["layers"]} == {"Conv", "Gemm"}
 
 
 def test_targets_lists_x86(capsys):
@@ -198,6 +243,7 @@ def test_bad_input_gives_one_clear_line_and_no_output(case, tmp_path, capsys):
     code, out, err = edgec(capsys, "compile", *args)
     assert code == expected_code, err
     assert expected_text in err
+    err = without_progress(err)
     assert err.count("\n") == 1 and "error:" in err and out == ""
     assert set(work.iterdir()) == before  # nothing written, not even a temp file
 

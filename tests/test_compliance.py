@@ -7,10 +7,12 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgec import api
 from edgec.profiles.compliance import (
     FAIL,
     NOT_REQUIRED,
@@ -27,6 +29,8 @@ from edgec.ir import parse_model
 from edgec.profiles.profile import load_profile
 from edgec.targets import get_target
 from tests.models import ort_run, small_cnn
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "digits_mlp.onnx"
 
 DIGITS_PROFILE = """\
 schema = 1
@@ -59,7 +63,6 @@ def digits(request, tmp_path_factory):
     """(onnx path, held-out .npz, compiled artifact), trained once and cached across runs."""
     pytest.importorskip("torch", reason="the digits CNN is trained with torch==2.13.0 (pip install torch==2.13.0)")
     pytest.importorskip("sklearn", reason="the digits data set comes from scikit-learn")
-    from edgec.cli import main
     from tests.digits_cnn import trained_digits
 
     cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
@@ -68,8 +71,7 @@ def digits(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("digits")
     (work / "digits.toml").write_text(DIGITS_PROFILE)
     artifact = work / "digits.edgec"
-    assert main(["compile", str(model_path), "-t", "x86-64", "--profile", str(work / "digits.toml"),
-                 "-o", str(artifact), "-q"]) == 0
+    api.compile(model_path, "x86-64", profile=str(work / "digits.toml"), output=artifact)
     return model_path, data_path, artifact
 
 
@@ -136,22 +138,17 @@ def test_static_rules_are_unverified_unless_the_compile_checked_the_same_ones(di
     assert found["ops"].status == UNVERIFIED and "recompile it with --profile mcu" in found["ops"].how
     assert found["dtypes.compute"].status == UNVERIFIED  # not proven for this artifact either
 
-    from edgec.cli import main
-
     unprofiled = tmp_path / "plain.edgec"
-    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(unprofiled), "-q"]) == 0
+    api.compile(model_path, "x86-64", output=unprofiled)
     found = by_attribute(certify(unprofiled, loader(unprofiled), load_profile("mcu"), None, None, host))
     assert found["ops"].status == UNVERIFIED and "compiled without a profile" in found["ops"].how
 
 
 def test_a_violation_allowed_at_compile_time_fails_the_certificate(digits, host, tmp_path):
-    from edgec.cli import main
-
     model_path, _, _ = digits
     artifact = tmp_path / "violating.edgec"
     overrides = ['ops.allowed=["Conv"]', "memory.working_set=4GiB"]
-    assert main(["compile", str(model_path), "-t", "x86-64", "--profile", "mcu", "--set", overrides[0], "--set",
-                 overrides[1], "--allow-violations", "-o", str(artifact), "-q"]) == 0
+    api.compile(model_path, "x86-64", profile="mcu", overrides=overrides, allow_violations=True, output=artifact)
     certificate = certify(artifact, loader(artifact), load_profile("mcu", overrides), None, None, host)
     found = by_attribute(certificate)
     assert not certificate.ok
@@ -248,8 +245,43 @@ def test_a_preloaded_model_without_first_time_is_unverified(digits, digits_profi
 def test_batch_size_other_than_the_artifacts_fails(digits, digits_profile, host):
     _, _, artifact = digits
     profile = load_profile(digits_profile, ["latency.batch_size=8"])
-    steady = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))["latency.steady_state"]
-    assert steady.status == FAIL and "recompile it for batches of 8" in steady.how
+    found = by_attribute(certify(artifact, loader(artifact), profile, None, None, host))
+    for attribute in ("latency.first_time", "latency.steady_state"):
+        assert found[attribute].status == FAIL and "batch of 8" in found[attribute].required
+        assert "batch of 1" in found[attribute].measured and "the model fixes its batch at 1" in found[attribute].how
+
+
+def test_a_batch_the_model_fixes_is_named_with_advice_that_can_be_followed(host, tmp_path):
+    """The bundled example fixes its batch at 10; under mobile (batch 1) both latency lines fail
+    naming both batches, and neither advises a recompile, which cannot change a fixed batch."""
+    artifact = api.compile(EXAMPLE, "x86-64", output=tmp_path / "d.edgec").output
+    certificate = certify(artifact, loader(artifact), load_profile("mobile"), None, None, host)
+    found = by_attribute(certificate)
+    for attribute in ("latency.first_time", "latency.steady_state"):
+        line = found[attribute]
+        assert line.status == FAIL and "batch of 1" in line.required and "batch of 10" in line.measured
+        assert "the model fixes its batch at 10" in line.how and "recompile" not in line.how
+    for line in certificate.measurements:  # a verdict never contradicts the line it is on
+        assert (line.status == NOT_REQUIRED) == (line.required is None), line
+        assert line.status != FAIL or line.measured is not None, line
+
+
+def test_a_batch_bound_at_compile_is_advised_a_recompile(host, tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tests.models import make_model
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [4, 2], np.ones(8, np.float32))
+    model = make_model([helper.make_node("MatMul", ["x", "w"], ["y"])],
+                       [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])], [weight])
+    onnx.save(model, tmp_path / "m.onnx")
+    artifact = api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec").output
+    steady = by_attribute(certify(artifact, loader(artifact), load_profile("mobile", ["latency.batch_size=4"]),
+                                  None, None, host))["latency.steady_state"]
+    assert steady.status == FAIL and "per batch of 1" in steady.measured
+    assert "bound at compile from" in steady.how and "recompile it with --profile mobile" in steady.how
 
 
 def test_bad_data_is_a_usage_error(digits, digits_profile, host, tmp_path):
@@ -390,7 +422,7 @@ def test_command_line_certificate_passes_then_fails_on_a_1us_latency(digits, dig
 
     model_path, data_path, _ = digits
     artifact = tmp_path / "digits.edgec"
-    assert main(["compile", str(model_path), "-t", "x86-64", "-o", str(artifact), "-q", "--profile", str(digits_profile)]) == 0
+    api.compile(model_path, "x86-64", output=artifact, profile=digits_profile)
     capsys.readouterr()
     assert main(["check", str(artifact), "--data", str(data_path), "-o", str(tmp_path / "cert.json")]) == 0
     assert "COMPLIANT" in capsys.readouterr().out
@@ -418,7 +450,7 @@ def test_annotated_model_carries_its_profile_into_the_compile(tmp_path, capsys):
     assert main(["annotate", str(tmp_path / "m.onnx"), "--profile", "smart-device", "-o", str(tmp_path / "a.onnx")]) == 0
     props = {p.key: p.value for p in onnx.load(tmp_path / "a.onnx").metadata_props}
     assert props["edge.profile.name"] == "smart-device"
-    assert main(["compile", str(tmp_path / "a.onnx"), "-t", "x86-64", "-o", str(tmp_path / "a.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "a.onnx", "x86-64", output=tmp_path / "a.edgec")
     manifest = open_artifact(tmp_path / "a.edgec").manifest
     assert manifest["profile"]["name"] == "smart-device" and manifest["compliance"]["ok"] is True
 
@@ -454,7 +486,7 @@ def test_planned_arena_budget_fails_just_below_the_plan_and_passes_at_it(tmp_pat
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
     out = tmp_path / "m.edgec"
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(out), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=out)
     manifest = open_artifact(out).manifest
     planned = manifest["memory_plan"]["arena_bytes"]
     assert manifest["runtime_memory"]["arena_bytes"] == planned  # lowering keeps this model's tensors

@@ -14,10 +14,13 @@ import onnx
 import pytest
 
 import edgec.runtime
+from edgec import api
 from edgec.cli import main
 from edgec.deploy.artifact import FIRMWARE, open_artifact
 from edgec.errors import ArtifactError
+from tests.conftest import without_progress
 from tests.models import ort_run, random_feeds, small_cnn
+from tests.test_manifest import assert_matches_schema
 
 NEEDS = {"arm-none-eabi-gcc": "gcc-arm-none-eabi and libnewlib-arm-none-eabi", "qemu-system-arm": "qemu-system-arm",
          "make": "make"}
@@ -63,6 +66,7 @@ def test_fp32_digits_on_qemu_match_onnxruntime(digits, compiled, tmp_path, capsy
     manifest = open_artifact(artifact).manifest
     assert manifest["format_version"] == 3 and manifest["target"]["board"] == "mps2-an500"
     assert sorted(manifest["members"]) == ["firmware.elf", "project.tar", "weights.bin"]
+    assert_matches_schema(manifest)
     # The command line, as a user runs it.
     np.savez(tmp_path / "x.npz", image=images[:1])
     assert main(["run", str(artifact), "--inputs", str(tmp_path / "x.npz"), "--output", str(tmp_path / "y.npz")]) == 0
@@ -102,7 +106,7 @@ def test_int8_digits_on_qemu_within_one_lsb_of_the_host_run(digits, compiled, tm
 def test_other_cores_run_on_their_boards(tmp_path, target, board):
     model = small_cnn()
     onnx.save(model, tmp_path / "cnn.onnx")
-    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", target, "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "cnn.onnx", target, output=tmp_path / "m.edgec")
     assert open_artifact(tmp_path / "m.edgec").manifest["target"]["board"] == board
     feeds = random_feeds(model)
     want = ort_run(model, feeds)["logits"]
@@ -183,7 +187,7 @@ def test_check_profile_mcu_fails_naming_the_budget_for_a_too_large_model(tmp_pat
     model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 128, 128])],
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 128, 128])])
     onnx.save(model, tmp_path / "big.onnx")
-    assert main(["compile", str(tmp_path / "big.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "big.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "big.onnx", "cortex-m7", output=tmp_path / "big.edgec")
     capsys.readouterr()
     assert main(["check", str(tmp_path / "big.edgec"), "--profile", "mcu"]) == 3
     captured = capsys.readouterr()
@@ -226,7 +230,7 @@ def test_multi_output_and_int64_models_match_onnxruntime(tmp_path, name):
 
     model = names_and_dtypes() if name == "names" else activations_and_concat()
     onnx.save(model, tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "cortex-m7", output=tmp_path / "m.edgec")
     feeds = random_feeds(model)
     if name == "names":
         feeds["ids"] = np.arange(6, dtype=np.int64).reshape(2, 3) * 1000003
@@ -252,7 +256,7 @@ def test_a_model_too_large_for_the_board_is_one_clear_error(tmp_path, capsys, ch
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 256, 256])])
     onnx.save(model, tmp_path / "huge.onnx")
     assert main(["compile", str(tmp_path / "huge.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "h.edgec")]) == 1
-    err = capsys.readouterr().err
+    err = without_progress(capsys.readouterr().err)
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "h.edgec").exists()
 
@@ -308,7 +312,7 @@ def test_mobile_block_fp32_and_int8(tmp_path):
     model = mobile_block()
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(1).standard_normal((16, 3, 32, 32)).astype(np.float32))
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "fp.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "cortex-m7", output=tmp_path / "fp.edgec")
     for name, where in (("mcu", "cortex-m7"), ("host", "x86-64")):
         assert main(["compile", str(tmp_path / "m.onnx"), "-t", where, "--calib", str(tmp_path / "calib.npz"),
                      "--full-range", "-o", str(tmp_path / f"{name}.edgec"), "-q"]) == 0
@@ -334,7 +338,7 @@ def test_check_profile_mcu_fails_naming_the_flash_budget_for_too_many_weights(tm
     model.graph.initializer.append(
         numpy_helper.from_array(np.random.default_rng(0).standard_normal((600, 1024)).astype(np.float32), "w"))
     onnx.save(model, tmp_path / "wide.onnx")
-    assert main(["compile", str(tmp_path / "wide.onnx"), "-t", "cortex-m7", "-o", str(tmp_path / "w.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "wide.onnx", "cortex-m7", output=tmp_path / "w.edgec")
     capsys.readouterr()
     assert main(["check", str(tmp_path / "w.edgec"), "--profile", "mcu"]) == 3
     out = capsys.readouterr().out

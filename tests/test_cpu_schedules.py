@@ -33,7 +33,7 @@ def compile_scheduled(model, spec):
 
     # What lower() hands TVM: edgec's import and default passes, then its ONNX export.
     imported = PassManager(Pipeline.parse(DEFAULT_PIPELINE)).run(import_proto(model))
-    mod = from_onnx(onnx_for_tvm(imported), keep_params_in_input=True)
+    mod = from_onnx(onnx_for_tvm(imported)[0], keep_params_in_input=True)
     mod, notes = schedule_for_cpu(mod, spec)
     mod, params = detach_params(mod)
     return mod, list(params.get("main", [])), notes
@@ -301,7 +301,7 @@ def test_matmul_kernels_get_the_register_tile_rule(case):
     from edgec.targets.cpu_schedules import _is_matmul, prepare_for_schedules
     from edgec.targets.lowering import onnx_for_tvm
 
-    mod = prepare_for_schedules(from_onnx(onnx_for_tvm(import_proto(matmul_model(*MATMULS[case]))),
+    mod = prepare_for_schedules(from_onnx(onnx_for_tvm(import_proto(matmul_model(*MATMULS[case])))[0],
                                           keep_params_in_input=True), [])
     kernels = [f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
     assert kernels
@@ -357,6 +357,6 @@ def test_clip_with_a_nan_bound_is_left_to_tvm():
     from edgec.frontend.importer import import_proto
     from edgec.targets.lowering import onnx_for_tvm
 
-    proto = onnx_for_tvm(import_proto(clip_model(0.0, 6.0, nan_bound=True)))
+    proto = onnx_for_tvm(import_proto(clip_model(0.0, 6.0, nan_bound=True)))[0]
     assert [n.op_type for n in proto.graph.node if n.op_type in ("Clip", "Max", "Min")] == ["Clip"]
     assert_matches_ort(clip_model(0.0, 6.0, nan_bound=True))

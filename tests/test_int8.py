@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.cli import main
+from edgec import api
 from edgec.frontend.importer import load_model
 from edgec.host import cpu_features
 from tests.models import make_model, small_cnn
@@ -21,13 +21,12 @@ def qdq_cnn(tmp_path_factory):
     return quantized_cnn(tmp_path_factory.mktemp("int8"))
 
 
-def quantized_cnn(folder, *flags):
+def quantized_cnn(folder, **options):
     """small_cnn quantized by ``edgec quantize``, with the int8 input of conv2 (MaxPool's
     output after its Q/DQ) exposed as an extra graph output."""
     onnx.save(small_cnn(), folder / "cnn.onnx")
     np.savez(folder / "calib.npz", x=np.random.default_rng(0).standard_normal((8, 1, 3, 16, 16)).astype(np.float32))
-    assert main(["quantize", str(folder / "cnn.onnx"), "--calib", str(folder / "calib.npz"), *flags,
-                 "-o", str(folder / "q.onnx")]) == 0
+    api.quantize(folder / "cnn.onnx", calib=folder / "calib.npz", output=folder / "q.onnx", **options)
     proto = onnx.load(folder / "q.onnx")
     conv2 = next(n for n in proto.graph.node if n.name == "conv2")
     proto.graph.output.append(helper.make_tensor_value_info(conv2.input[0], TensorProto.FLOAT, [1, 8, 8, 8]))
@@ -39,7 +38,7 @@ def imported(path):
     from edgec.targets.lowering import onnx_for_tvm
     from tvm.relax.frontend.onnx import from_onnx
 
-    return from_onnx(onnx_for_tvm(load_model(path, {})), keep_params_in_input=True)
+    return from_onnx(onnx_for_tvm(load_model(path, {}))[0], keep_params_in_input=True)  # [1]: its shape inputs
 
 
 def test_linear_ops_become_integer_kernels(qdq_cnn):
@@ -95,22 +94,22 @@ def test_patterns_that_cannot_be_integer_stay_float_with_a_reason():
 
     from edgec.frontend.importer import convert_model
 
-    _, report = lower_integer_kernels(from_onnx(onnx_for_tvm(convert_model(proto)), keep_params_in_input=True))
+    _, report = lower_integer_kernels(from_onnx(onnx_for_tvm(convert_model(proto))[0], keep_params_in_input=True))
     assert report.lowered == []
     assert report.kept_float == ["conv2d: weight is not symmetric (zero point not 0) or its scale is not constant"]
 
 
-@pytest.mark.parametrize("flags", [(), ("--unsigned",), ("--reduce-range",)])
-def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, flags):
+@pytest.mark.parametrize("options", [{}, {"unsigned": True}, {"reduce_range": True}])
+def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, options):
     """int8, uint8 shifted to int8 (8-bit weights), and uint8 on the dot product (7-bit)."""
     import onnxruntime as ort
 
     from edgec.deploy.artifact import open_artifact
     from edgec.runtime import load
 
-    qdq_cnn = quantized_cnn(tmp_path, *flags)
+    qdq_cnn = quantized_cnn(tmp_path, **options)
     artifact = tmp_path / "q.edgec"
-    assert main(["compile", str(qdq_cnn), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
+    api.compile(qdq_cnn, "x86-64", output=artifact)
     assert open_artifact(artifact).manifest["target"]["integer_kernels"]["lowered"] == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # the QDQ graph's meaning, op by op
@@ -129,11 +128,13 @@ def test_compiled_integer_kernels_within_one_lsb_of_onnxruntime(tmp_path, flags)
         np.testing.assert_allclose(actual["logits"], expected["logits"], atol=0.05 * np.abs(expected["logits"]).max())
 
 
-@pytest.mark.parametrize("dot, flags, conv_input", [
-    ("avx2", ("--unsigned",), "int8"), ("avx2", ("--unsigned", "--reduce-range"), "uint8"),
-    ("avx2", ("--reduce-range",), "uint8"), ("sdot", ("--unsigned", "--reduce-range"), "int8"),
-    (None, ("--unsigned", "--reduce-range"), "int8")])
-def test_activation_dtype_follows_the_dot_product(tmp_path, dot, flags, conv_input):
+UNSIGNED_7BIT = {"unsigned": True, "reduce_range": True}
+
+
+@pytest.mark.parametrize("dot, options, conv_input", [
+    ("avx2", {"unsigned": True}, "int8"), ("avx2", UNSIGNED_7BIT, "uint8"), ("avx2", {"reduce_range": True}, "uint8"),
+    ("sdot", UNSIGNED_7BIT, "int8"), (None, UNSIGNED_7BIT, "int8")])
+def test_activation_dtype_follows_the_dot_product(tmp_path, dot, options, conv_input):
     """The contract with the dot-product schedules: on AVX2 a conv reads uint8 activations only
     when its weights are 7-bit (so uint8 x int8 pair sums cannot saturate int16); otherwise,
     and on arm64's sdot (exact for any weights) or without a dot product, int8, shifted by 128
@@ -144,8 +145,7 @@ def test_activation_dtype_follows_the_dot_product(tmp_path, dot, flags, conv_inp
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(3).standard_normal((4, 1, 3, 16, 16)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "cnn.onnx"), "--calib", str(tmp_path / "calib.npz"), *flags,
-                 "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "cnn.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx", **options)
     mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), {"avx2": AVX2_U8I8, "sdot": NEON_SDOT}.get(dot))
     assert report.lowered == ["conv2d+bias", "conv2d+bias", "matmul+bias"]
     text = relax.transform.LegalizeOps()(mod).script()
@@ -188,8 +188,7 @@ def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
     rng = np.random.default_rng(8)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "--reduce-range",
-                 "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", reduce_range=True, output=tmp_path / "q.onnx")
 
     mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), AVX2_U8I8)
     assert report.lowered == ["conv2d+bias"] * 4
@@ -200,7 +199,7 @@ def test_dot_product_kernels_are_avx2_integer_instructions_and_exact(tmp_path):
 
     if "avx2" not in cpu_features():
         pytest.skip("this CPU has no AVX2: the dot-product kernels cannot run here")
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "q.onnx", "x86-64", output=tmp_path / "q.edgec")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])
@@ -224,8 +223,7 @@ def test_scales_passed_as_weights_are_read_too(tmp_path):
                        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 80, 8, 8])], inits)
     onnx.save(proto, tmp_path / "wide.onnx")
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((2, 1, 3, 8, 8)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "wide.onnx"), "--calib", str(tmp_path / "calib.npz"),
-                 "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "wide.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
     module = imported(tmp_path / "q.onnx")
     assert len(module["main"].params) > 1  # the scales really are parameters here
     _, report = lower_integer_kernels(module)
@@ -257,8 +255,8 @@ def test_transformer_encoder_int8_close_to_float_and_to_onnxruntime(tmp_path):
     masks = np.where(np.arange(32)[None, :] < lengths[:, None], 0.0, -10000.0).astype(np.float32)[:, None, :]
     embeddings = rng.standard_normal((24, 1, 32, 64)).astype(np.float32)
     np.savez(tmp_path / "calib.npz", embeddings=embeddings[:16], mask=masks[:16])
-    assert main(["quantize", str(tmp_path / "enc.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.quantize(tmp_path / "enc.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
+    api.compile(tmp_path / "q.onnx", "x86-64", output=tmp_path / "q.edgec")
     kernels = open_artifact(tmp_path / "q.edgec").manifest["target"]["integer_kernels"]
     assert sorted(kernels["lowered"]) == ["matmul"] * 6 + ["matmul-activations"] * 2 and kernels["kept_float"] == []
 
@@ -295,12 +293,12 @@ def test_vnni_target_compiles_its_convs_to_vpdpbusd(tmp_path):
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
     rng = np.random.default_rng(10)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
     mod, _ = lower_integer_kernels(imported(tmp_path / "q.onnx"), AVX512_VNNI)
     scheduled, _ = schedule_for_cpu(mod, vnni)
     assert sum("llvm.x86.avx512.vpdpbusd.512" in f.script() for _, f in scheduled.functions_items()) == 2  # 16, 32 channels
 
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64-vnni", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "q.onnx", "x86-64-vnni", output=tmp_path / "q.edgec")
     artifact = open_artifact(tmp_path / "q.edgec")
     (tmp_path / "model.so").write_bytes(artifact.read_member(artifact.libraries()[0]))
     if shutil.which("objdump") is None:
@@ -319,8 +317,8 @@ def test_vnni_artifact_matches_onnxruntime(tmp_path):
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
     rng = np.random.default_rng(10)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "x86-64-vnni", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
+    api.compile(tmp_path / "q.onnx", "x86-64-vnni", output=tmp_path / "q.edgec")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     session = ort.InferenceSession(str(tmp_path / "q.onnx"), options, providers=["CPUExecutionProvider"])

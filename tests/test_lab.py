@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edgec import api
 from edgec.cli import main
 from edgec.deploy import lab
 from edgec.deploy.remote import Device, load_remote, parse_device
@@ -59,7 +60,7 @@ def compile_for(model: onnx.ModelProto, target: str, directory) -> str:
     source = directory / "model.onnx"
     onnx.save(model, source)
     output = directory / f"model-{target}.edgec"
-    assert main(["compile", str(source), "-t", target, "-o", str(output), "-q"]) == 0
+    api.compile(source, target, output=output)
     return str(output)
 
 
@@ -316,14 +317,14 @@ def test_a76_int8_convs_run_on_sdot_and_match_onnxruntime(lab_device, tmp_path):
     onnx.save(dot_product_cnn(), tmp_path / "m.onnx")
     rng = np.random.default_rng(9)
     np.savez(tmp_path / "calib.npz", x=rng.standard_normal((8, 1, 3, 14, 14)).astype(np.float32))
-    assert main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "q.onnx")]) == 0
+    api.quantize(tmp_path / "m.onnx", calib=tmp_path / "calib.npz", output=tmp_path / "q.onnx")
     a76 = get_target("arm64-a76")
     mod, report = lower_integer_kernels(imported(tmp_path / "q.onnx"), dot_product_for(a76))
     assert report.lowered == ["conv2d+bias"] * 4
     scheduled, _ = schedule_for_cpu(mod, a76)
     assert sum("llvm.aarch64.neon.sdot" in f.script() for _, f in scheduled.functions_items()) == 4
 
-    assert main(["compile", str(tmp_path / "q.onnx"), "-t", "arm64-a76", "-o", str(tmp_path / "q.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "q.onnx", "arm64-a76", output=tmp_path / "q.edgec")
     state = lab.start("arm64-a76")
     server = next(server for server in state.servers if server.target == "arm64-a76")
     options = ort.SessionOptions()

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from edgec.cli import main
+from edgec import api
 from edgec.deploy import lab
 from edgec.deploy.artifact import open_artifact
 from edgec.deploy.remote import load_remote
@@ -74,7 +74,7 @@ def test_tune_on_two_lab_devices_resumes_and_the_records_compile(farm, tmp_path)
     meta["rule_seconds"] = dict.fromkeys(meta["rule_seconds"], 1.0)
     meta_path.write_text(json.dumps(meta))
     artifact = tmp_path / "conv.edgec"
-    assert main(["compile", str(model_path), "-t", "arm64-a72", "--tuning-db", str(db), "-o", str(artifact), "-q"]) == 0
+    api.compile(model_path, "arm64-a72", tuning_db=db, output=artifact)
     assert open_artifact(artifact).manifest["target"]["tuned_kernels"] == [kernel["name"]]
     feeds = random_feeds(one_kernel_model())
     with load_remote(artifact, device, timeout=300) as remote:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"edgec": ROOT / "edgec", "edgec.passes": ROOT / "passes", "edgec.targets": ROOT / "targets"}
-TOP_LEVEL = {"__init__", "api", "cli", "entry", "errors", "units", "host"}
-SHARED = {"edgec", "errors", "units", "host"}
+TOP_LEVEL = {"__init__", "api", "cli", "entry", "errors", "units", "tables", "host"}
+SHARED = {"edgec", "errors", "units", "tables", "host"}
 """Anyone may import these (``edgec`` itself: ``__version__``)."""
 
 PASS_INFRASTRUCTURE = {"compiler.pass_manager", "compiler.pipelines", "compiler.arena"}
@@ -18,12 +18,13 @@ ALLOWED = {
     "frontend": {"ir"},
     "profiles": {"ir", "deploy", "reports"},
     "quant": {"ir", "frontend", "profiles", "passes"},
-    "passes": {"ir", "frontend", "profiles", "quant", "reports.report", "targets.base", *PASS_INFRASTRUCTURE},
+    "passes": {"ir", "frontend", "profiles", "quant", "reports.report", "targets.base", "targets.support",
+               *PASS_INFRASTRUCTURE},
     "targets": {"ir", "frontend", "passes", "deploy", "runtime", *PASS_INFRASTRUCTURE},
     "compiler": {"ir", "frontend", "profiles", "quant", "passes", "targets", "deploy", "runtime", "reports"},
     "reports": {"ir", "frontend", "profiles", "passes", "compiler", "targets"},
     "deploy": {"runtime"},
-    "runtime": {"deploy.artifact", "deploy.emulator"},
+    "runtime": {"deploy.artifact", "deploy.manifest", "deploy.emulator"},
     "conformance": {"compiler", "runtime"},
 }
 """Stage -> what it may import: a stage, or one module of it (``"targets.base"``)."""

@@ -16,15 +16,18 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from edgec import api
 from edgec.cli import main
 from edgec.compiler.pipelines import DEFAULT_PIPELINE
 from edgec.deploy.artifact import open_artifact
 from edgec.ir import parse_model
 from edgec.passes.partition import partition_graph
+from edgec.runtime import load as edgec_load
 from edgec.targets import get_target
 from edgec.targets.partitioned import split
 from edgec.units import human_size
 from tests.conftest import assert_close
+from tests.test_manifest import assert_matches_schema
 from tests.models import make_model, ort_run, random_feeds, small_cnn
 from tests.passes.test_partition import DIAMOND
 
@@ -55,10 +58,7 @@ def double_artifact(tmp_path_factory) -> Path:
     """small_cnn split between the CPU and the CPU test double, compiled once."""
     directory = tmp_path_factory.mktemp("double")
     onnx.save(small_cnn(), directory / "cnn.onnx")
-    code = main(["compile", str(directory / "cnn.onnx"), "-t", "x86-64", "--passes", DOUBLE,
-                 "-o", str(directory / "cnn.edgec"), "-q"])
-    assert code == 0
-    return directory / "cnn.edgec"
+    return api.compile(directory / "cnn.onnx", "x86-64", passes=DOUBLE, output=directory / "cnn.edgec").output
 
 
 def test_split_gives_each_partition_its_crossing_tensors():
@@ -77,34 +77,30 @@ def test_a_multi_partition_artifact_matches_onnxruntime(double_artifact, tmp_pat
         ("cpu", "cpu", "partition0.so"), ("cpu-test-double", "cpu", "partition1.so"), ("cpu", "cpu", "partition2.so"),
         ("cpu-test-double", "cpu", "partition3.so"), ("cpu", "cpu", "partition4.so")]
     assert list(manifest["members"]) == [*(f"partition{i}.so" for i in range(5)), "weights.bin"]
+    assert_matches_schema(manifest)
+    assert [p.library for p in opened.typed.partitions] == [f"partition{i}.so" for i in range(5)]
     opened.verify_members()
     feeds = random_feeds(small_cnn())
     np.savez(tmp_path / "in.npz", **feeds)
-    code, _, err = edgec(capsys, "run", double_artifact, "--inputs", tmp_path / "in.npz", "--output", tmp_path / "out.npz")
-    assert code == 0, err
-    with np.load(tmp_path / "out.npz") as got:
-        assert_close(dict(got), ort_run(small_cnn(), feeds), rtol=1e-4, atol=1e-5)
+    assert_close(edgec_load(double_artifact).run(feeds), ort_run(small_cnn(), feeds), rtol=1e-4, atol=1e-5)
 
 
 def test_a_multi_partition_artifact_is_reproducible_and_inspectable(double_artifact, tmp_path, capsys):
-    code = main(["compile", str(double_artifact.parent / "cnn.onnx"), "-t", "x86-64", "--passes", DOUBLE,
-                 "-o", str(tmp_path / "again.edgec"), "-q"])
-    assert code == 0
+    api.compile(double_artifact.parent / "cnn.onnx", "x86-64", passes=DOUBLE, output=tmp_path / "again.edgec")
     assert (tmp_path / "again.edgec").read_bytes() == double_artifact.read_bytes()
     code, out, err = edgec(capsys, "inspect", double_artifact)
     assert code == 0, err
     assert "partition  #1 cpu-test-double (1 nodes) in partition1.so: c1 -> r1" in out.splitlines()
 
 
-def test_check_runs_every_partition_and_reads_every_library(double_artifact, capsys):
+def test_check_runs_every_partition_and_reads_every_library(double_artifact):
     """``edgec check --model`` compares the partitioned run with onnxruntime; the profile's
     no-network rule reads the symbols of each partition's library."""
     from edgec.profiles.compliance import locality_measurement
     from edgec.profiles.profile import load_profile
 
-    code, out, err = edgec(capsys, "check", double_artifact, "--model", double_artifact.parent / "cnn.onnx")
-    assert code == 0, err
-    assert out.startswith("logits: max|diff| ") and out.rstrip().endswith(": ok")
+    checked = api.check(double_artifact, model=double_artifact.parent / "cnn.onnx")
+    assert checked.ok and [row.name for row in checked.comparison.rows] == ["logits"]
     measurement = locality_measurement(load_profile("mobile"), double_artifact)
     assert measurement.status == "pass" and "imported symbols" in measurement.measured
 
@@ -225,7 +221,7 @@ def test_gpu_partitions_get_gpu_code_and_the_cpu_partition_host_code(target, tmp
 def test_a_cuda_multi_partition_artifact_runs_and_matches_onnxruntime(tmp_path, capsys):
     model = diamond(512)
     onnx.save(model, tmp_path / "d.onnx")
-    assert main(["compile", str(tmp_path / "d.onnx"), "-t", "cuda", "-o", str(tmp_path / "d.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "d.onnx", "cuda", output=tmp_path / "d.edgec")
     feeds = random_feeds(model)
     np.savez(tmp_path / "in.npz", **feeds)
     code, _, err = edgec(capsys, "run", tmp_path / "d.edgec", "--inputs", tmp_path / "in.npz", "--output", tmp_path / "o.npz")

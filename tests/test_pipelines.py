@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.cli import main
+from edgec import api
 from edgec.compiler.pass_manager import PassManager, PassSpec, Pipeline
 from edgec.frontend.importer import load_model
 from edgec.ir import print_model
@@ -63,7 +63,7 @@ def test_quantize_then_compile_runs_the_same_graph_as_compile_calib(tmp_path):
 
     options = QuantizeOptions(calib=str(calib))
     with_calib = PassManager(Pipeline.parse(with_quantize(DEFAULT_PIPELINE, options))).run(load_model(model_path))
-    assert main(["quantize", str(model_path), "--calib", str(calib), "-o", str(qdq)]) == 0
+    api.quantize(model_path, calib=calib, output=qdq)
     two_steps = PassManager(Pipeline.parse(DEFAULT_PIPELINE)).run(load_model(qdq))
 
     assert "Mul" not in {node.op_type for node in with_calib.graph.nodes}

@@ -8,10 +8,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgec import api
 from edgec.cli import main
 from edgec.frontend.exporter import export_model
 from edgec.frontend.importer import import_proto
 from edgec.ir import Model, Value, parse_model
+from tests.conftest import without_progress
 from tests.models import make_model, ort_run, small_cnn
 from tests.passes.helpers import assert_golden, run_pass
 
@@ -251,6 +253,7 @@ def test_bad_calibration_data_is_a_usage_error(capsys, tmp_path, arrays, message
     np.savez(tmp_path / "bad.npz", **arrays)
     extra = ["-t", "x86-64"] if command == "compile" else []
     code, _, err = edgec(capsys, command, tmp_path / "m.onnx", "--calib", tmp_path / "bad.npz", *extra, "-o", tmp_path / "out")
+    err = without_progress(err)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith(f"edgec: error: --calib {tmp_path / 'bad.npz'}: ") and message in err
     assert not (tmp_path / "out").exists()
@@ -291,12 +294,10 @@ def logits(path, images, run=lambda p, f: ort_run(p, f)["logits"]):
 
 
 @pytest.mark.parametrize("calibrator", ["minmax", "entropy", "percentile"])
-def test_digits_qdq_accuracy_close_to_float(capsys, tmp_path, digits, calibrator):
+def test_digits_qdq_accuracy_close_to_float(tmp_path, digits, calibrator):
     model_path, data_path, calib = digits
     out = tmp_path / "q.onnx"
-    code, _, err = edgec(capsys, "quantize", model_path, "--calib", calib, "--calibrator", calibrator, "-o", out)
-    assert code == 0, err
-    assert "6 activation Q/DQ pairs" in err
+    assert api.quantize(model_path, calib=calib, calibrator=calibrator, output=out).activation_pairs == 6
     held_out = np.load(data_path)
     images, labels = held_out["image"], held_out["labels"]
     float_top1 = np.mean(logits(model_path, images).argmax(1) == labels)
@@ -310,29 +311,27 @@ def weight_bytes(path) -> int:
     return sum(numpy_helper.to_array(t).nbytes for t in onnx.load(path).graph.initializer)
 
 
-def test_reduce_range_makes_onnxruntime_fused_kernels_exact(capsys, tmp_path, digits):
+def test_reduce_range_makes_onnxruntime_fused_kernels_exact(tmp_path, digits):
     """Without VNNI, onnxruntime's fused int8 conv saturates int16 pair sums with 8-bit weights;
     with 7-bit weights its optimized run equals the op-by-op meaning of the graph."""
     model_path, data_path, calib = digits
     out = tmp_path / "q7.onnx"
-    assert edgec(capsys, "quantize", model_path, "--calib", calib, "--reduce-range", "-o", out)[0] == 0
+    api.quantize(model_path, calib=calib, reduce_range=True, output=out)
     images = np.load(data_path)["image"][:64]
     np.testing.assert_allclose(logits(out, images), logits(out, images, ort_reference), atol=1e-4)
 
 
-def test_compiled_qdq_matches_onnxruntime(capsys, tmp_path, digits):
+def test_compiled_qdq_matches_onnxruntime(tmp_path, digits):
     """edgec's artifact, from the QDQ file or from --calib with the same weight bits (compile's
     default on AVX2 is 7), equals onnxruntime running the QDQ file."""
     from edgec.runtime import load
 
     model_path, data_path, calib = digits
     qdq = tmp_path / "q.onnx"
-    assert edgec(capsys, "quantize", model_path, "--calib", calib, "-o", qdq)[0] == 0
-    for source, flags in [(qdq, []), (model_path, ["--calib", calib, "--full-range"])]:
+    api.quantize(model_path, calib=calib, output=qdq)
+    for source, options in [(qdq, {}), (model_path, {"calib": calib, "reduce_range": False})]:
         artifact = tmp_path / f"{source.stem}.edgec"
-        code, _, err = edgec(capsys, "compile", source, "-t", "x86-64", *flags, "-o", artifact, "-q")
-        assert code == 0, err
-        compiled = load(artifact)
+        compiled = load(api.compile(source, "x86-64", output=artifact, **options).output)
         images = np.load(data_path)["image"][:32]
         actual = logits(artifact, images, lambda _, feeds, compiled=compiled: compiled.run(feeds)["logits"])
         np.testing.assert_allclose(actual, logits(qdq, images, ort_reference), rtol=1e-4, atol=1e-4)
@@ -418,8 +417,7 @@ def test_compile_takes_the_targets_weight_bits(capsys, tmp_path):
 def test_checking_an_int8_artifact_against_the_float_model_points_to_the_qdq_file(capsys, tmp_path, digits):
     """int8 outputs differ from the float model's by design: the mismatch says what to compare."""
     model_path, _, calib = digits
-    artifact = tmp_path / "d.edgec"
-    assert edgec(capsys, "compile", model_path, "-t", "x86-64", "--calib", calib, "-o", artifact, "-q")[0] == 0
+    artifact = api.compile(model_path, "x86-64", calib=calib, output=tmp_path / "d.edgec").output
     code, _, err = edgec(capsys, "check", artifact, "--model", model_path, "--rtol", "0", "--atol", "1e-6")
     assert code == 1
     assert "the artifact is quantized (int8) and the model is float: compare it with the QDQ model" in err

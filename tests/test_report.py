@@ -11,7 +11,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from edgec import api
 from edgec.cli import main
+from edgec.units import human_size
 from tests.models import zoo_model
 
 
@@ -34,7 +36,7 @@ def independent_macs(model: onnx.ModelProto) -> int:
 def test_report_totals_agree_with_an_independent_count(tmp_path, capsys):
     model = zoo_model("squeezenet")
     onnx.save(model, tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     capsys.readouterr()
     assert main(["report", str(tmp_path / "m.edgec"), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -60,7 +62,7 @@ def test_gemm_macs_agree_with_the_independent_count(tmp_path, capsys):
     model = small_cnn()
     assert any(node.op_type == "Gemm" for node in model.graph.node)
     onnx.save(model, tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     capsys.readouterr()
     assert main(["report", str(tmp_path / "m.edgec"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["totals"]["macs"] == independent_macs(model)
@@ -71,7 +73,7 @@ def test_the_artifact_says_what_the_vm_allocates_next_to_edgecs_plan(tmp_path, c
     from edgec.deploy.artifact import open_artifact
 
     onnx.save(zoo_model("squeezenet"), tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     manifest = open_artifact(tmp_path / "m.edgec").manifest
     runtime = manifest["runtime_memory"]
     assert runtime["analysed"] and runtime["tensors"] > 10
@@ -91,7 +93,7 @@ def test_memory_report_and_plot(tmp_path, capsys):
     from tests.models import small_cnn
 
     onnx.save(small_cnn(), tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     plan = open_artifact(tmp_path / "m.edgec").manifest["memory_plan"]
     capsys.readouterr()
     assert main(["report", str(tmp_path / "m.edgec"), "--memory", "--plot", str(tmp_path / "plan.png")]) == 0
@@ -106,3 +108,29 @@ def test_memory_report_and_plot(tmp_path, capsys):
     assert main(["report", str(tmp_path / "m.edgec"), "--plot", str(tmp_path / "p.png")]) == 2
     assert "--plot draws the memory plan or the partitions: give it with --memory or --partitions" \
         in capsys.readouterr().err
+
+
+def test_the_memory_plot_labels_tensors_in_a_unit_that_fits():
+    """Every tensor's name is written on its rectangle; sizes read in KiB for a small arena, MiB
+    for a large one; the arena and lower bound lines differ in color and style and carry their sizes."""
+    pytest.importorskip("matplotlib", reason="--plot needs matplotlib (pip install 'edgec[plot]')")
+    from matplotlib import pyplot
+
+    from edgec.reports.report import memory_figure
+
+    for scale, unit, sizes in ((1, "KiB", ("6.0 KiB", "4.0 KiB")), (2**10, "MiB", ("6.0 MiB", "4.0 MiB"))):
+        tensors = [{"name": "conv_out", "offset": 0, "size": 6144 * scale, "first_step": 0, "last_step": 1},
+                   {"name": "relu_out", "offset": 6144 * scale, "size": 4096 * scale, "first_step": 1, "last_step": 2},
+                   {"name": "sliver", "offset": 0, "size": 64, "first_step": 2, "last_step": 3}]
+        plan = {"tensors": tensors, "arena_bytes": 12288 * scale, "lower_bound_bytes": 10240 * scale,
+                "algorithm": "greedy-by-size", "peak_step": 1}
+        figure = memory_figure({"memory_plan": plan, "source": {"file": "m.onnx"}})
+        axes = figure.axes[0]
+        assert axes.get_ylabel() == f"arena offset ({unit})"
+        assert [t.get_text() for t in axes.texts] == [f"conv_out {sizes[0]}", f"relu_out {sizes[1]}"]  # no sliver
+        arena_line, bound_line = axes.get_lines()[:2]
+        assert (arena_line.get_color(), arena_line.get_linestyle()) != (bound_line.get_color(), bound_line.get_linestyle())
+        legend = [t.get_text() for t in axes.get_legend().get_texts()]
+        assert legend[0].startswith(f"arena {human_size(12288 * scale)}")
+        assert legend[1].startswith(f"lower bound {human_size(10240 * scale)}")
+        pyplot.close(figure)

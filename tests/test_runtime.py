@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 import pytest
 
+from edgec import api
 from edgec import runtime
-from edgec.cli import main
 from tests.models import ort_run, small_cnn
 
 
@@ -23,7 +23,7 @@ from tests.models import ort_run, small_cnn
 def artifact(tmp_path_factory):
     directory = tmp_path_factory.mktemp("lean")
     onnx.save(small_cnn(), directory / "cnn.onnx")
-    assert main(["compile", str(directory / "cnn.onnx"), "-t", "x86-64", "-o", str(directory / "cnn.edgec"), "-q"]) == 0
+    api.compile(directory / "cnn.onnx", "x86-64", output=directory / "cnn.edgec")
     return directory / "cnn.edgec"
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from edgec import api
 from edgec.cli import main
 from edgec.runtime import load
 from tests.conftest import assert_close
@@ -32,7 +33,7 @@ def scalar_model() -> onnx.ModelProto:
 def test_scalars_keep_their_rank_end_to_end(tmp_path, capsys):
     onnx.save(scalar_model(), tmp_path / "s.onnx")
     artifact = tmp_path / "s.edgec"
-    assert main(["compile", str(tmp_path / "s.onnx"), "-t", "x86-64", "-o", str(artifact), "-q"]) == 0
+    api.compile(tmp_path / "s.onnx", "x86-64", output=artifact)
     compiled = load(artifact)
     assert [spec["shape"] for spec in compiled.inputs] == [[2, 3], []]
     assert [spec["shape"] for spec in compiled.outputs] == [[2, 3], []]

@@ -7,6 +7,7 @@ import stat
 import onnx
 import pytest
 
+from edgec import api
 from edgec.cli import main
 from edgec.deploy.artifact import MANIFEST, SIGNATURE, WEIGHTS, open_artifact
 from tests.models import small_cnn
@@ -19,9 +20,8 @@ def signed(tmp_path_factory):
     onnx.save(small_cnn(), directory / "cnn.onnx")
     for name in ("key.pem", "other.pem"):
         assert main(["keygen", str(directory / name)]) == 0
-    assert main(["compile", str(directory / "cnn.onnx"), "-t", "x86-64", "-o", str(directory / "signed.edgec"),
-                 "--sign", str(directory / "key.pem"), "-q"]) == 0
-    assert main(["compile", str(directory / "cnn.onnx"), "-t", "x86-64", "-o", str(directory / "plain.edgec"), "-q"]) == 0
+    api.compile(directory / "cnn.onnx", "x86-64", output=directory / "signed.edgec", sign=directory / "key.pem")
+    api.compile(directory / "cnn.onnx", "x86-64", output=directory / "plain.edgec")
     return directory
 
 

@@ -9,6 +9,7 @@ import tarfile
 import onnx
 import pytest
 
+from edgec import api
 from edgec.cli import main
 from edgec.deploy.artifact import open_artifact
 from edgec.errors import CompileError, UsageError
@@ -40,7 +41,7 @@ def test_missing_cross_toolchain_names_the_package():
 def test_arm64_artifact_is_an_aarch64_library_and_records_its_target(tmp_path):
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
     for name in ("a.edgec", "b.edgec"):
-        assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "arm64-a76", "-o", str(tmp_path / name), "-q"]) == 0
+        api.compile(tmp_path / "cnn.onnx", "arm64-a76", output=tmp_path / name)
     assert (tmp_path / "a.edgec").read_bytes() == (tmp_path / "b.edgec").read_bytes()
     opened = open_artifact(tmp_path / "a.edgec")
     target = opened.manifest["target"]
@@ -136,7 +137,7 @@ def test_x86_level_artifact_runs_here_or_is_refused_with_the_missing_feature(nam
     from edgec.host import cpu_features
 
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
-    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", name, "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "cnn.onnx", name, output=tmp_path / "m.edgec")
     assert open_artifact(tmp_path / "m.edgec").manifest["target"]["tvm_target"]["mcpu"] == name
     missing = [f for f in get_target(name).features if f not in cpu_features()]
     code = main(["check", str(tmp_path / "m.edgec"), "--model", str(tmp_path / "cnn.onnx")])
@@ -151,7 +152,7 @@ def test_an_artifact_needing_a_feature_this_cpu_lacks_is_refused_before_loading(
     board = tmp_path / "future.toml"
     board.write_text('base = "x86-64"\nfeatures = ["avx2", "avx10_512"]\n')
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
-    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", str(board), "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "cnn.onnx", board, output=tmp_path / "m.edgec")
     assert main(["run", str(tmp_path / "m.edgec"), "--random-inputs"]) == 1
     assert "this machine lacks CPU feature avx10_512 required by target future" in capsys.readouterr().err
 
@@ -167,7 +168,7 @@ def test_a_cuda_compile_of_a_tiny_cnn_stays_on_the_host_and_runs_without_a_gpu(t
     """The cost model finds the CNN too small to pay for its copies: one CPU partition in the
     single-library layout, host code only. GPU partitions: tests/test_partitioned.py."""
     onnx.save(small_cnn(), tmp_path / "cnn.onnx")
-    assert main(["compile", str(tmp_path / "cnn.onnx"), "-t", "cuda", "-o", str(tmp_path / "gpu.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "cnn.onnx", "cuda", output=tmp_path / "gpu.edgec")
     opened = open_artifact(tmp_path / "gpu.edgec")
     assert opened.manifest["format_version"] == 1
     assert [(p["device"], p["library"]) for p in opened.manifest["partitions"]] == [("cpu", "model.so")]
@@ -193,10 +194,30 @@ def benchmark_model(name: str) -> onnx.ModelProto:
 def test_jetson_orin_artifact_of_mobilenet_v2_builds_here(tmp_path):
     """GPU kernels for sm_87 and an aarch64 host library, cross-built on this x86 machine."""
     onnx.save(benchmark_model("mobilenet_v2"), tmp_path / "mnv2.onnx")
-    assert main(["compile", str(tmp_path / "mnv2.onnx"), "-t", "jetson-orin", "-o", str(tmp_path / "orin.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "mnv2.onnx", "jetson-orin", output=tmp_path / "orin.edgec")
     opened = open_artifact(tmp_path / "orin.edgec")
     library = opened.read_member("model.so")
     assert library[:4] == b"\x7fELF" and int.from_bytes(library[18:20], "little") == 183  # EM_AARCH64
     assert b"__global__" in library  # CUDA kernels, compiled for the GPU when the library loads
     target = opened.manifest["target"]
     assert (target["device"], target["tvm_target"]["arch"], target["triple"]) == ("cuda", "sm_87", "aarch64-linux-gnu")
+
+
+def test_operator_support_is_asked_per_device_and_answers_with_a_reason():
+    """targets/support.py is the one interface: each device's capability comes from its
+    family's module (cuda's tables from targets/cuda.py), and a refusal carries its reason."""
+    from edgec.ir import parse_model
+    from edgec.targets import cuda
+    from edgec.targets.support import device_support, supported_devices
+
+    assert supported_devices() == ["cuda", "cpu-test-double"]
+    model = parse_model('model ir_version=8 opset_import={"": 17} {\n  input %x: float32[4]\n'
+                        '  %s = Shape(%x) : int64[1] @s\n  %r = Relu(%x) : float32[4] @r\n  output %s\n  output %r\n}\n')
+    shape, relu = model.graph.nodes
+    support = device_support(get_target("cuda"), "cuda")
+    assert support(relu).ok
+    assert support(shape).reason == f"Shape: {cuda.CUDA_DENY['Shape']}"
+    assert device_support(get_target("cuda"), "cpu-test-double")(shape).reason == (
+        "Shape is not in the cpu-test-double capability table")
+    with pytest.raises(KeyError):
+        device_support(get_target("cuda"), "npu")

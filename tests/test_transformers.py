@@ -11,6 +11,7 @@ import pytest
 
 from edgec.cli import main
 from edgec.runtime import load
+from tests.conftest import without_progress
 from tests.models import ort_run
 
 pytest.importorskip("transformers", reason="the test models are built from transformers configs (pip install -e '.[test]')")
@@ -71,7 +72,7 @@ def test_export_compiles_runs_and_matches_onnxruntime(name, exporter, exported, 
     code = main(args)
     err = capsys.readouterr().err
     assert code == 0, err
-    notice = err.splitlines()[0]
+    notice = without_progress(err).splitlines()[0]
     assert notice.startswith("edgec: note: bound symbolic dims: ")
     assert "dim 0" in notice and "= 1 from the default batch size" in notice
     assert all(f"= {SEQ} from --dim {dim}={SEQ}" in notice for dim in seq_dims)

@@ -11,7 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.cli import main
+from edgec import api
 from edgec.deploy.artifact import open_artifact
 from edgec.targets.tvm_arena import kernel_workspace_bytes
 from tests.conftest import assert_close
@@ -32,7 +32,7 @@ def compile_capturing_main(model: onnx.ModelProto, tmp_path):
 
     onnx.save(model, tmp_path / "m.onnx")
     with tvm.transform.PassContext(instruments=[Capture()]):
-        assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+        api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     return captured["main"], open_artifact(tmp_path / "m.edgec").manifest
 
 
@@ -115,7 +115,7 @@ def test_measured_peak_memory_agrees_with_what_the_artifact_records(tmp_path):
     """Peak RSS of a run, less the runtime's own before loading, is the recorded weights, arena,
     outputs, inputs and the largest kernel scratch, within 10% and 8 MiB (allocator slack, thread stacks)."""
     onnx.save(big_activation_model(), tmp_path / "m.onnx")
-    assert main(["compile", str(tmp_path / "m.onnx"), "-t", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec")
     manifest = open_artifact(tmp_path / "m.edgec").manifest
     runtime, totals = manifest["runtime_memory"], manifest["report"]["totals"]
     inputs = sum(int(np.prod(i["shape"])) * np.dtype(i["dtype"]).itemsize for i in manifest["signature"]["inputs"])

@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 import pytest
 
+from edgec import api
 from edgec.cli import main
 from tests.conftest import assert_close
 from tests.models import ZOO, ort_run, random_feeds, zoo_model
@@ -25,7 +26,7 @@ def test_zoo_model_compiles_runs_and_matches_onnxruntime(name, tmp_path):
     feeds = random_feeds(model)
     np.savez(tmp_path / "inputs.npz", **feeds)
 
-    assert main(["compile", str(tmp_path / "model.onnx"), "--target", "x86-64", "-o", str(tmp_path / "m.edgec"), "-q"]) == 0
+    api.compile(tmp_path / "model.onnx", "x86-64", output=tmp_path / "m.edgec")
     assert main(["run", str(tmp_path / "m.edgec"), "--inputs", str(tmp_path / "inputs.npz"),
                  "--output", str(tmp_path / "out.npz")]) == 0
 

@@ -17,6 +17,7 @@ import onnx
 
 from .. import __version__
 from ..deploy.artifact import open_artifact, sha256_file, write_artifact
+from ..deploy.manifest import Partition, parse_value
 from ..errors import ProfileViolation, UsageError
 from ..frontend.exporter import export_model
 from ..frontend.importer import convert_model, ensure_static, load_model
@@ -349,7 +350,8 @@ def build(plan: Plan, model: Model, instruments, progress) -> CompileResult:
         lowered = lower(model, target, tuning_db=request.tuning_db, name=Path(request.model).stem)
     # What the VMs really allocate after TVM's layout changes and fusion, not the graph's plan.
     finding = (lowered_arena_check(profile.memory.activation_arena, lowered.runtime_memory,
-                                   lowered.partitions if partition_plan is not None else [])
+                                   parse_value(list[Partition], lowered.partitions, "partitions")
+                                   if partition_plan is not None else [])
                if profile and profile.memory.activation_arena is not None else None)
     if finding is not None:
         compliance["checks"].append(finding.to_dict())

@@ -59,6 +59,17 @@ class StatisticsInstrument(Instrument):
         self.stream.write("\n".join(lines) + "\n")
 
 
+class RecordInstrument(Instrument):
+    """``opt --json``: each pass's name, whether it changed the model, its counters and diagnostics."""
+
+    def __init__(self):
+        self.passes: list[dict] = []
+
+    def after_pass(self, pass_: Pass, result: PassResult, index: int, seconds: float) -> None:
+        self.passes.append({"pass": pass_.name, "modified": result.modified, "stats": dict(result.stats),
+                            "diagnostics": [str(d) for d in result.diagnostics]})
+
+
 class PrintIRInstrument(Instrument):
     """``--print-ir-after-all``, ``--print-ir-after=NAME``, ``--print-ir-after-change``,
     ``--print-ir-after-failure``, ``--print-ir-before=NAME``."""

@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ArtifactError
+from .manifest import Manifest, ManifestFieldError, TensorSpec
 
 FORMAT = "edgec-artifact"
 FORMAT_VERSION = 1
@@ -200,6 +201,9 @@ class ArtifactFile:
 
     path: Path
     manifest: dict
+    """The manifest's JSON as stored (what ``edgec inspect --json`` prints)."""
+    typed: Manifest
+    """The same manifest parsed into typed fields: what readers use."""
     offsets: dict[str, tuple[int, int]]  # member -> (offset in file, size)
     manifest_digest: bytes = b""
     """The sha256 of ``manifest.json``: what a signature signs."""
@@ -221,22 +225,22 @@ class ArtifactFile:
         return blob
 
     def _check(self, name: str, data) -> None:
-        expected = self.manifest["members"][name]
-        if len(data) != expected["size"]:
-            raise ArtifactError(f"{self.path}: member '{name}' is truncated ({len(data)} of {expected['size']} bytes)")
-        if hashlib.sha256(data).hexdigest() != expected["sha256"]:
+        expected = self.typed.members[name]
+        if len(data) != expected.size:
+            raise ArtifactError(f"{self.path}: member '{name}' is truncated ({len(data)} of {expected.size} bytes)")
+        if hashlib.sha256(data).hexdigest() != expected.sha256:
             raise ArtifactError(f"{self.path}: member '{name}' is corrupt (sha256 mismatch with the manifest)")
 
     def libraries(self) -> list[str]:
         """The library members in the order they run: ``model.so``, or one per partition; none
         for a bare-metal firmware."""
-        if self.manifest.get("format_version") == FIRMWARE_VERSION:
+        if self.typed.format_version == FIRMWARE_VERSION:
             return []
-        return [p["library"] for p in self.manifest.get("partitions") or [{"library": LIBRARY}]]
+        return [p.library for p in self.typed.partitions] if self.typed.partitions else [LIBRARY]
 
     def verify_members(self) -> None:
         """Check each member against the sha256 recorded in the manifest."""
-        for name in self.manifest["members"]:
+        for name in self.typed.members:
             self._check(name, self.map_member(name) if name == WEIGHTS else self.read_member(name))
 
 
@@ -272,9 +276,9 @@ def open_artifact(path: str | os.PathLike) -> ArtifactFile:
     if digest.strip() != actual.hexdigest().encode():
         raise ArtifactError(f"{path}: member '{MANIFEST}' is corrupt (its sha256 does not match '{DIGEST}')")
     check_members(path, manifest, headers)
-    check_schema(path, manifest)
+    typed = check_schema(path, manifest)
     offsets = {name: (info.offset_data, info.size) for name, info in headers.items()}
-    return ArtifactFile(path, manifest, offsets, actual.digest())
+    return ArtifactFile(path, manifest, typed, offsets, actual.digest())
 
 
 def read_headers(path: Path, tar: tarfile.TarFile, file_size: int) -> dict[str, tarfile.TarInfo]:
@@ -372,62 +376,46 @@ def check_weight_index(path: Path, index, blob_size: int) -> None:
                                 "(bad dtype, shape, offset or size)")
 
 
-def check_schema(path: Path, manifest: dict) -> None:
-    """The fields the runtimes read have the types they assume, and the partitions' tensors
-    connect: each input is a model input or an earlier partition's output, each weight is
-    in the index, each model output is produced."""
+def check_schema(path: Path, manifest: dict) -> Manifest:
+    """The manifest parsed into its typed fields (:mod:`edgec.deploy.manifest` checks each
+    field's type), then what types cannot say: the signature's dtypes are numeric and its
+    sizes plausible, and the partitions' tensors connect: each input is a model input or an
+    earlier partition's output, each weight is in the index, each model output is produced."""
     def need(ok: bool, field: str) -> None:
         if not ok:
             raise ArtifactError(f"{path}: member '{MANIFEST}': field '{field}' is missing or invalid")
 
-    target = manifest.get("target")
-    need(isinstance(target, dict) and all(isinstance(target.get(k), str) for k in ("name", "triple")), "target")
-    need(is_names(target.get("features", [])) and isinstance(target.get("device", "cpu"), str), "target")
-    signature = manifest.get("signature")
-    need(isinstance(signature, dict), "signature")
+    try:
+        typed = Manifest.parse(manifest)
+    except ManifestFieldError as exc:
+        raise ArtifactError(f"{path}: member '{MANIFEST}': {exc}") from None
     for side in ("inputs", "outputs"):
-        specs = signature.get(side)
-        need(isinstance(specs, list) and all(is_tensor_spec(spec, side == "outputs") for spec in specs),
-             f"signature.{side}")
-    input_names = {spec["name"] for spec in signature["inputs"]}
-    need(isinstance(target.get("shape_inputs", []), list)
-         and all(is_shape_input(pinned, input_names) for pinned in target.get("shape_inputs", [])), "target.shape_inputs")
-    partitions = manifest.get("partitions")
-    if not partitions:
-        return
-    available = {spec["name"] for spec in signature["inputs"]}
-    weights = {entry["name"] for entry in manifest["weights"]}
-    for index, partition in enumerate(partitions):
-        field = f"partitions[{index}]"
-        need(isinstance(partition.get("id"), int) and isinstance(partition.get("runs_on"), str), field)
-        need(all(is_names(partition.get(k)) for k in ("inputs", "outputs", "weights")), field)
-        need(set(partition["inputs"]) <= available and set(partition["weights"]) <= weights, field)
-        available |= set(partition["outputs"])
-    need({spec["name"] for spec in signature["outputs"]} <= available, "signature.outputs")
+        specs = getattr(typed.signature, side)
+        need(all(is_tensor_spec(spec, side == "outputs") for spec in specs), f"signature.{side}")
+    input_names = {spec.name for spec in typed.signature.inputs}
+    need(all(pinned.input in input_names and min(pinned.data_shape + pinned.shape, default=0) >= 0
+             for pinned in typed.target.shape_inputs), "target.shape_inputs")
+    counts = {spec.name for spec in typed.signature.outputs if spec.count_of_rows}
+    need(all(spec.valid_rows is None or spec.valid_rows in counts for spec in typed.signature.outputs),
+         "signature.outputs")
+    if not typed.partitions:
+        return typed
+    available = {spec.name for spec in typed.signature.inputs}
+    weights = {entry.name for entry in typed.weights}
+    for index, partition in enumerate(typed.partitions):
+        need(set(partition.inputs) <= available and set(partition.weights) <= weights, f"partitions[{index}]")
+        available |= set(partition.outputs)
+    need({spec.name for spec in typed.signature.outputs} <= available, "signature.outputs")
+    return typed
 
 
-def is_shape_input(pinned, input_names: set[str]) -> bool:
-    """A pinned shape input (``runtime.Signature.check_shape_input``): an input of the model,
-    a node's name and op, and two shapes of sizes."""
-    return (isinstance(pinned, dict) and all(isinstance(pinned.get(k), str) for k in ("input", "node", "op"))
-            and pinned["input"] in input_names
-            and all(isinstance(pinned.get(k), list) and all(type(d) is int and d >= 0 for d in pinned[k])
-                    for k in ("data_shape", "shape")))
-
-
-def is_names(value) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
-
-
-def is_tensor_spec(spec, run_time_dims: bool = False) -> bool:
-    """A name, a numeric dtype and a shape of sizes; with ``run_time_dims`` (outputs), a dim may
-    also be a name or null: its size is decided at run time (Unique, NonZero)."""
-    if not (isinstance(spec, dict) and isinstance(spec.get("name"), str) and isinstance(spec.get("dtype"), str)):
+def is_tensor_spec(spec: TensorSpec, run_time_dims: bool = False) -> bool:
+    """A numeric dtype and a shape of sizes; with ``run_time_dims`` (outputs), a dim may also be
+    a name or null: its size is decided at run time (Unique, NonZero)."""
+    dtype = plain_dtype(spec.dtype)
+    if dtype is None:
         return False
-    shape, dtype = spec.get("shape"), plain_dtype(spec["dtype"])
-    if dtype is None or not isinstance(shape, list):
-        return False
-    sizes = [d for d in shape if not (run_time_dims and (d is None or isinstance(d, str)))]
+    sizes = [d for d in spec.shape if not (run_time_dims and (d is None or isinstance(d, str)))]
     return all(type(d) is int and d >= 0 for d in sizes) and math.prod(sizes) * dtype.itemsize <= MAX_TENSOR_BYTES
 
 

@@ -43,9 +43,9 @@ class EmulatedModel(Signature):
     emulated = True
 
     def __init__(self, artifact: ArtifactFile):
-        super().__init__(artifact.manifest)
+        super().__init__(artifact)
         self.path = artifact.path
-        self.machine = artifact.manifest["target"]["board"]
+        self.machine = artifact.typed.target.board
         self._command = emulator_command(self.machine)
         self._firmware = artifact.read_member(FIRMWARE)  # checked against the manifest's sha256
 
@@ -76,9 +76,9 @@ class EmulatedModel(Signature):
 def export_project(artifact: ArtifactFile, directory: Path) -> list[Path]:
     """Unpack the artifact's ``project.tar`` (checked against the manifest) into ``directory``:
     plain files under ``project/`` only, nothing outside ``directory``."""
-    if artifact.manifest.get("format_version") != FIRMWARE_VERSION:
+    if artifact.typed.format_version != FIRMWARE_VERSION:
         raise UsageError(f"{artifact.path} is not microcontroller firmware (target "
-                         f"{artifact.manifest['target'].get('name')}); export-c takes a cortex-m* artifact")
+                         f"{artifact.typed.target.name}); export-c takes a cortex-m* artifact")
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise UsageError(f"{directory}: exists and is not an empty directory")
     written = []

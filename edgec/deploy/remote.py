@@ -227,7 +227,7 @@ class RemoteModel(Signature):
     """An artifact loaded on a lab device; same surface as ``edgec.runtime.CompiledModel``."""
 
     def __init__(self, artifact: ArtifactFile, device: Device, timeout: float = DEFAULT_TIMEOUT):
-        super().__init__(artifact.manifest)
+        super().__init__(artifact)
         self.path = artifact.path
         self.device = device
         self.timeout = timeout
@@ -241,8 +241,8 @@ class RemoteModel(Signature):
             self.emulated = bool(self.device_info and self.device_info.get("emulated"))
             if self.device_info:
                 where = f"device {device}" + (" (emulated)" if self.emulated else "")
-                check_arch(self.path, self.manifest, self.device_info["machine"], where)
-                check_features(self.path, self.manifest, set(self.device_info["features"]), where)
+                check_arch(self.path, self.typed.target, self.device_info["machine"], where)
+                check_features(self.path, self.typed.target, set(self.device_info["features"]), where)
             self._call("loading the model", lambda: self._load(artifact))
         except BaseException:
             self.close()  # free the device now, not when the traceback is collected
@@ -276,9 +276,8 @@ class RemoteModel(Signature):
         self._vm = vm.VirtualMachine(library, self._device)
         blob = np.frombuffer(artifact.read_member(WEIGHTS), np.uint8)
         self._weights = [
-            tvm.runtime.tensor(blob[w["offset"] : w["offset"] + w["nbytes"]].view(w["dtype"]).reshape(w["shape"]),
-                               self._device)
-            for w in artifact.manifest["weights"]
+            tvm.runtime.tensor(blob[w.offset : w.offset + w.nbytes].view(w.dtype).reshape(w.shape), self._device)
+            for w in artifact.typed.weights
         ]
 
     def _call(self, what: str, action: Callable):
@@ -302,10 +301,10 @@ class RemoteModel(Signature):
         """Why a session may die when the device could not be checked beforehand."""
         if self.device_info or self._session is None:
             return ""
-        target = self.manifest["target"]
-        features = ", ".join(target.get("features", [])) or "none"
-        return (f"; the device may not be {target['triple'].split('-')[0]} or may lack CPU features "
-                f"({features}) required by target {target['name']}")
+        target = self.typed.target
+        features = ", ".join(target.features) or "none"
+        return (f"; the device may not be {target.triple.split('-')[0]} or may lack CPU features "
+                f"({features}) required by target {target.name}")
 
     def _set_inputs(self, inputs: dict[str, np.ndarray]) -> None:
         import tvm.runtime

@@ -94,7 +94,7 @@ def sign_artifact(path: Path, key) -> None:
     with open(path, "rb") as handle:
         handle.seek(offset)
         manifest_bytes = handle.read(size)
-    members = {name: opened.read_member(name) for name in opened.manifest["members"]}
+    members = {name: opened.read_member(name) for name in opened.typed.members}
     if hashlib.sha256(manifest_bytes).digest() != opened.manifest_digest:
         raise ArtifactError(f"{path}: member '{MANIFEST}' changed while it was being signed")
     write_members(path, manifest_bytes, members, key.sign(opened.manifest_digest))

@@ -6,6 +6,8 @@ External-data weights are loaded from beside the model. Initializers that old
 models (IR < 4) also list as graph inputs are treated as constants, as
 onnxruntime does; IR < 4 files that leave some out get them listed. Symbolic input
 dims are bound before shape inference, which then fills in every intermediate type.
+onnxruntime's QOperator ops (QLinearConv, com.microsoft's QLinearAdd...) are translated
+to standard ONNX first (``qoperator``).
 An optional tensor input compiles as a tensor the caller must give (the IR has no
 optional type): ``OptionalHasElement`` of it is true, ``OptionalGetElement`` is the tensor.
 """
@@ -24,6 +26,7 @@ from onnx import numpy_helper
 
 from ..errors import ModelError, UsageError
 from ..ir.core import DTYPE_NAMES, Attr, Dim, Graph, Model, Value
+from .qoperator import translate as translate_qoperator
 from .validate import check_external_location, check_proto
 
 logger = logging.getLogger(__name__)
@@ -279,6 +282,7 @@ def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: 
     """Check an in-memory ModelProto (weights loaded) and convert it to the IR."""
     check_proto(proto, source)
     list_initializers_as_inputs(proto)
+    proto = translate_qoperator(proto, source)
     proto = check_opsets(proto, source)
     require_optional_inputs(proto)
     bindings = bind_dims(proto, input_shapes or {}, dims or {}, batch)

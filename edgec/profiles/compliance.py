@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Callable, Mapping
 import numpy as np
 
 from ..deploy.artifact import FIRMWARE, FIRMWARE_VERSION, open_artifact, sha256_file
+from ..deploy.manifest import Manifest, Partition
 from ..errors import UsageError
-from ..reports.check import IN_PROCESS
+from ..reports.check import IN_PROCESS, WHOLE_PROCESS
 from ..units import format_duration, format_size_exact, human_duration, human_size
 from .profile import METRICS, QUANTIZED_STORAGE, Profile
 
@@ -167,25 +168,25 @@ def lowered_arena_finding(budget: int, runtime_memory: dict) -> Finding:
                    "quantization or a smaller batch lowers it")
 
 
-def partitions_intermediates(partitions: list[dict]) -> tuple[int, str]:
+def partitions_intermediates(partitions: list[Partition]) -> tuple[int, str]:
     """Bytes the partitions' VMs allocate for intermediates, and how that was found. Each
     partition's VM keeps its own, so they add up; partitions TVM's GPU pipeline lowered are
     not analysed, and are named."""
-    analysed = [p for p in partitions if p["runtime_memory"]]
-    needed = sum(runtime_intermediates(p["runtime_memory"]) for p in analysed)
+    analysed = [p for p in partitions if p.runtime_memory]
+    needed = sum(runtime_intermediates(p.runtime_memory) for p in analysed)
     how = f"the sum over {len(analysed)} partitions' VMs, each in its own arena or storages after lowering"
-    skipped = [f"#{p['id']} ({p['device']})" for p in partitions if not p["runtime_memory"]]
+    skipped = [f"#{p.id} ({p.device or p.runs_on})" for p in partitions if not p.runtime_memory]
     if skipped:
         how += f"; not counted: {', '.join(skipped)}, whose memory TVM's GPU pipeline plans"
     return needed, how
 
 
-def partitions_analysed(partitions: list[dict]) -> bool:
+def partitions_analysed(partitions: list[Partition]) -> bool:
     """Whether a model has several partitions and edgec analysed the VM of at least one."""
-    return len(partitions) > 1 and any(p["runtime_memory"] for p in partitions)
+    return len(partitions) > 1 and any(p.runtime_memory for p in partitions)
 
 
-def lowered_arena_check(budget: int, runtime_memory: dict | None, partitions: list[dict]) -> Finding | None:
+def lowered_arena_check(budget: int, runtime_memory: dict | None, partitions: list[Partition]) -> Finding | None:
     """The activation budget against what the lowered model's VMs allocate: the one VM's, or the
     sum over a partitioned model's; None when none was analysed (a model all on the GPU)."""
     if partitions_analysed(partitions):
@@ -418,19 +419,16 @@ def certify(
     ``model`` is a loaded model (``run(feeds)``), or a zero-argument loader returning
     one: then first-time latency is measured from the call to the first result (for a local
     artifact, in a fresh process, as ``edgec bench`` does), and
-    memory from before loading. With a loaded model, pass ``first_time_s`` (load and
+    memory in that process too (``check.measure_latency``, shared with ``edgec bench``). With a loaded model, pass ``first_time_s`` (load and
     first inference) measured by the caller. ``data`` is an .npz (path or arrays): one array per model input with
     samples on the first axis, plus ``labels`` or ``expected_<output>``.
     """
     artifact_path = Path(artifact_path)
-    manifest = open_artifact(artifact_path).manifest
+    manifest = open_artifact(artifact_path).typed
     arrays = load_data(data) if data is not None and not isinstance(data, Mapping) else data
-    if manifest.get("format_version") == FIRMWARE_VERSION:
+    if manifest.format_version == FIRMWARE_VERSION:
         return certify_firmware(artifact_path, manifest, model, profile, arrays, float_model_path)
-    memory = MemoryProbe()
     loader = model if callable(model) and not hasattr(model, "run") else None
-    if loader is not None:
-        memory.start()
     started = time.perf_counter()
     if loader is not None:
         model = loader()
@@ -438,12 +436,12 @@ def certify(
     if loader is None and first_time_s is not None:
         timing.first_s = first_time_s
     outputs = run_all(model.run, model, arrays) if arrays is not None and profile.accuracy.metric else None
-    working_set = memory.measurement(profile, model)  # before onnxruntime runs the float model in this process
+    measured_first = loader is not None or first_time_s is not None
     measurements = [
         accuracy_measurement(profile, model, arrays, outputs, float_model_path),
-        latency_first(profile, timing, loader is not None or first_time_s is not None),
-        latency_steady(profile, timing, manifest.get("recurrent_steps")),
-        working_set,
+        latency_first(profile, timing, measured_first, batch_advice(profile, timing, manifest)),
+        latency_steady(profile, timing, batch_advice(profile, timing, manifest), manifest.recurrent_steps),
+        working_set_measurement(profile, timing),
         weights_measurement(profile, manifest),
     ]
     if profile.memory.activation_arena is not None:
@@ -455,14 +453,14 @@ def certify(
                        environment(model, manifest), measurements, issued)
 
 
-def certify_firmware(artifact_path: Path, manifest: dict, model, profile: Profile, arrays, float_model_path) -> Certificate:
+def certify_firmware(artifact_path: Path, manifest: Manifest, model, profile: Profile, arrays, float_model_path) -> Certificate:
     """A microcontroller firmware's certificate: memory and flash from the linked ELF's
     sections, ops and dtypes from the compiled graph, accuracy on qemu; latency and power
     are not measured (an emulator's timing is not the chip's)."""
     model = model() if callable(model) and not hasattr(model, "run") else model
     outputs = run_all(model.run, model, arrays) if arrays is not None and profile.accuracy.metric else None
-    memory = manifest["target"]["mcu_memory"]
-    why = f"not measured: qemu-system-arm -M {manifest['target']['board']} emulates instructions, not the chip's timing"
+    memory = manifest.target.mcu_memory
+    why = f"not measured: qemu-system-arm -M {manifest.target.board} emulates instructions, not the chip's timing"
     measurements = [
         accuracy_measurement(profile, model, arrays, outputs, float_model_path),
         *(Measurement(attribute, spelled, None, why, EMULATED if spelled else NOT_REQUIRED) for attribute, spelled in (
@@ -515,9 +513,9 @@ def firmware_flash(profile: Profile, memory: dict) -> Measurement:
                        values={"bytes": flash})
 
 
-def firmware_weights(profile: Profile, manifest: dict) -> Measurement:
+def firmware_weights(profile: Profile, manifest: Manifest) -> Measurement:
     """Every weight and constant of the compiled graph (int8 weights are compiled in as constants)."""
-    total = manifest["report"]["totals"]["weight_bytes"]
+    total = manifest.report["totals"]["weight_bytes"]
     required = profile.memory.weights
     return Measurement("memory.weights", f"<= {format_size_exact(required)}" if required is not None else None,
                        human_size(total), "the compiled graph's weights and constants, from the artifact's report",
@@ -525,16 +523,16 @@ def firmware_weights(profile: Profile, manifest: dict) -> Measurement:
                        values={"bytes": total})
 
 
-def same_static_rules(profile: Profile, manifest: dict) -> bool:
-    compiled_with = manifest.get("profile") or {}
-    return manifest.get("compliance") is not None and all(
+def same_static_rules(profile: Profile, manifest: Manifest) -> bool:
+    compiled_with = manifest.profile or {}
+    return manifest.compliance is not None and all(
         compiled_with.get(s) == profile.to_dict().get(s) for s in STATIC_SECTIONS)
 
 
-def graph_checks(profile: Profile, manifest: dict) -> list[Measurement]:
+def graph_checks(profile: Profile, manifest: Manifest) -> list[Measurement]:
     """Ops and dtypes judged on the compiled graph as the manifest's layer report records it
     (each layer's op and output dtype, the inputs' dtypes, the weights' dtypes)."""
-    layers = manifest["report"]["layers"]
+    layers = manifest.report["layers"]
     how = "the compiled graph's layers, as the artifact's report records them"
     measurements: list[Measurement] = []
     if profile.ops.allowed is not None or profile.ops.excluded:
@@ -548,8 +546,8 @@ def graph_checks(profile: Profile, manifest: dict) -> list[Measurement]:
                                         FAIL if bad else PASS))
     for attribute, allowed, dtypes in (
             ("dtypes.compute", profile.dtypes.compute,
-             {*(spec["dtype"] for spec in manifest["signature"]["inputs"]), *(layer["dtype"] for layer in layers)}),
-            ("dtypes.storage", profile.dtypes.storage, {entry["dtype"] for entry in manifest["weights"]})):
+             {*(spec.dtype for spec in manifest.signature.inputs), *(layer["dtype"] for layer in layers)}),
+            ("dtypes.storage", profile.dtypes.storage, {entry.dtype for entry in manifest.weights})):
         if allowed is None:
             continue
         bad = sorted(dtypes - set(allowed))
@@ -590,18 +588,18 @@ def elf_symbols(data: bytes) -> set[str]:
     return names
 
 
-def arena_measurement(budget: int, manifest: dict) -> Measurement:
+def arena_measurement(budget: int, manifest: Manifest) -> Measurement:
     """The activation arena is fixed when the model is compiled: the lowered model's arena is the figure."""
-    runtime = manifest.get("runtime_memory")
+    runtime = manifest.runtime_memory
     if runtime:
         arena = runtime_intermediates(runtime)
         how = ("planned at compile time: " + ("the one arena the VM runs in, at edgec's offsets" if runtime["runs_in_arena"]
                else f"TVM's own storages ({runtime['why_not']})"))
-    elif partitions_analysed(manifest.get("partitions") or []):
-        arena, how = partitions_intermediates(manifest["partitions"])
+    elif partitions_analysed(manifest.partitions or []):
+        arena, how = partitions_intermediates(manifest.partitions)
         how = f"planned at compile time: {how}"
     else:
-        arena = manifest["memory_plan"]["arena_bytes"]
+        arena = manifest.memory_plan["arena_bytes"]
         how = "planned at compile time: edgec's plan for the graph (the GPU allocates by TVM's plan)"
     return Measurement("memory.activation_arena", f"<= {format_size_exact(budget)}", human_size(arena), how,
                        PASS if arena <= budget else FAIL, values={"bytes": arena})
@@ -623,7 +621,7 @@ def static_attributes(profile: Profile) -> list[str]:
     return [attribute for attribute, yes in constrained.items() if yes]
 
 
-def compile_time_checks(profile: Profile, manifest: dict) -> list[Measurement]:
+def compile_time_checks(profile: Profile, manifest: Manifest) -> list[Measurement]:
     """Ops, dtypes and quantization as the compile judged them, when it used these same rules.
 
     They cannot be measured on a device: they hold for the compiled graph or not. The
@@ -634,8 +632,8 @@ def compile_time_checks(profile: Profile, manifest: dict) -> list[Measurement]:
     wanted = static_attributes(profile)
     if not wanted:
         return []
-    compiled_with = manifest.get("profile") or {}
-    report = manifest.get("compliance")
+    compiled_with = manifest.profile or {}
+    report = manifest.compliance
     same_rules = report is not None and all(compiled_with.get(s) == profile.to_dict().get(s) for s in STATIC_SECTIONS)
     if not same_rules:
         why = (f"compiled against profile {compiled_with['name']}, whose ops, dtypes or quantization rules differ"
@@ -673,6 +671,8 @@ class Timing:
     batch: int
     """The artifact's batch size, which latency and throughput are measured at."""
     first_how: str = IN_PROCESS
+    working_set_bytes: int | None = None
+    working_set_how: str = "not measured"
 
     @property
     def median_s(self) -> float:
@@ -690,10 +690,11 @@ def measure(model, data, started: float, repeat: int, warmup: int) -> Timing:
         first = time.perf_counter() - started
         timed = model.time(feeds, repeat=repeat)
         return Timing(first, list(timed.runs), timed.emulated, f"median of {repeat} runs timed on the device",
-                      batch_of(model))
+                      batch_of(model), working_set_how="the device reports no memory figures")
     latency = measure_latency(model, feeds, repeat, warmup, started)
     how = f"median of {repeat} runs after {warmup} warm-up runs, wall clock (time.perf_counter) in this process"
-    return Timing(latency.first_s, latency.runs_s, latency.emulated, how, batch_of(model), latency.first_how)
+    return Timing(latency.first_s, latency.runs_s, latency.emulated, how, batch_of(model), latency.first_how,
+                  latency.working_set_bytes, latency.working_set_how)
 
 
 def batch_of(model) -> int:
@@ -701,19 +702,35 @@ def batch_of(model) -> int:
     return int(shape[0]) if shape else 1
 
 
-def latency_first(profile: Profile, timing: Timing, measured: bool) -> Measurement:
+def batch_advice(profile: Profile, timing: Timing, manifest: Manifest) -> str:
+    """Why the artifact's batch is not the profile's, and what would change it ('' when they agree).
+
+    A batch bound at compile (a symbolic dim) recompiles; a batch the model fixes does not."""
+    if timing.batch == profile.batch_size:
+        return ""
+    bound = next((b for b in manifest.dim_bindings if b.axis == 0), None)
+    if bound is not None:
+        return (f"the artifact takes batches of {timing.batch} (bound at compile from {bound.source}): recompile it "
+                f"with --profile {profile.name}, or --dim/--input-shape, for batches of {profile.batch_size}")
+    return (f"the model fixes its batch at {timing.batch}, so no compile changes it: export the model with a batch "
+            f"of {profile.batch_size} (or a symbolic one, which the compile binds to latency.batch_size), or hold it "
+            f"to a profile with latency.batch_size = {timing.batch} (--set latency.batch_size={timing.batch})")
+
+
+def latency_first(profile: Profile, timing: Timing, measured: bool, advice: str) -> Measurement:
     required = profile.latency.first_time
-    spelled = f"<= {format_duration(required)}" if required is not None else None
+    spelled = f"<= {format_duration(required)} for a batch of {profile.batch_size}" if required is not None else None
     if not measured:
         return Measurement("latency.first_time", spelled, None,
                            "the model was loaded before certification and no first-time latency was given",
                            UNVERIFIED if required is not None else NOT_REQUIRED)
-    return Measurement("latency.first_time", spelled, human_duration(timing.first_s),
-                       f"wall clock, {timing.first_how}",
-                       verdict(required, timing.first_s, timing, profile), values={"seconds": timing.first_s})
+    how = f"wall clock, {timing.first_how}" + (f"; {advice}" if advice and required is not None else "")
+    return Measurement("latency.first_time", spelled, f"{human_duration(timing.first_s)} for a batch of {timing.batch}",
+                       how, verdict(required, timing.first_s, timing, profile),
+                       values={"seconds": timing.first_s, "batch": timing.batch})
 
 
-def latency_steady(profile: Profile, timing: Timing, recurrent_steps: int | None = None) -> Measurement:
+def latency_steady(profile: Profile, timing: Timing, advice: str, recurrent_steps: int | None = None) -> Measurement:
     """Per batch, or per recurrent step where the profile says ``per = "step"``: a call of a
     streaming model is one step; a model that runs a whole sequence per call fails, as it cannot show it."""
     required = profile.latency.steady_state
@@ -722,8 +739,8 @@ def latency_steady(profile: Profile, timing: Timing, recurrent_steps: int | None
     spelled = f"<= {format_duration(required)} {unit}" if required is not None else None
     measured = f"{human_duration(timing.median_s)} per batch of {timing.batch}"
     how = timing.how + ("; EMULATED (qemu): says nothing about the device's speed" if timing.emulated else "")
-    if timing.batch != profile.batch_size:
-        how += f"; the artifact takes batches of {timing.batch}: recompile it for batches of {profile.batch_size}"
+    if advice and required is not None:
+        how += f"; {advice}"
     result = verdict(required, timing.median_s, timing, profile)
     if per_step and (recurrent_steps or 1) == 1:
         measured = f"{human_duration(timing.median_s)} per step (one call" + (
@@ -739,7 +756,8 @@ def latency_steady(profile: Profile, timing: Timing, recurrent_steps: int | None
 
 
 def verdict(required: float | None, measured: float, timing: Timing, profile: Profile) -> str:
-    """Emulated timings prove nothing; a batch other than the profile's fails (recompile for it)."""
+    """Emulated timings prove nothing; a batch other than the profile's fails (the time of
+    another batch says nothing of the profile's: both lines name the two batches)."""
     if required is None:
         return NOT_REQUIRED
     if timing.emulated:
@@ -867,68 +885,27 @@ def metric_value(metric: str, outputs: dict[str, np.ndarray], expected) -> float
     return float(np.mean(np.sum(got * want, axis=1) / np.maximum(norms, np.finfo(np.float64).tiny)))
 
 
-class MemoryProbe:
-    """Peak resident memory of this process, from Linux's /proc/self/status.
-
-    ``start`` notes the resident size before loading and resets the peak (writing 5
-    to /proc/self/clear_refs, Linux 4.0+), so the peak that follows is what loading
-    and running the model added: arena, weights and runtime.
-    """
-
-    def __init__(self):
-        self.baseline: int | None = None
-        self.reset = False
-
-    def start(self) -> None:
-        self.baseline = proc_status("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w") as refs:
-                refs.write("5")
-            self.reset = True
-        except OSError:
-            self.reset = False
-
-    def measurement(self, profile: Profile, model) -> Measurement:
-        required = profile.memory.working_set
-        spelled = f"<= {format_size_exact(required)}" if required is not None else None
-        if hasattr(model, "device_info"):
-            return Measurement("memory.working_set", spelled, None, "the device reports no memory figures",
-                               UNVERIFIED if required is not None else NOT_REQUIRED)
-        peak = proc_status("VmHWM")
-        if peak is None:
-            return Measurement("memory.working_set", spelled, None, "no /proc/self/status (not Linux)",
-                               UNVERIFIED if required is not None else NOT_REQUIRED)
-        if self.baseline is not None and self.reset:
-            used = peak - self.baseline
-            how = ("peak resident memory of this process (VmHWM, reset before loading) less its resident memory "
-                   "before loading (VmRSS): loading and running the model, the TVM runtime included")
-            status = NOT_REQUIRED if required is None else PASS if used <= required else FAIL
-        else:
-            used = peak
-            how = ("peak resident memory of this whole process (VmHWM): an upper bound, as it includes the "
-                   "interpreter and everything loaded before the model")
-            status = NOT_REQUIRED if required is None else PASS if used <= required else UNVERIFIED
-        return Measurement("memory.working_set", spelled, human_size(used), how, status, values={"bytes": used})
+def working_set_measurement(profile: Profile, timing: Timing) -> Measurement:
+    """The memory loading and running the model takes, as ``check.measure_latency`` measured it."""
+    required = profile.memory.working_set
+    spelled = f"<= {format_size_exact(required)}" if required is not None else None
+    used = timing.working_set_bytes
+    if used is None:
+        return Measurement("memory.working_set", spelled, None, timing.working_set_how,
+                           UNVERIFIED if required is not None else NOT_REQUIRED)
+    upper_bound = timing.working_set_how == WHOLE_PROCESS  # over the budget proves nothing then
+    status = (NOT_REQUIRED if required is None else PASS if used <= required else UNVERIFIED if upper_bound else FAIL)
+    return Measurement("memory.working_set", spelled, human_size(used), timing.working_set_how, status,
+                       values={"bytes": used})
 
 
-def proc_status(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def weights_measurement(profile: Profile, manifest: dict) -> Measurement:
+def weights_measurement(profile: Profile, manifest: Manifest) -> Measurement:
     required = profile.memory.weights
-    total = sum(entry["nbytes"] for entry in manifest["weights"])
+    total = sum(entry.nbytes for entry in manifest.weights)
     spelled = f"<= {format_size_exact(required)}" if required is not None else None
     status = NOT_REQUIRED if required is None else PASS if total <= required else FAIL
     return Measurement("memory.weights", spelled, human_size(total),
-                       f"sum of the {len(manifest['weights'])} weight tensors in the artifact's manifest", status,
+                       f"sum of the {len(manifest.weights)} weight tensors in the artifact's manifest", status,
                        values={"bytes": total})
 
 
@@ -968,9 +945,10 @@ def locality_measurement(profile: Profile, artifact_path: Path) -> Measurement:
         return Measurement("data_locality", None, None, "the profile says nothing about the network", NOT_REQUIRED)
     if not on_device:
         qos = profile.data_locality.network_qos
-        return Measurement("data_locality", "network allowed" + (f" ({qos})" if qos else ""), None,
-                           "a network QoS is a requirement on the deployment's network: edgec records it, "
-                           "it does not measure it", NOT_REQUIRED)
+        return Measurement("data_locality", None, None,
+                           "the profile allows the network" + (f" ({qos})" if qos else "") + "; a network QoS is a "
+                           "requirement on the deployment's network: edgec records it, it does not measure it",
+                           NOT_REQUIRED)
     artifact = open_artifact(artifact_path)
     symbols, needed = set(), []
     for member in artifact.libraries():  # model.so, or one library per partition
@@ -1027,7 +1005,7 @@ def elf_imports(data: bytes) -> tuple[set[str], list[str]]:
     return symbols, needed
 
 
-def environment(model, manifest: dict) -> dict:
+def environment(model, manifest: Manifest) -> dict:
     """Where the measurements were taken: the host, the versions, and the device when remote."""
     import onnxruntime
 
@@ -1040,8 +1018,8 @@ def environment(model, manifest: dict) -> dict:
     except OSError:
         pass
     env = {"machine": platform.machine(), "system": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-           "python": platform.python_version(), "edgec": __version__, "tvm": manifest.get("tvm_version"),
-           "onnxruntime": onnxruntime.__version__, "target": manifest["target"]["name"],
+           "python": platform.python_version(), "edgec": __version__, "tvm": manifest.tvm_version,
+           "onnxruntime": onnxruntime.__version__, "target": manifest.target.name,
            "emulated": bool(getattr(model, "emulated", False))}
     device_info = getattr(model, "device_info", None)
     if device_info is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Model, Node
+from ..tables import table
 from .accuracy_budget import ratio_db, session
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -91,7 +92,7 @@ def layer_record(float_model: Model, quantized: Model, data_path, flag: str, exc
 
 
 def format_rows(rows: list[LayerRow]) -> str:
-    lines = [f"{'layer':<24} {'op':<8} {'place':<6} {'x scale':>10} {'x zp':>5} {'w scales':>23} {'SQNR dB':>8}  why"]
+    cells = []
     for r in rows:
         x_scale = f"{r.activation_scale:.4g}" if r.activation_scale is not None else "-"
         x_zero = str(r.activation_zero_point) if r.activation_zero_point is not None else "-"
@@ -102,8 +103,9 @@ def format_rows(rows: list[LayerRow]) -> str:
         else:
             w = f"{r.weight_scales[0]:.3g}..{r.weight_scales[1]:.3g} x{r.weight_scales[2]}"
         sqnr = "inf" if np.isinf(r.sqnr_db) else f"{r.sqnr_db:.1f}"
-        lines.append(f"{r.node[:24]:<24} {r.op:<8} {r.placement:<6} {x_scale:>10} {x_zero:>5} {w:>23} {sqnr:>8}  {r.why}")
-    return "\n".join(lines)
+        cells.append((r.node, r.op, r.placement, x_scale, x_zero, w, sqnr, r.why))
+    return "\n".join(table(("layer", "op", "place", "x scale", "x zp", "w scales", "SQNR dB", "why"), cells,
+                           right=("x scale", "x zp", "w scales", "SQNR dB")))
 
 
 def rows_to_dicts(rows: list[LayerRow]) -> list[dict]:
@@ -131,4 +133,5 @@ def format_record(record: dict, integer_kernels: dict | None) -> str:
         counts = ", ".join(f"{kind} x{lowered.count(kind)}" for kind in sorted(set(lowered)))
         lines.append(f"integer kernels: {len(lowered)} ({counts or 'none'})")
         lines += [f"kept float by the lowering: {why}" for why in integer_kernels["kept_float"]]
+        lines += [f"kept int32 by the lowering: {why}" for why in integer_kernels.get("kept_int32", [])]
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EdgecError, UsageError
+from ..units import human_size
 
 
 @dataclass
@@ -65,14 +66,36 @@ def compare_with_onnxruntime(compiled, model: Path, feeds: dict, rtol: float, at
 
 FRESH_PROCESS = "a fresh Python process: interpreter start, imports, load, first run, exit; warm file cache"
 IN_PROCESS = "from the start of loading to the first result, in this process"
+FRESH_WORKING_SET = ("in the fresh process of the first run: peak resident memory (VmHWM, reset before loading) "
+                     "less resident memory before loading (VmRSS): loading and running the model, the TVM runtime "
+                     "included")
+WHOLE_PROCESS = ("peak resident memory of this whole process (VmHWM): an upper bound, as it includes the interpreter "
+                 "and everything loaded before the model")
 
 FIRST_RUN_SCRIPT = """
+import json
 import sys
 import numpy as np
 import edgec.runtime
-model = edgec.runtime.load(sys.argv[1])
-with np.load(sys.argv[2], allow_pickle=False) as feeds:
-    model.run(dict(feeds))
+
+def status(key):
+    try:
+        with open("/proc/self/status") as lines:
+            return next((int(line.split()[1]) * 1024 for line in lines if line.startswith(key + ":")), None)
+    except OSError:
+        return None
+
+with np.load(sys.argv[2], allow_pickle=False) as arrays:
+    feeds = dict(arrays)
+before = status("VmRSS")
+try:
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")  # resets VmHWM (Linux 4.0+)
+    reset = True
+except OSError:
+    reset = False
+edgec.runtime.load(sys.argv[1]).run(feeds)
+print(json.dumps({"before": before, "peak": status("VmHWM"), "reset": reset}))
 """
 
 
@@ -83,6 +106,9 @@ class Latency:
     runs_s: list[float] = field(default_factory=list)
     emulated: bool = False
     first_how: str = IN_PROCESS
+    working_set_bytes: int | None = None
+    """Memory that loading and running the model takes (see ``working_set_how``); None: not measured."""
+    working_set_how: str = "not measured"
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.runs_s, q))
@@ -96,42 +122,54 @@ class Latency:
             "runs": len(self.runs_s),
             "emulated": self.emulated,
             "first_measured_as": self.first_how,
+            "working_set_bytes": self.working_set_bytes,
+            "working_set_measured_as": self.working_set_how,
         }
 
     def summary(self) -> str:
         d = self.as_dict()
         label = " (EMULATED: says nothing about device speed)" if self.emulated else ""
+        memory = "not measured" if self.working_set_bytes is None else human_size(self.working_set_bytes)
         return (f"first-time latency {d['first_ms']:.2f} ms ({self.first_how}){label}\n"
                 f"steady state: median {d['median_ms']:.3f} ms, p10 {d['p10_ms']:.3f} ms, "
-                f"p90 {d['p90_ms']:.3f} ms over {d['runs']} runs{label}")
+                f"p90 {d['p90_ms']:.3f} ms over {d['runs']} runs{label}\n"
+                f"working set {memory} ({self.working_set_how})")
 
 
 def measure_latency(compiled, feeds: dict, repeat: int, warmup: int, started: float) -> Latency:
     """Time the first run (counted from ``started``, before loading), then steady-state runs.
 
-    A model on a lab device times its steady-state runs on the device itself
-    (``compiled.time``), so network round trips do not count."""
+    A local artifact's first run and working set are measured in a fresh process, what an
+    app pays at start; ``check`` and ``bench`` both take them from here. A model on a lab
+    device times its steady-state runs on the device itself (``compiled.time``), so network
+    round trips do not count; it reports no memory."""
     if hasattr(compiled, "time"):
         loaded = time.perf_counter() - started
         timing = compiled.time(feeds, repeat=repeat)
-        return Latency(loaded + timing.first, list(timing.runs), emulated=timing.emulated)
+        return Latency(loaded + timing.first, list(timing.runs), emulated=timing.emulated,
+                       working_set_how="the device reports no memory figures")
     compiled.run(feeds)
     latency = Latency(time.perf_counter() - started, emulated=getattr(compiled, "emulated", False))
     if getattr(compiled, "path", None) is not None:  # a local artifact: what an app's process pays
-        latency.first_s, latency.first_how = fresh_process_first_run(compiled.path, feeds), FRESH_PROCESS
+        latency.first_s, latency.working_set_bytes, latency.working_set_how = fresh_process_first_run(compiled.path, feeds)
+        latency.first_how = FRESH_PROCESS
     for _ in range(warmup):
         compiled.run(feeds)
     for _ in range(repeat):
         start = time.perf_counter()
         compiled.run(feeds)
         latency.runs_s.append(time.perf_counter() - start)
+    if latency.working_set_bytes is None and getattr(compiled, "path", None) is None:
+        latency.working_set_bytes, latency.working_set_how = proc_status("VmHWM"), WHOLE_PROCESS
     return latency
 
 
-def fresh_process_first_run(artifact: Path, feeds: dict) -> float:
+def fresh_process_first_run(artifact: Path, feeds: dict) -> tuple[float, int | None, str]:
     """Wall time, measured from outside, of a new Python process that imports edgec's runtime,
-    loads ``artifact`` and runs it once on ``feeds``: the first-time latency an app pays,
-    which a process that has imported the runtime already would understate."""
+    loads ``artifact`` and runs it once on ``feeds`` (the first-time latency an app pays,
+    which a process that has imported the runtime already would understate), and the
+    memory loading and running took in that process, which holds nothing else."""
+    import json
     import subprocess
     import sys
     import tempfile
@@ -146,4 +184,22 @@ def fresh_process_first_run(artifact: Path, feeds: dict) -> float:
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines() or [f"exit code {done.returncode}"]
         raise EdgecError(f"{artifact}: the first run in a fresh process failed: {lines[-1]}")
-    return elapsed
+    memory = json.loads(done.stdout.strip().splitlines()[-1])
+    if memory["peak"] is None:
+        return elapsed, None, "no /proc/self/status (not Linux)"
+    if memory["reset"] and memory["before"] is not None:
+        return elapsed, memory["peak"] - memory["before"], FRESH_WORKING_SET
+    return elapsed, memory["peak"], ("in the fresh process of the first run: its peak resident memory (VmHWM), "
+                                     "the interpreter included (no /proc/self/clear_refs to reset it)")
+
+
+def proc_status(key: str) -> int | None:
+    """A byte figure (VmRSS, VmHWM...) of this process, from Linux's /proc/self/status."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None

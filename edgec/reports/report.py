@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import UsageError
 from ..ir import Model, Node
 from ..profiles.compliance import estimate_arena, planned_arena, runtime_intermediates
+from ..tables import table
 from ..units import human_size
 
 
@@ -30,9 +31,9 @@ def macs(node: Node) -> int:
     if out is None or not out.is_static:
         return 0
     op = node.op_type
-    if op in ("Conv", "ConvTranspose") and node.inputs[1] is not None and node.inputs[1].is_static:
+    if op in ("Conv", "ConvInteger", "ConvTranspose") and node.inputs[1] is not None and node.inputs[1].is_static:
         weight = node.inputs[1].shape
-        if op == "Conv":  # each output element sums C_in/group x kernel products
+        if op != "ConvTranspose":  # each output element sums C_in/group x kernel products
             return prod(out.shape) * prod(weight[1:])
         if node.inputs[0].is_static:  # each input element feeds C_out/group x kernel outputs
             return prod(node.inputs[0].shape) * prod(weight[1:])
@@ -41,7 +42,7 @@ def macs(node: Node) -> int:
         a = node.inputs[0].shape
         k = a[0] if node.attr("transA", 0) else a[1]
         return prod(out.shape) * int(k)
-    if op == "MatMul" and node.inputs[0].is_static:
+    if op in ("MatMul", "MatMulInteger") and node.inputs[0].is_static:
         return prod(out.shape) * int(node.inputs[0].shape[-1])
     return 0
 
@@ -161,10 +162,7 @@ COLUMNS = ["name", "op", "output_shape", "dtype", "macs", "parameters", "weight_
 def format_table(report: dict) -> str:
     rows = [[str(layer[c]) if c != "output_shape" else "x".join(map(str, layer[c])) for c in COLUMNS]
             for layer in report["layers"]]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths))]
-    lines += ["  ".join(v.rjust(w) if COLUMNS[i] in ("macs", "parameters", "weight_bytes") else v.ljust(w)
-                        for i, (v, w) in enumerate(zip(row, widths))) for row in rows]
+    lines = table(COLUMNS, rows, right=("macs", "parameters", "weight_bytes"))
     t = report["totals"]
     share = ", ".join(f"{d} {100 * s:.1f}%" for d, s in t["macs_share"].items())
     lines += [
@@ -211,15 +209,28 @@ def format_memory(manifest: dict) -> str:
     header = ["tensor", "offset", "size", "steps", "dtype", "shape", "in place of"]
     rows = [[t["name"], str(t["offset"]), str(t["size"]), f"{t['first_step']}-{t['last_step']}", t["dtype"],
              "x".join(map(str, t["shape"])), t["shares"] or ""] for t in tensors]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines += ["", "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(v.rjust(w) if header[i] in ("offset", "size") else v.ljust(w)
-                        for i, (v, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    lines += ["", *table(header, rows, right=("offset", "size"))]
     return "\n".join(lines)
 
 
+def byte_unit(size: int) -> tuple[str, int]:
+    """The unit a plot of sizes up to ``size`` reads best in: B, KiB or MiB."""
+    return ("MiB", 2**20) if size >= 2**20 else ("KiB", 2**10) if size >= 2**10 else ("B", 1)
+
+
 def plot_memory(manifest: dict, path) -> None:
-    """Tensor lifetimes against arena offsets: one rectangle per tensor, steps across, bytes up."""
+    """Draw ``memory_figure`` to the PNG ``path``."""
+    from matplotlib import pyplot
+
+    figure = memory_figure(manifest)
+    figure.savefig(path, metadata={"Software": None})
+    pyplot.close(figure)
+
+
+def memory_figure(manifest: dict):
+    """Tensor lifetimes against arena offsets: one rectangle per tensor, labelled unless too thin, steps across,
+    bytes up in the unit the arena reads best in; the arena and its lower bound as two lines
+    of different color and style, with their sizes in the legend below the plot."""
     try:
         import matplotlib
     except ImportError:
@@ -229,25 +240,32 @@ def plot_memory(manifest: dict, path) -> None:
     from matplotlib.patches import Rectangle
 
     plan = manifest["memory_plan"]
-    figure, axes = pyplot.subplots(figsize=(12, 6), dpi=100)
+    unit, scale = byte_unit(plan["arena_bytes"])
+    figure, axes = pyplot.subplots(figsize=(12, 6.5), dpi=100)
     colors = pyplot.get_cmap("tab20").colors
     steps = max((t["last_step"] + 1 for t in plan["tensors"]), default=1)
     for index, tensor in enumerate(plan["tensors"]):
-        axes.add_patch(Rectangle((tensor["first_step"], tensor["offset"] / 2**20),
-                                 tensor["last_step"] + 1 - tensor["first_step"], tensor["size"] / 2**20,
-                                 facecolor=colors[index % len(colors)], edgecolor="black", linewidth=0.3))
-    axes.axhline(plan["arena_bytes"] / 2**20, color="black", linestyle="--", linewidth=1, label="arena")
-    axes.axhline(plan["lower_bound_bytes"] / 2**20, color="red", linestyle=":", linewidth=1, label="lower bound")
+        box = Rectangle((tensor["first_step"], tensor["offset"] / scale), tensor["last_step"] + 1 - tensor["first_step"],
+                        tensor["size"] / scale, facecolor=colors[index % len(colors)], edgecolor="black", linewidth=0.3)
+        axes.add_patch(box)
+        if tensor["size"] < plan["arena_bytes"] / 40:
+            continue  # a sliver: too thin for a label (the --memory table lists it)
+        label = axes.text(tensor["first_step"] + 0.1, (tensor["offset"] + tensor["size"] / 2) / scale,
+                          f"{tensor['name']} {human_size(tensor['size'])}", fontsize=7, va="center", clip_on=True)
+        label.set_clip_path(box)  # a label shows only inside its own tensor
+    axes.axhline(plan["arena_bytes"] / scale, color="black", linestyle="-", linewidth=1.5,
+                 label=f"arena {human_size(plan['arena_bytes'])} ({plan['algorithm']})")
+    axes.axhline(plan["lower_bound_bytes"] / scale, color="red", linestyle="--", linewidth=1.5,
+                 label=f"lower bound {human_size(plan['lower_bound_bytes'])} (most bytes live at one step, "
+                       f"step {plan['peak_step']})")
     axes.set_xlim(0, steps)
-    axes.set_ylim(0, max(plan["arena_bytes"], 1) / 2**20 * 1.05)
+    axes.set_ylim(0, max(plan["arena_bytes"], 1) / scale * 1.08)
     axes.set_xlabel("step (node in execution order)")
-    axes.set_ylabel("arena offset (MiB)")
-    axes.set_title(f"{manifest['source']['file']}: {len(plan['tensors'])} tensors in {human_size(plan['arena_bytes'])} "
-                   f"({plan['algorithm']}; lower bound {human_size(plan['lower_bound_bytes'])})")
-    axes.legend(loc="upper right")
+    axes.set_ylabel(f"arena offset ({unit})")
+    axes.set_title(f"{manifest['source']['file']}: {len(plan['tensors'])} tensors in {human_size(plan['arena_bytes'])}")
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, metadata={"Software": None})
-    pyplot.close(figure)
+    return figure
 
 
 DEVICE_COLORS = {"cpu": "#8fbcdb", "cuda": "#76b900", "cpu-test-double": "#f2b56b"}

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..deploy.artifact import FIRMWARE_VERSION, LIBRARY, WEIGHTS, ArtifactFile, open_artifact
+from ..deploy.manifest import Manifest, Partition, Target
 from ..errors import ArtifactError
 from ..host import cpu_features
 from .tvm_runtime import Runtime, runtime
@@ -39,10 +40,11 @@ class Signature:
     runs so both refuse the same bad inputs with the same messages.
     """
 
-    def __init__(self, manifest: dict):
-        self.manifest = manifest
-        self.inputs: list[dict] = manifest["signature"]["inputs"]
-        self.outputs: list[dict] = [spec for spec in manifest["signature"]["outputs"] if not spec.get("count_of_rows")]
+    def __init__(self, artifact: ArtifactFile):
+        self.manifest = artifact.manifest
+        self.typed = artifact.typed
+        self.inputs: list[dict] = artifact.manifest["signature"]["inputs"]
+        self.outputs: list[dict] = [spec for spec in artifact.manifest["signature"]["outputs"] if not spec.get("count_of_rows")]
         """The model's outputs; the counts of rows of outputs cut to them (``valid_rows``) are the library's only."""
 
     def input_names(self) -> str:
@@ -90,13 +92,13 @@ class Signature:
 
     def bound_dim_message(self, name: str, shape: list[int]) -> str | None:
         """Why a feed of ``shape`` is refused when it differs in a dim the compile bound; None otherwise."""
-        for binding in self.manifest.get("dim_bindings", []):
-            axis = binding["axis"]
-            if binding["input"] == name and axis < len(shape) and shape[axis] != binding["value"]:
-                dim = f" ('{binding['dim']}')" if binding["dim"] else ""
-                flag = f"--dim {binding['dim']}={shape[axis]}" if binding["dim"] else f"--input-shape {name}=..."
-                return (f"input '{name}' dim {axis}{dim} was bound to {binding['value']} at compile time "
-                        f"(from {binding['source']}), got {shape[axis]}; recompile with {flag}")
+        for binding in self.typed.dim_bindings:
+            axis = binding.axis
+            if binding.input == name and axis < len(shape) and shape[axis] != binding.value:
+                dim = f" ('{binding.dim}')" if binding.dim else ""
+                flag = f"--dim {binding.dim}={shape[axis]}" if binding.dim else f"--input-shape {name}=..."
+                return (f"input '{name}' dim {axis}{dim} was bound to {binding.value} at compile time "
+                        f"(from {binding.source}), got {shape[axis]}; recompile with {flag}")
         return None
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
@@ -127,26 +129,26 @@ def numpy_dtype(name: str) -> np.dtype:
         return np.dtype(getattr(ml_dtypes, name))
 
 
-def partitions_of(manifest: dict) -> list[dict]:
+def partitions_of(manifest: Manifest) -> list[Partition]:
     """Each partition's library, device, tensors and weights; a single-library artifact
     without a partition list is one partition on its target's device."""
-    if manifest.get("partitions"):
-        return manifest["partitions"]
-    return [{"id": 0, "library": LIBRARY, "runs_on": manifest["target"].get("device", "cpu"),
-             "inputs": [spec["name"] for spec in manifest["signature"]["inputs"]],
-             "outputs": [spec["name"] for spec in manifest["signature"]["outputs"]],
-             "weights": [w["name"] for w in manifest["weights"]]}]
+    if manifest.partitions:
+        return manifest.partitions
+    return [Partition(id=0, library=LIBRARY, runs_on=manifest.target.device,
+                      inputs=[spec.name for spec in manifest.signature.inputs],
+                      outputs=[spec.name for spec in manifest.signature.outputs],
+                      weights=[w.name for w in manifest.weights])]
 
 
 class Stage:
     """One partition loaded: its VM on its device, its weights there, its tensors' names."""
 
-    def __init__(self, rt: Runtime, artifact: ArtifactFile, partition: dict, weights: dict):
+    def __init__(self, rt: Runtime, artifact: ArtifactFile, partition: Partition, weights: dict):
         self.rt = rt
-        self.device = rt.device("cuda" if partition["runs_on"] == "cuda" else "cpu")
-        self.inputs, self.outputs = partition["inputs"], partition["outputs"]
-        self.main = load_library(rt, artifact, partition["library"], self.device)
-        self.weights = [rt.copy_to(weights[name], self.device) for name in partition["weights"]]
+        self.device = rt.device("cuda" if partition.runs_on == "cuda" else "cpu")
+        self.inputs, self.outputs = partition.inputs, partition.outputs
+        self.main = load_library(rt, artifact, partition.library, self.device)
+        self.weights = [rt.copy_to(weights[name], self.device) for name in partition.weights]
 
     def run(self, tensors: dict) -> None:
         """Read this partition's inputs from ``tensors`` (copied to its device when elsewhere)
@@ -160,14 +162,14 @@ class CompiledModel(Signature):
     """A loaded artifact: ``inputs``/``outputs`` describe the signature."""
 
     def __init__(self, artifact: ArtifactFile):
-        super().__init__(artifact.manifest)
+        super().__init__(artifact)
         self.path = artifact.path
         check_machine(artifact)
         self._rt = rt = runtime()
         self._device = rt.device("cpu")
         self._weight_map, weights = map_weights(rt, artifact, self._device)
-        named = dict(zip((w["name"] for w in artifact.manifest["weights"]), weights))
-        self._stages = [Stage(rt, artifact, p, named) for p in partitions_of(artifact.manifest)]
+        named = dict(zip((w.name for w in artifact.typed.weights), weights))
+        self._stages = [Stage(rt, artifact, p, named) for p in partitions_of(artifact.typed)]
         self._output_dtypes = [(spec["name"], numpy_dtype(spec["dtype"])) for spec in self.outputs]
         self._slots = [input_slot(rt, spec, self._device) for spec in self.inputs]
         self._lock = threading.Lock()
@@ -231,13 +233,12 @@ def check_machine(artifact: ArtifactFile) -> None:
     A partition for a GPU needs one here.
     """
     here = platform.machine()
-    check_arch(artifact.path, artifact.manifest, here, "this machine", "; run it on the device")
+    check_arch(artifact.path, artifact.typed.target, here, "this machine", "; run it on the device")
     if sys.platform == "linux":
-        check_features(artifact.path, artifact.manifest, cpu_features(), "this machine")
-    target = artifact.manifest["target"]
-    for partition in partitions_of(artifact.manifest):
-        if partition["runs_on"] == "cuda" and not Path("/dev/nvidiactl").exists():
-            raise ArtifactError(f"{artifact.path}: partition #{partition['id']} of target {target['name']} runs on "
+        check_features(artifact.path, artifact.typed.target, cpu_features(), "this machine")
+    for partition in partitions_of(artifact.typed):
+        if partition.runs_on == "cuda" and not Path("/dev/nvidiactl").exists():
+            raise ArtifactError(f"{artifact.path}: partition #{partition.id} of target {artifact.typed.target.name} runs on "
                                 "cuda, and this machine has no NVIDIA GPU (no /dev/nvidiactl)")
 
 
@@ -245,12 +246,11 @@ def normalize_machine(machine: str) -> str:
     return {"arm64": "aarch64", "amd64": "x86_64"}.get(machine.lower(), machine)
 
 
-def check_arch(path, manifest: dict, machine: str, where: str, hint: str = "") -> None:
+def check_arch(path, target: Target, machine: str, where: str, hint: str = "") -> None:
     """Raise when ``machine`` (a ``platform.machine()`` name) is not the artifact's architecture."""
-    triple = manifest["target"]["triple"]
-    if triple.split("-")[0] != normalize_machine(machine):
+    if target.triple.split("-")[0] != normalize_machine(machine):
         raise ArtifactError(
-            f"{path}: built for {triple} (target {manifest['target']['name']}), but {where} is {machine}{hint}"
+            f"{path}: built for {target.triple} (target {target.name}), but {where} is {machine}{hint}"
         )
 
 
@@ -260,14 +260,13 @@ FEATURE_ALIASES = {
 """Linux HWCAP names -> the LLVM/Arm names users know them by, for error messages."""
 
 
-def check_features(path, manifest: dict, available: set[str], where: str) -> None:
+def check_features(path, target: Target, available: set[str], where: str) -> None:
     """Raise when a CPU feature the target's code may use is not in ``available``."""
-    target = manifest["target"]
-    missing = [f for f in target.get("features", []) if f not in available]
+    missing = [f for f in target.features if f not in available]
     if missing:
         names = ", ".join(f"{f} ({FEATURE_ALIASES[f]})" if f in FEATURE_ALIASES else f for f in missing)
         plural = "s" if len(missing) > 1 else ""
-        raise ArtifactError(f"{path}: {where} lacks CPU feature{plural} {names} required by target {target['name']}")
+        raise ArtifactError(f"{path}: {where} lacks CPU feature{plural} {names} required by target {target.name}")
 
 
 def load_library(rt: Runtime, artifact: ArtifactFile, member: str, device):
@@ -299,9 +298,9 @@ def map_weights(rt: Runtime, artifact: ArtifactFile, device) -> tuple[np.memmap 
         return None, []
     blob = artifact.map_member(WEIGHTS)  # hashed once against the manifest
     tensors = []
-    for entry in artifact.manifest["weights"]:
-        raw = blob[entry["offset"] : entry["offset"] + entry["nbytes"]]
-        array = raw.view(np.dtype(entry["dtype"])).reshape(entry["shape"])
+    for entry in artifact.typed.weights:
+        raw = blob[entry.offset : entry.offset + entry.nbytes]
+        array = raw.view(np.dtype(entry.dtype)).reshape(entry.shape)
         if array.size == 0:
             tensors.append(rt.tensor(array, device))
             continue
@@ -313,7 +312,7 @@ def map_weights(rt: Runtime, artifact: ArtifactFile, device) -> tuple[np.memmap 
 def open_model(artifact: ArtifactFile):
     """The opened artifact ready to run: in TVM's runtime here, or, for a microcontroller
     firmware (format version 3), on its emulated board (``edgec.deploy.emulator``)."""
-    if artifact.manifest.get("format_version") == FIRMWARE_VERSION:
+    if artifact.typed.format_version == FIRMWARE_VERSION:
         from ..deploy.emulator import EmulatedModel
 
         return EmulatedModel(artifact)
