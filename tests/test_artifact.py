@@ -12,7 +12,7 @@ import pytest
 
 from edgec import api
 from edgec import runtime
-from edgec.deploy.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, open_artifact, write_artifact
+from edgec.deploy.artifact import ALIGNMENT, DIGEST, LIBRARY, MANIFEST, WEIGHTS, atomic_write, open_artifact, write_artifact
 from edgec.errors import ArtifactError
 from tests.models import small_cnn
 
@@ -98,3 +98,15 @@ def test_not_an_artifact(tmp_path):
     (tmp_path / "x.edgec").write_text("hello")
     with pytest.raises(ArtifactError, match="x.edgec: not an edgec artifact"):
         open_artifact(tmp_path / "x.edgec")
+
+
+def test_an_atomic_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_write(path) as handle:
+        handle.write(b"half of the new")
+        raise RuntimeError("killed while writing")
+    assert path.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    with atomic_write(path) as handle:
+        handle.write(b"new")
+    assert path.read_bytes() == b"new" and oct(path.stat().st_mode & 0o777) == "0o644"

@@ -16,7 +16,7 @@ PASS_INFRASTRUCTURE = {"compiler.pass_manager", "compiler.pipelines", "compiler.
 ALLOWED = {
     "ir": {"frontend.exporter"},
     "frontend": {"ir"},
-    "profiles": {"ir", "deploy", "reports"},
+    "profiles": {"ir", "frontend", "deploy", "reports"},
     "quant": {"ir", "frontend", "profiles", "passes"},
     "passes": {"ir", "frontend", "profiles", "quant", "reports.report", "targets.base", "targets.support",
                *PASS_INFRASTRUCTURE},

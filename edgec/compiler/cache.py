@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 from contextlib import contextmanager
 from importlib import metadata
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .. import __version__
-from ..deploy.artifact import sha256_file, temporary_beside
+from ..deploy.artifact import atomic_write, sha256_file
 
 
 def cache_key(files: list[Path], settings: dict) -> str:
@@ -36,15 +35,8 @@ def cache_key(files: list[Path], settings: dict) -> str:
 
 
 def copy_atomically(source: Path, destination: Path) -> None:
-    handle = temporary_beside(destination)
-    try:
-        with handle, open(source, "rb") as data:
-            shutil.copyfileobj(data, handle)
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, destination)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_write(destination) as handle, open(source, "rb") as data:
+        shutil.copyfileobj(data, handle)
 
 
 class CompileCache:
@@ -87,16 +79,8 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 
 def write_bytes_atomically(path: Path, data: bytes) -> None:
-    path = Path(path)
-    handle = temporary_beside(path)
-    try:
-        with handle:
-            handle.write(data)
-        os.chmod(handle.name, 0o644)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    with atomic_write(Path(path)) as handle:
+        handle.write(data)
 
 
 def write_depfile(depfile: Path, output: Path, inputs: list[Path]) -> None:

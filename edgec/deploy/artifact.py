@@ -48,9 +48,11 @@ import os
 import re
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -146,17 +148,25 @@ def write_artifact(path: Path, manifest: dict, library: bytes | dict[str, bytes]
 
 
 def write_members(path: Path, manifest_bytes: bytes, members: dict[str, bytes], signature: bytes | None = None) -> None:
-    """Write the tar: the manifest, its digest, the members, then the signature if any.
-
-    Atomic: a temp file beside ``path`` (:func:`temporary_beside`), then a rename."""
+    """Write the tar, atomically (:func:`atomic_write`): the manifest, its digest, the members,
+    then the signature if any."""
     digest = (sha256_bytes(manifest_bytes) + "\n").encode()
     entries = [(MANIFEST, manifest_bytes), (DIGEST, digest), *members.items(),
                *([(SIGNATURE, signature)] if signature is not None else [])]
-    handle = temporary_beside(path)
+    with atomic_write(path) as handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in entries:
+            tar.addfile(tar_member(name, len(data)), io.BytesIO(data))
+
+
+@contextmanager
+def atomic_write(path: Path) -> Iterator[IO[bytes]]:
+    """A file to write ``path`` through, so readers see the old file or the new one, never half
+    of one: a temp file beside it (:func:`temporary_beside`), renamed over it (mode 0644) when
+    the block ends, removed when the block raises."""
+    handle = temporary_beside(Path(path))
     try:
-        with handle, tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data in entries:
-                tar.addfile(tar_member(name, len(data)), io.BytesIO(data))
+        with handle:
+            yield handle
         os.chmod(handle.name, 0o644)
         os.replace(handle.name, path)
     except BaseException:

@@ -1,1 +1,2 @@
-"""The ONNX front end: untrusted ONNX checked, imported into edgec's IR, and exported back."""
+"""The ONNX front end: untrusted ONNX checked, imported into edgec's IR, exported back, and
+run by onnxruntime as the reference."""

@@ -840,13 +840,11 @@ def accuracy_measurement(profile: Profile, model, data, outputs: dict | None, fl
 
 
 def onnxruntime_runner(path: Path) -> Callable[[dict], dict]:
-    import onnxruntime as ort
+    from ..frontend.reference import ort_session
 
     if not path.is_file():
         raise UsageError(f"{path}: no such float model")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(str(path))
     names = [o.name for o in session.get_outputs()]
     return lambda feeds: dict(zip(names, session.run(None, feeds)))
 

@@ -135,16 +135,14 @@ def session(model: Model, extra_outputs: tuple[str, ...] = ()):
     """An onnxruntime session of ``model`` with graph optimizations off, and ``extra_outputs``
     (node outputs) exposed."""
     import onnx
-    import onnxruntime as ort
+
+    from ..frontend.reference import ort_session
 
     proto = export_model(model)
     typed = {vi.name: vi for vi in proto.graph.value_info}
     for name in extra_outputs:
         proto.graph.output.append(typed.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort_session(proto.SerializeToString(), optimize=False)
 
 
 def run_all(model: Model, data) -> dict[str, np.ndarray]:

@@ -194,7 +194,8 @@ class Statistics:
 
     def __init__(self, proto, names: list[str], data: CalibrationData, bins: int = 2048, mask_threshold: float = 1e4):
         import onnx
-        import onnxruntime as ort
+
+        from ..frontend.reference import ort_session
 
         self.inputs = {i.name for i in proto.graph.input}
         outputs = {o.name for o in proto.graph.output}
@@ -202,10 +203,7 @@ class Statistics:
         for name in names:
             if name not in self.inputs and name not in outputs:
                 proto.graph.output.append(typed.get(name) or onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        self.session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.session = ort_session(proto.SerializeToString(), optimize=False)
         self.data = data
         self.collector = StatsCollector(list(names), bins, mask_threshold)
         self.stats = self.collector.stats

@@ -40,14 +40,12 @@ class CheckReport:
 
 def compare_with_onnxruntime(compiled, model: Path, feeds: dict, rtol: float, atol: float) -> CheckReport:
     """Run both on ``feeds``; count elements outside ``|a - e| <= atol + rtol * |e|``."""
-    import onnxruntime as ort
+    from ..frontend.reference import ort_session
 
     if not Path(model).is_file():
         raise UsageError(f"{model}: no such file")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        session = ort_session(str(model))
         expected = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
     except Exception as exc:  # onnxruntime raises several unrelated types
         raise EdgecError(f"{model}: onnxruntime cannot run it on the artifact's inputs: {exc}") from None
