@@ -22,7 +22,8 @@ never an option. Rules (ConvInteger first, in ``qoperator``):
   - ops TVM has no converter for: LpNormalization, ReverseSequence, and
     RNN, GRU and LSTM unrolled over their static sequence length (their activations and
     clip: ``targets/recurrent.py``);
-  - Dropout's mask in inference (TVM returns it as float32): all true, bool;
+  - Dropout's mask in inference (TVM returns it as float32): all true, bool; Dropout with a
+    constant ratio of 0, in training mode too: the input and that mask;
   - refused: BatchNormalization and Dropout in training mode, RoiAlign's max mode.
 - ``expand_functions``: ops TVM cannot convert, or converts wrongly (LayerNormalization's
   Mean/InvStdDev outputs, RMSNormalization over every axis), that ONNX defines as functions
@@ -397,6 +398,9 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
         if op == "BatchNormalization" and attrs.get("training_mode", 0):
             raise CompileError(f"{label(node)}: training mode (batch statistics, running mean and variance "
                                "updates) is not supported; export the model for inference")
+        if op == "Dropout" and len(node.input) > 1 and constant_zero(proto, node.input[1]):
+            rewritten.extend(_dropout_nothing(node, shape))  # ratio 0 keeps every element, in training too
+            continue
         if op == "Dropout" and len(node.input) > 2 and node.input[2] and not constant_false(proto, node.input[2]):
             raise CompileError(f"{label(node)}: training mode (a random mask, given by input '{node.input[2]}') is "
                                "not supported; export the model for inference, or make training_mode a constant false")
@@ -426,6 +430,22 @@ def constant_false(proto: onnx.ModelProto, name: str) -> bool:
         if node.op_type == "Constant" and node.output[0] == name and node.attribute[0].name == "value":
             return not onnx.numpy_helper.to_array(node.attribute[0].t).any()
     return False
+
+
+def constant_zero(proto: onnx.ModelProto, name: str) -> bool:
+    """``name`` is an initializer or Constant holding zero (Dropout's ratio 0)."""
+    return bool(name) and constant_false(proto, name)
+
+
+def _dropout_nothing(node: onnx.NodeProto, shape) -> list[onnx.NodeProto]:
+    """Dropout with ratio 0, in training mode or not: the input itself, and an all-true mask if asked."""
+    nodes = [onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name or node.output[0])]
+    if len(node.output) > 1 and node.output[1]:
+        x_shape = shape(node.input[0])
+        if x_shape is None:
+            raise CompileError(f"{label(node)}: its mask needs a static input shape")
+        nodes.append(constant(node.output[1], np.ones(x_shape, dtype=bool)))
+    return nodes
 
 
 def constant(name: str, value: np.ndarray) -> onnx.NodeProto:

@@ -61,6 +61,7 @@ FIXED = (
     "test_lstm_with_peepholes", "test_gru_seq_length", "test_gru_batchwise", "test_simple_rnn_bidirectional",
     "test_qlinearmatmul_3D_int8_float16", "test_reversesequence_batch", "test_dropout_default_mask",
     "test_expand_dim_changed", "test_mvn", "test_optional_has_element_optional_input",
+    "test_training_dropout_zero_ratio_mask",
 )
 """Tests edgec once failed, crashed on or got wrong (fixed in targets/onnx_rewrites.py and
 cpu_schedules.py): in the default run whatever the sample holds."""

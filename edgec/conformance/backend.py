@@ -9,9 +9,10 @@ then ``edgec run`` do. Failures keep edgec's own error types: an ``EdgecError`` 
 refusal with its one-line reason, anything else is an internal error.
 
 A graph input that only gives TopK its ``k`` or NonMaxSuppression its limits (as onnx's
-node tests feed them) decides the output's shape, which edgec fixes at compile time: the
-backend compiles such a model at its first run, with those inputs' values as constants,
-and again when a later run gives other values.
+node tests feed them) decides the output's shape, which edgec fixes at compile time, and
+one that only gives Dropout its ratio or training mode decides the computation: the backend
+compiles such a model at its first run, with those inputs' values as constants, and again
+when a later run gives other values.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ TARGET = "x86-64"
 """The host CPU: the one target whose code runs where the tests run."""
 
 
-LIMITS = {"TopK": (1,), "NonMaxSuppression": (2, 3, 4)}
-"""Inputs, by position, that set an op's output shape or count: bound as constants when graph inputs."""
+LIMITS = {"TopK": (1,), "NonMaxSuppression": (2, 3, 4), "Dropout": (1, 2)}
+"""Inputs, by position, that set an op's output shape, count or mode: bound as constants when graph inputs."""
 
 
 def limit_inputs(model: onnx.ModelProto) -> list[str]:
