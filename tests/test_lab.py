@@ -183,14 +183,16 @@ def test_killed_server_gives_a_device_error_within_the_timeout(lab_device, cnn):
 
 
 def heavy_cnn() -> onnx.ModelProto:
-    """Two 3x3 convs over 256 channels at 64x64: about 5 GMAC, many seconds of emulated work."""
+    """Four 3x3 convs over 256 channels at 128x128: about 39 GMAC, minutes of emulated work
+    (two at 64x64 once finished inside the test's 15 s on a quiet host)."""
     rng = np.random.default_rng(0)
     weights = [onnx.numpy_helper.from_array((rng.standard_normal((256, 256, 3, 3)) * 0.02).astype(np.float32), f"w{i}")
-               for i in range(2)]
-    nodes = [onnx.helper.make_node("Conv", ["x", "w0"], ["h"], pads=[1, 1, 1, 1], name="conv0"),
-             onnx.helper.make_node("Conv", ["h", "w1"], ["y"], pads=[1, 1, 1, 1], name="conv1")]
-    return make_model(nodes, [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 256, 64, 64])],
-                      [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 256, 64, 64])], weights)
+               for i in range(4)]
+    names = ["x", "h0", "h1", "h2", "y"]
+    nodes = [onnx.helper.make_node("Conv", [names[i], f"w{i}"], [names[i + 1]], pads=[1, 1, 1, 1], name=f"conv{i}")
+             for i in range(4)]
+    return make_model(nodes, [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 256, 128, 128])],
+                      [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 256, 128, 128])], weights)
 
 
 def test_killing_the_server_during_edgec_run_is_a_clear_error_within_the_timeout(lab_device, tmp_path):
