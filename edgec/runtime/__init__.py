@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..deploy.artifact import FIRMWARE_VERSION, LIBRARY, WEIGHTS, ArtifactFile, open_artifact
-from ..deploy.manifest import Manifest, Partition, Target
+from ..deploy.manifest import Manifest, Partition, ShapeInput, Target
 from ..errors import ArtifactError
 from ..host import cpu_features
 from .tvm_runtime import Runtime, runtime
@@ -46,6 +46,8 @@ class Signature:
         self.inputs: list[dict] = artifact.manifest["signature"]["inputs"]
         self.outputs: list[dict] = [spec for spec in artifact.manifest["signature"]["outputs"] if not spec.get("count_of_rows")]
         """The model's outputs; the counts of rows of outputs cut to them (``valid_rows``) are the library's only."""
+        self.shape_inputs = artifact.typed.target.shape_inputs
+        """Inputs whose value is a shape the compile fixed (``onnx_rewrites.pin_run_time_shapes``)."""
 
     def input_names(self) -> str:
         return ", ".join(spec["name"] for spec in self.inputs)
@@ -56,27 +58,23 @@ class Signature:
         unknown = sorted(set(inputs) - {spec["name"] for spec in self.inputs})
         if unknown:
             raise ArtifactError(f"unknown input(s) {', '.join(unknown)}; the model takes {self.input_names()}")
-        for pinned in self.shape_inputs():
-            self.check_shape_input(pinned, inputs[pinned["input"]])
+        for pinned in self.shape_inputs:
+            self.check_shape_input(pinned, inputs[pinned.input])
         return arrays
 
-    def shape_inputs(self) -> list[dict]:
-        """Inputs whose value is a shape the compile fixed (``onnx_rewrites.pin_run_time_shapes``)."""
-        return self.manifest["target"].get("shape_inputs", [])
-
     @staticmethod
-    def check_shape_input(pinned: dict, value) -> None:
+    def check_shape_input(pinned: ShapeInput, value) -> None:
         """Refuse a shape value that would give the node another output shape than it was compiled for."""
         sizes = [int(v) for v in np.asarray(value).reshape(-1)]
         try:
-            shape = list(np.broadcast_shapes(tuple(pinned["data_shape"]), tuple(sizes)))
+            shape = list(np.broadcast_shapes(tuple(pinned.data_shape), tuple(sizes)))
         except ValueError:
             shape = None
-        if shape != pinned["shape"]:
-            gives = f"gives {pinned['op']} node '{pinned['node']}' shape {shape}" if shape is not None else \
-                f"does not broadcast with {pinned['op']} node '{pinned['node']}''s input {pinned['data_shape']}"
-            raise ArtifactError(f"input '{pinned['input']}' = {sizes} {gives}; this artifact was compiled for "
-                                f"shape {pinned['shape']} (its value is a shape, fixed at compile time)")
+        if shape != pinned.shape:
+            gives = f"gives {pinned.op} node '{pinned.node}' shape {shape}" if shape is not None else \
+                f"does not broadcast with {pinned.op} node '{pinned.node}''s input {pinned.data_shape}"
+            raise ArtifactError(f"input '{pinned.input}' = {sizes} {gives}; this artifact was compiled for "
+                                f"shape {pinned.shape} (its value is a shape, fixed at compile time)")
 
     def check_input(self, spec: dict, inputs: dict[str, np.ndarray]) -> np.ndarray:
         name = spec["name"]
@@ -105,7 +103,7 @@ class Signature:
         """Seeded inputs matching the signature: normal floats, small non-negative ints."""
         rng = np.random.default_rng(seed)
         feeds = {}
-        pinned = {p["input"]: p["shape"] for p in self.shape_inputs()}
+        pinned = {p.input: p.shape for p in self.shape_inputs}
         for spec in self.inputs:
             dtype = np.dtype(spec["dtype"])
             if spec["shape"] == [len(pinned.get(spec["name"], []))]:
@@ -173,7 +171,6 @@ class CompiledModel(Signature):
         self._output_dtypes = [(spec["name"], numpy_dtype(spec["dtype"])) for spec in self.outputs]
         self._slots = [input_slot(rt, spec, self._device) for spec in self.inputs]
         self._lock = threading.Lock()
-        self._shape_inputs = self.shape_inputs()
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once. Inputs are checked by name, dtype and shape against the signature.
@@ -192,8 +189,8 @@ class CompiledModel(Signature):
                 else:
                     np.copyto(view, array)
                     tensors[name] = tensor
-            for pinned in self._shape_inputs:
-                self.check_shape_input(pinned, inputs[pinned["input"]])
+            for pinned in self.shape_inputs:
+                self.check_shape_input(pinned, inputs[pinned.input])
             for stage in self._stages:
                 try:
                     stage.run(tensors)
