@@ -24,22 +24,43 @@ import dataclasses
 import re
 import tomllib
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError
+from pydantic.dataclasses import dataclass as checked
 
 from edgec.errors import UsageError
 from edgec.host import HWCAP2_NAMES, HWCAP_NAMES
-from edgec.units import parse_size
+from edgec.validation import STRICT, Names, Positive, Size, first_problem
 
 from .base import TargetSpec
 
-FIELDS = {
-    "name": str, "base": str, "description": str, "triple": str, "cpu": str,
-    "mattr": list, "features": list, "cores": int, "vector_bits": int, "vector_registers": int,
-    "memory": str, "power_watts": float, "power_source": str, "dtypes": list,
-}
-DTYPES = {"float32", "float16", "bfloat16", "int8", "uint8", "int16", "int32", "int64", "bool"}
+DTYPES = ("float32", "float16", "bfloat16", "int8", "uint8", "int16", "int32", "int64", "bool")
 X86_FLAG = re.compile(r"^[a-z0-9_]+$")
 STARTING_POINT = {"aarch64-linux-gnu": "arm64-a72", "x86_64-linux-gnu": "x86-64"}
 """The built-in target a board without ``base`` starts from, by triple (toolchain, host machine)."""
+
+Count = Annotated[int | None, Positive]
+
+
+@checked(frozen=True, config=STRICT)
+class Board:
+    """A board file's fields, each checked on its own (edgec.validation); load_board relates them."""
+
+    name: str | None = None
+    base: str | None = None
+    description: str | None = None
+    triple: str | None = None
+    cpu: str | None = None
+    mattr: Names = None
+    features: Names = None
+    cores: Count = None
+    vector_bits: Count = None
+    vector_registers: Count = None
+    memory: Annotated[Size, Positive] = None
+    power_watts: Annotated[float | None, Positive] = None
+    power_source: str | None = None
+    dtypes: Annotated[tuple[Literal[DTYPES], ...] | None, Field(strict=False)] = None
 
 
 def line_of(text: str, key: str) -> int:
@@ -59,72 +80,60 @@ def load_board(path: Path, builtins: dict[str, TargetSpec]) -> TargetSpec:
     def fail(key: str, message: str) -> UsageError:
         return UsageError(f"{path}:{line_of(text, key)}: field '{key}': {message}")
 
-    for key, value in data.items():
-        if key not in FIELDS:
-            raise fail(key, f"unknown field (known: {', '.join(FIELDS)})")
-        kind = FIELDS[key]
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
-            value = data[key] = float(value)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise fail(key, f"expected {kind.__name__}, got {type(value).__name__}")
-        if kind is list and not all(isinstance(item, str) for item in value):
-            raise fail(key, "expected a list of strings")
-    for key in ("cores", "vector_bits", "vector_registers", "power_watts"):
-        if key in data and data[key] <= 0:
-            raise fail(key, f"must be positive, got {data[key]}")
-    if "power_watts" in data and not data.get("power_source"):
+    known = [item.name for item in dataclasses.fields(Board)]
+    for key in data:
+        if key not in known:
+            raise fail(key, f"unknown field (known: {', '.join(known)})")
+    try:
+        board = Board(**data)
+    except ValidationError as exc:
+        raise fail(*first_problem(exc)) from None
+    if board.power_watts is not None and not board.power_source:
         raise fail("power_watts", "needs 'power_source': where the figure comes from (datasheet, supply rating)")
-    memory = None
-    if "memory" in data:
-        try:
-            memory = parse_size(data["memory"])
-        except ValueError as exc:
-            raise fail("memory", str(exc)) from None
-        if memory == 0:
-            raise fail("memory", "must be positive")
-    unknown_dtypes = [d for d in data.get("dtypes", []) if d not in DTYPES]
-    if unknown_dtypes:
-        raise fail("dtypes", f"unknown dtype {unknown_dtypes[0]!r} (known: {', '.join(sorted(DTYPES))})")
 
-    if "base" in data:
-        if data["base"] not in builtins:
-            raise fail("base", f"unknown target '{data['base']}' (known: {', '.join(builtins)})")
-        spec = builtins[data["base"]]
-        if "triple" in data and data["triple"] != spec.triple:
+    if board.base is not None:
+        if board.base not in builtins:
+            raise fail("base", f"unknown target '{board.base}' (known: {', '.join(builtins)})")
+        spec = builtins[board.base]
+        if board.triple is not None and board.triple != spec.triple:
             raise fail("triple", f"conflicts with base {spec.name} ({spec.triple})")
     else:
         for key in ("triple", "cpu"):
-            if key not in data:
+            if getattr(board, key) is None:
                 raise UsageError(f"{path}: field '{key}' is required when there is no 'base'")
-        if data["triple"] not in STARTING_POINT:
+        if board.triple not in STARTING_POINT:
             raise fail("triple", f"unsupported triple (supported: {', '.join(STARTING_POINT)})")
-        spec = builtins[STARTING_POINT[data["triple"]]]
+        spec = builtins[STARTING_POINT[board.triple]]
 
-    check_features(data.get("features", []), spec.triple, fail)
+    check_features(board.features or (), spec.triple, fail)
     tvm_target = dict(spec.tvm_target)
-    if "cpu" in data:
-        tvm_target["mcpu"] = data["cpu"]
-    if "mattr" in data:
-        tvm_target["mattr"] = data["mattr"]
-    cores = data.get("cores", spec.cores)
+    if board.cpu is not None:
+        tvm_target["mcpu"] = board.cpu
+    if board.mattr is not None:
+        tvm_target["mattr"] = list(board.mattr)
+    cores = board.cores or spec.cores
     tvm_target["num-cores"] = cores
+
+    def given(value, default):
+        return default if value is None else value
+
     return dataclasses.replace(
         spec,
-        name=data.get("name", path.stem),
-        description=data.get("description", f"custom board from {path.name}"),
+        name=given(board.name, path.stem),
+        description=given(board.description, f"custom board from {path.name}"),
         tvm_target=tvm_target,
         cores=cores,
-        features=tuple(data.get("features", spec.features)),
-        vector_bits=data.get("vector_bits", spec.vector_bits),
-        vector_registers=data.get("vector_registers", spec.vector_registers),
-        memory_bytes=memory if memory is not None else spec.memory_bytes,
-        power_watts=data.get("power_watts", spec.power_watts),
-        power_source=data.get("power_source", spec.power_source),
-        dtypes=tuple(data.get("dtypes", spec.dtypes)),
+        features=given(board.features, spec.features),
+        vector_bits=given(board.vector_bits, spec.vector_bits),
+        vector_registers=given(board.vector_registers, spec.vector_registers),
+        memory_bytes=given(board.memory, spec.memory_bytes),
+        power_watts=given(board.power_watts, spec.power_watts),
+        power_source=given(board.power_source, spec.power_source),
+        dtypes=given(board.dtypes, spec.dtypes),
     )
 
 
-def check_features(features: list[str], triple: str, fail) -> None:
+def check_features(features: tuple[str, ...], triple: str, fail) -> None:
     """Refuse a feature name the runtime could never find on a device, so a typo is not a load-time refusal."""
     if triple.startswith("aarch64"):
         known = HWCAP_NAMES + HWCAP2_NAMES

@@ -8,8 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"edgec": ROOT / "edgec", "edgec.passes": ROOT / "passes", "edgec.targets": ROOT / "targets"}
-TOP_LEVEL = {"__init__", "api", "cli", "entry", "errors", "units", "tables", "host"}
-SHARED = {"edgec", "errors", "units", "tables", "host"}
+TOP_LEVEL = {"__init__", "api", "cli", "entry", "errors", "units", "tables", "host", "validation"}
+SHARED = {"edgec", "errors", "units", "tables", "host", "validation"}
 """Anyone may import these (``edgec`` itself: ``__version__``)."""
 
 PASS_INFRASTRUCTURE = {"compiler.pass_manager", "compiler.pipelines", "compiler.arena"}

@@ -26,11 +26,16 @@ import logging
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
+
+from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass as checked
 
 from ..errors import UsageError
-from ..units import format_duration, format_size_exact, parse_duration, parse_size
+from ..units import format_duration, format_size_exact, parse_duration
+from ..validation import STRICT, TEXTUAL, Names, Positive, Size, first_problem
 
 logger = logging.getLogger(__name__)
 
@@ -43,70 +48,137 @@ SCHEMES = ("per-channel", "per-tensor")
 QUANTIZED_STORAGE = ("int8", "uint8", "int16", "uint16", "int4", "uint4")
 
 
-@dataclass(frozen=True)
+def parse_duration_field(value) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"duration {value!r} must be positive")
+    return seconds
+
+
+def check_ops(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Op names, checked against onnx's schemas where onnx is installed: a device that only
+    runs and certifies artifacts has no onnx, and compiles check the names again."""
+    try:
+        import onnx.defs
+    except ImportError:
+        return check_unique(names, "op")
+    for op in check_unique(names, "op") or ():
+        domain, _, op_type = op.rpartition("::")
+        if domain in ("", "ai.onnx", "ai.onnx.ml") and op_type != "*" and not onnx.defs.has(op_type, domain or ""):
+            raise ValueError(f"unknown ONNX operator {op!r}")
+    return names
+
+
+def check_dtypes(names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """Dtype names, checked against the IR's where onnx is installed (see ``check_ops``)."""
+    try:
+        from ..ir.core import DTYPES
+    except ImportError:
+        return check_unique(names, "dtype")
+    for name in check_unique(names, "dtype") or ():
+        if name not in DTYPES:
+            raise ValueError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})")
+    return names
+
+
+def check_unique(names: tuple[str, ...] | None, what: str) -> tuple[str, ...] | None:
+    duplicates = sorted({name for name in names or () if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"{what} {', '.join(duplicates)} listed twice")
+    return names
+
+
+def check_schema(version: int | None) -> int | None:
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"profile schema {version!r} is not supported (this edgec reads schema {SCHEMA_VERSION})")
+    return version
+
+
+Text = Annotated[str | None, TEXTUAL]
+Duration = Annotated[float | None, BeforeValidator(parse_duration_field), PlainSerializer(format_duration), TEXTUAL]
+NonNegative = Annotated[float | None, Field(ge=0)]
+OpNames = Annotated[Names, AfterValidator(check_ops)]
+DtypeNames = Annotated[Names, AfterValidator(check_dtypes)]
+
+
+# Each section is a pydantic dataclass: the annotations are the whole check of one value (see
+# edgec.validation); what relates two fields is check_conflicts' job.
+
+@checked(frozen=True, config=STRICT)
+class Header:
+    """The top-level fields."""
+
+    schema: Annotated[int | None, AfterValidator(check_schema)] = None
+    name: Text = None
+    description: Text = None
+    extends: Text = None
+    """A built-in profile's name, or a .toml path relative to this file."""
+
+
+@checked(frozen=True, config=STRICT)
 class Accuracy:
-    dataset: str | None = None
-    metric: str | None = None
-    min: float | None = None
-    max: float | None = None
-    max_drop: float | None = None
+    dataset: Text = None
+    metric: Annotated[Literal[tuple(METRICS)] | None, TEXTUAL] = None
+    min: NonNegative = None
+    max: NonNegative = None
+    max_drop: NonNegative = None
     """Worst allowed degradation against the float model on the same data."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, config=STRICT)
 class Memory:
-    working_set: int | None = None
+    working_set: Size = None
     """Peak RAM in bytes: activation arena + weights + runtime."""
-    activation_arena: int | None = None
-    weights: int | None = None
+    activation_arena: Size = None
+    weights: Size = None
     """Bytes of weights (the flash on a microcontroller)."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, config=STRICT)
 class Latency:
-    batch_size: int | None = None
-    first_time: float | None = None
+    batch_size: Annotated[int | None, Positive] = None
+    first_time: Duration = None
     """Seconds from loading to the first result."""
-    steady_state: float | None = None
+    steady_state: Duration = None
     """Seconds per inference once warm (median)."""
-    per: str | None = None
+    per: Annotated[Literal["batch", "step"] | None, TEXTUAL] = None
     """What ``steady_state`` times: ``"batch"`` (one call, the default) or ``"step"`` (one step of a
     recurrent model: one call of its streaming form, whose state the caller keeps)."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, config=STRICT)
 class Power:
-    min_ips_per_watt: float | None = None
+    min_ips_per_watt: Annotated[float | None, Positive] = None
     """Steady-state inferences per second per watt."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, config=STRICT)
 class DataLocality:
     on_device: bool | None = None
     """True: the model must run without any network."""
-    network_qos: str | None = None
+    network_qos: Text = None
     """The network service the model needs when it is not on-device (recorded, not measured)."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, config=STRICT)
 class Ops:
-    allowed: tuple[str, ...] | None = None
+    allowed: OpNames = None
     """ONNX op types (``Conv``, ``com.microsoft::Gelu``, ``ai.onnx.ml::*``); None allows any."""
-    excluded: tuple[str, ...] | None = None
+    excluded: OpNames = None
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, config=STRICT)
 class Dtypes:
-    compute: tuple[str, ...] | None = None
+    compute: DtypeNames = None
     """Types of activations (graph inputs and node outputs)."""
-    storage: tuple[str, ...] | None = None
+    storage: DtypeNames = None
     """Types of weights (initializers)."""
 
 
-@dataclass(frozen=True)
+@checked(frozen=True, config=STRICT)
 class Quantization:
     required: bool | None = None
-    scheme: str | None = None
+    scheme: Annotated[Literal[SCHEMES] | None, TEXTUAL] = None
     symmetric: bool | None = None
 
 
@@ -145,12 +217,8 @@ class Profile:
         out: dict[str, Any] = {"schema": SCHEMA_VERSION, "name": self.name}
         if self.description:
             out["description"] = self.description
-        for section in SECTIONS:
-            values = {}
-            for item in dataclasses.fields(SECTIONS[section]):
-                value = getattr(getattr(self, section), item.name)
-                if value is not None:
-                    values[item.name] = FIELDS[section][item.name].spell(value)
+        for section, cls in SECTIONS.items():
+            values = adapter(cls).dump_python(getattr(self, section), mode="json", exclude_none=True)
             if values:
                 out[section] = values
         return out
@@ -170,132 +238,18 @@ def toml_value(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-# -- field kinds: parse a TOML value, and spell it back ------------------------------------------
-
-@dataclass(frozen=True)
-class Kind:
-    parse: Callable[[Any], Any]
-    """Raises ValueError with a message for the user."""
-    spell: Callable[[Any], Any] = lambda value: value
-    textual: bool = False
-    """Stored as a bare string in metadata_props (everything else is JSON)."""
+@cache
+def adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
 
 
-def expect(value, types: tuple[type, ...], what: str):
-    if isinstance(value, bool) and bool not in types:
-        raise ValueError(f"expected {what}, got a boolean")
-    if not isinstance(value, types):
-        raise ValueError(f"expected {what}, got {type(value).__name__} {value!r}")
-    return value
+def field_names(cls: type) -> tuple[str, ...]:
+    return tuple(item.name for item in dataclasses.fields(cls))
 
 
-def parse_text(value) -> str:
-    return expect(value, (str,), "a string")
-
-
-def parse_bool(value) -> bool:
-    return expect(value, (bool,), "true or false")
-
-
-def parse_positive_int(value) -> int:
-    if expect(value, (int,), "an integer") < 1:
-        raise ValueError(f"must be at least 1, got {value}")
-    return value
-
-
-def parse_non_negative(value) -> float:
-    if expect(value, (int, float), "a number") < 0:
-        raise ValueError(f"must not be negative, got {value}")
-    return float(value)
-
-
-def parse_positive(value) -> float:
-    if expect(value, (int, float), "a number") <= 0:
-        raise ValueError(f"must be positive, got {value}")
-    return float(value)
-
-
-def parse_size_field(value) -> int:
-    expect(value, (str, int), 'a size such as "64MiB"')
-    if isinstance(value, str) and value.strip().startswith("-"):
-        raise ValueError(f"size {value!r} is negative")
-    return parse_size(value)
-
-
-def parse_duration_field(value) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"duration {value!r} must be positive")
-    return seconds
-
-
-def parse_choice(choices) -> Callable[[Any], str]:
-    def parse(value) -> str:
-        if expect(value, (str,), "a string") not in choices:
-            raise ValueError(f"unknown value {value!r} (known: {', '.join(choices)})")
-        return value
-
-    return parse
-
-
-def parse_ops(value) -> tuple[str, ...]:
-    """Op names, checked against onnx's schemas where onnx is installed: a device that only
-    runs and certifies artifacts has no onnx, and compiles check the names again."""
-    try:
-        import onnx.defs
-    except ImportError:
-        return tuple(parse_names(value, "op"))
-    for op in parse_names(value, "op"):
-        domain, _, op_type = op.rpartition("::")
-        if domain in ("", "ai.onnx", "ai.onnx.ml") and op_type != "*" and not onnx.defs.has(op_type, domain or ""):
-            raise ValueError(f"unknown ONNX operator {op!r}")
-    return tuple(value)
-
-
-def parse_dtypes(value) -> tuple[str, ...]:
-    """Dtype names, checked against the IR's where onnx is installed (see ``parse_ops``)."""
-    try:
-        from ..ir.core import DTYPES
-    except ImportError:
-        return tuple(parse_names(value, "dtype"))
-    for name in parse_names(value, "dtype"):
-        if name not in DTYPES:
-            raise ValueError(f"unknown dtype {name!r} (known: {', '.join(DTYPES)})")
-    return tuple(value)
-
-
-def parse_names(value, what: str) -> list[str]:
-    expect(value, (list,), f"a list of {what} names")
-    if not all(isinstance(item, str) for item in value):
-        raise ValueError(f"expected a list of {what} names (strings)")
-    duplicates = sorted({item for item in value if value.count(item) > 1})
-    if duplicates:
-        raise ValueError(f"{what} {', '.join(duplicates)} listed twice")
-    return value
-
-
-SIZE = Kind(parse_size_field, format_size_exact, textual=True)
-DURATION = Kind(parse_duration_field, format_duration, textual=True)
-TEXT = Kind(parse_text, textual=True)
-LIST = dict(spell=list)
-
-FIELDS: dict[str, dict[str, Kind]] = {
-    "accuracy": {
-        "dataset": TEXT, "metric": Kind(parse_choice(tuple(METRICS)), textual=True),
-        "min": Kind(parse_non_negative), "max": Kind(parse_non_negative), "max_drop": Kind(parse_non_negative),
-    },
-    "memory": {"working_set": SIZE, "activation_arena": SIZE, "weights": SIZE},
-    "latency": {"batch_size": Kind(parse_positive_int), "first_time": DURATION, "steady_state": DURATION,
-                "per": Kind(parse_choice(("batch", "step")), textual=True)},
-    "power": {"min_ips_per_watt": Kind(parse_positive)},
-    "data_locality": {"on_device": Kind(parse_bool), "network_qos": TEXT},
-    "ops": {"allowed": Kind(parse_ops, **LIST), "excluded": Kind(parse_ops, **LIST)},
-    "dtypes": {"compute": Kind(parse_dtypes, **LIST), "storage": Kind(parse_dtypes, **LIST)},
-    "quantization": {
-        "required": Kind(parse_bool), "scheme": Kind(parse_choice(SCHEMES), textual=True), "symmetric": Kind(parse_bool),
-    },
-}
-TOP_LEVEL = {"schema": None, "name": TEXT, "description": TEXT, "extends": TEXT}
+def is_textual(cls: type, name: str) -> bool:
+    """Whether a field is spelled as a bare string (metadata_props keeps it unquoted)."""
+    return TEXTUAL in cls.__pydantic_fields__[name].metadata
 
 
 # -- reading one layer (a file, --set overrides, metadata_props) ---------------------------------
@@ -305,6 +259,8 @@ class Setting:
     value: Any
     where: str
     """``file:line`` (or ``--set``, ``metadata_props ...``), for error messages."""
+    written: Any
+    """The value as written, which the section dataclass is built from (its checks parse units)."""
 
 
 Layer = dict[str, Setting]
@@ -316,27 +272,22 @@ def fail(where: str, name: str, message: str) -> UsageError:
 
 
 def check_setting(name: str, value, where: str) -> Setting:
-    """Parse one dotted field's raw value into a Setting, or raise naming where and which field."""
+    """Check one dotted field's raw value into a Setting, or raise naming where and which field."""
     section, _, key = name.partition(".")
     if not key:
-        if section not in TOP_LEVEL:
-            known = ", ".join([*TOP_LEVEL, *SECTIONS])
-            raise fail(where, name, f"unknown field (known: {known})")
-        kind = TOP_LEVEL[section]
-        if kind is None:  # schema
-            if isinstance(value, bool) or value != SCHEMA_VERSION:
-                raise fail(where, name, f"profile schema {value!r} is not supported (this edgec reads schema {SCHEMA_VERSION})")
-            return Setting(value, where)
+        cls, key = Header, section
+        if key not in field_names(Header):
+            raise fail(where, name, f"unknown field (known: {', '.join([*field_names(Header), *SECTIONS])})")
     elif section not in SECTIONS:
         raise fail(where, name, f"unknown section '{section}' (known: {', '.join(SECTIONS)})")
-    elif key not in FIELDS[section]:
-        raise fail(where, name, f"unknown field (known in [{section}]: {', '.join(FIELDS[section])})")
     else:
-        kind = FIELDS[section][key]
+        cls = SECTIONS[section]
+        if key not in field_names(cls):
+            raise fail(where, name, f"unknown field (known in [{section}]: {', '.join(field_names(cls))})")
     try:
-        return Setting(kind.parse(value), where)
-    except ValueError as exc:
-        raise fail(where, name, str(exc)) from None
+        return Setting(getattr(cls(**{key: value}), key), where, value)
+    except ValidationError as exc:
+        raise fail(where, name, first_problem(exc)[1]) from None
 
 
 def line_of(text: str, section: str | None, key: str | None) -> int:
@@ -460,7 +411,7 @@ def load_profile(spec: str | Path, overrides: Sequence[str] = ()) -> Profile:
     """A built-in profile by name or a profile file, with ``--set`` overrides applied last."""
     path = find_profile(spec)
     layer, sources = resolve_file(path)
-    layer.setdefault("name", Setting(path.stem, str(path)))
+    layer.setdefault("name", Setting(path.stem, str(path), path.stem))
     if overrides:
         layer.update(override_layer(overrides))
         sources = (*sources, *(f"--set {text}" for text in overrides))
@@ -489,7 +440,7 @@ def build_profile(layer: Layer, sources: tuple[str, ...]) -> Profile:
     check_conflicts(layer)
     sections = {}
     for section, cls in SECTIONS.items():
-        values = {key: layer[f"{section}.{key}"].value for key in FIELDS[section] if f"{section}.{key}" in layer}
+        values = {key: layer[f"{section}.{key}"].written for key in field_names(cls) if f"{section}.{key}" in layer}
         sections[section] = cls(**values)
     name = layer["name"].value if "name" in layer else "unnamed"
     description = layer["description"].value if "description" in layer else ""
@@ -564,8 +515,8 @@ def from_metadata_props(props: Mapping[str, str]) -> Profile | None:
     for name, text in entries.items():
         where = f"metadata_props '{METADATA_PREFIX}{name}'"
         section, _, key = name.partition(".")
-        kind = FIELDS.get(section, {}).get(key) if key else TOP_LEVEL.get(section)
-        if kind is not None and kind.textual:
+        cls = SECTIONS.get(section) if key else Header
+        if cls is not None and (key or section) in field_names(cls) and is_textual(cls, key or section):
             value = text
         else:
             try:
