@@ -95,6 +95,19 @@ def test_shape_inference_fills_intermediate_types(tmp_path):
     assert (model.graph.outputs[0].dtype, model.graph.outputs[0].shape) == ("float32", (2, 3))
 
 
+def test_a_value_error_from_shape_inference_is_a_model_error_below_2_gib(tmp_path, monkeypatch):
+    """Only a model protobuf cannot serialize skips inference; any other failure is the model's."""
+    path = tmp_path / "add.onnx"
+    onnx.save(add_model(opset=13, ir_version=7), path)
+
+    def fails(*args, **kwargs):
+        raise ValueError("inference\nbroke")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", fails)
+    with pytest.raises(ModelError, match=rf"^{path}: shape inference failed: inference broke$"):
+        load_model(path)
+
+
 def test_external_data_weights_load(tmp_path):
     model = add_model(opset=13, ir_version=8)
     onnx.save(model, tmp_path / "ext.onnx", save_as_external_data=True, all_tensors_to_one_file=True,

@@ -277,6 +277,10 @@ def bind_dims(proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dims: 
     return bindings
 
 
+PROTOBUF_LIMIT = 2**31
+"""Bytes: a larger ModelProto cannot be serialized, which onnx's in-memory shape inference needs."""
+
+
 def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: dict | None = None,
                  dims: dict[str, int] | None = None, batch: tuple[int, str] | None = None) -> Model:
     """Check an in-memory ModelProto (weights loaded) and convert it to the IR."""
@@ -290,8 +294,10 @@ def import_proto(proto: onnx.ModelProto, source: str = "<model>", input_shapes: 
         inferred = infer_shapes(proto)
     except onnx.shape_inference.InferenceError as exc:
         raise ModelError(f"{source}: shape inference failed: {' '.join(str(exc).split())}") from None  # one line
-    except ValueError:  # protos over 2 GiB cannot be inferred in memory
-        inferred = proto
+    except ValueError as exc:
+        if proto.ByteSize() < PROTOBUF_LIMIT:
+            raise ModelError(f"{source}: shape inference failed: {' '.join(str(exc).split())}") from None
+        inferred = proto  # protobuf cannot serialize it for onnx's inference: the declared shapes stand
     model = convert_model(inferred)
     model.dim_bindings = bindings
     return model
