@@ -673,8 +673,10 @@ def inspect_lines(artifact: Path, opened) -> list[str]:
         from .frontend.importer import DimBinding
 
         lines += [f"bound      {DimBinding(**binding).describe()}" for binding in manifest["dim_bindings"]]
-    weight_bytes = sum(w["nbytes"] for w in manifest["weights"])
-    lines.append(f"weights    {len(manifest['weights'])} tensors, {human_size(weight_bytes)}")
+    in_file = sum(w["nbytes"] for w in manifest["weights"])
+    compiled_in = (manifest.get("report") or {}).get("totals", {}).get("weight_bytes", in_file) - in_file
+    lines.append(f"weights    {len(manifest['weights'])} tensors in weights.bin, {human_size(in_file)}"
+                 + (f"; {human_size(compiled_in)} more compiled into the library" if compiled_in > 0 else ""))
     for part in manifest.get("partitions", []):
         lines.append(f"partition  #{part['id']} {part['device']} ({part['nodes']} nodes) in {part['library']}: "
                      f"{', '.join(part['inputs'])} -> {', '.join(part['outputs'])}")

@@ -266,6 +266,20 @@ def test_a_batch_the_model_fixes_is_named_with_advice_that_can_be_followed(host,
         assert line.status != FAIL or line.measured is not None, line
 
 
+def test_int8_weights_compiled_into_the_library_count_against_memory_weights(host, tmp_path):
+    """The int8 kernels compile their weights in as constants: weights.bin is empty, yet the
+    weights are there and are what memory.weights limits."""
+    calib = EXAMPLE.parent / "digits_sample.npz"
+    artifact = api.compile(EXAMPLE, "x86-64", output=tmp_path / "q.edgec", calib=calib).output
+    weights = by_attribute(certify(artifact, loader(artifact), load_profile("mobile", ["memory.weights=1KiB"]),
+                                   None, None, host))["memory.weights"]
+    from edgec.deploy.artifact import open_artifact
+
+    manifest = open_artifact(artifact).manifest
+    assert manifest["weights"] == [] and weights.values["bytes"] == manifest["report"]["totals"]["weight_bytes"]
+    assert weights.values["bytes"] > 6000 and weights.status == FAIL and "compiled into the library" in weights.how
+
+
 def test_a_batch_bound_at_compile_is_advised_a_recompile(host, tmp_path):
     import onnx
     from onnx import TensorProto, helper
