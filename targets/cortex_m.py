@@ -45,6 +45,7 @@ import subprocess
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,22 @@ def prepare(model, target: TargetSpec) -> Prepared:
     return Prepared(mod, inputs, names, weights, integer)
 
 
+def lower_fabs_to_libm(call):
+    """``tirx.fabs`` as libm's fabsf/fabs: TVM's C code generator has no rule of its own for it,
+    and ONNX Cast from float to an integer type checks isfinite, which TVM writes with fabs."""
+    from tvm import tirx
+
+    dtype = str(call.ty.dtype)
+    return tirx.call_pure_extern(dtype, "fabsf" if dtype == "float32" else "fabs", call.args[0])
+
+
+@cache
+def register_c_intrinsics() -> None:
+    import tvm
+
+    tvm.tirx.op.register_intrin_lowering("tirx.fabs", target="c", f=lower_fabs_to_libm, level=99)
+
+
 def kernels_of(mod):
     """The TIR kernels of a prepared module, as a module of their own."""
     import tvm
@@ -303,6 +320,7 @@ def lower_mcu(model, target: TargetSpec, name: str):
     plan = call_plan(main, len(prepared.inputs), offsets, report.arena_bytes if report.analysed else 0,
                      f"target {target.name} needs every tensor in one static arena: {report.why_not}")
     kernels = kernels_of(prepared.mod)
+    register_c_intrinsics()
     workspace = max((kernel_workspace_bytes(f.script()) for f in kernels.functions.values()), default=0)
     try:
         with tvm.transform.PassContext(config={"tirx.disable_assert": True}):
@@ -429,6 +447,8 @@ TVM_ABI_H = """\
 
 #define TVM_DLL
 #define kTVMFFIDLTensorPtr 7
+/* TVM's C code generator spells a float32 infinity "inff" (isfinite checks compare with it). */
+#define inff INFINITY
 
 typedef struct {
   int32_t type_index;

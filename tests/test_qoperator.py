@@ -276,6 +276,28 @@ def test_qoperator_mobilenet_compiles_to_integer_kernels_within_one_lsb(qoperato
         assert np.abs(expected).max() > 10 * lsb  # the logits are not all one step
 
 
+def test_qoperator_mobilenet_runs_on_a_cortex_m4_within_one_lsb(qoperator_cnn, tmp_path):
+    """The translated requantization casts float to int8, which TVM writes with isfinite, and
+    isfinite with fabs: the microcontroller's C kernels need both spelled in C."""
+    import shutil
+
+    from edgec.runtime import load
+
+    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the Cortex-M targets need {', '.join(missing)}")
+    artifact = tmp_path / "m4.edgec"
+    assert main(["compile", str(qoperator_cnn), "-t", "cortex-m4", "-o", str(artifact), "-q"]) == 0
+    proto = onnx.load(qoperator_cnn)
+    dequantize = next(n for n in proto.graph.node if n.output[0] == "logits")
+    lsb = float(numpy_helper.to_array(next(t for t in proto.graph.initializer if t.name == dequantize.input[1])))
+    firmware, rng = load(artifact), np.random.default_rng(11)
+    for _ in range(2):
+        feeds = {"x": rng.standard_normal((1, 3, 32, 32)).astype(np.float32)}
+        expected, actual = reference(qoperator_cnn, feeds)["logits"], firmware.run(feeds)["logits"]
+        assert np.abs(actual - expected).max() <= lsb * 1.001 and np.abs(expected).max() > 10 * lsb
+
+
 @pytest.fixture(scope="module")
 def dynamic_bert(tmp_path_factory):
     """A 2-layer BERT (hidden size 32) quantized by onnxruntime's quantize_dynamic."""
