@@ -19,6 +19,12 @@ never an option. Rules (ConvInteger first, in ``qoperator``):
     float64, or the exponent cast to the base's dtype;
   - float Mod with ``fmod=0`` (TVM's floor modulo is NaN for infinite divisors): from
     ``fmod``, as numpy does it;
+  - Resize with constant roi, scales and sizes: TVM's form (every axis' size, no ``axes``)
+    where TVM's size-ratio coordinates are ONNX's, else exact per-axis interpolation
+    (``targets/resize.py``);
+  - OneHot with constant depth and values (TVM's converter passes the depth wrongly): Equal
+    with every class, then Where;
+  - Split into parts of size 0 (TVM wants increasing split points): empty Slices for those;
   - ops TVM has no converter for: LpNormalization, ReverseSequence, and
     RNN, GRU and LSTM unrolled over their static sequence length (their activations and
     clip: ``targets/recurrent.py``);
@@ -48,6 +54,7 @@ from edgec.passes.fold_constants import NONDETERMINISTIC
 
 from .qoperator import rewrite_integer_ops
 from .recurrent import activations
+from .resize import constant_values, resize
 
 
 def prepare_for_tvm(proto: onnx.ModelProto) -> list[ShapeInput]:
@@ -391,6 +398,7 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
         return [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
 
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
+    values = constant_values(proto)
     rewritten: list[onnx.NodeProto] = []
     for node in proto.graph.node:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -415,6 +423,12 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
                "ReverseSequence": _reverse_sequence, "Dropout": _dropout_mask}.get(op)
         if op in GATES:
             fix = functools.partial(_recurrent, opset=opset)
+        if op == "Resize":
+            fix = functools.partial(resize, values=values, label=label)
+        if op == "OneHot":
+            fix = functools.partial(_one_hot, values=values)
+        if op == "Split":
+            fix = functools.partial(_split_with_empty_parts, values=values)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -547,7 +561,9 @@ def _space_to_depth_crd(node, attrs, elem, shape):
 def _reduce_to_infinity(node, attrs, elem, shape):
     """Float ReduceMax (ReduceMin) that is -inf (+inf) where no element differs from it: TVM's
     reduction starts from the lowest (highest) finite value, so an all-infinite or empty
-    reduction gave that instead."""
+    reduction gave that instead. A bool one (TVM has no lowest bool) reduces uint8."""
+    if elem(node.input[0]) == T.BOOL:
+        return _reduce_bool_as_uint8(node)
     if elem(node.input[0]) not in FLOATS:
         return None
     dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0]))
@@ -570,6 +586,64 @@ def _reduce_to_infinity(node, attrs, elem, shape):
         onnx.helper.make_node("Less", [f"{out}.any_other", f"{out}.one"], [f"{out}.none_other"], name=f"{out}.none_other"),
         onnx.helper.make_node("Where", [f"{out}.none_other", f"{out}.infinity", f"{out}.reduced"], [out], name=node.name or out),
     ]
+
+
+def _reduce_bool_as_uint8(node: onnx.NodeProto) -> list[onnx.NodeProto]:
+    out = node.output[0]
+    reduced = onnx.NodeProto()
+    reduced.CopyFrom(node)
+    reduced.input[0], reduced.output[0], reduced.name = f"{out}.uint8", f"{out}.reduced", f"{out}.reduced"
+    return [onnx.helper.make_node("Cast", [node.input[0]], [f"{out}.uint8"], name=f"{out}.uint8", to=T.UINT8),
+            reduced,
+            onnx.helper.make_node("Cast", [f"{out}.reduced"], [out], name=node.name or out, to=T.BOOL)]
+
+
+def _one_hot(node, attrs, elem, shape, values):
+    """OneHot with a constant depth and values (TVM's converter passes the depth wrongly): a
+    comparison of the indices, negative ones counted from the end, with every class."""
+    indices, depth_name, values_name = node.input
+    rank = len(shape(indices)) if shape(indices) is not None else None
+    if rank is None or depth_name not in values or values_name not in values:
+        return None
+    depth = int(values[depth_name].reshape(-1)[0])
+    axis = attrs.get("axis", -1) % (rank + 1)
+    off, on = values[values_name].reshape(-1)
+    out = node.output[0]
+    classes = np.arange(depth, dtype=np.int64).reshape([depth] + [1] * (rank - axis))
+    return [
+        onnx.helper.make_node("Cast", [indices], [f"{out}.index"], name=f"{out}.index", to=T.INT64),
+        constant(f"{out}.depth", np.array(depth, np.int64)),
+        constant(f"{out}.zero", np.array(0, np.int64)),
+        onnx.helper.make_node("Less", [f"{out}.index", f"{out}.zero"], [f"{out}.negative"], name=f"{out}.negative"),
+        onnx.helper.make_node("Add", [f"{out}.index", f"{out}.depth"], [f"{out}.from_end"], name=f"{out}.from_end"),
+        onnx.helper.make_node("Where", [f"{out}.negative", f"{out}.from_end", f"{out}.index"], [f"{out}.class"],
+                              name=f"{out}.class"),
+        constant(f"{out}.axis", np.array([axis], np.int64)),
+        onnx.helper.make_node("Unsqueeze", [f"{out}.class", f"{out}.axis"], [f"{out}.wanted"], name=f"{out}.wanted"),
+        constant(f"{out}.classes", classes),
+        onnx.helper.make_node("Equal", [f"{out}.wanted", f"{out}.classes"], [f"{out}.hot"], name=f"{out}.hot"),
+        constant(f"{out}.on", np.array(on)),
+        constant(f"{out}.off", np.array(off)),
+        onnx.helper.make_node("Where", [f"{out}.hot", f"{out}.on", f"{out}.off"], [out], name=node.name or out),
+    ]
+
+
+def _split_with_empty_parts(node, attrs, elem, shape, values):
+    """Split with parts of size 0 (TVM requires increasing split points): the other parts split,
+    each empty one an empty Slice."""
+    given = node.input[1] if len(node.input) > 1 and node.input[1] else None
+    sizes = values.get(given) if given else np.array(attrs.get("split", []))
+    if sizes is None or sizes.size == 0 or sizes.all():
+        return None
+    axis, out = attrs.get("axis", 0), node.output[0]
+    kept = [name for name, size in zip(node.output, sizes) if size]
+    nodes = [constant(f"{out}.zero", np.array([0], np.int64)), constant(f"{out}.axis", np.array([axis], np.int64))]
+    if kept:
+        nodes += [constant(f"{out}.kept_sizes", np.array([size for size in sizes if size], np.int64)),
+                  onnx.helper.make_node("Split", [node.input[0], f"{out}.kept_sizes"], kept, name=node.name or out,
+                                        axis=axis)]
+    return nodes + [onnx.helper.make_node("Slice", [node.input[0], f"{out}.zero", f"{out}.zero", f"{out}.axis"], [name],
+                                          name=name) for name, size in zip(node.output, sizes) if not size]
 
 
 def _attention_in_float32(node, attrs, elem, shape):

@@ -8,11 +8,12 @@ by ``edgec.runtime.load``, so a backend test exercises exactly what ``edgec comp
 then ``edgec run`` do. Failures keep edgec's own error types: an ``EdgecError`` is a
 refusal with its one-line reason, anything else is an internal error.
 
-A graph input that only gives TopK its ``k`` or NonMaxSuppression its limits (as onnx's
-node tests feed them) decides the output's shape, which edgec fixes at compile time, and
-one that only gives Dropout its ratio or training mode decides the computation: the backend
-compiles such a model at its first run, with those inputs' values as constants, and again
-when a later run gives other values.
+A graph input that only gives an op its output shape (Reshape's shape, a reduction's axes,
+Resize's scales or sizes, Split's sizes, Pad's pads, TopK's ``k``, NonMaxSuppression's
+limits...), as onnx's node tests feed them, decides a shape that edgec fixes at compile time
+(exporters write these as constants), and one that only gives Dropout its ratio or training
+mode decides the computation: the backend compiles such a model at its first run, with those
+inputs' values as constants, and again when a later run gives other values.
 """
 
 from __future__ import annotations
@@ -31,16 +32,25 @@ TARGET = "x86-64"
 """The host CPU: the one target whose code runs where the tests run."""
 
 
-LIMITS = {"TopK": (1,), "NonMaxSuppression": (2, 3, 4), "Dropout": (1, 2)}
-"""Inputs, by position, that set an op's output shape, count or mode: bound as constants when graph inputs."""
+REDUCTIONS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+              "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
+SHAPE_INPUTS = {
+    "TopK": (1,), "NonMaxSuppression": (2, 3, 4), "Dropout": (1, 2),
+    "Reshape": (1,), "Resize": (1, 2, 3), "Upsample": (1,), "Split": (1,), "Pad": (1, 2, 3),
+    "CumSum": (1,), "CumProd": (1,), "CenterCropPad": (1,), "AffineGrid": (1,),
+    "HannWindow": (0,), "HammingWindow": (0,), "BlackmanWindow": (0,), "OneHot": (1, 2),
+    **dict.fromkeys(REDUCTIONS, (1,)),
+}
+"""Inputs, by position, that set an op's output shape, axes, count or mode (or OneHot's values, which TVM
+takes as constants only): bound as constants when graph inputs."""
 
 
-def limit_inputs(model: onnx.ModelProto) -> list[str]:
-    """Graph inputs used only as TopK's k or NonMaxSuppression's limits."""
+def inputs_to_bind(model: onnx.ModelProto) -> list[str]:
+    """Graph inputs used only in the positions of SHAPE_INPUTS."""
     uses: dict[str, list[bool]] = {}
     for node in model.graph.node:
         for position, name in enumerate(node.input):
-            uses.setdefault(name, []).append(position in LIMITS.get(node.op_type, ()))
+            uses.setdefault(name, []).append(position in SHAPE_INPUTS.get(node.op_type, ()))
     return [v.name for v in model.graph.input if uses.get(v.name) and all(uses[v.name])]
 
 
@@ -56,11 +66,11 @@ def with_constants(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> onn
 
 
 class EdgecRep(BackendRep):
-    """A compiled model, loaded: ``run`` takes the inputs positionally or by name. With ``limits``,
+    """A compiled model, loaded: ``run`` takes the inputs positionally or by name. With ``bound_inputs``,
     the model is compiled at run time, those inputs bound to the values given."""
 
-    def __init__(self, compiled, model: onnx.ModelProto | None = None, limits: list[str] = (), target: str = TARGET):
-        self.compiled, self.model, self.limits, self.target, self.bound = compiled, model, limits, target, None
+    def __init__(self, compiled, model: onnx.ModelProto | None = None, bound_inputs: list[str] = (), target: str = TARGET):
+        self.compiled, self.model, self.bound_inputs, self.target, self.bound = compiled, model, bound_inputs, target, None
 
     def input_names(self) -> list[str]:
         if self.model is not None:
@@ -76,8 +86,8 @@ class EdgecRep(BackendRep):
             if len(arrays) != len(names):
                 raise ArtifactError(f"the model takes {len(names)} input(s) ({', '.join(names)}), got {len(arrays)}")
             feeds = dict(zip(names, arrays))
-        if self.limits:
-            values = {name: np.asarray(feeds.pop(name)) for name in self.limits if name in feeds}
+        if self.bound_inputs:
+            values = {name: np.asarray(feeds.pop(name)) for name in self.bound_inputs if name in feeds}
             key = {name: (a.dtype.str, a.shape, a.tobytes()) for name, a in values.items()}
             if key != self.bound:
                 self.compiled, self.bound = compile_and_load(with_constants(self.model, values), self.target), key
@@ -103,13 +113,13 @@ class EdgecBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs) -> EdgecRep:
         """Compile ``model`` for the host CPU and load the artifact (at the first run when
-        inputs set TopK's k or NMS's limits)."""
+        inputs set shapes, see SHAPE_INPUTS)."""
         if not cls.supports_device(device):
             raise ArtifactError(f"edgec's backend runs on the CPU, not {device}")
         target = kwargs.get("target", TARGET)
-        limits = limit_inputs(model)
-        if limits:
-            return EdgecRep(None, model, limits, target)
+        bound = inputs_to_bind(model)
+        if bound:
+            return EdgecRep(None, model, bound, target)
         return EdgecRep(compile_and_load(model, target))
 
     @classmethod
