@@ -25,7 +25,8 @@ never an option. Rules (ConvInteger first, in ``qoperator``):
   - OneHot with constant depth and values (TVM's converter passes the depth wrongly): Equal
     with every class, then Where;
   - Split into parts of size 0 (TVM wants increasing split points): empty Slices for those;
-  - ops TVM has no converter for: LpNormalization, ReverseSequence, and
+  - ops TVM has no converter for: LpNormalization, ReverseSequence, CumProd (a product over
+    a masked square, along a constant axis), and
     RNN, GRU and LSTM unrolled over their static sequence length (their activations and
     clip: ``targets/recurrent.py``);
   - Dropout's mask in inference (TVM returns it as float32): all true, bool; Dropout with a
@@ -429,6 +430,8 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
             fix = functools.partial(_one_hot, values=values)
         if op == "Split":
             fix = functools.partial(_split_with_empty_parts, values=values)
+        if op == "CumProd":
+            fix = functools.partial(_cumulative_product, values=values)
         replacement = fix(node, attrs, elem, shape) if fix else None
         rewritten.extend(replacement if replacement is not None else [node])
     del proto.graph.node[:]
@@ -644,6 +647,37 @@ def _split_with_empty_parts(node, attrs, elem, shape, values):
                                         axis=axis)]
     return nodes + [onnx.helper.make_node("Slice", [node.input[0], f"{out}.zero", f"{out}.zero", f"{out}.axis"], [name],
                                           name=name) for name, size in zip(node.output, sizes) if not size]
+
+
+LARGEST_CUMPROD = 1 << 24
+"""Elements of CumProd's masked square (its input's size times the axis length) edgec builds."""
+
+
+def _cumulative_product(node, attrs, elem, shape, values):
+    """CumProd along a constant axis (TVM has no converter): y[i] is the product over the j that
+    the mask keeps (j <= i; j < i when exclusive; reversed, j >= i or j > i), the others set to 1."""
+    x_shape = shape(node.input[0])
+    if x_shape is None or node.input[1] not in values:
+        return None
+    rank, out = len(x_shape), node.output[0]
+    axis = int(values[node.input[1]].reshape(-1)[0]) % rank
+    length = x_shape[axis]
+    if length * int(np.prod(x_shape)) > LARGEST_CUMPROD:
+        raise CompileError(f"{label(node)}: CumProd over {length} elements of a {'x'.join(map(str, x_shape))} "
+                           "tensor is larger than edgec's form of it (a masked square) allows")
+    i, j = np.arange(length)[:, None], np.arange(length)[None, :]
+    keep = {(0, 0): j <= i, (1, 0): j < i, (0, 1): j >= i, (1, 1): j > i}[
+        (attrs.get("exclusive", 0), attrs.get("reverse", 0))]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(elem(node.input[0]))
+    return [
+        constant(f"{out}.axis", np.array([axis], np.int64)),
+        onnx.helper.make_node("Unsqueeze", [node.input[0], f"{out}.axis"], [f"{out}.rows"], name=f"{out}.rows"),
+        constant(f"{out}.keep", keep.reshape([length, length] + [1] * (rank - axis - 1))),
+        constant(f"{out}.one", np.array(1, dtype)),
+        onnx.helper.make_node("Where", [f"{out}.keep", f"{out}.rows", f"{out}.one"], [f"{out}.kept"], name=f"{out}.kept"),
+        constant(f"{out}.over", np.array([axis + 1], np.int64)),
+        onnx.helper.make_node("ReduceProd", [f"{out}.kept", f"{out}.over"], [out], name=node.name or out, keepdims=0),
+    ]
 
 
 def _attention_in_float32(node, attrs, elem, shape):
