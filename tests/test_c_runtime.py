@@ -112,7 +112,8 @@ def test_c_api_matches_the_python_runtime(c_run, artifacts, tmp_path, name, mode
     result, outputs = run_c(c_run, mode, artifact, manifest, feeds, tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line for line in lines if not line.startswith("probe:")] == info_lines(manifest)
+    assert [line for line in lines if not line.startswith(("probe:", "ran "))] == info_lines(manifest)
+    assert [line[len("ran "):] for line in lines if line.startswith("ran ")] == info_lines(manifest)[-len(outputs):]
     first = manifest["signature"]["inputs"][0]
     count = len(manifest["signature"]["inputs"])
     nbytes = int(np.prod(first["shape"])) * np.dtype(first["dtype"]).itemsize
@@ -129,6 +130,37 @@ def test_c_api_matches_the_python_runtime(c_run, artifacts, tmp_path, name, mode
         assert outputs[out_name].dtype == want.dtype
         np.testing.assert_allclose(outputs[out_name], want, rtol=1e-4, atol=1e-5, err_msg=out_name)
         assert np.array_equal(outputs[out_name], python[out_name]), f"{out_name} differs from the Python runtime"
+
+
+def test_c_api_cuts_detection_rows_as_onnxruntime_returns_them(c_run, tmp_path):
+    """The detector of tests/test_detection.py (TopK, NonMaxSuppression, Gathers by its rows):
+    its row-count output is the runtime's, and each run's outputs have onnxruntime's rows,
+    none when no box clears the threshold."""
+    from tests.test_detection import FEATURES, detector
+
+    model = detector()
+    artifact = compile_to(tmp_path, model, "x86-64")
+    manifest = open_artifact(artifact).manifest
+    public = [spec for spec in manifest["signature"]["outputs"] if not spec.get("count_of_rows")]
+    rng = np.random.default_rng(7)
+    rows = []
+    for scale in (0.7, 1.3, 0.0):  # 0: every score sigmoid(-3), below the threshold
+        feeds = {"features": (rng.standard_normal((1, FEATURES, 3, 3)) * scale).astype(np.float32)}
+        for i, spec in enumerate(manifest["signature"]["inputs"]):
+            np.ascontiguousarray(feeds[spec["name"]]).tofile(tmp_path / f"in{i}.bin")
+        result = subprocess.run([str(c_run), "file", str(artifact), str(tmp_path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        ran = [line.split() for line in result.stdout.splitlines() if line.startswith("ran output")]
+        assert [fields[3] for fields in ran] == [spec["name"] for spec in public]
+        expected = ort_run(model, feeds)
+        for i, (spec, fields) in enumerate(zip(public, ran)):
+            shape = [int(d) for d in fields[5].split("x")] if fields[5] else []
+            got = np.fromfile(tmp_path / f"out{i}.bin", dtype=spec["dtype"]).reshape(shape)
+            want = expected[spec["name"]]
+            assert got.shape == want.shape, spec["name"]
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=spec["name"])
+        rows.append(len(expected["selected"]))
+    assert rows[-1] == 0 and min(rows[:-1]) > 0
 
 
 # Hostile artifacts, made from test_artifact_trust's good artifact: name -> a function

@@ -63,6 +63,13 @@ target_compile_options(edgec_runtime PRIVATE -Wall -Wextra)
 # that each library's executable deserializes into.
 target_link_options(edgec_runtime INTERFACE "LINKER:--no-as-needed")
 target_link_libraries(edgec_runtime PUBLIC "${TVM_RUNTIME_LIBRARY}" "${TVM_FFI_LIBRARY}" ${CMAKE_DL_LIBS})
+# TVM's sort and topk kernels (TopK, NonMaxSuppression) live in libtvm_runtime_extra where the
+# wheel has one; loaded the same way.
+find_library(TVM_RUNTIME_EXTRA_LIBRARY tvm_runtime_extra PATHS "${TVM_PACKAGE_DIR}/lib" NO_DEFAULT_PATH
+             NO_CMAKE_FIND_ROOT_PATH)
+if(TVM_RUNTIME_EXTRA_LIBRARY)
+  target_link_libraries(edgec_runtime PUBLIC "${TVM_RUNTIME_EXTRA_LIBRARY}")
+endif()
 # With OpenSSL's libcrypto (Debian: libssl-dev), edgec_open_file_verified checks Ed25519
 # signatures ('edgec compile --sign'); without it, that call refuses to open anything. A
 # cross build looks for it only in its sysroot: the host's libcrypto would not link.

@@ -6,7 +6,8 @@
  * past an aligned address (misaligned: the weights cannot be used in place), prints
  * each input and output as "input|output INDEX NAME DTYPE D0xD1.. NBYTES", checks the
  * usage errors on stdout ("probe: ..."), sets input i from DIR/in<i>.bin (raw bytes),
- * runs, and writes output i to DIR/out<i>.bin. Errors: edgec_last_error() on stderr,
+ * runs, prints each output as the run gave it ("ran output ...": rows the data decides are
+ * cut), and writes output i to DIR/out<i>.bin. Errors: edgec_last_error() on stderr,
  * exit status the edgec_status. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,6 +101,7 @@ int main(int argc, char** argv) {
   if ((status = edgec_run(model)) != EDGEC_OK) return fail(status);
   for (int32_t i = 0; i < edgec_num_outputs(model); ++i) {
     edgec_output_info(model, i, &info);
+    print_info("ran output", i, &info);
     char* data = malloc(info.nbytes + 1);
     if ((status = edgec_get_output(model, i, data, info.nbytes)) != EDGEC_OK) return fail(status);
     snprintf(path, sizeof path, "%s/out%d.bin", argv[3], i);

@@ -375,6 +375,8 @@ struct TensorSpec {
   DLDataType dl{};
   size_t nbytes = 0;
   int64_t offset = 0;  // weights only
+  std::string valid_rows;  // outputs only: the output holding how many leading rows are real
+  bool count_of_rows = false;  // outputs only: such a count (the runtime's, not the caller's)
 };
 
 /*! \brief The byte size of `shape` in `dtype`, or false when a dim is negative or it overflows. */
@@ -405,10 +407,15 @@ std::vector<TensorSpec> Signature(const Manifest& m, const ffi::Any& list, const
     TensorSpec spec;
     spec.name = m.Str(m.Get(entry, "name", what + "[]."), what + "[].name");
     spec.dtype = m.Str(m.Get(entry, "dtype", what + "[]."), what + "[].dtype");
-    if (m.Has(entry, "valid_rows") || m.Has(entry, "count_of_rows")) {
-      // NonMaxSuppression's rows: only the Python runtime cuts them to their count so far.
-      throw Bad(m.path + ": output '" + spec.name + "' has a row count the data decides (valid_rows); this runtime "
-                "does not cut it yet: run the artifact with edgec's Python runtime");
+    if (m.Has(entry, "valid_rows") && m.Get(entry, "valid_rows", "").type_index() != ffi::TypeIndex::kTVMFFINone) {
+      spec.valid_rows = m.Str(m.Get(entry, "valid_rows", ""), what + "[].valid_rows");
+    }
+    if (m.Has(entry, "count_of_rows")) {
+      ffi::Any flag = m.Get(entry, "count_of_rows", "");
+      if (flag.type_index() != ffi::TypeIndex::kTVMFFIBool) {
+        throw Bad(m.path + ": manifest '" + what + "[].count_of_rows' is not a boolean");
+      }
+      spec.count_of_rows = flag.cast<bool>();
     }
     for (const ffi::Any& dim : m.List(m.Get(entry, "shape", what + "[]."), what + "[].shape")) {
       spec.shape.push_back(m.Int(dim, what + "[].shape"));
@@ -419,6 +426,18 @@ std::vector<TensorSpec> Signature(const Manifest& m, const ffi::Any& list, const
     specs.push_back(spec);
   }
   return specs;
+}
+
+/*! \brief An output cut to the rows the data decides names an int64 [1] count output, and has rows. */
+void CheckRowCount(const Manifest& m, const std::vector<TensorSpec>& outputs, const TensorSpec& spec) {
+  for (const TensorSpec& count : outputs) {
+    if (count.name == spec.valid_rows && count.count_of_rows && count.dtype == "int64" && count.shape.size() == 1 &&
+        count.shape[0] == 1 && !spec.shape.empty()) {
+      return;
+    }
+  }
+  throw Bad(m.path + ": output '" + spec.name + "' is cut to the rows counted by '" + spec.valid_rows +
+            "', which is not an int64 [1] count output of the manifest");
 }
 
 /*! \brief edgec/artifact.py's check_weight_index: each weight agrees with itself and lies,
@@ -669,10 +688,12 @@ struct edgec_model {
   std::shared_ptr<Bytes> bytes;
   std::vector<ShapeInput> shape_inputs;
   std::shared_ptr<void> weight_copy;  // an aligned copy of weights.bin, when the bytes were not aligned
-  std::vector<TensorSpec> inputs, outputs;
+  std::vector<TensorSpec> inputs, outputs;  // outputs: the caller's, without the row counts
+  std::vector<TensorSpec> produced;  // every output the libraries return, row counts included
   std::vector<ffi::Tensor> input_tensors;
   std::vector<bool> input_set;
   std::vector<ffi::Tensor> output_tensors;  // empty until a run
+  std::vector<TensorSpec> ran;  // the outputs as the last run gave them: rows cut to their counts
   std::vector<Stage> stages;
 };
 
@@ -930,7 +951,11 @@ std::unique_ptr<edgec_model> Open(std::shared_ptr<Bytes> bytes, const std::strin
   model->bytes = bytes;
   ffi::json::Object signature = m.Object(m.Get(m.root, "signature", ""), "signature");
   model->inputs = Signature(m, m.Get(signature, "inputs", "signature."), "signature.inputs");
-  model->outputs = Signature(m, m.Get(signature, "outputs", "signature."), "signature.outputs");
+  model->produced = Signature(m, m.Get(signature, "outputs", "signature."), "signature.outputs");
+  for (const TensorSpec& spec : model->produced) {
+    if (!spec.count_of_rows) model->outputs.push_back(spec);
+    if (!spec.valid_rows.empty()) CheckRowCount(m, model->produced, spec);
+  }
   model->shape_inputs = ShapeInputs(m, model->inputs);
 
   // 6 (before 5, so the stages take them). The weights, in place when aligned.
@@ -951,7 +976,7 @@ std::unique_ptr<edgec_model> Open(std::shared_ptr<Bytes> bytes, const std::strin
 
   // 5. The partitions.
   SetThreads();
-  model->stages = LoadStages(m, *bytes, headers, weights, model->inputs, model->outputs);
+  model->stages = LoadStages(m, *bytes, headers, weights, model->inputs, model->produced);
   for (const TensorSpec& spec : model->inputs) {
     model->input_tensors.push_back(ffi::Tensor::FromNDAlloc(AlignedAlloc(), ToShape(spec.shape), spec.dl, kCPU));
   }
@@ -997,6 +1022,31 @@ void Info(const std::vector<TensorSpec>& specs, int32_t index, edgec_tensor_info
   const TensorSpec& spec = specs[index];
   *info = edgec_tensor_info{spec.name.c_str(), spec.dtype.c_str(), static_cast<int32_t>(spec.shape.size()),
                             spec.shape.data(), spec.nbytes};
+}
+
+/*! \brief `spec` as this run gives it: an output with valid_rows keeps the leading rows its count
+ *  says are real (edgec/runtime's cut_to_valid_rows); a count outside 0..rows is refused. */
+TensorSpec CutRows(const TensorSpec& spec, const std::map<std::string, ffi::Tensor>& tensors) {
+  if (spec.valid_rows.empty()) return spec;
+  auto found = tensors.find(spec.valid_rows);
+  if (found == tensors.end() || found->second.dtype() != DLDataType{kDLInt, 64, 1} || found->second.numel() != 1 ||
+      found->second.device().device_type != kDLCPU) {
+    throw Failure(EDGEC_ERROR_RUN, "the model did not produce the int64 row count '" + spec.valid_rows + "'");
+  }
+  int64_t count = *reinterpret_cast<const int64_t*>(static_cast<const char*>(found->second.data_ptr()) +
+                                                    found->second.byte_offset());
+  if (count < 0) {
+    throw Failure(EDGEC_ERROR_RUN, "output '" + spec.name + "': the compiled NonMaxSuppression could not decide its "
+                                   "boxes within its static bound on this input; its rows would not be onnxruntime's");
+  }
+  if (count > spec.shape[0]) {
+    throw Failure(EDGEC_ERROR_RUN, "output '" + spec.name + "': the run counts " + std::to_string(count) +
+                                       " rows, more than its " + std::to_string(spec.shape[0]));
+  }
+  TensorSpec cut = spec;
+  cut.shape[0] = count;
+  ByteSize(cut.dl, cut.shape, &cut.nbytes);
+  return cut;
 }
 
 int32_t IndexOf(const std::vector<TensorSpec>& specs, const char* name) {
@@ -1054,7 +1104,7 @@ edgec_status edgec_input_info(const edgec_model* model, int32_t index, edgec_ten
 edgec_status edgec_output_info(const edgec_model* model, int32_t index, edgec_tensor_info* info) {
   return Guard([&] {
     CheckModel(model);
-    Info(model->outputs, index, info, "output");
+    Info(model->ran.empty() ? model->outputs : model->ran, index, info, "output");
   });
 }
 
@@ -1112,7 +1162,9 @@ edgec_status edgec_run(edgec_model* model) {
       for (size_t i = 0; i < results.size(); ++i) tensors[stage.outputs[i]] = results[i];
     }
     std::vector<ffi::Tensor> outputs;
+    std::vector<TensorSpec> ran;
     for (const TensorSpec& spec : model->outputs) {
+      ran.push_back(CutRows(spec, tensors));
       auto found = tensors.find(spec.name);
       if (found == tensors.end()) throw Failure(EDGEC_ERROR_RUN, "the model did not produce output '" + spec.name + "'");
       const ffi::Tensor& t = found->second;
@@ -1124,6 +1176,7 @@ edgec_status edgec_run(edgec_model* model) {
       outputs.push_back(t);
     }
     model->output_tensors = std::move(outputs);
+    model->ran = std::move(ran);
   });
 }
 
@@ -1133,6 +1186,7 @@ edgec_status edgec_get_output(const edgec_model* model, int32_t index, void* dat
     edgec_tensor_info info;
     Info(model->outputs, index, &info, "output");
     if (model->output_tensors.empty()) throw Usage("no outputs yet: call edgec_run first");
+    Info(model->ran, index, &info, "output");
     if (!data) throw Usage("output '" + model->outputs[index].name + "': data is NULL");
     if (nbytes != info.nbytes) {
       throw Usage("output '" + model->outputs[index].name + "' holds " + std::to_string(info.nbytes) + " bytes (" +

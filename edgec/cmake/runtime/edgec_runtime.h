@@ -82,7 +82,10 @@ edgec_status edgec_set_input(edgec_model* model, int32_t index, const void* data
 /* Run once on the inputs set (all must have been set). */
 edgec_status edgec_run(edgec_model* model);
 
-/* Copy output `index` of the last run into `data` (`nbytes` exactly the output's size). */
+/* Copy output `index` of the last run into `data` (`nbytes` exactly the output's size). An
+ * output whose row count the data decides (NonMaxSuppression's, compiled at its upper bound)
+ * gives the rows that run found, as onnxruntime would: edgec_output_info tells its upper bound
+ * before the first run and the last run's shape and size after it. */
 edgec_status edgec_get_output(const edgec_model* model, int32_t index, void* data, size_t nbytes);
 
 /* The last error on this thread: one line, "" when none. */
