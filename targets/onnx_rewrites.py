@@ -22,6 +22,7 @@ never an option. Rules (ConvInteger first, in ``qoperator``):
   - Resize with constant roi, scales and sizes: TVM's form (every axis' size, no ``axes``)
     where TVM's size-ratio coordinates are ONNX's, else exact per-axis interpolation
     (``targets/resize.py``);
+  - EyeLike of a static shape (TVM refuses its ``dtype``): a constant;
   - OneHot with constant depth and values (TVM's converter passes the depth wrongly): Equal
     with every class, then Where;
   - Split into parts of size 0 (TVM wants increasing split points): empty Slices for those;
@@ -421,7 +422,7 @@ def fix_ops(proto: onnx.ModelProto, chosen=lambda node: True) -> None:
                "ReduceMin": _reduce_to_infinity, "Attention": _attention_in_float32,
                "Pow": _integer_pow, "Mod": _float_floor_mod,
                "LpNormalization": _lp_normalization,
-               "ReverseSequence": _reverse_sequence, "Dropout": _dropout_mask}.get(op)
+               "ReverseSequence": _reverse_sequence, "Dropout": _dropout_mask, "EyeLike": _eye_like}.get(op)
         if op in GATES:
             fix = functools.partial(_recurrent, opset=opset)
         if op == "Resize":
@@ -678,6 +679,16 @@ def _cumulative_product(node, attrs, elem, shape, values):
         constant(f"{out}.over", np.array([axis + 1], np.int64)),
         onnx.helper.make_node("ReduceProd", [f"{out}.kept", f"{out}.over"], [out], name=node.name or out, keepdims=0),
     ]
+
+
+def _eye_like(node, attrs, elem, shape):
+    """EyeLike of a static shape is a constant (TVM's converter refuses a ``dtype`` other than the input's)."""
+    dims = shape(node.input[0])
+    to = attrs.get("dtype", elem(node.input[0]))
+    if dims is None or to is None:
+        return None
+    eye = np.eye(dims[0], dims[1], attrs.get("k", 0), dtype=onnx.helper.tensor_dtype_to_np_dtype(to))
+    return [constant(node.output[0], eye)]
 
 
 def _attention_in_float32(node, attrs, elem, shape):
