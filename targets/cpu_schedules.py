@@ -557,15 +557,21 @@ def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
     return problems
 
 
-def _channel_tile(channels: int, lanes: int, wide: bool = False) -> int:
-    """Output channels per register tile: two vectors when they divide (``wide``: four), else one."""
-    if wide and channels % (4 * lanes) == 0:
-        return 4 * lanes
-    if channels % (2 * lanes) == 0:
-        return 2 * lanes
-    if channels % lanes == 0 or channels > lanes:
-        return lanes
-    return channels
+def _channel_tile(channels: int, lanes: int, wide: bool = False, registers: int = 16) -> tuple[int, int]:
+    """(output channels per register tile, lanes per vector). Full vectors: two when they divide
+    (``wide``: four), else one. Where no full vector divides the channels (AVX-512's 16 lanes on
+    MobileNetV3's and EfficientNet's 24, 40, 72, 120 channels, a 1000-way classifier), the widest
+    half or quarter vector that does, as many as hold the same channels, up to ``registers // 6``
+    (5 of AVX-512's 32): a full-width tile there ends each row in a ragged, masked block and
+    leaves the weights unpacked."""
+    if channels % lanes == 0:
+        return next(m * lanes for m in ((4, 2, 1) if wide else (2, 1)) if channels % (m * lanes) == 0), lanes
+    for width in (lanes // 2, lanes // 4):
+        if width >= 4 and channels % width == 0:
+            cap = min((4 if wide else 2) * lanes // width, max(1, registers // 6))
+            vectors = max(m for m in range(1, cap + 1) if (channels // width) % m == 0)
+            return vectors * width, width
+    return (lanes if channels > lanes else channels), lanes
 
 
 def _pixel_tile(width: int, limit: int, even: bool = False) -> int:
@@ -616,7 +622,7 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None =
     # ragged tile (5 pixels on a 14-wide map) ran at 40% of the speed of an even one: LLVM keeps
     # the accumulators of the tile's conditional last pixel in memory. 3x3 convs showed neither.
     one_by_one = _extent(sch, rh) == 1 and _extent(sch, rw) == 1
-    oc_tile = _channel_tile(channels, lanes, wide=one_by_one)
+    oc_tile, lanes = _channel_tile(channels, lanes, wide=one_by_one, registers=tiles.registers)
     vectors = max(1, oc_tile // lanes)
     ow_tile = _pixel_tile(width, tiles.max_output_pixels(vectors), even=one_by_one and vectors > 1)
 
@@ -749,8 +755,7 @@ def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
     registers, the reduction outside the tile, weights reused across the tile's rows."""
     work = _work(sch, block)
     *batch, rows, columns, reduction = sch.get_loops(block)
-    lanes = tiles.lanes
-    col_tile = _channel_tile(_extent(sch, columns), lanes)
+    col_tile, lanes = _channel_tile(_extent(sch, columns), tiles.lanes, registers=tiles.registers)
     vectors = max(1, col_tile // lanes)
     row_tile = _pixel_tile(_extent(sch, rows), tiles.max_output_pixels(vectors))
 

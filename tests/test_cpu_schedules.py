@@ -108,6 +108,8 @@ CONVS = {
     "depthwise-half-vectors": (136, 136, 9, 3, 1, 1, 136),
     "depthwise-5x5-stride2-no-pad": (48, 48, 15, 5, 2, 0, 48),
     "depthwise-odd-channels": (7, 7, 9, 3, 1, 1, 7),
+    "1x1-half-vectors-out": (24, 40, 14, 1, 1, 0, 1),
+    "3x3-half-vectors-out": (16, 72, 10, 3, 1, 1, 1),
 }
 
 
@@ -360,6 +362,17 @@ def test_clip_with_a_nan_bound_is_left_to_tvm():
     proto = onnx_for_tvm(import_proto(clip_model(0.0, 6.0, nan_bound=True)))[0]
     assert [n.op_type for n in proto.graph.node if n.op_type in ("Clip", "Max", "Min")] == ["Clip"]
     assert_matches_ort(clip_model(0.0, 6.0, nan_bound=True))
+
+
+@pytest.mark.parametrize("target, packed", [("x86-64-v3", (5, 1, 1, 24, 8)), ("x86-64-v4", (1, 1, 1, 24, 40))])
+def test_channels_no_full_vector_divides_take_narrower_vectors(target, packed):
+    """40 output channels: five 8-lane vectors per tile on AVX-512, where no 16-lane vector
+    divides them (packed by 40), and AVX2's own 8-lane vector (packed by 8); no ragged block."""
+    from edgec.targets import get_target
+
+    _, weights, notes = compile_scheduled(conv_model(24, 40, 14, 1), get_target(target))
+    assert tuple(weights[0].shape) == packed
+    assert notes == []
 
 
 def squeeze_excite_model(activation: str, gate: str):
