@@ -410,3 +410,17 @@ def test_sigmoid_runs_on_fast_exp():
     assert notes == [], notes
     names = kernel_names(mod)
     assert any("fast_sigmoid" in name for name in names) and not any("tir_sigmoid" in name for name in names), names
+
+
+def test_gelu_op_runs_on_fast_erf():
+    """ONNX's Gelu (opset 20, as torch exports ConvNeXt's) takes the polynomial erf and keeps results."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((64, 96)) / 8).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Gelu", ["m"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 49, 64])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 49, 96])], [w], opset=20)
+    notes, mod = assert_matches_ort(model, rtol=1e-4, atol=1e-5)
+    assert notes == [], notes
+    names = kernel_names(mod)
+    assert any("fast_gelu" in name for name in names), names
+    assert not any("gelu" in name.replace("fast_gelu", "") for name in names), names
