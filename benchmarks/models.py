@@ -7,11 +7,16 @@ Latency does not depend on the values; they are only shaped so that activations
 neither vanish nor blow up. The final Softmax is dropped: with random weights it
 often saturates to an exact one-hot vector, which would hide wrong results from
 the harness's output comparison (it costs microseconds either way).
-Self-contained on purpose: benchmarks must not depend on the test helpers.
+Beside them: a MobileNetV2-style CNN and a small transformer encoder built here, and five
+torchvision classifiers (``weights=None``: torch's seeded default initialization) exported
+by ``torch.onnx.export``'s default exporter, through ``tests/torchvision_models.py`` (its
+workaround for PyPI's CUDA build of torchvision is shared with the SSD-lite export).
 """
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -225,10 +230,25 @@ def transformer_encoder(seed: int = 0, tokens: int = 128, width: int = 256, head
     return model
 
 
-BUILT = {"mobilenet_v2": mobilenet_v2, "transformer_encoder": transformer_encoder}
-"""Models made here, beside the zoo's."""
+TORCHVISION = ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "resnet18", "convnext_tiny")
+"""torchvision classifiers of the benchmark set (``tests.torchvision_models.CLASSIFIERS``)."""
+
+
+def torchvision_model(name: str, seed: int = 0) -> onnx.ModelProto:
+    """torchvision's ``name`` with seeded random weights, as ``torch.onnx.export`` writes it."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.torchvision_models import export_classifier
+
+    with tempfile.TemporaryDirectory() as folder:
+        return onnx.load(export_classifier(name, Path(folder) / f"{name}.onnx", seed))
+
+
+BUILT = {"mobilenet_v2": mobilenet_v2, "transformer_encoder": transformer_encoder,
+         **{name: (lambda seed, name=name: torchvision_model(name, seed)) for name in TORCHVISION}}
+"""Models made here or exported from torchvision, beside the zoo's."""
 
 
 def model_by_name(name: str, seed: int = 0) -> onnx.ModelProto:
-    """A benchmark model by name: a zoo architecture, ``mobilenet_v2`` or ``transformer_encoder``."""
+    """A benchmark model by name: a zoo architecture, ``mobilenet_v2``, ``transformer_encoder`` or a
+    torchvision classifier (``TORCHVISION``)."""
     return BUILT[name](seed) if name in BUILT else zoo_model(name, seed)

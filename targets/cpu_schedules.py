@@ -11,7 +11,8 @@ Pipeline, in order (each step named in the notes when it fails):
 1. ``sum-of-stack``: ONNX ``Sum`` (and ``Max``, ``Min``) imports as ``sum(stack(broadcast_to(x)...))``;
    it becomes a chain of ``add`` (ConvertLayout cannot handle the 5-D stack).
    Then ``densify-grouped-conv``: grouped convs with at most 8 groups become dense
-   ones with a block-diagonal weight.
+   ones with a block-diagonal weight; and ``clip-as-max-min``: clip (HardSwish,
+   HardSigmoid) as maximum and minimum, which ConvertLayout sees through.
 2. ``convert-layout``: conv2d to NHWC activations and HWIO weights, so output
    channels are the contiguous, vectorized axis.
 3. ``lift-weight-transforms``: computations on weights alone (the OIHW->HWIO
@@ -150,9 +151,10 @@ def prepare_for_schedules(mod, notes: list[str]):
 
     mod = _step("sum-of-stack", _rewrite_sum_of_stack, mod)
     mod = _step("densify-grouped-conv", _densify_grouped_conv, mod)
+    mod = _step("clip-as-max-min", _clip_as_max_min, mod)
     mod = _step("convert-layout", lambda m: _convert_layout(m, notes), mod)
     mod = _step("lift-weight-transforms", lambda m: _lift_weight_transforms(m, notes), mod)
-    # erf, exp, tanh and softmax as polynomials that vectorize (LLVM calls libm per lane); the
+    # erf, exp, sigmoid, GELU, tanh and softmax as polynomials that vectorize (LLVM calls libm per lane); the
     # same kind of approximation onnxruntime's MLAS kernels use.
     mod = _step("fast-math", _fast_math, mod)
     return _step("legalize-and-fuse", lambda m: tvm.transform.Sequential([
@@ -188,7 +190,22 @@ def _fast_math(mod):
     import tvm
     from tvm import relax, topi
 
+    def fast_sigmoid(x):
+        """1 / (1 + exp(-x)) on fast_exp: SiLU (EfficientNet's x * sigmoid(x)) and squeeze-and-excitation
+        gates otherwise call libm's expf per lane, 5-10x the cost of the conv they are fused into."""
+        one = tvm.tirx.const(1.0, x.dtype)
+        return topi.divide(one, topi.add(one, topi.fast_exp(topi.negative(x))))
+
+    def fast_gelu(x):
+        """x * (1 + erf(x / sqrt 2)) / 2 on fast_erf: ONNX's Gelu op (opset 20, ConvNeXt as torch
+        exports it) imports as nn.gelu, whose erf is libm's per lane, 4-12x its matmul."""
+        half, one = tvm.tirx.const(0.5, x.dtype), tvm.tirx.const(1.0, x.dtype)
+        erf = topi.fast_erf(topi.multiply(x, tvm.tirx.const(1 / math.sqrt(2), x.dtype)))
+        return topi.multiply(topi.multiply(x, half), topi.add(one, erf))
+
     fast = {"relax.nn.softmax": lambda call: (topi.nn.fast_softmax, call.args[0], call.attrs.axis),
+            "relax.sigmoid": lambda call: (fast_sigmoid, call.args[0]),
+            "relax.nn.gelu": lambda call: (fast_gelu, call.args[0]),
             "relax.exp": lambda call: (topi.fast_exp, call.args[0]),
             "relax.erf": lambda call: (topi.fast_erf, call.args[0]),
             "relax.tanh": lambda call: (topi.fast_tanh, call.args[0])}
@@ -267,6 +284,43 @@ def _rewrite_sum_of_stack(mod):
         if isinstance(func, relax.Function):
             updated[gvar] = SumOfStack().visit_expr(func)
     return relax.transform.DeadCodeElimination()(updated)
+
+
+def _clip_as_max_min(mod):
+    """``clip(x, lo, hi)`` -> ``minimum(maximum(x, lo), hi)``: ConvertLayout does not see through
+    clip, so the HardSwish and HardSigmoid TVM imports (MobileNetV3's every block) sat between two
+    transposes, NHWC to NCHW and back, in their own strided kernels. maximum and minimum take any
+    layout and fuse into the conv before them (``lowering._clip_as_max_min`` does the same for ONNX
+    Clip, before import)."""
+    import tvm
+    from tvm import relax
+
+    def constant(arg) -> float | None:
+        """A bound's number (an IntImm or FloatImm, bare or in a PrimValue), None if not constant."""
+        for _ in range(2):
+            arg = getattr(arg, "value", None)
+            if isinstance(arg, int | float):
+                return float(arg)
+        return None
+
+    @relax.expr_functor.mutator
+    class ClipAsMaxMin(relax.PyExprMutator):
+        def visit_call_(self, original):
+            call = self.builder_.normalize(super().visit_call_(original))
+            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
+                return call
+            data, low, high = (constant(arg) for arg in call.args)
+            dtype = str(getattr(call.args[0].ty, "dtype", ""))
+            if low is None or high is None or math.isnan(low) or math.isnan(high) or "float" not in dtype:
+                return call
+            lower = self.builder_.normalize(relax.op.maximum(call.args[0], relax.const(low, dtype)))
+            return self.builder_.normalize(relax.op.minimum(lower, relax.const(high, dtype)))
+
+    updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            updated[gvar] = ClipAsMaxMin().visit_expr(func)
+    return updated
 
 
 DENSIFY_MAX_GROUPS = 8
@@ -511,15 +565,21 @@ def _schedule(sch, tiles: Tiles, simple: bool = False) -> list[str]:
     return problems
 
 
-def _channel_tile(channels: int, lanes: int, wide: bool = False) -> int:
-    """Output channels per register tile: two vectors when they divide (``wide``: four), else one."""
-    if wide and channels % (4 * lanes) == 0:
-        return 4 * lanes
-    if channels % (2 * lanes) == 0:
-        return 2 * lanes
-    if channels % lanes == 0 or channels > lanes:
-        return lanes
-    return channels
+def _channel_tile(channels: int, lanes: int, wide: bool = False, registers: int = 16) -> tuple[int, int]:
+    """(output channels per register tile, lanes per vector). Full vectors: two when they divide
+    (``wide``: four), else one. Where no full vector divides the channels (AVX-512's 16 lanes on
+    MobileNetV3's and EfficientNet's 24, 40, 72, 120 channels, a 1000-way classifier), the widest
+    half or quarter vector that does, as many as hold the same channels, up to ``registers // 6``
+    (5 of AVX-512's 32): a full-width tile there ends each row in a ragged, masked block and
+    leaves the weights unpacked."""
+    if channels % lanes == 0:
+        return next(m * lanes for m in ((4, 2, 1) if wide else (2, 1)) if channels % (m * lanes) == 0), lanes
+    for width in (lanes // 2, lanes // 4):
+        if width >= 4 and channels % width == 0:
+            cap = min((4 if wide else 2) * lanes // width, max(1, registers // 6))
+            vectors = max(m for m in range(1, cap + 1) if (channels // width) % m == 0)
+            return vectors * width, width
+    return (lanes if channels > lanes else channels), lanes
 
 
 def _pixel_tile(width: int, limit: int, even: bool = False) -> int:
@@ -570,7 +630,7 @@ def _conv2d_nhwc(sch, conv, epilogue, tiles: Tiles, group_channels: int | None =
     # ragged tile (5 pixels on a 14-wide map) ran at 40% of the speed of an even one: LLVM keeps
     # the accumulators of the tile's conditional last pixel in memory. 3x3 convs showed neither.
     one_by_one = _extent(sch, rh) == 1 and _extent(sch, rw) == 1
-    oc_tile = _channel_tile(channels, lanes, wide=one_by_one)
+    oc_tile, lanes = _channel_tile(channels, lanes, wide=one_by_one, registers=tiles.registers)
     vectors = max(1, oc_tile // lanes)
     ow_tile = _pixel_tile(width, tiles.max_output_pixels(vectors), even=one_by_one and vectors > 1)
 
@@ -703,8 +763,7 @@ def _matmul(sch, block, epilogue, tiles: Tiles) -> None:
     registers, the reduction outside the tile, weights reused across the tile's rows."""
     work = _work(sch, block)
     *batch, rows, columns, reduction = sch.get_loops(block)
-    lanes = tiles.lanes
-    col_tile = _channel_tile(_extent(sch, columns), lanes)
+    col_tile, lanes = _channel_tile(_extent(sch, columns), tiles.lanes, registers=tiles.registers)
     vectors = max(1, col_tile // lanes)
     row_tile = _pixel_tile(_extent(sch, rows), tiles.max_output_pixels(vectors))
 

@@ -108,6 +108,8 @@ CONVS = {
     "depthwise-half-vectors": (136, 136, 9, 3, 1, 1, 136),
     "depthwise-5x5-stride2-no-pad": (48, 48, 15, 5, 2, 0, 48),
     "depthwise-odd-channels": (7, 7, 9, 3, 1, 1, 7),
+    "1x1-half-vectors-out": (24, 40, 14, 1, 1, 0, 1),
+    "3x3-half-vectors-out": (16, 72, 10, 3, 1, 1, 1),
 }
 
 
@@ -360,3 +362,65 @@ def test_clip_with_a_nan_bound_is_left_to_tvm():
     proto = onnx_for_tvm(import_proto(clip_model(0.0, 6.0, nan_bound=True)))[0]
     assert [n.op_type for n in proto.graph.node if n.op_type in ("Clip", "Max", "Min")] == ["Clip"]
     assert_matches_ort(clip_model(0.0, 6.0, nan_bound=True))
+
+
+@pytest.mark.parametrize("target, packed", [("x86-64-v3", (5, 1, 1, 24, 8)), ("x86-64-v4", (1, 1, 1, 24, 40))])
+def test_channels_no_full_vector_divides_take_narrower_vectors(target, packed):
+    """40 output channels: five 8-lane vectors per tile on AVX-512, where no 16-lane vector
+    divides them (packed by 40), and AVX2's own 8-lane vector (packed by 8); no ragged block."""
+    from edgec.targets import get_target
+
+    _, weights, notes = compile_scheduled(conv_model(24, 40, 14, 1), get_target(target))
+    assert tuple(weights[0].shape) == packed
+    assert notes == []
+
+
+def squeeze_excite_model(activation: str, gate: str):
+    """MobileNetV3's and EfficientNet's block: conv, activation (HardSwish, or SiLU as Sigmoid and
+    Mul), global pool, two 1x1 convs (ReLU between), a HardSigmoid or Sigmoid gate, scale."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32), name)
+             for name, shape in (("w", (40, 16, 3, 3)), ("fc1", (8, 40, 1, 1)), ("fc2", (40, 8, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1])]
+    if activation == "HardSwish":
+        nodes.append(helper.make_node("HardSwish", ["c"], ["a"]))
+    else:
+        nodes += [helper.make_node("Sigmoid", ["c"], ["s"]), helper.make_node("Mul", ["c", "s"], ["a"])]
+    nodes += [helper.make_node("GlobalAveragePool", ["a"], ["p"]), helper.make_node("Conv", ["p", "fc1"], ["f1"]),
+              helper.make_node("Relu", ["f1"], ["r"]), helper.make_node("Conv", ["r", "fc2"], ["f2"]),
+              helper.make_node(gate, ["f2"], ["g"]), helper.make_node("Mul", ["a", "g"], ["y"])]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 12, 12])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 40, 12, 12])], inits)
+
+
+def test_hard_swish_and_hard_sigmoid_stay_in_the_convs_layout():
+    """HardSwish and HardSigmoid import as clip, which TVM's layout conversion cannot see through;
+    as maximum and minimum they fuse into the NHWC conv, with no transpose kernel."""
+    notes, mod = assert_matches_ort(squeeze_excite_model("HardSwish", "HardSigmoid"))
+    assert notes == [], notes
+    names = kernel_names(mod)
+    # Transposes only at the model's NCHW input and output, none with the activation or the gate.
+    assert sorted(name for name in names if "transpose" in name or "clip" in name) == ["transpose", "transpose1"], names
+    assert any("conv2d" in name and "maximum" in name for name in names), names
+
+
+def test_sigmoid_runs_on_fast_exp():
+    """SiLU and a sigmoid gate take the vectorizable exp, not libm's per lane, and keep results."""
+    notes, mod = assert_matches_ort(squeeze_excite_model("SiLU", "Sigmoid"), rtol=1e-4, atol=1e-5)
+    assert notes == [], notes
+    names = kernel_names(mod)
+    assert any("fast_sigmoid" in name for name in names) and not any("tir_sigmoid" in name for name in names), names
+
+
+def test_gelu_op_runs_on_fast_erf():
+    """ONNX's Gelu (opset 20, as torch exports ConvNeXt's) takes the polynomial erf and keeps results."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array((rng.standard_normal((64, 96)) / 8).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Gelu", ["m"], ["y"])]
+    model = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 49, 64])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 49, 96])], [w], opset=20)
+    notes, mod = assert_matches_ort(model, rtol=1e-4, atol=1e-5)
+    assert notes == [], notes
+    names = kernel_names(mod)
+    assert any("fast_gelu" in name for name in names), names
+    assert not any("gelu" in name.replace("fast_gelu", "") for name in names), names

@@ -2,62 +2,17 @@
 TorchScript exporter: the whole model, or its network alone (backbone and head: raw box
 deltas and class logits, before the data-dependent post-processing).
 
-PyPI's torchvision wheels are CUDA builds: next to the CPU build of torch their C extension
-does not load (``libc10_cuda.so``), and without it torchvision does not import. The export
-needs only the ``torchvision::nms`` op (for tracing; its ONNX symbolic is torchvision's own),
-so when the extension is missing this defines that op with a plain CPU implementation and
-skips the meta registrations of the others.
+torchvision is imported through ``tests.torchvision_models.import_torchvision``, which works
+around PyPI's CUDA build of torchvision next to the CPU build of torch.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import sys
-import types
 import warnings
 from pathlib import Path
 
-
-def _nms(dets, scores, iou_threshold: float):
-    """Greedy NMS on one set of boxes, [x1, y1, x2, y2]: the indices kept, best first."""
-    import torch
-
-    x1, y1, x2, y2 = dets.unbind(1)
-    area = (x2 - x1) * (y2 - y1)
-    alive = torch.ones(len(scores), dtype=torch.bool)
-    keep = []
-    for i in torch.argsort(scores, descending=True).tolist():
-        if alive[i]:
-            keep.append(i)
-            inter = ((torch.minimum(x2[i], x2) - torch.maximum(x1[i], x1)).clamp(min=0)
-                     * (torch.minimum(y2[i], y2) - torch.maximum(y1[i], y1)).clamp(min=0))
-            alive &= ~(inter / (area[i] + area - inter) > iou_threshold)
-    return torch.tensor(keep, dtype=torch.int64)
-
-
-def _assert_has_ops() -> None:
-    """torchvision's check for its C extension, satisfied by the nms defined here."""
-
-
-def _import_torchvision():
-    import torch
-
-    package = Path(importlib.util.find_spec("torchvision").submodule_search_locations[0])
-    extension = next(iter(package.glob("_C*.so")), None)
-    try:
-        if extension is not None:
-            torch.ops.load_library(str(extension))
-    except OSError:
-        sys.modules.setdefault("torchvision._meta_registrations", types.ModuleType("torchvision._meta_registrations"))
-        if not hasattr(torch.ops.torchvision, "nms"):
-            torch.library.define("torchvision::nms", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-            torch.library.impl("torchvision::nms", "CPU")(_nms)
-        import torchvision.ops.boxes
-
-        torchvision.ops.boxes._assert_has_ops = _assert_has_ops
-    import torchvision
-
-    return torchvision
+from tests.torchvision_models import import_torchvision as _import_torchvision
 
 
 def export_ssdlite(path: Path, whole: bool = True) -> Path:
