@@ -300,6 +300,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mobilenet_v2,resnet50", help="CNNs timed besides the digits CNN")
     parser.add_argument("--no-transformer", dest="transformer", action="store_false", help="Leave out the encoder.")
+    parser.add_argument("--no-digits", dest="digits", action="store_false", help="Leave out the digits CNN.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full-range", dest="reduce_range", action="store_false",
                         help="8-bit weights for the CNNs' int8 models (default 7-bit, --reduce-range: what the "
@@ -312,7 +313,7 @@ def main() -> None:
     os.environ["TVM_NUM_THREADS"] = str(options.threads)
     with tempfile.TemporaryDirectory(prefix="edgec-quant-") as folder:
         work = Path(folder)
-        accuracy, latency = digits_rows(work, options)
+        accuracy, latency = digits_rows(work, options) if options.digits else ([], [])
         transformer = []
         if options.transformer:
             transformer, encoder_latency = transformer_rows(work, options)
