@@ -253,7 +253,11 @@ def dense_as_conv(x, zero: int, weight: np.ndarray, dot: DotProduct):
     rows, depth = (int(d) for d in x.ty.shape.values)
     kernel = np.ascontiguousarray(weight.T).reshape(weight.shape[1], depth, 1, 1)
     x, zero, _ = dot_operand(x, zero, kernel, dot)
-    image = relax.op.permute_dims(relax.op.reshape(x, [1, rows, 1, depth]), [0, 3, 1, 2])
+    extra = -depth % dot.depth  # zero weights for the dot product's whole steps, as conv_kernel's
+    if extra:
+        x = relax.op.nn.pad(x, [0, 0, 0, extra], pad_value=float(zero))
+        kernel = np.pad(kernel, [(0, 0), (0, extra), (0, 0), (0, 0)])
+    image = relax.op.permute_dims(relax.op.reshape(x, [1, rows, 1, depth + extra]), [0, 3, 1, 2])
     acc = relax.op.nn.conv2d(image, relax.const(kernel, "int8"), out_dtype="int32")
     return relax.op.reshape(relax.op.permute_dims(acc, [0, 2, 3, 1]), [rows, weight.shape[1]]), zero
 
