@@ -533,6 +533,56 @@ def elementwise_qdq(func, values: Constants):
     return Elementwise().visit_expr(func)
 
 
+def unsigned_activations(func, values: Constants):
+    """Each int8 ``quantize`` (constant scalar parameters) whose every use is a ``dequantize``
+    made uint8, its zero point and its dequantizes' moved by 128: the same values, in the dtype
+    that VNNI's vpdpbusd reads. Otherwise each conv's input is shifted where it is read, and
+    where a tensor has two readers (a residual block's sum: the next conv and the next residual
+    add) that shift is a kernel of its own."""
+    from tvm import relax
+
+    bindings = [binding for block in func.body.blocks for binding in block.bindings]
+    quantized = {binding.var for binding in bindings if op_name(binding.value) == "relax.quantize"
+                 and str(binding.value.attrs.out_dtype) == "int8" and scalar(binding.value, values)}
+    readers: dict = {}
+
+    def note(expr, reader):
+        if isinstance(expr, relax.Var) and expr in quantized:
+            readers.setdefault(expr, []).append(reader)
+
+    for binding in bindings:
+        relax.analysis.post_order_visit(binding.value, lambda e, b=binding.value: note(e, b))
+    relax.analysis.post_order_visit(func.body.body, lambda e: note(e, None))
+    eligible = {var for var in quantized if all(op_name(r) == "relax.dequantize" and r.args[0].same_as(var)
+                                                and scalar(r, values) for r in readers.get(var, [None]))}
+
+    def moved(zero_expr):
+        return relax.const(np.uint8(int(values.of(zero_expr).reshape(())) + 128), "uint8")
+
+    @relax.expr_functor.mutator
+    class Unsigned(relax.PyExprMutator):
+        def visit_var_binding_(self, binding):
+            value = binding.value
+            if binding.var in eligible:
+                new = relax.op.quantize(self.visit_expr(value.args[0]), value.args[1], moved(value.args[2]),
+                                        int(value.attrs.axis), "uint8")
+            elif op_name(value) == "relax.dequantize" and value.args[0] in eligible:
+                new = relax.op.dequantize(self.visit_expr(value.args[0]), value.args[1], moved(value.args[2]),
+                                          int(value.attrs.axis), str(value.attrs.out_dtype))
+            else:
+                return super().visit_var_binding_(binding)
+            emit = self.builder_.emit if isinstance(binding.var, relax.DataflowVar) else self.builder_.emit_output
+            self.set_var_remap(binding.var, emit(new, binding.var.name))
+
+    return Unsigned().visit_expr(func) if eligible else func
+
+
+def scalar(call, values: Constants) -> bool:
+    """Whether a Q/DQ call's scale and zero point are constant scalars."""
+    scale, zero = values.of(call.args[1]), values.of(call.args[2])
+    return scale is not None and zero is not None and scale.size == 1 and zero.size == 1
+
+
 def lower_integer_kernels(mod, dot: DotProduct | None = None):
     """Rewrite every function of ``mod``; returns the new module and what happened.
     ``dot``: the target's int8 dot product (``int8_schedules.dot_product_for``)."""
@@ -545,6 +595,8 @@ def lower_integer_kernels(mod, dot: DotProduct | None = None):
         if not isinstance(func, relax.Function):
             continue
         values = Constants(func)
+        if dot is not None and dot.activation == "uint8" and dot.weight_limit is None:
+            func = unsigned_activations(func, values)
         for pattern, rewrite in [linear_rewriter(report, op, with_bias, values, dot) for with_bias in (True, False)
                                  for op in ("conv2d", "matmul-transposed", "matmul")]:
             func = rewrite_call(pattern, rewrite, func)
