@@ -77,7 +77,7 @@ def scheduled(path, target_name: str):
 def test_vnni_schedules_narrow_channels_and_the_classifier_without_layout_copies(qdq_block):
     """x86-64-vnni: the 24- and 40-channel convs run vpdpbusd on 256-bit registers, the 16-class
     Gemm (as a 1x1 conv) on 512-bit ones; the requantize is in the convs' epilogues (no Q/DQ
-    kernel of its own) and no ReLU output is padded by a kernel of its own."""
+    kernel of its own, no int8 -> uint8 shift) and no ReLU output is padded by a kernel of its own."""
     mod = scheduled(qdq_block, "x86-64-vnni")
     kernels = {gv.name_hint: f.script() for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
     narrow = [name for name, text in kernels.items() if "llvm.x86.avx512.vpdpbusd.256" in text]
@@ -85,6 +85,8 @@ def test_vnni_schedules_narrow_channels_and_the_classifier_without_layout_copies
     wide = [name for name, text in kernels.items() if "llvm.x86.avx512.vpdpbusd.512" in text]
     assert len(wide) == 1 and "matmul" not in " ".join(kernels), sorted(kernels)  # the classifier
     assert not any("quantize" in name for name in kernels), sorted(kernels)
+    # Activations are quantized straight to uint8 (what vpdpbusd reads): no int16 shift anywhere.
+    assert not [name for name, text in kernels.items() if '"int16"' in text]
     # Padded by a kernel of their own: the graph input (quantized there), `odd` (it reads pw2's
     # linear output, zero point not 0) and the classifier's 7 inputs (to 8); not the depthwise
     # convs, which read ReLU outputs (uint8 zero point 0) and pad inside their own kernels.
