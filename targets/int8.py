@@ -17,7 +17,8 @@ Rules:
   activation takes the dtype of the target's int8 dot product where that is exact for
   the weights, else int8 (``dot_operand``): the contract of ``int8_schedules``.
 - matmul: ``x @ W`` and the transposed weight Gemm imports as
-  ``x @ permute_dims(W)``; the weight is transposed as int8 at compile time.
+  ``x @ permute_dims(W)``; the weight is transposed as int8 at compile time. On a target
+  with a dot product, a static 2-D ``x`` makes it a 1x1 conv, which takes the dot product.
 - matmul of two dequantized activations (attention): int32 product, and the
   zero-point terms from the operands' row and column sums at run time.
 - A following bias add whose bias is an int32 constant with scale exactly
@@ -26,6 +27,10 @@ Rules:
 - What follows (relu, the next quantize) stays as imported and fuses into the
   kernel's epilogue: that is the requantize step.
 - A pattern that cannot be lowered stays in float; the report says why.
+- Activation Q/DQ with constant scalar parameters then become the elementwise ops they
+  legalize to, which TVM's ConvertLayout carries through in NHWC (``elementwise_qdq``). With
+  VNNI, an int8 activation only dequantizes read is quantized to uint8 instead
+  (``unsigned_activations``).
 
 Integer ops (MatMulInteger, and ConvInteger as ``qoperator`` rewrites it; edgec's import
 makes both of QLinearConv, QLinearMatMul and QGemm) import as an int32 conv2d or matmul of
@@ -145,7 +150,7 @@ def conv_kernel(x, zero: int, weight: np.ndarray, attrs, dot: DotProduct | None)
     with its zero point, and ``-zero * sum(W[c])`` to subtract the zero point's share. ``dot``:
     see ``integer_conv``.
 
-    Where the zero point is 0 (a ReLU's output, once shifted to uint8 for the dot product) the
+    Where the zero point is 0 (a ReLU's output in uint8, the dot product's dtype) the
     conv pads by itself, as a float conv does: its padding then stays inside the conv's kernel,
     where the depthwise rule reads it inline. A separate ``pad`` is a kernel of its own, a copy
     of the whole activation (MobileNetV2 int8: 10% of its time)."""
@@ -213,8 +218,8 @@ def dot_operand(x, zero: int, weight: np.ndarray, dot: DotProduct | None):
 
 def integer_matmul(x_call, w_call, transposed: bool, values: Constants, dot: DotProduct | None = None):
     """(int32 accumulator expr, int32 correction, float32 scale) over the output columns, or why not.
-    With a dot product and a 2-D activation (a classifier's Gemm) the product is a 1x1 conv
-    (``dense_as_conv``)."""
+    With a dot product and a static 2-D activation (a classifier's Gemm) the product is a 1x1
+    conv (``dense_as_conv``)."""
     from tvm import relax
 
     reason = why_not(x_call, w_call, values)
@@ -233,7 +238,7 @@ def integer_matmul(x_call, w_call, transposed: bool, values: Constants, dot: Dot
         return f"weight scales along axis {w_axis}, not the output columns"
     columns = weight.shape[1]
     zero = int(zx.reshape(()))
-    if dot is not None and len(x.ty.shape.values) == 2:
+    if dot is not None and len(x.ty.shape.values) == 2 and all(hasattr(d, "value") for d in x.ty.shape.values):
         acc, zero = dense_as_conv(x, zero, weight, dot)
     else:
         acc = relax.op.matmul(x, relax.const(np.ascontiguousarray(weight), "int8"), out_dtype="int32")
