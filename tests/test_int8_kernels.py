@@ -121,3 +121,51 @@ def test_block_matches_onnxruntime(qdq_block, tmp_path, target_name, needs):
         actual = compiled.run(feeds)
         assert np.abs(actual[names[1]] - expected[names[1]]).max() <= lsb * 1.001
         np.testing.assert_allclose(actual["logits"], expected["logits"], atol=0.05 * np.abs(expected["logits"]).max())
+
+
+@pytest.mark.parametrize("rows", [3, "batch"])
+def test_gemm_is_a_conv_for_static_rows_and_a_matmul_otherwise(rows, tmp_path):
+    """A quantized Gemm with a static 2-D input becomes a 1x1 conv on a dot-product target (3
+    rows: one per output pixel), exact against onnxruntime where it runs; with a symbolic batch
+    it stays an integer matmul (the conv's image needs static shapes)."""
+    from edgec.frontend.importer import convert_model
+    from edgec.targets.int8 import lower_integer_kernels
+    from edgec.targets.int8_schedules import AVX512_VNNI
+    from edgec.targets.lowering import onnx_for_tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import from_onnx
+
+    rng = np.random.default_rng(6)
+    inits = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(3, np.int8), "z"),
+             numpy_helper.from_array(rng.integers(-127, 128, (16, 12)).astype(np.int8), "wq"),
+             numpy_helper.from_array(np.full(16, 0.01, np.float32), "ws"),
+             numpy_helper.from_array(np.zeros(16, np.int8), "wz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+             helper.make_node("Gemm", ["xd", "w"], ["y"], transB=1)]
+    proto = make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, 12])],
+                       [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, 16])], inits)
+    mod = from_onnx(onnx_for_tvm(convert_model(proto))[0], keep_params_in_input=True)
+    mod, report = lower_integer_kernels(mod, AVX512_VNNI)
+    assert report.lowered == ["matmul"]
+    ops = set()
+    relax.analysis.post_order_visit(mod["main"], lambda e: ops.add(getattr(getattr(e, "op", None), "name", "")))
+    assert ("relax.nn.conv2d" in ops) == (rows == 3) and ("relax.matmul" in ops) == (rows != 3)
+    if rows != 3:
+        return
+    if "avx512_vnni" not in cpu_features():
+        pytest.skip("this CPU has no AVX-512 VNNI: the conv's lowering is checked, not run")
+    import onnxruntime as ort
+
+    from edgec.runtime import load
+
+    onnx.save(proto, tmp_path / "g.onnx")
+    api.compile(tmp_path / "g.onnx", "x86-64-vnni", output=tmp_path / "g.edgec")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(tmp_path / "g.onnx"), options, providers=["CPUExecutionProvider"])
+    feeds = {"x": rng.standard_normal((3, 12)).astype(np.float32)}
+    expected = session.run(None, feeds)[0]
+    np.testing.assert_allclose(load(tmp_path / "g.edgec").run(feeds)["y"], expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
