@@ -272,7 +272,9 @@ def transformer_rows(work: Path, options) -> tuple[list[dict], list[dict]]:
 
 
 def markdown(result: dict) -> str:
-    lines = ["# Quantization benchmark", "", f"Machine: {result['machine']}", "",
+    load = result.get("load_average")
+    loads = f" Load average (1, 5, 15 min) before {load['before']}, after {load['after']}." if load else ""
+    lines = ["# Quantization benchmark", "", f"Machine: {result['machine']}.{loads}", "",
              "## Digits CNN (held-out top-1, weights)", "", "| engine | top-1 % | weight bytes |", "|---|---|---|"]
     lines += [f"| {r['engine']} | {r['top1']} | {r['weight_bytes']} |" for r in result["accuracy"]]
     if result.get("transformer"):
@@ -296,10 +298,29 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cpu_model() -> str:
+    """The CPU as /proc/cpuinfo names it (with family and model: "AMD EPYC" alone says little),
+    LLVM's name for it and its int8 dot products: int8 speed-ups hold for one ISA."""
+    from edgec.targets.x86 import host_cpu, host_features
+
+    fields = {}
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+        if not line.strip():
+            break
+    features = host_features()
+    dot = ("AVX-512 VNNI" if "avx512_vnni" in features else "AVX-VNNI" if "avx_vnni" in features
+           else "AVX2, no VNNI" if "avx2" in features else "no int8 dot product")
+    return (f"{fields.get('model name', platform.processor() or platform.machine())} (family {fields.get('cpu family', '?')} "
+            f"model {fields.get('model', '?')}), LLVM {host_cpu()}, {dot}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mobilenet_v2,resnet50", help="CNNs timed besides the digits CNN")
     parser.add_argument("--no-transformer", dest="transformer", action="store_false", help="Leave out the encoder.")
+    parser.add_argument("--no-digits", dest="digits", action="store_false", help="Leave out the digits CNN.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--full-range", dest="reduce_range", action="store_false",
                         help="8-bit weights for the CNNs' int8 models (default 7-bit, --reduce-range: what the "
@@ -310,9 +331,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path)
     options = parser.parse_args()
     os.environ["TVM_NUM_THREADS"] = str(options.threads)
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="edgec-quant-") as folder:
         work = Path(folder)
-        accuracy, latency = digits_rows(work, options)
+        accuracy, latency = digits_rows(work, options) if options.digits else ([], [])
         transformer = []
         if options.transformer:
             transformer, encoder_latency = transformer_rows(work, options)
@@ -322,10 +344,11 @@ def main() -> None:
     import onnxruntime
     import tvm
 
-    result = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+    result = {"machine": f"{cpu_model()}, {os.cpu_count()} cores, "
                          f"tvm {tvm.__version__}, onnxruntime {onnxruntime.__version__}",
               "settings": vars(options) | {"output": str(options.output)}, "accuracy": accuracy,
-              "transformer": transformer, "latency": latency}
+              "transformer": transformer, "latency": latency,
+              "load_average": {"before": [round(v, 2) for v in load_before], "after": [round(v, 2) for v in os.getloadavg()]}}
     text = markdown(result)
     print(text)
     if options.output:
