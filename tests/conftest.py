@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 from edgec.ir import parse_model, print_model
+
+
+def pytest_configure(config):
+    """PyPI's torchvision (a CUDA build) fails to import next to torch's CPU build, and transformers
+    imports it for any model once it is installed: import it first through its workaround."""
+    if importlib.util.find_spec("torchvision") is not None:
+        from tests.torchvision_models import import_torchvision
+
+        import_torchvision()
 
 
 @pytest.fixture

@@ -97,19 +97,8 @@ def export_compile_compare(model, kind: str, tmp_path) -> None:
     assert np.abs(actual - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
-def importable_torchvision():
-    """torchvision through the workaround of tests/torchvision_ssdlite.py, or None where it is
-    not installed. Where it is, transformers imports it for its vision models, so this runs first."""
-    import importlib.util
-
-    from tests.torchvision_ssdlite import _import_torchvision
-
-    return _import_torchvision() if importlib.util.find_spec("torchvision") else None
-
-
 @pytest.mark.parametrize("name", sorted(TRANSFORMERS))
 def test_transformers_architecture_matches_onnxruntime(name, tmp_path):
-    importable_torchvision()
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     model, kind = TRANSFORMERS[name](transformers)
@@ -118,9 +107,12 @@ def test_transformers_architecture_matches_onnxruntime(name, tmp_path):
 
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_torchvision_architecture_matches_onnxruntime(name, tmp_path):
-    torchvision = importable_torchvision()
-    if torchvision is None:
-        pytest.skip("torchvision is not installed")
+    from tests.torchvision_models import import_torchvision
+
+    try:
+        torchvision = import_torchvision()
+    except ImportError as exc:
+        pytest.skip(str(exc))
     torch.manual_seed(0)
     models = torchvision.models.segmentation if name.startswith("lraspp") else torchvision.models
     extra = {"weights_backbone": None} if name.startswith("lraspp") else {}
