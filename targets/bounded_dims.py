@@ -376,9 +376,19 @@ class Padder:
         s.nodes.append(rewritten)
         self.shapes[node.output[0]] = static
         value = attr(node, "value", None)
-        self.elems[node.output[0]] = value.data_type if value is not None else onnx.TensorProto.FLOAT
+        elem = value.data_type if value is not None else onnx.TensorProto.FLOAT
+        self.elems[node.output[0]] = elem
         if dynamic:
-            self.bounds[node.output[0]] = Bound(dynamic[0], elements[dynamic[0]].tensor, static[dynamic[0]])
+            # Zeros after the count, so the value depends on it: TVM's frontend takes a Concat of
+            # int64 constants for a shape, and 90 x 300 of them crash its legalization.
+            axis = dynamic[0]
+            filled = f"{node.output[0]}.filled"
+            rewritten.output[0] = filled
+            positions = np.arange(static[axis], dtype=np.int64).reshape([-1] + [1] * (len(static) - axis - 1))
+            real = s("Less", [s.const(positions), elements[axis].tensor])
+            zero = s.const(np.zeros((), onnx.helper.tensor_dtype_to_np_dtype(elem)))
+            s("Where", [real, filled, zero], node.output[0])
+            self.bounds[node.output[0]] = Bound(axis, elements[axis].tensor, static[axis])
         return s.nodes
 
     # -- ops that move or keep the count ---------------------------------------------------
