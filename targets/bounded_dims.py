@@ -232,7 +232,7 @@ class Padder:
             s("Identity", [first], node.output[0])
             self.bounds[node.output[0]] = self.bounds[first]
         else:
-            flat = s("Reshape", [x, s.ints(-1)])
+            flat = s("Reshape", [x, s.ints(-1)]) if len(shape) > 1 else x
             if self.elems.get(x) == onnx.TensorProto.BOOL:
                 nonzero = flat
             else:
@@ -240,12 +240,13 @@ class Padder:
                 nonzero = s("Not", [s("Equal", [flat, zero])])
             count = reduce(s, "ReduceSum", s("Cast", [nonzero], to=onnx.TensorProto.INT64), 0)
             order = self.pack(s, nonzero, total)
-            rows = []
-            for axis in range(len(shape)):
-                stride = int(np.prod(shape[axis + 1:]))
-                coordinate = s("Mod", [s("Div", [order, s.ints(stride)]), s.ints(shape[axis])])
-                rows.append(s.unsqueeze(coordinate, 0))
-            s("Concat", rows, node.output[0], axis=0) if len(rows) > 1 else s("Identity", rows, node.output[0])
+            if len(shape) == 1:
+                s("Unsqueeze", [order, s.ints(0)], node.output[0]) if s.opset >= 13 else \
+                    s("Unsqueeze", [order], node.output[0], axes=[0])
+            else:
+                rows = [s.unsqueeze(s("Mod", [s("Div", [order, s.ints(int(np.prod(shape[axis + 1:])))]),
+                                              s.ints(shape[axis])]), 0) for axis in range(len(shape))]
+                s("Concat", rows, node.output[0], axis=0)
             self.bounds[node.output[0]] = Bound(1, count, total)
             self.cache[x] = node.output[0]
         self.shapes[node.output[0]] = [len(shape), total]
