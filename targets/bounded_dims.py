@@ -184,8 +184,9 @@ class Padder:
             if node.input and all(name in self.constants for name in node.input if name) and \
                     node.op_type in FOLDED and sum(self.constants[n].size for n in node.input if n) <= 64:
                 self.fold(node)
-            touched = any(name in self.bounds or name in self.dims for name in node.input)
-            if node.op_type in ("NonZero", "NonMaxSuppression", "If") or touched:
+            touched = any(name in self.bounds or name in self.dims for name in node.input) or (
+                node.op_type == "If" and self.branches_touch(node))
+            if node.op_type in ("NonZero", "NonMaxSuppression") or touched:
                 out.extend(self.rewrite(node))
             else:
                 out.append(node)
@@ -209,6 +210,12 @@ class Padder:
             value = np.asarray(value)
             self.constants[name], self.shapes[name] = value, list(value.shape)
             self.elems[name] = onnx.helper.np_dtype_to_tensor_dtype(value.dtype)
+
+    def branches_touch(self, node: onnx.NodeProto) -> bool:
+        """Whether an If's branches meet a bounded value or make one (an If that does not stays TVM's)."""
+        return any(n.op_type in ("NonZero", "NonMaxSuppression")
+                   or any(name in self.bounds or name in self.dims for name in n.input)
+                   for a in node.attribute if a.type == onnx.AttributeProto.GRAPH for n in _all_nodes(a.g))
 
     def rewrite(self, node: onnx.NodeProto) -> list[onnx.NodeProto]:
         rule = getattr(self, f"_{node.op_type.lower()}", None)
@@ -708,9 +715,6 @@ class Padder:
         if followed is None:
             self.refuse(node, "it multiplies entries the data decides")
         return followed
-
-    def _constant(self, node):
-        return [node]
 
     def _if(self, node):
         condition = node.input[0]
