@@ -1,7 +1,8 @@
 """Compile time and latency against onnxruntime for issue #15's models: the keyword-spotting
 LSTM and GRU (whole 49-frame sequence, and one streaming step), the SSD-lite-style detector
-of tests/test_detection.py, and torchvision's SSD-lite (compile only; where torchvision
-imports).
+of tests/test_detection.py, and torchvision's SSD-lite (where torchvision imports: the compile
+time of the network alone and of the whole export, whose detections on one image are compared
+with onnxruntime's).
 
     python benchmarks/rnn_detect.py --output benchmarks/results/2026-12-05-rnn-detect.md
 
@@ -11,7 +12,6 @@ interleaved in rounds; outputs are compared, so a fast wrong result shows.
 
 from __future__ import annotations
 
-import platform
 import statistics
 import subprocess
 import sys
@@ -27,13 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def cpu_model() -> str:
-    """lscpu's model name (what the results file names the machine by)."""
+def cpu_field(name: str) -> str:
+    """One field of lscpu: the results name the machine by it (the family and model say which
+    generation a bare "AMD EPYC" is)."""
     try:
         lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "unknown")
+        return "unknown"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith(f"{name}:")), "unknown")
 
 
 def timed_compile(source: Path, output: Path) -> float:
@@ -69,19 +70,44 @@ def latency(source: Path, artifact: Path, feeds: dict, threads: int, rounds: int
 
 
 def ssdlite(directory: Path) -> tuple[str, str]:
-    """torchvision's SSD-lite: (network-only row, whole-export row) as compile results."""
+    """torchvision's SSD-lite: (network-only row, whole-export row) as compile results; the whole
+    export (batch norms calibrated, so the detections follow the image) is also run on one
+    random image against onnxruntime."""
     try:
         from tests.torchvision_ssdlite import export_ssdlite
     except ImportError as exc:
         return f"not measured: {exc}", ""
     rows = []
     for whole in (False, True):
-        source = export_ssdlite(directory / f"ssdlite-{'whole' if whole else 'net'}.onnx", whole=whole)
+        source = export_ssdlite(directory / f"ssdlite-{'whole' if whole else 'net'}.onnx", whole=whole,
+                                calibrated=whole)
+        artifact = source.with_suffix(".edgec")
         try:
-            rows.append(f"{timed_compile(source, source.with_suffix('.edgec')):.1f} s")
+            rows.append(f"{timed_compile(source, artifact):.1f} s")
         except Exception as exc:  # noqa: BLE001 - a refusal is the result to record
             rows.append(f"refused: {str(exc).splitlines()[0]}")
+            continue
+        if whole:
+            rows[-1] += f" ({ssdlite_check(source, artifact)})"
     return rows[0], rows[1]
+
+
+def ssdlite_check(source: Path, artifact: Path) -> str:
+    """How edgec's detections on one random image compare with onnxruntime's."""
+    import onnxruntime as ort
+
+    import edgec
+
+    image = {"image": np.random.default_rng(0).random((3, 320, 320), dtype=np.float32)}
+    actual = edgec.load(artifact).run(image)
+    expected = dict(zip(("boxes", "scores", "labels"),
+                        ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, image)))
+    if actual["labels"].shape != expected["labels"].shape:
+        return f"{len(actual['labels'])} detections, onnxruntime {len(expected['labels'])}"
+    same = int((actual["labels"] == expected["labels"]).sum())
+    diff = float(np.max(np.abs(actual["scores"] - expected["scores"]), initial=0.0))
+    return (f"{len(expected['labels'])} detections as onnxruntime's, labels equal row for row in {same}, "
+            f"max abs score diff {diff:.1e}")
 
 
 @click.command()
@@ -118,7 +144,8 @@ def main(output: Path, threads: int, rounds: int, runs: int, with_ssdlite: bool)
         net, whole = ssdlite(directory) if with_ssdlite else ("not measured", "not measured")
     text = "\n".join([
         f"# Issue #15 models: compile time and latency, {time.strftime('%Y-%m-%d')}", "",
-        f"CPU: {cpu_model()} ({os.cpu_count()} CPUs, shared with other sessions), {threads} thread(s) for both "
+        f"CPU: {cpu_field('Model name')} (family {cpu_field('CPU family')} model {cpu_field('Model')}; {os.cpu_count()} CPUs, "
+        f"shared with other sessions), {threads} thread(s) for both "
         f"engines; median of {rounds} interleaved rounds of {runs} calls. Made by `benchmarks/rnn_detect.py`.", "",
         "| model | compile s | edgec ms | onnxruntime ms | speed-up | max abs diff |", "|---|---:|---:|---:|---:|---:|",
         *rows, "",

@@ -89,7 +89,7 @@ def test_nms_rows_mixed_by_a_reshape_are_refused():
     model.graph.node.append(helper.make_node("Reshape", ["selected", "flat"], ["flat_out"], name="mix"))
     model.graph.initializer.append(numpy_helper.from_array(np.array([-1], np.int64), "flat"))
     model.graph.output[0].CopyFrom(helper.make_tensor_value_info("flat_out", TensorProto.INT64, None))
-    with pytest.raises(CompileError, match="reach Reshape node 'mix', whose result edgec cannot cut"):
+    with pytest.raises(CompileError, match="Reshape node 'mix': a reshape mixes the entries the data decides"):
         EdgecBackend.prepare(model)
 
 

@@ -15,8 +15,12 @@ from pathlib import Path
 from tests.torchvision_models import import_torchvision as _import_torchvision
 
 
-def export_ssdlite(path: Path, whole: bool = True) -> Path:
-    """``path`` holding the export: input ``image`` [3, 320, 320] (whole) or [1, 3, 320, 320] (network)."""
+def export_ssdlite(path: Path, whole: bool = True, calibrated: bool = False, score_thresh: float | None = None) -> Path:
+    """``path`` holding the export: input ``image`` [3, 320, 320] (whole) or [1, 3, 320, 320] (network).
+
+    Random weights make every class logit ~1e-15 whatever the image (the signal dies in the
+    backbone): ``calibrated`` sets the batch norms' statistics from random images, so the
+    scores and boxes follow the image. ``score_thresh`` replaces torchvision's 0.001."""
     import onnx
     import torch
 
@@ -24,7 +28,19 @@ def export_ssdlite(path: Path, whole: bool = True) -> Path:
         raise ImportError("torchvision is not installed (pip install torchvision)")
     torchvision = _import_torchvision()
     torch.manual_seed(0)
-    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
+    model = torchvision.models.detection.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None)
+    if calibrated:
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.momentum = None  # a plain average over the calibration batches
+                module.reset_running_stats()
+        model.train()
+        with torch.no_grad():
+            for _ in range(2):
+                model.head(list(model.backbone(torch.rand(4, 3, 320, 320)).values()))
+    if score_thresh is not None:
+        model.score_thresh = score_thresh
+    model.eval()
 
     class Network(torch.nn.Module):
         def __init__(self):

@@ -203,11 +203,16 @@ class CompiledModel(Signature):
 
 
 def cut_to_valid_rows(specs: list[dict], outputs: dict, count_of) -> dict:
-    """Each output with ``valid_rows`` (NonMaxSuppression's rows, compiled at their upper bound)
-    cut to the rows its count output says are real, as onnxruntime returns them."""
+    """Each output with ``valid_rows`` (rows only the data decides, compiled at their upper bound)
+    cut to the rows its count output says are real, as onnxruntime returns them. A count of -1
+    says the compiled NMS could not settle within its static bound: no result is better than a wrong one."""
     for spec in specs:
         if spec.get("valid_rows"):
-            outputs[spec["name"]] = outputs[spec["name"]][:int(count_of(spec["valid_rows"])[0])]
+            count = int(count_of(spec["valid_rows"])[0])
+            if count < 0:
+                raise ArtifactError(f"output '{spec['name']}': the compiled NonMaxSuppression could not decide its "
+                                    "boxes within its static bound on this input; its rows would not be onnxruntime's")
+            outputs[spec["name"]] = outputs[spec["name"]][:count]
     return outputs
 
 
