@@ -71,7 +71,10 @@ class Dyn:
 
 
 def has_bounded_dims(proto: onnx.ModelProto) -> bool:
-    return any(n.op_type in ("NonZero", "NonMaxSuppression") for n in _all_nodes(proto.graph))
+    """An NMS, or a NonZero some node reads (one that is only a graph output stays TVM's, sized at run time)."""
+    users = _users(proto.graph)
+    return any(n.op_type == "NonMaxSuppression" or n.op_type == "NonZero" and users.get(n.output[0])
+               for n in _all_nodes(proto.graph))
 
 
 def bound_dims(proto: onnx.ModelProto) -> dict[str, str]:
@@ -174,6 +177,9 @@ class Padder:
     def run(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         out: list[onnx.NodeProto] = []
         for node in nodes:
+            if node.op_type == "NonZero" and not self.users.get(node.output[0]):
+                out.append(node)  # a graph output only: TVM's own NonZero, its size decided at run time
+                continue
             if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
                 value = onnx.numpy_helper.to_array(node.attribute[0].t)
                 self.constants[node.output[0]] = value

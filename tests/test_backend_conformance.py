@@ -67,7 +67,7 @@ FIXED = (
     "test_resize_upsample_sizes_nearest_axes_3_2", "test_resize_downsample_sizes_nearest_not_larger",
     "test_resize_tf_crop_and_resize_axes_2_3", "test_onehot_with_negative_axis", "test_split_zero_size_splits_opset18",
     "test_reduce_max_bool_inputs", "test_reduce_min_bool_inputs", "test_cumprod_1d_reverse_exclusive", "test_cumprod_2d_axis_0",
-    "test_eyelike_with_dtype",
+    "test_eyelike_with_dtype", "test_nonzero_example",
 )
 """Tests edgec once failed, crashed on or got wrong (fixed in targets/onnx_rewrites.py, resize.py and
 cpu_schedules.py): in the default run whatever the sample holds."""
