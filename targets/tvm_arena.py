@@ -158,6 +158,11 @@ def account_tvm_memory(func) -> tuple[ArenaReport, dict]:
                        packing.algorithm, output_bytes), offsets
 
 
+LARGEST_REWRITTEN_KERNEL = 256 * 1024
+"""Characters of TVMScript: ``offsetable``'s round trip through TVM's parser took over a minute on the
+1.4 MB box-decoding kernel of torchvision's SSD-lite; a model with a larger kernel keeps TVM's storages."""
+
+
 def arena_pass(reports: list[ArenaReport]):
     """A module pass putting ``main`` in one arena where it can; ``main``'s memory report goes to ``reports``."""
     import tvm
@@ -171,6 +176,12 @@ def arena_pass(reports: list[ArenaReport]):
         scripts = {gv: f.script() for gv, f in mod.functions_items() if isinstance(f, tirx.PrimFunc)}
         report.workspace_bytes = max(map(kernel_workspace_bytes, scripts.values()), default=0)
         reports.append(report)
+        largest = max(scripts.items(), key=lambda item: len(item[1]), default=(None, ""))
+        if report.analysed and len(largest[1]) > LARGEST_REWRITTEN_KERNEL:
+            name = largest[0].name_hint
+            report.why_not = (f"kernel {name[:48]}{'...' if len(name) > 48 else ''} is {len(largest[1]) // 1024} KiB "
+                              "of TVMScript, too large to rewrite for offsets in reasonable time")
+            return mod
         rewritten = in_arena(mod, report, offsets, scripts) if report.analysed else None
         if rewritten is None:
             report.why_not = report.why_not or "a kernel could not be rewritten to take offsets"

@@ -64,6 +64,23 @@ def test_main_allocates_one_arena_and_views_every_tensor_at_its_offset(tmp_path)
     assert_close(load(tmp_path / "m.edgec").run(feeds), ort_run(model, feeds), rtol=1e-3, atol=1e-4)
 
 
+def test_a_kernel_too_large_to_rewrite_keeps_tvms_storages_and_says_why(tmp_path, monkeypatch):
+    """TVM's parser takes minutes on a megabyte kernel (SSD-lite's box decoding): past the limit the
+    model runs in TVM's own storages, as right as in the arena."""
+    import edgec.targets.tvm_arena as tvm_arena
+
+    monkeypatch.setattr(tvm_arena, "LARGEST_REWRITTEN_KERNEL", 1000)
+    model = zoo_model("squeezenet")
+    onnx.save(model, tmp_path / "m.onnx")
+    artifact = api.compile(tmp_path / "m.onnx", "x86-64", output=tmp_path / "m.edgec").output
+    runtime = open_artifact(artifact).manifest["runtime_memory"]
+    assert not runtime["runs_in_arena"] and "KiB of TVMScript, too large to rewrite" in runtime["why_not"]
+    feeds = random_feeds(model)
+    from edgec.runtime import load
+
+    assert_close(load(artifact).run(feeds), ort_run(model, feeds), rtol=1e-3, atol=1e-4)
+
+
 def test_kernel_workspace_counts_global_buffers_only():
     script = """
     pad_temp = T.sblock_alloc_buffer((T.int64(1), T.int64(10), T.int64(10), T.int64(8)))
