@@ -792,8 +792,9 @@ def _users(graph: onnx.GraphProto) -> dict[str, list[tuple[onnx.NodeProto, str |
                 users.setdefault(name, []).append((node, None))
             for attribute in node.attribute:
                 if attribute.type == onnx.AttributeProto.GRAPH:
-                    for position, value in enumerate(attribute.g.output):
-                        users.setdefault(value.name, []).append((node, node.output[position]))
+                    for position, value in enumerate(attribute.g.output):  # an If's branch outputs are its outputs
+                        becomes = node.output[position] if node.op_type == "If" else None
+                        users.setdefault(value.name, []).append((node, becomes))
                     visit(attribute.g)
     visit(graph)
     return users
