@@ -53,8 +53,10 @@ def resize(node: onnx.NodeProto, attrs: dict, elem, shape, values: dict, label) 
     if x_shape is None or any(name and value is None for name, value in zip(inputs[1:], given)):
         return None
     roi, scales, sizes = (None if v is None or v.size == 0 else v.astype(np.float64) for v in given)
-    plan = axis_plan(x_shape, attrs, roi, scales, sizes)
     mode = text(attrs, "mode", "nearest")
+    if (scales is None and sizes is None) or 0 in x_shape or mode not in ("nearest", "linear", "cubic"):
+        return None  # not a valid Resize, or an empty one: TVM's converter refuses or handles it
+    plan = axis_plan(x_shape, attrs, roi, scales, sizes)
     coordinates = text(attrs, "coordinate_transformation_mode", "half_pixel")
     resized = [(axis, scale, out, axis_roi) for axis, scale, out, axis_roi in plan
                if not (out == x_shape[axis] and math.isclose(scale, 1.0) and axis_roi in (None, (0.0, 1.0)))]
