@@ -115,8 +115,8 @@ def schedule_for_cpu(mod, target, database=None, tuned: list[str] | None = None)
     kernels left to TVM's default (slow) code.
     """
     notes: list[str] = []
-    mod = prepare_for_schedules(mod, notes)
     tiles = Tiles.for_target(target)
+    mod = prepare_for_schedules(mod, notes, tiles.lanes)
     mod = _step("schedule", lambda m: _schedule_module(m, tiles, notes, database, target, tuned), mod)
     return _step("prepack-weights", lambda m: _prepack_weights(m, notes), mod), notes
 
@@ -141,7 +141,7 @@ def _prepack_weights(mod, notes: list[str]):
     return relax.transform.DeadCodeElimination(["main"])(lifted)  # the packing kernels ran here
 
 
-def prepare_for_schedules(mod, notes: list[str]):
+def prepare_for_schedules(mod, notes: list[str], lanes: int):
     """The graph-level rewrites before scheduling, ending in fused, unscheduled PrimFuncs.
 
     Tuning extracts its tasks from this module, so a tuned record matches the
@@ -150,9 +150,10 @@ def prepare_for_schedules(mod, notes: list[str]):
     from tvm import relax
 
     mod = _step("sum-of-stack", _rewrite_sum_of_stack, mod)
-    mod = _step("densify-grouped-conv", _densify_grouped_conv, mod)
+    mod = _step("densify-grouped-conv", lambda m: _densify_grouped_conv(m, lanes), mod)
     mod = _step("clip-as-max-min", _clip_as_max_min, mod)
     mod = _step("convert-layout", lambda m: _convert_layout(m, notes), mod)
+    mod = _step("widen-grouped-conv", lambda m: _widen_grouped_conv(m, lanes), mod)
     mod = _step("lift-weight-transforms", lambda m: _lift_weight_transforms(m, notes), mod)
     # erf, exp, sigmoid, GELU, tanh and softmax as polynomials that vectorize (LLVM calls libm per lane); the
     # same kind of approximation onnxruntime's MLAS kernels use.
@@ -324,50 +325,165 @@ def _clip_as_max_min(mod):
 
 
 DENSIFY_MAX_GROUPS = 8
-"""Grouped convs with at most this many groups become dense ones (see ``_densify_grouped_conv``)."""
+"""Grouped convs with at most this many groups may become dense ones (see ``grouped_conv_plan``)."""
+WIDEN_MAX_OVERHEAD = 1.5
+"""A grouped conv is widened when the padded groups cost at most this factor more FLOPs."""
 
 
-def _densify_grouped_conv(mod):
-    """A grouped conv with few groups whose output channels per group fill no whole 128-bit
-    vector (ShuffleNet's 34) as a dense conv with a block-diagonal weight: ``groups`` times the
-    FLOPs, but on the register-tiled conv rule, where the grouped form's vectors would straddle
-    groups and run ~20x slower. The block-diagonal weight is built from
-    the weight alone, so lifting computes it once at compile time. Exact: the added terms are 0*x."""
-    import numpy as np
+def grouped_conv_plan(groups: int, in_channels: int, out_per_group: int, lanes: int) -> str | None:
+    """How a grouped (not depthwise) conv is computed: "widen" (each group's output channels
+    padded to whole vectors of ``lanes``), "densify" (a dense conv with a block-diagonal weight),
+    or None (the grouped conv rule, within a group). Measured on Zen 4, 16 lanes, ShuffleNet's
+    1x1 convs: 68 channels per group widened to 80 ran 2.4x faster than on 4-lane vectors, 34
+    widened to 48 2.6x faster than densified (4x the FLOPs at 175 GF/s)."""
+    if groups == 1 or in_channels == groups or out_per_group % lanes == 0:
+        return None
+    widened = -(-out_per_group // lanes) * lanes
+    overhead = widened / out_per_group
+    if overhead <= WIDEN_MAX_OVERHEAD or (out_per_group % 4 and overhead < groups):
+        return "widen"
+    if out_per_group % 4 and groups <= DENSIFY_MAX_GROUPS:
+        return "densify"
+    return None
+
+
+def _grouped_conv(call, layout: str, lanes: int):
+    """(plan, groups, output channels per group) of a grouped conv2d call in ``layout`` (NCHW
+    with OIHW weights, or NHWC with HWIO), or None when it is not one."""
     import tvm
+    from tvm import relax
+
+    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+        return None
+    attrs = call.attrs
+    kernel_layout = {"NCHW": "OIHW", "NHWC": "HWIO"}[layout]
+    data_shape, weight_shape = call.args[0].ty.shape, call.args[1].ty.shape
+    if (int(attrs.groups) == 1 or attrs.data_layout != layout or attrs.kernel_layout != kernel_layout
+            or attrs.out_layout != layout or data_shape is None or weight_shape is None or len(data_shape) != 4):
+        return None
+    groups = int(attrs.groups)
+    in_channels = int(data_shape[layout.index("C")])
+    per_group = int(weight_shape[kernel_layout.index("O")]) // groups
+    return grouped_conv_plan(groups, in_channels, per_group, lanes), groups, per_group
+
+
+def _map_functions(mod, mutator_class, *args):
+    import tvm
+    from tvm import relax
+
+    updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            updated[gvar] = mutator_class(*args).visit_expr(func)
+    return relax.transform.DeadCodeElimination()(updated)
+
+
+def _densify_grouped_conv(mod, lanes: int):
+    """A grouped conv ``grouped_conv_plan`` densifies, as a dense conv with a block-diagonal
+    weight: ``groups`` times the FLOPs, but on the register-tiled conv rule, where the grouped
+    form's vectors would straddle groups and run ~20x slower. The block-diagonal weight is built
+    from the weight alone, so lifting computes it once at compile time. Exact: the added terms are 0*x."""
+    import numpy as np
     from tvm import relax
 
     @relax.expr_functor.mutator
     class Densify(relax.PyExprMutator):
         def visit_call_(self, original):
             call = self.builder_.normalize(super().visit_call_(original))
-            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+            grouped = _grouped_conv(call, "NCHW", lanes)
+            if grouped is None or grouped[0] != "densify":
                 return call
+            _, groups, per_group = grouped
             attrs = call.attrs
-            groups = int(attrs.groups)
-            weight_shape = call.args[1].ty.shape
-            data_shape = call.args[0].ty.shape
-            if (groups == 1 or groups > DENSIFY_MAX_GROUPS or attrs.data_layout != "NCHW"
-                    or attrs.kernel_layout != "OIHW" or weight_shape is None or data_shape is None):
-                return call
-            out_channels, in_per_group, kh, kw = (int(d) for d in weight_shape)
-            if int(data_shape[1]) == groups:  # depthwise: its own rule handles it
-                return call
-            out_per_group = out_channels // groups
-            if out_per_group % 4 == 0:  # whole vectors per group: the grouped conv rule takes it
-                return call
-            grouped = relax.op.reshape(call.args[1], (groups, out_per_group, 1, in_per_group, kh, kw))
+            out_channels, in_per_group, kh, kw = (int(d) for d in call.args[1].ty.shape)
+            blocks = relax.op.reshape(call.args[1], (groups, per_group, 1, in_per_group, kh, kw))
             eye = relax.const(np.eye(groups, dtype="float32").reshape(groups, 1, groups, 1, 1, 1))
-            dense = relax.op.reshape(relax.op.multiply(grouped, eye), (out_channels, groups * in_per_group, kh, kw))
+            dense = relax.op.reshape(relax.op.multiply(blocks, eye), (out_channels, groups * in_per_group, kh, kw))
             return self.builder_.normalize(relax.op.nn.conv2d(
                 call.args[0], dense, attrs.strides, attrs.padding, attrs.dilation, 1, attrs.data_layout,
                 attrs.kernel_layout, attrs.out_layout, attrs.out_dtype))
 
-    updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
-    for gvar, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            updated[gvar] = Densify().visit_expr(func)
-    return updated
+    return _map_functions(mod, Densify)
+
+
+def _widen_grouped_conv(mod, lanes: int):
+    """A grouped NHWC conv ``grouped_conv_plan`` widens, with each group's output channels
+    padded to whole vectors (zero weights), so the conv rule's tile never straddles a group or
+    runs on narrow vectors. The per-channel ops that follow (bias, ReLU) run padded, in the
+    conv's epilogue; the padded channels are dropped after them (reshape, slice, reshape: a
+    copy, channels innermost, see ``_injective``). The padded weight is built from the weight
+    alone, so lifting computes it once at compile time. Exact: padded channels reach no output."""
+    import tvm
+    from tvm import relax
+
+    def op_name(expr) -> str:
+        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+
+    def static_shape(expr) -> list[int] | None:
+        shape = expr.ty.shape if isinstance(expr.ty, relax.TensorType) else None
+        if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+            return None
+        return [int(d) for d in shape]
+
+    @relax.expr_functor.mutator
+    class Widen(relax.PyExprMutator):
+        def __init__(self):
+            super().__init__()
+            self.padded = {}
+            """Var of a compacted result -> (the padded tensor, groups, channels per group, padded per group)."""
+
+        def resolve(self, expr):
+            """The var ``expr`` aliases (the mutator binds a returned var to a new one)."""
+            while isinstance(expr, relax.Var) and isinstance(self.lookup_binding(expr), relax.Var):
+                expr = self.lookup_binding(expr)
+            return expr
+
+        def visit_call_(self, original):
+            call = self.builder_.normalize(super().visit_call_(original))
+            grouped = _grouped_conv(call, "NHWC", lanes)
+            if grouped is not None and grouped[0] == "widen":
+                return self.widen(call, *grouped[1:])
+            return self.through_compaction(call)
+
+        def widen(self, call, groups: int, per_group: int):
+            attrs = call.attrs
+            kh, kw, in_per_group, _ = (int(d) for d in call.args[1].ty.shape)
+            widened = -(-per_group // lanes) * lanes
+            by_group = relax.op.reshape(call.args[1], (kh, kw, in_per_group, groups, per_group))
+            weight = relax.op.reshape(relax.op.nn.pad(by_group, [0, 0] * 4 + [0, widened - per_group]),
+                                      (kh, kw, in_per_group, groups * widened))
+            padded = self.builder_.emit(relax.op.nn.conv2d(
+                call.args[0], weight, attrs.strides, attrs.padding, attrs.dilation, groups,
+                attrs.data_layout, attrs.kernel_layout, attrs.out_layout, attrs.out_dtype))
+            return self.compacted(padded, groups, per_group, widened)
+
+        def compacted(self, padded, groups: int, per_group: int, widened: int):
+            batch, height, width, _ = padded.ty.shape
+            split = relax.op.reshape(padded, (batch, height, width, groups, widened))
+            kept = self.builder_.normalize(relax.op.strided_slice(split, axes=[4], begin=[0], end=[per_group]))
+            result = self.builder_.emit(relax.op.reshape(kept, (batch, height, width, groups * per_group)))
+            self.padded[result] = (padded, groups, per_group, widened)
+            return result
+
+        def through_compaction(self, call):
+            """``relu``, and ``add``/``multiply`` by a per-channel vector, of a compacted conv
+            output run on the padded one (the vector padded with zeros)."""
+            name = op_name(call)
+            source = self.resolve(call.args[0]) if call.args else None
+            if name not in ("relax.nn.relu", "relax.add", "relax.multiply") or source not in self.padded:
+                return call
+            padded, groups, per_group, widened = self.padded[source]
+            if name == "relax.nn.relu":
+                return self.compacted(self.builder_.emit(relax.op.nn.relu(padded)), groups, per_group, widened)
+            vector = call.args[1]
+            if static_shape(vector) != [1, 1, 1, groups * per_group]:
+                return call
+            vector = relax.op.nn.pad(relax.op.reshape(vector, (groups, per_group)), [0, 0, 0, widened - per_group])
+            vector = relax.op.reshape(vector, (1, 1, 1, groups * widened))
+            op = relax.op.add if name == "relax.add" else relax.op.multiply
+            return self.compacted(self.builder_.emit(op(padded, vector)), groups, per_group, widened)
+
+    return _map_functions(mod, Widen)
 
 
 def _lift_weight_transforms(mod, notes: list[str]):
@@ -865,9 +981,14 @@ def _parallel_outer(sch, block, tiles: Tiles) -> None:
 
 
 def _injective(sch, block, tiles: Tiles) -> None:
-    """Flatten, vectorize the contiguous tail, parallelize the rest when it is big enough."""
+    """Flatten, vectorize the contiguous tail, parallelize the rest when it is big enough; a
+    gather across the innermost axis first splits that axis where its indices divide it."""
     loops = sch.get_loops(block)
     if not loops:
+        return
+    split = _division_free_split(sch, block)
+    if split is not None:
+        _split_injective(sch, block, tiles, *split)
         return
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     total = _extent(sch, fused)
@@ -882,3 +1003,89 @@ def _injective(sch, block, tiles: Tiles) -> None:
         outer = fused
     if total >= PARALLEL_MIN_ELEMENTS:
         sch.parallel(outer)
+
+
+def _division_free_split(sch, block) -> tuple[int, bool] | None:
+    """``(factor, contiguous)``: the factor to split the innermost axis by so that the block's
+    reads index with fewer divisions, and whether they are then contiguous in the inner part;
+    None when no split removes one. A copy that gathers channels (a widened conv's compaction,
+    g*48 + c % 34 for c < 136; ShuffleNet's channel shuffle) otherwise divides and takes the
+    remainder per element, and its vectors become gathers: 5-20x slower than the copy."""
+    import tvm
+    from tvm import sym, tirx
+
+    realized = sch.get(block)
+    iters = list(realized.iter_vars)
+    if not iters or len(iters) != len(sch.get_loops(block)):
+        return None
+    innermost = iters[-1]
+    if not isinstance(innermost.dom.extent, tirx.IntImm):
+        return None
+    extent = int(innermost.dom.extent)
+    indices = [r.min for read in realized.reads for r in read.region]
+
+    def nodes(expr):
+        """``expr`` and its subexpressions (TVM's Python API has no expression visitor)."""
+        yield expr
+        for field in ("a", "b", "value", "condition", "true_value", "false_value"):
+            child = getattr(expr, field, None)
+            if isinstance(child, tvm.ir.expr.Expr):
+                yield from nodes(child)
+        for child in getattr(expr, "args", []):
+            if isinstance(child, tvm.ir.expr.Expr):
+                yield from nodes(child)
+
+    def is_division(node) -> bool:
+        return isinstance(node, (tirx.FloorDiv, tirx.FloorMod)) and isinstance(node.b, tirx.IntImm)
+
+    dtype = str(innermost.var.ty.dtype)
+    outer, inner = tirx.Var("outer", dtype), tirx.Var("inner", dtype)
+
+    def split_analyzer(factor: int, step: int = 0):
+        """An analyzer where the innermost iterator is ``outer * factor + inner + step``."""
+        analyzer = sym.Analyzer()
+        for iv in iters[:-1]:
+            analyzer.bind(iv.var, iv.dom)
+        analyzer.bind(outer, tvm.ir.Range(0, extent // factor))
+        analyzer.bind(inner, tvm.ir.Range(0, factor - step))
+        analyzer.bind(innermost.var, outer * tirx.const(factor, dtype) + inner + tirx.const(step, dtype))
+        return analyzer
+
+    def simplified(factor: int, step: int = 0) -> list:
+        analyzer = split_analyzer(factor, step)
+        return [analyzer.simplify(e) for e in indices]
+
+    def divisions(factor: int) -> int:
+        """Divisions per element once the innermost axis is split by ``factor``: those of the inner part
+        (the rest are computed once per ``factor`` elements)."""
+        return sum(1 for e in simplified(factor) for node in nodes(e)
+                   if is_division(node) and any(n.same_as(inner) for n in nodes(node.a)))
+
+    denominators = {int(node.b.value) for e in indices for node in nodes(e) if is_division(node)}
+    candidates = {math.gcd(d, extent) for d in denominators} | {d for d in denominators if extent % d == 0}
+    candidates = sorted(k for k in candidates if 1 < k < extent)
+    if not candidates:
+        return None
+    baseline = sum(1 for e in indices for node in nodes(e) if is_division(node))
+    cost, factor = min((divisions(k), -k) for k in candidates)
+    factor = -factor
+    if cost >= baseline:
+        return None
+    analyzer = split_analyzer(factor, 1)
+    steps = [analyzer.simplify(b - a) for a, b in zip(simplified(factor, 1), simplified(factor))]
+    contiguous = all(isinstance(d, tirx.IntImm) and int(d) in (0, 1) for d in steps)
+    return factor, contiguous
+
+
+def _split_injective(sch, block, tiles: Tiles, factor: int, contiguous: bool) -> None:
+    """The innermost axis split by ``factor``, the inner part vectorized where the reads are
+    contiguous in it (else left to LLVM), the rest fused and parallel."""
+    loops = sch.get_loops(block)
+    outer, inner = sch.split(loops[-1], [None, factor])
+    fused = sch.fuse(*loops[:-1], outer) if len(loops) > 1 else outer
+    width = next((w for w in (tiles.lanes, tiles.lanes // 2, tiles.lanes // 4) if w >= 4 and factor % w == 0), None)
+    if contiguous and width is not None:
+        _, vector = sch.split(inner, [None, width])
+        sch.vectorize(vector)
+    if (_extent(sch, fused) or PARALLEL_MIN_ELEMENTS) * factor >= PARALLEL_MIN_ELEMENTS:
+        sch.parallel(fused)

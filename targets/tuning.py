@@ -162,10 +162,11 @@ def tuning_tasks(model, target):
     from tvm.relax.frontend.onnx import from_onnx
     from tvm.s_tir import meta_schedule as ms
 
-    from .cpu_schedules import has_reduction, prepare_for_schedules
+    from .cpu_schedules import Tiles, has_reduction, prepare_for_schedules
     from .lowering import onnx_for_tvm
 
-    mod = prepare_for_schedules(from_onnx(onnx_for_tvm(model)[0], keep_params_in_input=True), [])
+    mod = prepare_for_schedules(from_onnx(onnx_for_tvm(model)[0], keep_params_in_input=True), [],
+                                Tiles.for_target(target).lanes)
     extracted = ms.relax_integration.extract_tasks(mod, tvm.target.Target(target.tvm_target))
     return [task for task in extracted if has_reduction(task.dispatched[0]["main"])]
 

@@ -124,16 +124,80 @@ def test_conv_matches_onnxruntime(case):
         assert any("conv2d" in name for name in kernel_names(mod))
 
 
-@pytest.mark.parametrize("channels, groups, dense", [(136, 4, True), (136, 8, True), (144, 4, False),
-                                                     (144, 9, False), (144, 16, False)])
-def test_grouped_convs_with_few_groups_and_ragged_vectors_become_dense(channels, groups, dense):
-    """With at most 8 groups of a channel count no 128-bit vector divides (136 / 4 = 34), the
-    block-diagonal weight is built at compile time and the kernel is an ordinary conv; whole
-    vectors per group (144 / 4 = 36) stay grouped, for the grouped conv rule."""
-    mod, weights, notes = compile_scheduled(conv_model(channels, channels, 6, 1, groups=groups), host_spec())
+@pytest.mark.parametrize("target", ["x86-64-v3", "x86-64-v4"])
+@pytest.mark.parametrize("channels, groups", [(136, 4), (136, 8), (144, 4), (144, 9), (144, 16), (64, 32)])
+def test_grouped_convs_get_whole_vectors_per_group(target, channels, groups):
+    """A grouped conv whose output channels per group fill no whole vector of the target is
+    widened (each group padded with zero channels to whole vectors: ShuffleNet's 34 per group
+    to 48 on AVX-512, 40 on AVX2) or, when padding would cost more than the groups, densified;
+    the padded weight is built at compile time. Whole vectors per group stay as they are."""
+    import math
+
+    from edgec.targets import get_target
+    from edgec.targets.cpu_schedules import Tiles, grouped_conv_plan
+
+    spec = get_target(target)
+    lanes = Tiles.for_target(spec).lanes
+    per_group = channels // groups
+    plan = grouped_conv_plan(groups, channels, per_group, lanes)
+    mod, weights, notes = compile_scheduled(conv_model(channels, channels, 6, 1, groups=groups), spec)
     conv_weight = max(weights, key=lambda w: np.prod(w.shape))
-    assert np.prod(conv_weight.shape) == (channels * channels if dense else channels * channels // groups)
+    widened = math.ceil(per_group / lanes) * lanes
+    expected = {"widen": groups * widened * per_group, "densify": channels * channels,
+                None: channels * channels // groups}[plan]
+    assert np.prod(conv_weight.shape) == expected
     assert [note for note in notes if "conv" in note] == []
+    if per_group % lanes == 0:
+        assert plan is None
+    if (channels, groups) == (136, 4):
+        assert plan == "widen"
+
+
+def shufflenet_unit(channels=136, groups=4, size=10, seed=0):
+    """ShuffleNet v1's unit as onnx's zoo model has it: grouped 1x1 conv, ReLU, channel shuffle,
+    depthwise 3x3, grouped 1x1 conv, residual add, ReLU."""
+    rng = np.random.default_rng(seed)
+    per_group = channels // groups
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32), name)
+
+    inits = [weight("w1", (channels, per_group, 1, 1)), weight("w2", (channels, 1, 3, 3)),
+             weight("w3", (channels, per_group, 1, 1)),
+             numpy_helper.from_array(np.array([1, groups, per_group, size, size], np.int64), "split"),
+             numpy_helper.from_array(np.array([1, channels, size, size], np.int64), "merged")]
+    inits += [numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), f"b{i}") for i in (1, 2, 3)]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], group=groups),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Reshape", ["r1", "split"], ["s1"]),
+             helper.make_node("Transpose", ["s1"], ["s2"], perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["s2", "merged"], ["shuffled"]),
+             helper.make_node("Conv", ["shuffled", "w2", "b2"], ["c2"], group=channels, pads=[1] * 4),
+             helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"], group=groups),
+             helper.make_node("Add", ["c3", "x"], ["sum"]),
+             helper.make_node("Relu", ["sum"], ["y"])]
+    shape = [1, channels, size, size]
+    return make_model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], inits)
+
+
+@pytest.mark.parametrize("channels, groups", [(136, 4), (272, 4)])
+def test_shufflenet_unit_matches_onnxruntime_with_division_free_copies(channels, groups):
+    """The widened convs' compactions and the channel shuffle are copies that gather channels; their
+    innermost loop is split at the group size (the shuffle's at the group count), so no element
+    divides to find its source."""
+    import re
+
+    model = shufflenet_unit(channels, groups)
+    notes, mod = assert_matches_ort(model)
+    assert [note for note in notes if "conv" in note] == []
+    per_group = channels // groups
+    copies = [f.script() for gv, f in mod.functions_items()
+              if isinstance(f, tvm.tirx.PrimFunc) and "strided_slice" in gv.name_hint]
+    assert copies
+    for script in copies:
+        innermost = re.findall(r"for \w+ in (?:range|T\.vectorized)\(T\.int64\((\d+)\)\)", script)[-1]
+        assert per_group % int(innermost) == 0 or groups % int(innermost) == 0, script
 
 
 @pytest.mark.parametrize("channels, tiled", [(32, True), (136, True), (20, True), (7, False)])
@@ -300,11 +364,11 @@ def test_matmul_kernels_get_the_register_tile_rule(case):
     from tvm.relax.frontend.onnx import from_onnx
 
     from edgec.frontend.importer import import_proto
-    from edgec.targets.cpu_schedules import _is_matmul, prepare_for_schedules
+    from edgec.targets.cpu_schedules import Tiles, _is_matmul, prepare_for_schedules
     from edgec.targets.lowering import onnx_for_tvm
 
     mod = prepare_for_schedules(from_onnx(onnx_for_tvm(import_proto(matmul_model(*MATMULS[case])))[0],
-                                          keep_params_in_input=True), [])
+                                          keep_params_in_input=True), [], Tiles.for_target(host_spec()).lanes)
     kernels = [f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
     assert kernels
     for func in kernels:
