@@ -10,11 +10,13 @@ Pipeline, in order (each step named in the notes when it fails):
 
 1. ``sum-of-stack``: ONNX ``Sum`` (and ``Max``, ``Min``) imports as ``sum(stack(broadcast_to(x)...))``;
    it becomes a chain of ``add`` (ConvertLayout cannot handle the 5-D stack).
-   Then ``densify-grouped-conv``: grouped convs with at most 8 groups become dense
-   ones with a block-diagonal weight; and ``clip-as-max-min``: clip (HardSwish,
-   HardSigmoid) as maximum and minimum, which ConvertLayout sees through.
+   Then ``densify-grouped-conv``: the rare grouped conv that ``grouped_conv_plan``
+   densifies becomes a dense one with a block-diagonal weight; and ``clip-as-max-min``:
+   clip (HardSwish, HardSigmoid) as maximum and minimum, which ConvertLayout sees through.
 2. ``convert-layout``: conv2d to NHWC activations and HWIO weights, so output
-   channels are the contiguous, vectorized axis.
+   channels are the contiguous, vectorized axis. Then ``widen-grouped-conv``: a grouped
+   conv whose channels per group fill no whole vector gets each group padded to whole
+   vectors, the padding dropped after its bias and ReLU.
 3. ``lift-weight-transforms``: computations on weights alone (the OIHW->HWIO
    permutes, bias reshapes) move to ``main_transform_params``; it is compiled for
    the host and run once, here, and the module's attached weights are replaced by
@@ -41,7 +43,9 @@ Pipeline, in order (each step named in the notes when it fails):
      with a KxN weight, reductions over H and W): that axis split into vectors
      and moved inside the reduction loops, outer axes parallel.
    - ``reduction-parallel``: other reductions get parallel outer spatial loops.
-   - ``injective``: every other block is fused flat, vectorized and parallel.
+   - ``injective``: every other block is fused flat, vectorized and parallel; a copy that
+     gathers channels (a widened conv's compaction, a channel shuffle, a concat) first has
+     its innermost axis split where its indices divide it.
 
    Tile sizes come from ``TargetSpec.vector_bits`` (lanes) and
    ``TargetSpec.vector_registers`` (how many output pixels fit the tile). The conv
