@@ -1045,18 +1045,18 @@ def _division_free_split(sch, block) -> tuple[int, bool] | None:
     dtype = str(innermost.var.ty.dtype)
     outer, inner = tirx.Var("outer", dtype), tirx.Var("inner", dtype)
 
-    def split_analyzer(factor: int, step: int = 0):
-        """An analyzer where the innermost iterator is ``outer * factor + inner + step``."""
+    def split_analyzer(factor: int):
+        """An analyzer where the innermost iterator is ``outer * factor + inner``."""
         analyzer = sym.Analyzer()
         for iv in iters[:-1]:
             analyzer.bind(iv.var, iv.dom)
         analyzer.bind(outer, tvm.ir.Range(0, extent // factor))
-        analyzer.bind(inner, tvm.ir.Range(0, factor - step))
-        analyzer.bind(innermost.var, outer * tirx.const(factor, dtype) + inner + tirx.const(step, dtype))
+        analyzer.bind(inner, tvm.ir.Range(0, factor))
+        analyzer.bind(innermost.var, outer * tirx.const(factor, dtype) + inner)
         return analyzer
 
-    def simplified(factor: int, step: int = 0) -> list:
-        analyzer = split_analyzer(factor, step)
+    def simplified(factor: int) -> list:
+        analyzer = split_analyzer(factor)
         return [analyzer.simplify(e) for e in indices]
 
     def divisions(factor: int) -> int:
@@ -1070,13 +1070,20 @@ def _division_free_split(sch, block) -> tuple[int, bool] | None:
     candidates = sorted(k for k in candidates if 1 < k < extent)
     if not candidates:
         return None
-    baseline = sum(1 for e in indices for node in nodes(e) if is_division(node))
+    baseline = divisions(extent)
     cost, factor = min((divisions(k), -k) for k in candidates)
     factor = -factor
     if cost >= baseline:
         return None
-    analyzer = split_analyzer(factor, 1)
-    steps = [analyzer.simplify(b - a) for a, b in zip(simplified(factor, 1), simplified(factor))]
+    split = simplified(factor)
+    at = {}
+    following = tirx.Var("following", dtype)
+    for name, value in (("before", following), ("after", following + tirx.const(1, dtype))):
+        analyzer = split_analyzer(factor)
+        analyzer.bind(following, tvm.ir.Range(0, factor - 1))
+        analyzer.bind(inner, value, allow_override=True)
+        at[name] = [analyzer.simplify(e) for e in split]
+    steps = [analyzer.simplify(after - before) for after, before in zip(at["after"], at["before"])]
     contiguous = all(isinstance(d, tirx.IntImm) and int(d) in (0, 1) for d in steps)
     return factor, contiguous
 

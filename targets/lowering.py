@@ -158,6 +158,7 @@ def lower(model: Model, target: TargetSpec, tuning_db: Path | None = None, name:
             logger.info("%d kernel(s) scheduled from tuning records in %s", len(tuned), tuning_db)
             target_manifest["tuned_kernels"] = sorted(tuned)
     main = mod["main"]
+    refuse_empty_constants(main, [value.name for value in model.graph.outputs])
     num_inputs = int(main.attrs["num_input"])
     names = unique_names([param.name for param in main.params[num_inputs:]])
     mod, detached = detach_params(mod)
@@ -194,6 +195,30 @@ def check_signature(model: Model) -> None:
                 what = "is not a tensor (a sequence, map or optional?)" if value.dtype is None else "has no known rank"
                 raise CompileError(f"graph {kind} '{value.name}'{maker} {what}; an edgec artifact takes and returns "
                                    "tensors of known dtype and rank only")
+
+
+def refuse_empty_constants(main, output_names: list[str]) -> None:
+    """Refuse a constant with no elements (CausalConvWithState's state at kernel size 1, 2x4x0):
+    TVM 0.27 writes it into the library in a form its loader rejects ("Invalid DLTensor file
+    format"), so the artifact would compile and then never load."""
+    import tvm
+    from tvm import relax
+
+    empty = []
+    relax.analysis.post_order_visit(main, lambda node: empty.append(node) if isinstance(
+        node, tvm.ir.expr.Constant) and 0 in getattr(getattr(node, "value", None), "shape", ()) else None)
+    if not empty:
+        return
+    bound = {b.var: b.value for block in main.body.blocks for b in block.bindings}
+    result = bound.get(main.body.body, main.body.body)
+    results = [bound.get(r, r) for r in (result.fields if isinstance(result, relax.Tuple) else [result])]
+    shape = "x".join(str(d) for d in empty[0].value.shape)
+    for name, result in zip(output_names, results):
+        if any(result.same_as(constant) for constant in empty):
+            raise CompileError(f"graph output '{name}' is an empty constant (shape {shape}); TVM cannot store a tensor "
+                               "with no elements in the compiled library, so the artifact would not load")
+    raise CompileError(f"the model computes an empty constant (shape {shape}); TVM cannot store a tensor with no "
+                       "elements in the compiled library, so the artifact would not load")
 
 
 def unique_names(names: list[str]) -> list[str]:

@@ -107,3 +107,21 @@ def test_ctrl_c_during_startup_imports_is_one_line(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", script, "--version"], capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stderr) == (130, "edgec: aborted\n")
+
+
+def test_empty_constant_output_is_refused_at_compile(tmp_path, capfd):
+    """TVM writes a constant with no elements into the library in a form its loader rejects;
+    the compile refuses, naming the output, instead of writing an artifact that never loads."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    empty = numpy_helper.from_array(np.zeros((2, 0), np.float32), "e")
+    graph = helper.make_graph(
+        [helper.make_node("Constant", [], ["state"], value=empty), helper.make_node("Relu", ["x"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 0])])
+    model = tmp_path / "empty_state.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    one_line_error(capfd, 1, ["compile", str(model), "-t", "x86-64", "-o", str(tmp_path / "m.edgec")],
+                   "graph output 'state' is an empty constant (shape 2x0)")
+    assert not (tmp_path / "m.edgec").exists()

@@ -169,3 +169,26 @@ def test_error_diagnostics_fail_the_pipeline():
     finally:
         del PASS_REGISTRY["test-complain"]
 
+
+
+@pytest.mark.parametrize("error, code", [("UsageError", 2), ("ProfileViolation", 3)])
+def test_a_user_facing_error_in_a_pass_keeps_its_type_and_exit_code(error, code):
+    """A pass that finds the command line wrong (or the profile unmet) says so with the CLI's
+    exit code for that, not the compile error's 1; the pass and history are still named."""
+    import edgec.errors
+
+    raised = getattr(edgec.errors, error)
+
+    @register_pass
+    class Refuse(Pass):
+        name = "test-refuse"
+
+        def call(self, model):
+            raise raised("quantize needs calibration data")
+
+    try:
+        with pytest.raises(raised, match="quantize needs calibration data in pass 'test-refuse' after: remove-identity") as info:
+            PassManager(Pipeline.parse("remove-identity,test-refuse")).run(cnn())
+        assert info.value.exit_code == code
+    finally:
+        del PASS_REGISTRY["test-refuse"]

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, ClassVar, Iterable, Iterator
 
-from ..errors import CompileError, UsageError
+from ..errors import CompileError, EdgecError, UsageError
 from ..ir import Model, verify
 from ..units import format_size, parse_size
 
@@ -261,7 +261,10 @@ class PassManager:
                 detail = str(exc) if isinstance(exc, CompileError) else f"{type(exc).__name__}: {exc}"
                 lines = detail.strip().splitlines() or [type(exc).__name__]
                 detail = lines[0] + (" ..." if len(lines) > 1 else "")  # one line; -v logs the rest
-                raise PassError(f"{detail} in pass '{pass_.name}' after: {history}") from exc
+                where = f"{detail} in pass '{pass_.name}' after: {history}"
+                if isinstance(exc, EdgecError) and not isinstance(exc, CompileError):
+                    raise type(exc)(where) from exc  # a usage error or profile violation keeps its exit code
+                raise PassError(where) from exc
             seconds = time.perf_counter() - start
             self.diagnostics.extend((pass_.name, d) for d in result.diagnostics)
             model = result.model
