@@ -198,15 +198,19 @@ def check_signature(model: Model) -> None:
 
 
 def refuse_empty_constants(main, output_names: list[str]) -> None:
-    """Refuse a constant with no elements (CausalConvWithState's state at kernel size 1, 2x4x0):
-    TVM 0.27 writes it into the library in a form its loader rejects ("Invalid DLTensor file
-    format"), so the artifact would compile and then never load."""
+    """Refuse a constant with no elements whose first dim is not 0 (CausalConvWithState's state
+    at kernel size 1, 2x4x0): TVM 0.27 writes it into the library in a form its loader rejects
+    ("Invalid DLTensor file format"), so the artifact would compile and then never load.
+    Shapes 0 and 0x2 load (ConstantOfShape of an empty shape), 2x0, 1x0 and 3x0x0 do not."""
     import tvm
     from tvm import relax
 
+    def unloadable(shape) -> bool:
+        return len(shape) > 0 and shape[0] != 0 and 0 in shape
+
     empty = []
     relax.analysis.post_order_visit(main, lambda node: empty.append(node) if isinstance(
-        node, tvm.ir.expr.Constant) and 0 in getattr(getattr(node, "value", None), "shape", ()) else None)
+        node, tvm.ir.expr.Constant) and unloadable(getattr(getattr(node, "value", None), "shape", ())) else None)
     if not empty:
         return
     bound = {b.var: b.value for block in main.body.blocks for b in block.bindings}
@@ -215,10 +219,10 @@ def refuse_empty_constants(main, output_names: list[str]) -> None:
     shape = "x".join(str(d) for d in empty[0].value.shape)
     for name, result in zip(output_names, results):
         if any(result.same_as(constant) for constant in empty):
-            raise CompileError(f"graph output '{name}' is an empty constant (shape {shape}); TVM cannot store a tensor "
-                               "with no elements in the compiled library, so the artifact would not load")
-    raise CompileError(f"the model computes an empty constant (shape {shape}); TVM cannot store a tensor with no "
-                       "elements in the compiled library, so the artifact would not load")
+            raise CompileError(f"graph output '{name}' is an empty constant (shape {shape}); TVM cannot store such a "
+                               "tensor in the compiled library, so the artifact would not load")
+    raise CompileError(f"the model computes an empty constant (shape {shape}); TVM cannot store such a tensor in "
+                       "the compiled library, so the artifact would not load")
 
 
 def unique_names(names: list[str]) -> list[str]:
