@@ -125,3 +125,34 @@ def test_device_commands_work_without_onnx(artifact, command):
     # check exits 3 when the artifact misses the profile; that is a verdict, not a failure to run
     assert done.returncode in ((0, 3) if name == "check" else (0,)), done.stderr
     assert done.stdout.strip()
+
+
+@pytest.mark.skipif(len(__import__("os").sched_getaffinity(0)) < 2, reason="needs 2 CPUs to tell a pinned thread")
+@pytest.mark.parametrize("bind, pinned", [(None, False), ("1", True)])
+def test_runtime_threads_are_not_pinned_unless_asked(artifact, bind, pinned):
+    """TVM pins each pool thread to one core; a kernel waits for all of them, so one other busy
+    process on a pinned thread's core stalls every kernel (MobileNetV2 216 ms against 7 ms). The
+    runtime leaves its threads free to move unless TVM_BIND_THREADS asks for pinning, and has a
+    waiting thread sleep after 1,000 spins instead of 300,000."""
+    script = f"""
+import glob, json, os
+import edgec.runtime
+model = edgec.runtime.load({str(artifact)!r})
+for _ in range(3):
+    model.run(model.random_inputs(0))
+assert os.environ["TVM_THREAD_POOL_SPIN_COUNT"] == "1000"
+allowed = []
+for status in glob.glob("/proc/self/task/*/status"):
+    allowed += [line.split(":")[1].strip() for line in open(status) if line.startswith("Cpus_allowed_list")]
+print(json.dumps(allowed))
+"""
+    env = {key: value for key, value in __import__("os").environ.items() if key != "TVM_BIND_THREADS"}
+    env["TVM_NUM_THREADS"] = "2"
+    if bind is not None:
+        env["TVM_BIND_THREADS"] = bind
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    allowed = json.loads(done.stdout.strip().splitlines()[-1])
+    process_wide = max(allowed, key=len)
+    assert len(allowed) >= 2  # the pool started a worker
+    assert any(cpus != process_wide for cpus in allowed) == pinned, allowed

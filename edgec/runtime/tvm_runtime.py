@@ -23,6 +23,8 @@ import numpy as np
 
 from ..host import physical_cores
 
+THREAD_POOL_SPIN_COUNT = 1000
+"""Spins of a thread waiting at the end of a kernel before it sleeps (TVM's default: 300,000)."""
 POOLED_ALLOCATOR = 2
 """The VM's memory pool, as ``tvm.runtime.vm.VirtualMachine`` sets it by default."""
 
@@ -33,6 +35,14 @@ class Runtime:
     def __init__(self):
         # TVM's thread pool uses one thread on a 2-core machine unless told otherwise.
         os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
+        # Each kernel ends with its threads waiting for each other. TVM pins every thread to a core
+        # and lets a waiting thread spin 300,000 times before it sleeps; with one other busy process
+        # on 2 cores, the waiting thread spins through the time slice its late partner needs, at
+        # every kernel: MobileNetV2 216 ms pinned, Inception v2 204-231 ms unpinned, against 7.4 and
+        # 39 ms on one thread. Unpinned with 1,000 spins they ran in 7.6 and 40 ms, and on a quiet
+        # machine as fast as before (benchmarks/results/2026-12-05-x86-64-loaded.md).
+        os.environ.setdefault("TVM_BIND_THREADS", "0")
+        os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", str(THREAD_POOL_SPIN_COUNT))
         tvm_ffi = load_tvm_library("tvm_runtime", "RTLD_GLOBAL")
         if wheel_library("tvm_runtime_extra") is not None:  # TVM's sort and topk kernels call into it
             load_tvm_library("tvm_runtime_extra", "RTLD_GLOBAL")

@@ -588,8 +588,13 @@ void CheckMachine(const Manifest& m) {
 }
 
 /*! \brief TVM's pool uses one thread on a 2-core machine unless told: use the physical cores,
- *  as edgec's Python runtime does, unless TVM_NUM_THREADS is already set. */
+ *  as edgec's Python runtime does, unless TVM_NUM_THREADS is already set. And, unless the
+ *  environment says otherwise, leave its threads unpinned and let a thread waiting at the end of a
+ *  kernel spin 1,000 times, not 300,000, before it sleeps: with one other busy process on the
+ *  machine, spinning pinned threads stall every kernel (see edgec/runtime/tvm_runtime.py). */
 void SetThreads() {
+  setenv("TVM_BIND_THREADS", "0", 0);
+  setenv("TVM_THREAD_POOL_SPIN_COUNT", "1000", 0);
   if (std::getenv("TVM_NUM_THREADS")) return;
   cpu_set_t cpus;
   if (sched_getaffinity(0, sizeof(cpus), &cpus) != 0) return;
