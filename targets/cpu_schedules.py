@@ -363,7 +363,8 @@ def _grouped_conv(call, layout: str, lanes: int):
     kernel_layout = {"NCHW": "OIHW", "NHWC": "HWIO"}[layout]
     data_shape, weight_shape = call.args[0].ty.shape, call.args[1].ty.shape
     if (int(attrs.groups) == 1 or attrs.data_layout != layout or attrs.kernel_layout != kernel_layout
-            or attrs.out_layout != layout or data_shape is None or weight_shape is None or len(data_shape) != 4):
+            or attrs.out_layout != layout or data_shape is None or weight_shape is None or len(data_shape) != 4
+            or not all(isinstance(d, tvm.tirx.IntImm) for d in [*weight_shape, data_shape[layout.index("C")]])):
         return None
     groups = int(attrs.groups)
     in_channels = int(data_shape[layout.index("C")])
