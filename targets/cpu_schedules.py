@@ -246,8 +246,7 @@ def _rewrite_sum_of_stack(mod):
     import tvm_ffi
     from tvm import relax
 
-    def op_name(expr) -> str:
-        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+    from .int8 import op_name
 
     PAIRWISE = {"relax.sum": relax.op.add, "relax.max": relax.op.maximum, "relax.min": relax.op.minimum}
 
@@ -334,6 +333,11 @@ WIDEN_MAX_OVERHEAD = 1.5
 """A grouped conv is widened when the padded groups cost at most this factor more FLOPs."""
 
 
+def _whole_vectors(channels: int, lanes: int) -> int:
+    """``channels`` rounded up to whole vectors of ``lanes``."""
+    return -(-channels // lanes) * lanes
+
+
 def grouped_conv_plan(groups: int, in_channels: int, out_per_group: int, lanes: int) -> str | None:
     """How a grouped (not depthwise) conv is computed: "widen" (each group's output channels
     padded to whole vectors of ``lanes``), "densify" (a dense conv with a block-diagonal weight),
@@ -342,8 +346,7 @@ def grouped_conv_plan(groups: int, in_channels: int, out_per_group: int, lanes: 
     widened to 48 2.6x faster than densified (4x the FLOPs at 175 GF/s)."""
     if groups == 1 or in_channels == groups or out_per_group % lanes == 0:
         return None
-    widened = -(-out_per_group // lanes) * lanes
-    overhead = widened / out_per_group
+    overhead = _whole_vectors(out_per_group, lanes) / out_per_group
     if overhead <= WIDEN_MAX_OVERHEAD or (out_per_group % 4 and overhead < groups):
         return "widen"
     if out_per_group % 4 and groups <= DENSIFY_MAX_GROUPS:
@@ -355,9 +358,10 @@ def _grouped_conv(call, layout: str, lanes: int):
     """(plan, groups, output channels per group) of a grouped conv2d call in ``layout`` (NCHW
     with OIHW weights, or NHWC with HWIO), or None when it is not one."""
     import tvm
-    from tvm import relax
 
-    if not (isinstance(call, relax.Call) and isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.conv2d"):
+    from .int8 import op_name
+
+    if op_name(call) != "relax.nn.conv2d":
         return None
     attrs = call.attrs
     kernel_layout = {"NCHW": "OIHW", "NHWC": "HWIO"}[layout]
@@ -421,8 +425,7 @@ def _widen_grouped_conv(mod, lanes: int):
     import tvm
     from tvm import relax
 
-    def op_name(expr) -> str:
-        return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else ""
+    from .int8 import op_name
 
     def static_shape(expr) -> list[int] | None:
         shape = expr.ty.shape if isinstance(expr.ty, relax.TensorType) else None
@@ -453,7 +456,7 @@ def _widen_grouped_conv(mod, lanes: int):
         def widen(self, call, groups: int, per_group: int):
             attrs = call.attrs
             kh, kw, in_per_group, _ = (int(d) for d in call.args[1].ty.shape)
-            widened = -(-per_group // lanes) * lanes
+            widened = _whole_vectors(per_group, lanes)
             by_group = relax.op.reshape(call.args[1], (kh, kw, in_per_group, groups, per_group))
             weight = relax.op.reshape(relax.op.nn.pad(by_group, [0, 0] * 4 + [0, widened - per_group]),
                                       (kh, kw, in_per_group, groups * widened))

@@ -187,7 +187,7 @@ def test_a_user_facing_error_in_a_pass_keeps_its_type_and_exit_code(error, code)
             raise raised("quantize needs calibration data")
 
     try:
-        with pytest.raises(raised, match="quantize needs calibration data in pass 'test-refuse' after: remove-identity") as info:
+        with pytest.raises(raised, match="^quantize needs calibration data in pass 'test-refuse' after: remove-identity") as info:
             PassManager(Pipeline.parse("remove-identity,test-refuse")).run(cnn())
         assert info.value.exit_code == code
     finally:

@@ -258,7 +258,7 @@ class PassManager:
             except Exception as exc:  # any failure is reported with its pass and history
                 self.notify(lambda i: i.after_failure(pass_, model, exc, index))
                 history = ", ".join(ran) if ran else "(none)"
-                detail = str(exc) if isinstance(exc, CompileError) else f"{type(exc).__name__}: {exc}"
+                detail = str(exc) if isinstance(exc, EdgecError) else f"{type(exc).__name__}: {exc}"
                 lines = detail.strip().splitlines() or [type(exc).__name__]
                 detail = lines[0] + (" ..." if len(lines) > 1 else "")  # one line; -v logs the rest
                 where = f"{detail} in pass '{pass_.name}' after: {history}"
